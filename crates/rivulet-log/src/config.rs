@@ -1,0 +1,176 @@
+//! Per-partition log settings.
+
+use std::time::Duration;
+
+use crate::error::{LogError, Result};
+
+/// When appended bytes are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// An append is durable before it is acknowledged; concurrent appends share one
+    /// fdatasync (group commit). Readers only see durable data. The default.
+    Always,
+    /// Bytes are forced to disk at least every interval; appends do not wait.
+    Interval(Duration),
+    /// Bytes stay in the page cache until the kernel writes them back (segments are still
+    /// synced when they roll and when the log closes).
+    None,
+}
+
+impl FsyncPolicy {
+    /// Parses `always`, `none`, `interval` (1 s) or `interval:<ms>`.
+    pub fn parse(text: &str) -> Result<FsyncPolicy> {
+        match text {
+            "always" => Ok(FsyncPolicy::Always),
+            "none" => Ok(FsyncPolicy::None),
+            "interval" => Ok(FsyncPolicy::Interval(Duration::from_millis(1_000))),
+            other => {
+                let ms = other
+                    .strip_prefix("interval:")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| {
+                        LogError::Config(format!(
+                            "fsync policy {other:?}: expected always, none, interval or interval:<ms>"
+                        ))
+                    })?;
+                Ok(FsyncPolicy::Interval(Duration::from_millis(ms)))
+            }
+        }
+    }
+
+    /// The text form accepted by [`FsyncPolicy::parse`].
+    pub fn as_string(&self) -> String {
+        match self {
+            FsyncPolicy::Always => "always".to_string(),
+            FsyncPolicy::None => "none".to_string(),
+            FsyncPolicy::Interval(d) => format!("interval:{}", d.as_millis()),
+        }
+    }
+}
+
+/// What happens to old data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Whole segments are deleted by time and size retention.
+    pub delete: bool,
+    /// Sealed segments are compacted to the latest record per key.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// `cleanup.policy=delete`, the default.
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+    /// `cleanup.policy=compact`.
+    pub const COMPACT: CleanupPolicy = CleanupPolicy {
+        delete: false,
+        compact: true,
+    };
+
+    /// Parses Kafka's `cleanup.policy` values: `delete`, `compact`, `compact,delete`.
+    pub fn parse(text: &str) -> Result<CleanupPolicy> {
+        let mut policy = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for part in text.split(',').map(str::trim) {
+            match part {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                other => {
+                    return Err(LogError::Config(format!(
+                        "cleanup.policy {other:?}: expected delete, compact or both"
+                    )))
+                }
+            }
+        }
+        if !policy.delete && !policy.compact {
+            return Err(LogError::Config("cleanup.policy is empty".into()));
+        }
+        Ok(policy)
+    }
+
+    /// The text form Kafka uses.
+    pub fn as_str(&self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
+}
+
+/// Settings of one partition log. Field names follow Kafka's topic configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment when it would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment when it is older than this.
+    pub segment_ms: Option<u64>,
+    /// Bytes of batches between two sparse index entries.
+    pub index_interval_bytes: u32,
+    /// `max.message.bytes`: the largest batch accepted.
+    pub max_batch_bytes: usize,
+    /// When appended bytes reach the disk.
+    pub fsync: FsyncPolicy,
+    /// `retention.ms`: delete sealed segments whose newest record is older. `None` keeps all.
+    pub retention_ms: Option<u64>,
+    /// `retention.bytes`: delete oldest sealed segments while the log is larger.
+    pub retention_bytes: Option<u64>,
+    /// `cleanup.policy`.
+    pub cleanup: CleanupPolicy,
+    /// `delete.retention.ms`: how long tombstones survive compaction.
+    pub delete_retention_ms: u64,
+    /// Open file handles of sealed segments kept per log; idle ones close beyond this.
+    pub max_open_sealed_segments: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            index_interval_bytes: 4096,
+            max_batch_bytes: 1_048_588,
+            fsync: FsyncPolicy::Always,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            cleanup: CleanupPolicy::DELETE,
+            delete_retention_ms: 24 * 3600 * 1000,
+            max_open_sealed_segments: 16,
+        }
+    }
+}
+
+/// Largest segment the 32-bit index positions can address.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+
+impl LogConfig {
+    /// Checks that every value is in range.
+    pub fn validate(&self) -> Result<()> {
+        if self.segment_bytes < 1024 || self.segment_bytes > SEGMENT_BYTES_MAX {
+            return Err(LogError::Config(format!(
+                "segment.bytes {} must be within [1024, {SEGMENT_BYTES_MAX}]",
+                self.segment_bytes
+            )));
+        }
+        if self.max_batch_bytes < 61 || self.max_batch_bytes as u64 > self.segment_bytes {
+            return Err(LogError::Config(format!(
+                "max.message.bytes {} must be within [61, segment.bytes]",
+                self.max_batch_bytes
+            )));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(LogError::Config("index interval must be positive".into()));
+        }
+        if self.max_open_sealed_segments == 0 {
+            return Err(LogError::Config(
+                "max open sealed segments must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}

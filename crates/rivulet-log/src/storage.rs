@@ -1,0 +1,254 @@
+//! The narrow file-system interface under the log, so tests can inject faults.
+//!
+//! [`FsStorage`] is the real implementation. [`FaultyStorage`] wraps any storage and fails
+//! writes once a byte budget is spent (a full disk) or fails every fdatasync on request.
+
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// One open file of a segment or index.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Reads up to `buf.len()` bytes at `position`; returns how many were read (0 at end).
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `position`.
+    fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()>;
+    /// Forces written data to disk (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Reads exactly `buf.len()` bytes at `position`, or fails with `UnexpectedEof`.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut position: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, position)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => {
+                    buf = &mut buf[n..];
+                    position += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Directory-level operations the log needs.
+pub trait Storage: Send + Sync + Debug {
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries of a directory.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Opens a file for reading and writing, creating it when `create` is set.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Deletes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Deletes a directory and everything in it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Atomically renames a file.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes a directory's entries durable (fsync on the directory).
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// True when the path exists.
+    fn exists(&self, path: &Path) -> bool;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsStorage;
+
+#[derive(Debug)]
+struct FsFile(File);
+
+impl StorageFile for FsFile {
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        loop {
+            match self.0.read_at(buf, position) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+    fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, position)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Storage for FsStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(FsFile(file)))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+}
+
+/// Shared switches of a [`FaultyStorage`].
+#[derive(Debug)]
+pub struct Faults {
+    /// Bytes that may still be written before writes fail with ENOSPC; negative = unlimited.
+    pub write_budget_bytes: AtomicI64,
+    /// When set, every fdatasync fails with EIO.
+    pub fail_sync: AtomicBool,
+}
+
+impl Faults {
+    /// Sets the remaining write budget; `None` removes the limit.
+    pub fn set_write_budget(&self, bytes: Option<u64>) {
+        let v = bytes.map_or(-1, |b| b.min(i64::MAX as u64) as i64);
+        self.write_budget_bytes.store(v, Ordering::SeqCst);
+    }
+}
+
+/// Storage that fails on demand; for tests.
+#[derive(Debug, Clone)]
+pub struct FaultyStorage {
+    inner: Arc<dyn Storage>,
+    faults: Arc<Faults>,
+}
+
+impl FaultyStorage {
+    /// Wraps `inner` with no faults active.
+    pub fn new(inner: Arc<dyn Storage>) -> FaultyStorage {
+        FaultyStorage {
+            inner,
+            faults: Arc::new(Faults {
+                write_budget_bytes: AtomicI64::new(-1),
+                fail_sync: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The switches that control the faults.
+    pub fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Arc<dyn StorageFile>,
+    faults: Arc<Faults>,
+}
+
+impl StorageFile for FaultyFile {
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, position)
+    }
+    fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()> {
+        let len = buf.len() as i64;
+        let taken = self
+            .faults
+            .write_budget_bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                if b < 0 {
+                    Some(b)
+                } else if b >= len {
+                    Some(b - len)
+                } else {
+                    None
+                }
+            });
+        match taken {
+            Ok(_) => self.inner.write_all_at(buf, position),
+            Err(remaining) => {
+                // A full disk usually accepts a prefix of the write: model that torn write.
+                let prefix = remaining.max(0) as usize;
+                self.faults.write_budget_bytes.store(0, Ordering::SeqCst);
+                self.inner.write_all_at(&buf[..prefix], position)?;
+                Err(io::Error::from_raw_os_error(28))
+            }
+        }
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.faults.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dir(path)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(FaultyFile {
+            inner: self.inner.open(path, create)?,
+            faults: self.faults.clone(),
+        }))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.inner.exists(path)
+    }
+}
+
+/// Path of a file inside a directory, named by a zero-padded base offset.
+pub(crate) fn offset_file(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}{suffix}"))
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the partition log: one test binary, a small harness per area.
+
+mod common;
+
+mod basics;
+mod cleanup;
+mod corruption;
+mod crash;
+mod faults;
+mod model;
