@@ -157,9 +157,9 @@ impl LogConfig {
                 self.segment_bytes
             )));
         }
-        if self.max_batch_bytes < 61 || self.max_batch_bytes as u64 > self.segment_bytes {
+        if self.max_batch_bytes < 61 || self.max_batch_bytes as u64 > SEGMENT_BYTES_MAX {
             return Err(LogError::Config(format!(
-                "max.message.bytes {} must be within [61, segment.bytes]",
+                "max.message.bytes {} must be within [61, {SEGMENT_BYTES_MAX}]",
                 self.max_batch_bytes
             )));
         }

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -89,6 +90,8 @@ struct Shared {
     /// Serialises retention and compaction.
     cleaner_lock: Mutex<()>,
     durable_offset: AtomicI64,
+    fsyncs: AtomicU64,
+    fsync_nanos: AtomicU64,
     hwm_tx: watch::Sender<i64>,
 }
 
@@ -217,6 +220,8 @@ impl Log {
                 sync_lock: Mutex::new(()),
                 cleaner_lock: Mutex::new(()),
                 durable_offset: AtomicI64::new(next_offset),
+                fsyncs: AtomicU64::new(0),
+                fsync_nanos: AtomicU64::new(0),
                 hwm_tx,
             }),
         })
@@ -386,6 +391,17 @@ impl Log {
         self.shared.durable_offset.load(Ordering::Acquire)
     }
 
+    /// fdatasync calls made for appends so far (group commit makes this far smaller than
+    /// the number of appends under concurrency).
+    pub fn fsync_count(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Total time spent in those fdatasync calls.
+    pub fn fsync_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.shared.fsync_nanos.load(Ordering::Relaxed))
+    }
+
     /// Forces everything written so far to disk, whatever the policy.
     pub fn flush(&self) -> Result<()> {
         let end = self.log_end_offset();
@@ -423,7 +439,13 @@ impl Log {
                 active.log_path.clone(),
             )
         };
-        if let Err(e) = file.sync_data() {
+        let started = Instant::now();
+        let synced = file.sync_data();
+        self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .fsync_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if let Err(e) = synced {
             // After a failed fsync the page cache may have dropped the dirty pages: the only
             // safe state is to refuse more work until the log is reopened and re-scanned.
             error!(segment = %path.display(), error = %e, "fdatasync failed; log refuses writes until reopened");
@@ -620,6 +642,7 @@ impl Log {
                 let end = segment.corrupt_from.map_or(end, |c| end.min(c));
                 let corrupt = segment.corrupt_from.is_some() && offset >= segment.index.next_offset;
                 let rel = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
+                let segment_base = segment.base_offset;
                 segment.last_used = tick;
                 let plan = (
                     segment.file(storage.as_ref())?,
@@ -630,11 +653,15 @@ impl Log {
                     corrupt,
                     visible.offset,
                     log_start_offset,
+                    st.segments
+                        .range(segment_base + 1..)
+                        .next()
+                        .map_or(visible.offset, |(base, _)| *base),
                 );
                 self.close_idle_handles(&mut st);
                 plan
             };
-            let (file, path, start, end, segment_next, corrupt, hwm, log_start_offset) = plan;
+            let (file, path, start, end, segment_next, corrupt, hwm, log_start_offset, next_base) = plan;
             if corrupt {
                 return Err(LogError::Corrupt {
                     path,
@@ -652,7 +679,7 @@ impl Log {
                 }
                 // The offset is past this segment's last batch (end of a sealed segment, or a
                 // gap left by compaction): continue in the next segment.
-                None => offset = offset.max(segment_next),
+                None => offset = offset.max(segment_next).max(next_base),
             }
         }
         Ok(ReadResult {
@@ -869,6 +896,7 @@ impl Log {
             return Ok(());
         };
         let log_path = old.log_path.clone();
+        let old_next = old.index.next_offset;
         storage
             .rename(cleaned, &log_path)
             .map_err(LogError::io("install compacted segment", &log_path))?;
@@ -880,7 +908,12 @@ impl Log {
         storage
             .sync_dir(&dir)
             .map_err(LogError::io("sync directory", &dir))?;
-        let segment = Segment::open(storage.as_ref(), &dir, base, false, interval, now_ms())?;
+        let mut segment = Segment::open(storage.as_ref(), &dir, base, false, interval, now_ms())?;
+        // Compaction may have removed the last batches; the segment still spans its offsets.
+        if segment.index.next_offset < old_next {
+            segment.index.next_offset = old_next;
+            segment.index.store(storage.as_ref(), &segment.index_path)?;
+        }
         st.segments.insert(base, segment);
         Ok(())
     }

@@ -25,7 +25,10 @@ pub fn one(key: &str, value: Option<&str>, timestamp_ms: i64) -> Vec<u8> {
         0,
         timestamp_ms,
         None,
-        &[Record::new(Some(key.as_bytes().to_vec()), value.map(|v| v.as_bytes().to_vec()))],
+        &[Record::new(
+            Some(key.as_bytes().to_vec()),
+            value.map(|v| v.as_bytes().to_vec()),
+        )],
     )
 }
 
@@ -68,6 +71,7 @@ pub fn read_all(log: &rivulet_log::Log, from: i64) -> Vec<(i64, Option<Vec<u8>>,
 pub fn small(fsync: FsyncPolicy) -> LogConfig {
     LogConfig {
         segment_bytes: 4096,
+        max_batch_bytes: 4096,
         index_interval_bytes: 256,
         fsync,
         retention_ms: None,

@@ -1,0 +1,135 @@
+//! Retention by size and time, and compaction by key.
+
+use std::collections::HashMap;
+
+use rivulet_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig, LogError};
+
+use crate::common::*;
+
+#[test]
+fn retention_by_bytes_deletes_oldest_whole_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        retention_bytes: Some(20 * 1024),
+        ..small(FsyncPolicy::None)
+    };
+    let log = Log::open(dir.path(), config).expect("open");
+    for i in 0..400 {
+        log.append(&batch_of(&format!("r{i}"), 3, 3, rivulet_log::now_ms()))
+            .expect("append");
+    }
+    let before = log.size_bytes();
+    assert!(before > 40 * 1024, "wrote {before} bytes");
+    let deleted = log.enforce_retention(rivulet_log::now_ms()).expect("retention");
+    assert!(deleted > 0);
+    let after = log.size_bytes();
+    assert!(after <= 20 * 1024 + 4096, "{after} bytes left");
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    assert!(matches!(
+        log.read(start - 1, 1024),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let left = read_all(&log, start);
+    assert_eq!(left.first().map(|r| r.0), Some(start));
+    assert_eq!(left.last().map(|r| r.0), Some(1199));
+    // Deleted segments stay deleted after a restart.
+    log.close().expect("close");
+    let log = Log::open(dir.path(), small(FsyncPolicy::None)).expect("reopen");
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(read_all(&log, start).len(), left.len());
+}
+
+#[test]
+fn retention_by_time_keeps_the_active_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        retention_ms: Some(3_600_000),
+        ..small(FsyncPolicy::None)
+    };
+    let log = Log::open(dir.path(), config).expect("open");
+    for i in 0..300 {
+        log.append(&batch_of(&format!("old{i}"), 2, 2, 1_000))
+            .expect("append");
+    }
+    let segments = log.segment_count();
+    assert!(segments > 3);
+    log.maintain(rivulet_log::now_ms()).expect("maintain");
+    assert_eq!(log.segment_count(), 1, "only the active segment survives");
+    assert_eq!(log.log_end_offset(), 600);
+    // Appends continue at the same offsets.
+    let next = log
+        .append(&batch_of("new", 1, 1, rivulet_log::now_ms()))
+        .expect("append");
+    assert_eq!(next.base_offset, 600);
+}
+
+#[test]
+fn compaction_keeps_latest_value_per_key_and_original_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        cleanup: CleanupPolicy::COMPACT,
+        delete_retention_ms: 0,
+        ..small(FsyncPolicy::None)
+    };
+    let log = Log::open(dir.path(), config.clone()).expect("open");
+    let mut written: HashMap<i64, (String, Option<String>)> = HashMap::new();
+    let mut latest: HashMap<String, i64> = HashMap::new();
+    for round in 0..50 {
+        for k in 0..10 {
+            let key = format!("key{k}");
+            let value = if k == 3 && round == 49 {
+                None
+            } else {
+                Some(format!("v{round}"))
+            };
+            let out = log.append(&one(&key, value.as_deref(), 1_000)).expect("append");
+            written.insert(out.base_offset, (key.clone(), value));
+            latest.insert(key, out.base_offset);
+        }
+    }
+    // Filler with unique keys so every keyed update above sits in sealed segments.
+    for i in 0..200 {
+        log.append(&one(&format!("filler{i}"), Some("x"), 1_000))
+            .expect("append");
+    }
+    let before = read_all(&log, 0).len();
+    let removed = log.compact(rivulet_log::now_ms()).expect("compact");
+    assert!(removed >= 490, "removed only {removed}");
+    let check = |log: &Log| {
+        let after = read_all(log, 0);
+        assert_eq!(after.len(), before - removed as usize);
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (offset, key, value) in &after {
+            let key = String::from_utf8(key.clone().expect("key")).expect("utf8");
+            let (wkey, wvalue) = written
+                .get(offset)
+                .cloned()
+                .unwrap_or((key.clone(), Some("x".into())));
+            assert_eq!(key, wkey, "offset {offset} changed key");
+            assert_eq!(value.clone().map(|v| String::from_utf8(v).expect("utf8")), wvalue);
+            *seen.entry(key).or_default() += 1;
+        }
+        for k in 0..10 {
+            let key = format!("key{k}");
+            let n = seen.get(&key).copied().unwrap_or(0);
+            if k == 3 {
+                assert_eq!(n, 0, "expired tombstone and its history are gone");
+            } else {
+                assert_eq!(n, 1, "{key} kept {n} times");
+                let kept = after
+                    .iter()
+                    .find(|(_, kk, _)| kk.as_deref() == Some(key.as_bytes()))
+                    .expect("kept");
+                assert_eq!(kept.0, latest[&key], "the latest version is the one kept");
+            }
+        }
+    };
+    check(&log);
+    log.close().expect("close");
+    let log = Log::open(dir.path(), config).expect("reopen");
+    check(&log);
+    // Appends after compaction continue past the old end.
+    let next = log.append(&one("key0", Some("again"), 2_000)).expect("append");
+    assert_eq!(next.base_offset, 700);
+}
