@@ -1,1 +1,18 @@
-//! placeholder
+//! Rivulet's Kafka wire-protocol front end.
+//!
+//! - [`codec`]: frame decoding and response encoding, pure functions over bytes (no I/O),
+//!   built on the `kafka-protocol` crate.
+//! - [`versions`]: the APIs and version ranges Rivulet advertises.
+//! - [`handler`]: turns decoded requests into calls on the broker core.
+//! - [`server`]: TCP listeners, per-connection request loop, limits and graceful shutdown.
+
+pub mod codec;
+pub mod error;
+pub mod errors;
+pub mod handler;
+pub mod server;
+pub mod versions;
+
+pub use error::ProtocolError;
+pub use handler::{Handler, HandlerConfig};
+pub use server::{Server, ServerConfig};

@@ -1,1 +1,33 @@
-fn main() {}
+//! `rivulet`: the Rivulet event streaming platform in one binary.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Rivulet: an event streaming platform in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "rivulet", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker: serve the Kafka protocol so any Kafka client can produce and consume.
+    Serve(Box<serve::ServeArgs>),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(*args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

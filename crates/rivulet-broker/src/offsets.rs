@@ -1,0 +1,244 @@
+//! Committed consumer-group offsets, stored durably in the internal compacted
+//! `__consumer_offsets` log and kept in memory for lookups.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rivulet_log::record::Record;
+use rivulet_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BrokerError, Result};
+
+/// Name of the internal topic holding committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Largest `metadata` string accepted with a commit (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Bytes read per step while replaying the offsets log at startup.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+/// Size of the RecordBatch v2 header.
+const BATCH_HEADER_BYTES: usize = 61;
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// The next offset the group will consume.
+    pub offset: i64,
+    /// Leader epoch the client saw, or -1.
+    pub leader_epoch: i32,
+    /// Client metadata string, round-tripped as given.
+    pub metadata: Option<String>,
+    /// When the commit was made (ms since the epoch).
+    pub commit_timestamp_ms: i64,
+}
+
+type GroupOffsets = HashMap<(String, i32), CommittedOffset>;
+
+/// Durable store of committed offsets.
+#[derive(Debug)]
+pub struct OffsetStore {
+    log: Log,
+    state: Mutex<HashMap<String, GroupOffsets>>,
+}
+
+fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
+    serde_json::to_vec(&(group, topic, partition)).unwrap_or_default()
+}
+
+impl OffsetStore {
+    /// Opens the offsets log under `dir` and replays it into memory.
+    pub fn open(dir: &Path) -> Result<OffsetStore> {
+        let config = LogConfig {
+            segment_bytes: 100 << 20,
+            max_batch_bytes: 16 << 20,
+            fsync: FsyncPolicy::Always,
+            retention_ms: None,
+            retention_bytes: None,
+            cleanup: CleanupPolicy::COMPACT,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir, config)?;
+        let store = OffsetStore {
+            log,
+            state: Mutex::new(HashMap::new()),
+        };
+        store.replay()?;
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, GroupOffsets>> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn replay(&self) -> Result<()> {
+        let mut offset = self.log.log_start_offset();
+        let end = self.log.high_watermark();
+        let mut state = self.lock();
+        let mut applied = 0usize;
+        while offset < end {
+            let read = self.log.read(offset, REPLAY_READ_BYTES)?;
+            if read.records.is_empty() {
+                break;
+            }
+            let bytes = &read.records[..];
+            let mut pos = 0usize;
+            while pos + BATCH_HEADER_BYTES <= bytes.len() {
+                let b = &bytes[pos..];
+                let base = i64::from_be_bytes(b[0..8].try_into().unwrap_or([0; 8]));
+                let len = i32::from_be_bytes(b[8..12].try_into().unwrap_or([0; 4]));
+                let attributes = i16::from_be_bytes([b[21], b[22]]);
+                let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap_or([0; 4]));
+                let count = i32::from_be_bytes(b[57..61].try_into().unwrap_or([0; 4]));
+                let total = 12 + len.max(0) as usize;
+                if len < 49 || total > b.len() {
+                    return Err(BrokerError::CorruptMetadata {
+                        path: OFFSETS_TOPIC.into(),
+                        reason: format!("batch at offset {base} has a bad length {len}"),
+                    });
+                }
+                if attributes & 0x07 != 0 {
+                    tracing::warn!(offset = base, "Skipping a compressed batch in the offsets log");
+                } else {
+                    let records = rivulet_log::record::decode_all(&b[BATCH_HEADER_BYTES..total], count)
+                        .map_err(|e| BrokerError::CorruptMetadata {
+                            path: OFFSETS_TOPIC.into(),
+                            reason: e.to_string(),
+                        })?;
+                    for record in records {
+                        applied += 1;
+                        apply_record(&mut state, &record);
+                    }
+                }
+                offset = base + last_delta as i64 + 1;
+                pos += total;
+            }
+        }
+        tracing::info!(
+            records = applied,
+            groups = state.len(),
+            "Loaded committed offsets"
+        );
+        Ok(())
+    }
+
+    /// Durably stores offsets for one group. Returns after the commit is on disk.
+    pub async fn commit(&self, group: &str, entries: Vec<(String, i32, CommittedOffset)>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<Record> = entries
+            .iter()
+            .map(|(topic, partition, c)| {
+                Record::new(
+                    Some(encode_key(group, topic, *partition)),
+                    Some(serde_json::to_vec(c).unwrap_or_default()),
+                )
+            })
+            .collect();
+        let batch = rivulet_log::batch::build(0, now_ms(), None, &records);
+        let outcome = {
+            // Append and update memory under one lock so memory and log agree on order.
+            let mut state = self.lock();
+            let outcome = self.log.append(&batch)?;
+            let group_state = state.entry(group.to_string()).or_default();
+            for (topic, partition, c) in entries {
+                group_state.insert((topic, partition), c);
+            }
+            outcome
+        };
+        self.log.wait_durable(outcome.last_offset + 1).await?;
+        Ok(())
+    }
+
+    /// The committed offset of one partition.
+    pub fn fetch(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
+        self.lock()
+            .get(group)
+            .and_then(|g| g.get(&(topic.to_string(), partition)).cloned())
+    }
+
+    /// Every committed offset of a group, sorted by topic and partition.
+    pub fn group_offsets(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
+        let mut out: Vec<_> = self
+            .lock()
+            .get(group)
+            .map(|g| g.iter().map(|((t, p), c)| (t.clone(), *p, c.clone())).collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+
+    /// Groups that have committed offsets.
+    pub fn groups(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Removes every committed offset of a group (writes tombstones).
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        let outcome = {
+            let mut state = self.lock();
+            let Some(offsets) = state.remove(group) else {
+                return Ok(());
+            };
+            let records: Vec<Record> = offsets
+                .keys()
+                .map(|(t, p)| Record::new(Some(encode_key(group, t, *p)), None))
+                .collect();
+            if records.is_empty() {
+                return Ok(());
+            }
+            let batch = rivulet_log::batch::build(0, now_ms(), None, &records);
+            self.log.append(&batch)?
+        };
+        self.log.wait_durable(outcome.last_offset + 1).await?;
+        Ok(())
+    }
+
+    /// Runs the offsets log's periodic maintenance (compaction, flushes).
+    pub fn maintain(&self, now_ms: i64) -> Result<()> {
+        Ok(self.log.maintain(now_ms)?)
+    }
+
+    /// Flushes and closes the offsets log.
+    pub fn close(&self) -> Result<()> {
+        Ok(self.log.close()?)
+    }
+}
+
+fn apply_record(state: &mut HashMap<String, GroupOffsets>, record: &Record) {
+    let Some(key) = record.key.as_deref() else {
+        return;
+    };
+    let Ok((group, topic, partition)) = serde_json::from_slice::<(String, String, i32)>(key) else {
+        tracing::warn!("Skipping an offsets record with an unreadable key");
+        return;
+    };
+    match record.value.as_deref() {
+        None => {
+            if let Some(g) = state.get_mut(&group) {
+                g.remove(&(topic, partition));
+                if g.is_empty() {
+                    state.remove(&group);
+                }
+            }
+        }
+        Some(value) => match serde_json::from_slice::<CommittedOffset>(value) {
+            Ok(c) => {
+                state.entry(group).or_default().insert((topic, partition), c);
+            }
+            Err(e) => tracing::warn!(error = %e, "Skipping an offsets record with an unreadable value"),
+        },
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,386 @@
+//! Topics: names, per-topic configs, partition logs and their on-disk metadata.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rivulet_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BrokerError, Result};
+
+/// Longest topic name Kafka accepts.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Name of the per-topic metadata file inside the topic directory.
+const META_FILE: &str = "topic.json";
+
+/// Topic config keys Rivulet understands, in the order DescribeConfigs lists them.
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.ms",
+    "max.message.bytes",
+    "delete.retention.ms",
+    "fsync.policy",
+];
+
+/// Checks a topic name against Kafka's rules: 1..=249 bytes of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let invalid = |reason| {
+        Err(BrokerError::InvalidTopicName {
+            name: name.chars().take(300).collect(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return invalid("empty");
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return invalid("longer than 249 bytes");
+    }
+    if name == "." || name == ".." {
+        return invalid("'.' and '..' are reserved");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// Applies one Kafka-style topic config override onto a log config.
+pub fn apply_topic_config(config: &mut LogConfig, key: &str, value: &str) -> Result<()> {
+    let bad = |reason: String| BrokerError::InvalidConfig {
+        key: key.to_string(),
+        reason,
+    };
+    let int = |v: &str| -> Result<i64> {
+        v.trim()
+            .parse::<i64>()
+            .map_err(|_| bad(format!("{v:?} is not an integer")))
+    };
+    let non_negative =
+        |v: i64| -> Result<u64> { u64::try_from(v).map_err(|_| bad(format!("{v} must not be negative"))) };
+    match key {
+        "cleanup.policy" => config.cleanup = CleanupPolicy::parse(value).map_err(|e| bad(e.to_string()))?,
+        "retention.ms" => {
+            let v = int(value)?;
+            config.retention_ms = if v < 0 { None } else { Some(v as u64) };
+        }
+        "retention.bytes" => {
+            let v = int(value)?;
+            config.retention_bytes = if v < 0 { None } else { Some(v as u64) };
+        }
+        "segment.bytes" => config.segment_bytes = non_negative(int(value)?)?,
+        "segment.ms" => {
+            let v = int(value)?;
+            config.segment_ms = if v <= 0 { None } else { Some(v as u64) };
+        }
+        "max.message.bytes" => {
+            config.max_batch_bytes =
+                usize::try_from(non_negative(int(value)?)?).map_err(|_| bad("too large".to_string()))?
+        }
+        "delete.retention.ms" => config.delete_retention_ms = non_negative(int(value)?)?,
+        "fsync.policy" => config.fsync = FsyncPolicy::parse(value.trim()).map_err(|e| bad(e.to_string()))?,
+        _ => return Err(bad("unknown config key".to_string())),
+    }
+    Ok(())
+}
+
+/// The current value of a config key in a log config, in Kafka's text form.
+pub fn topic_config_value(config: &LogConfig, key: &str) -> Option<String> {
+    let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+    Some(match key {
+        "cleanup.policy" => config.cleanup.as_str().to_string(),
+        "retention.ms" => opt(config.retention_ms),
+        "retention.bytes" => opt(config.retention_bytes),
+        "segment.bytes" => config.segment_bytes.to_string(),
+        "segment.ms" => opt(config.segment_ms),
+        "max.message.bytes" => config.max_batch_bytes.to_string(),
+        "delete.retention.ms" => config.delete_retention_ms.to_string(),
+        "fsync.policy" => config.fsync.as_string(),
+        _ => return None,
+    })
+}
+
+/// Builds a topic's log config from broker defaults plus overrides; validates the result.
+pub fn build_log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<LogConfig> {
+    let mut config = defaults.clone();
+    for (key, value) in overrides {
+        apply_topic_config(&mut config, key, value)?;
+    }
+    config.validate().map_err(|e| BrokerError::InvalidConfig {
+        key: "config".to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(config)
+}
+
+/// One entry of a topic's described configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// Kafka config key.
+    pub name: String,
+    /// Current value.
+    pub value: String,
+    /// True when the value is the broker default rather than a topic override.
+    pub is_default: bool,
+}
+
+/// What is stored in a topic's `topic.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TopicMeta {
+    /// Topic id as 32 hex digits.
+    id: String,
+    partitions: u32,
+    configs: BTreeMap<String, String>,
+}
+
+/// A topic: its partition logs and config overrides.
+#[derive(Debug)]
+pub struct Topic {
+    name: String,
+    id: u128,
+    dir: PathBuf,
+    partitions: Vec<Log>,
+    overrides: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl Topic {
+    /// The topic name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The topic's stable 128-bit id (Kafka topic UUID).
+    pub fn id(&self) -> u128 {
+        self.id
+    }
+
+    /// Number of partitions.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// The log of one partition, if the index is in range.
+    pub fn partition(&self, index: i32) -> Option<&Log> {
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+    }
+
+    /// All partition logs, by index.
+    pub fn partitions(&self) -> &[Log] {
+        &self.partitions
+    }
+
+    /// The topic's config overrides.
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        match self.overrides.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Every config key with its effective value.
+    pub fn describe_configs(&self) -> Vec<ConfigEntry> {
+        let overrides = self.overrides();
+        let config = self
+            .partitions
+            .first()
+            .map(|log| log.config())
+            .unwrap_or_default();
+        TOPIC_CONFIG_KEYS
+            .iter()
+            .filter_map(|key| {
+                topic_config_value(&config, key).map(|value| ConfigEntry {
+                    name: key.to_string(),
+                    value,
+                    is_default: !overrides.contains_key(*key),
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a topic on disk and opens its logs.
+    pub(crate) fn create(
+        topics_dir: &Path,
+        name: &str,
+        partitions: u32,
+        overrides: BTreeMap<String, String>,
+        log_config: &LogConfig,
+    ) -> Result<Topic> {
+        let dir = topics_dir.join(name);
+        if dir.exists() {
+            // Left over from an interrupted create or delete: start clean.
+            fs::remove_dir_all(&dir).map_err(BrokerError::io("remove stale topic dir", &dir))?;
+        }
+        fs::create_dir_all(&dir).map_err(BrokerError::io("create topic dir", &dir))?;
+        let mut logs = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            logs.push(Log::open(dir.join(p.to_string()), log_config.clone())?);
+        }
+        let topic = Topic {
+            name: name.to_string(),
+            id: random_u128(),
+            dir,
+            partitions: logs,
+            overrides: std::sync::Mutex::new(overrides),
+        };
+        topic.write_meta()?;
+        sync_dir(topics_dir)?;
+        Ok(topic)
+    }
+
+    /// Opens a topic from its directory. Returns `Ok(None)` for a directory without metadata.
+    pub(crate) fn open(dir: &Path, defaults: &LogConfig) -> Result<Option<Topic>> {
+        let meta_path = dir.join(META_FILE);
+        let text = match fs::read_to_string(&meta_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(BrokerError::io("read topic metadata", &meta_path)(e)),
+        };
+        let corrupt = |reason: String| BrokerError::CorruptMetadata {
+            path: meta_path.clone(),
+            reason,
+        };
+        let meta: TopicMeta = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        let id = u128::from_str_radix(&meta.id, 16).map_err(|e| corrupt(e.to_string()))?;
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| corrupt("directory name is not UTF-8".to_string()))?
+            .to_string();
+        validate_topic_name(&name)?;
+        let log_config = build_log_config(defaults, &meta.configs)?;
+        let mut logs = Vec::with_capacity(meta.partitions as usize);
+        for p in 0..meta.partitions {
+            logs.push(Log::open(dir.join(p.to_string()), log_config.clone())?);
+        }
+        Ok(Some(Topic {
+            name,
+            id,
+            dir: dir.to_path_buf(),
+            partitions: logs,
+            overrides: std::sync::Mutex::new(meta.configs),
+        }))
+    }
+
+    /// Replaces the config overrides, applies them to every partition and stores them.
+    pub fn set_overrides(&self, overrides: BTreeMap<String, String>, defaults: &LogConfig) -> Result<()> {
+        let config = build_log_config(defaults, &overrides)?;
+        for log in &self.partitions {
+            log.set_config(config.clone())?;
+        }
+        match self.overrides.lock() {
+            Ok(mut g) => *g = overrides,
+            Err(poisoned) => *poisoned.into_inner() = overrides,
+        }
+        self.write_meta()
+    }
+
+    fn write_meta(&self) -> Result<()> {
+        let meta = TopicMeta {
+            id: format!("{:032x}", self.id),
+            partitions: self.partitions.len() as u32,
+            configs: self.overrides(),
+        };
+        let text = serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::CorruptMetadata {
+            path: self.dir.join(META_FILE),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&self.dir.join(META_FILE), &text)
+    }
+
+    /// Closes the logs and removes the topic's directory.
+    pub(crate) fn delete(&self) -> Result<()> {
+        // Remove the metadata first: a crash midway leaves a directory that is not loaded.
+        let meta = self.dir.join(META_FILE);
+        fs::remove_file(&meta).map_err(BrokerError::io("remove topic metadata", &meta))?;
+        for log in &self.partitions {
+            log.delete()?;
+        }
+        fs::remove_dir_all(&self.dir).map_err(BrokerError::io("remove topic dir", &self.dir))?;
+        Ok(())
+    }
+
+    /// Flushes and closes every partition log.
+    pub(crate) fn close(&self) -> Result<()> {
+        let mut first_error = None;
+        for log in &self.partitions {
+            if let Err(e) = log.close() {
+                tracing::error!(topic = %self.name, error = %e, "Closing a partition log failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+}
+
+/// Writes `bytes` to `path` via a temporary file, fsync and rename.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp).map_err(BrokerError::io("create", &tmp))?;
+    file.write_all(bytes).map_err(BrokerError::io("write", &tmp))?;
+    file.sync_all().map_err(BrokerError::io("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(BrokerError::io("rename", path))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory so that entries created in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let d = fs::File::open(dir).map_err(BrokerError::io("open dir", dir))?;
+    d.sync_all().map_err(BrokerError::io("fsync dir", dir))
+}
+
+/// 128 random bits from the standard library's randomly seeded hasher and the clock.
+pub(crate) fn random_u128() -> u128 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut a = RandomState::new().build_hasher();
+    a.write_u128(nanos);
+    let mut b = RandomState::new().build_hasher();
+    b.write_u64(a.finish());
+    ((a.finish() as u128) << 64) | b.finish() as u128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("test-topic_1.x").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn configs_round_trip_through_text() {
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.ms".to_string(), "-1".to_string());
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        overrides.insert("fsync.policy".to_string(), "interval:250".to_string());
+        let config = build_log_config(&LogConfig::default(), &overrides).expect("valid");
+        assert_eq!(config.retention_ms, None);
+        assert_eq!(config.cleanup, CleanupPolicy::COMPACT);
+        assert_eq!(
+            topic_config_value(&config, "fsync.policy").as_deref(),
+            Some("interval:250")
+        );
+        overrides.insert("bogus".to_string(), "1".to_string());
+        assert!(build_log_config(&LogConfig::default(), &overrides).is_err());
+    }
+}

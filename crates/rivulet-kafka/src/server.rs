@@ -1,0 +1,276 @@
+//! TCP server: accepts connections, frames requests, runs handlers, writes responses.
+//!
+//! Each connection handles one request at a time and answers in order, as Kafka does;
+//! further pipelined requests wait in the socket buffer (TCP backpressure). Memory is
+//! bounded by `connections_max` and a global budget of request bytes in flight.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::codec::{self, Decoded};
+use crate::handler::{ClientInfo, Handler, HandlerConfig};
+use rivulet_broker::Broker;
+
+/// Settings of the Kafka listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Handler settings (advertised address, fetch limits).
+    pub handler: HandlerConfig,
+    /// Largest request frame accepted; larger ones close the connection.
+    pub request_bytes_max: usize,
+    /// Request bytes held in memory across all connections at once.
+    pub request_memory_bytes_max: usize,
+    /// Concurrent connections; further ones are closed at once.
+    pub connections_max: usize,
+    /// Time allowed to receive the rest of a frame once its length arrived.
+    pub request_read_timeout_ms: u64,
+    /// Connections idle this long are closed.
+    pub idle_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout_ms: u64,
+    /// Interval of group-session checks.
+    pub group_tick_ms: u64,
+    /// Interval of log maintenance (interval fsync, retention, compaction).
+    pub maintenance_interval_ms: u64,
+}
+
+/// A bound, not yet running, Kafka server.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    config: ServerConfig,
+    broker: Broker,
+}
+
+impl Server {
+    /// Binds every listen address.
+    pub async fn bind(config: ServerConfig, broker: Broker) -> io::Result<Server> {
+        if config.request_bytes_max > config.request_memory_bytes_max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "request_bytes_max must not exceed request_memory_bytes_max",
+            ));
+        }
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        for addr in &config.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            listeners.push(listener);
+        }
+        Server::from_listeners(listeners, config, broker)
+    }
+
+    /// A server over listeners bound by the caller (`config.listen` is ignored).
+    pub fn from_listeners(
+        listeners: Vec<TcpListener>,
+        config: ServerConfig,
+        broker: Broker,
+    ) -> io::Result<Server> {
+        if config.request_bytes_max > config.request_memory_bytes_max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "request_bytes_max must not exceed request_memory_bytes_max",
+            ));
+        }
+        Ok(Server {
+            listeners,
+            config,
+            broker,
+        })
+    }
+
+    /// The bound addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
+    /// finish (up to the shutdown timeout) and returns. The caller closes the broker.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handler = Handler::new(self.broker.clone(), self.config.handler.clone(), stop_rx.clone());
+        let connections = Arc::new(Semaphore::new(self.config.connections_max));
+        let memory = Arc::new(Semaphore::new(self.config.request_memory_bytes_max));
+        let config = Arc::new(self.config);
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            tasks.spawn(accept_loop(
+                listener,
+                handler.clone(),
+                config.clone(),
+                connections.clone(),
+                memory.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        tasks.spawn(background(self.broker.clone(), config.clone(), stop_rx.clone()));
+        shutdown.await;
+        tracing::info!("Shutting down: no new connections, finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        let all = u32::try_from(config.connections_max).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(
+            Duration::from_millis(config.shutdown_timeout_ms),
+            connections.acquire_many(all),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::warn!("Shutdown timeout: closing connections with requests still in flight");
+        }
+        Ok(())
+    }
+}
+
+async fn background(broker: Broker, config: Arc<ServerConfig>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(config.group_tick_ms.max(10)));
+    let mut maintain = tokio::time::interval(Duration::from_millis(config.maintenance_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => broker.groups().tick(),
+            _ = maintain.tick() => {
+                let b = broker.clone();
+                let now = rivulet_broker::offsets::now_ms();
+                if let Err(e) = tokio::task::spawn_blocking(move || b.maintain(now)).await {
+                    tracing::error!(error = %e, "Log maintenance task failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    handler: Handler,
+    config: Arc<ServerConfig>,
+    connections: Arc<Semaphore>,
+    memory: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "Accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer, limit = config.connections_max, "Refusing a connection: connections_max reached");
+            drop(stream);
+            continue;
+        };
+        let handler = handler.clone();
+        let config = config.clone();
+        let memory = memory.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tracing::debug!(peer = %peer, "Connection opened");
+            match serve_connection(stream, peer, handler, config, memory, stop).await {
+                Ok(()) => tracing::debug!(peer = %peer, "Connection closed"),
+                Err(e) => tracing::warn!(peer = %peer, error = %e, code = e.code(), "Closing connection"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    handler: Handler,
+    config: Arc<ServerConfig>,
+    memory: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), crate::ProtocolError> {
+    let _ = stream.set_nodelay(true);
+    let client = ClientInfo {
+        host: peer.ip().to_string(),
+    };
+    let idle = Duration::from_millis(config.idle_timeout_ms);
+    loop {
+        let mut prefix = [0u8; 4];
+        let read = tokio::select! {
+            r = stream.read_exact(&mut prefix) => r,
+            _ = stop.changed() => return Ok(()),
+            _ = tokio::time::sleep(idle) => {
+                tracing::debug!(peer = %peer, "Closing idle connection");
+                return Ok(());
+            }
+        };
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let len = codec::frame_length(prefix, config.request_bytes_max)?;
+        let permit = memory
+            .clone()
+            .acquire_many_owned(len as u32)
+            .await
+            .map_err(|_| io::Error::other("request memory budget closed"))?;
+        let mut frame = BytesMut::zeroed(len);
+        match tokio::time::timeout(
+            Duration::from_millis(config.request_read_timeout_ms),
+            stream.read_exact(&mut frame),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                tracing::warn!(peer = %peer, expected_bytes = len, "Connection closed in the middle of a request frame");
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                tracing::warn!(peer = %peer, expected_bytes = len, "Timed out reading a request frame");
+                return Ok(());
+            }
+        }
+        let response = match codec::decode_request(frame.freeze()) {
+            Ok(Decoded::ApiVersionsTooNew {
+                correlation_id,
+                version,
+            }) => {
+                tracing::debug!(peer = %peer, version, "ApiVersions request newer than supported");
+                Some(codec::api_versions_unsupported_response(correlation_id)?)
+            }
+            Ok(Decoded::Request(request)) => {
+                let api_key = request.api_key;
+                let version = request.version;
+                let correlation_id = request.header.correlation_id;
+                tracing::trace!(peer = %peer, api = ?api_key, version, correlation_id, "Request");
+                match handler.handle(request, &client).await {
+                    Some(resp) => Some(codec::encode_response(api_key, version, correlation_id, &resp)?),
+                    None => None,
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        drop(permit);
+        if let Some(bytes) = response {
+            stream.write_all(&bytes).await?;
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The APIs Rivulet serves and the version ranges it advertises.
+//!
+//! Only fully implemented APIs are listed, with contiguous ranges: clients (kafka-python in
+//! particular) infer broker capabilities from this table.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// (api, min version, max version) for every served API.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 3),
+    (ApiKey::LeaveGroup, 0, 3),
+    (ApiKey::SyncGroup, 0, 3),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 4),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 2),
+    (ApiKey::DeleteGroups, 0, 2),
+];
+
+/// The advertised (min, max) versions of an API, or `None` when it is not served.
+pub fn supported(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api_key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// The ApiVersions response body listing every served API.
+pub fn api_versions_response(_version: i16) -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(
+        SUPPORTED
+            .iter()
+            .map(|(k, min, max)| {
+                ApiVersion::default()
+                    .with_api_key(*k as i16)
+                    .with_min_version(*min)
+                    .with_max_version(*max)
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_ranges_fit_the_codec() {
+        for (key, min, max) in SUPPORTED {
+            let valid = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(
+                *min >= valid.min && *max <= valid.max,
+                "{key:?} {min}-{max} outside codec range"
+            );
+        }
+    }
+}
