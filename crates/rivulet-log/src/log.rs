@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -90,9 +90,64 @@ struct Shared {
     /// Serialises retention and compaction.
     cleaner_lock: Mutex<()>,
     durable_offset: AtomicI64,
+    flusher: Arc<Flusher>,
+    /// `(durable offset, failed)`: wakes async waiters of group commit.
+    durable_tx: watch::Sender<(i64, bool)>,
     fsyncs: AtomicU64,
     fsync_nanos: AtomicU64,
     hwm_tx: watch::Sender<i64>,
+}
+
+/// The group-commit flusher: one thread per log, started on the first durable wait, runs
+/// fdatasync whenever some appender waits for data that is not yet durable. Every sync
+/// covers everything written before it started, so all appenders that queued during the
+/// previous sync share the next one.
+#[derive(Debug, Default)]
+struct Flusher {
+    state: Mutex<FlushState>,
+    wake: Condvar,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    requested: i64,
+    durable: i64,
+    started: bool,
+    stop: bool,
+    failed: Option<String>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        lock(&self.flusher.state).stop = true;
+        self.flusher.wake.notify_all();
+    }
+}
+
+fn flusher_loop(shared: Weak<Shared>, flusher: Arc<Flusher>) {
+    loop {
+        {
+            let mut st = lock(&flusher.state);
+            while !st.stop && st.requested <= st.durable {
+                st = flusher.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if st.stop {
+                return;
+            }
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        let log = Log { shared };
+        let end = log.log_end_offset();
+        let result = log.sync_to(end);
+        drop(log);
+        if let Err(e) = result {
+            let mut st = lock(&flusher.state);
+            st.failed = Some(e.to_string());
+            flusher.done.notify_all();
+            return;
+        }
+    }
 }
 
 /// One partition's log. Cheap to clone; all clones share the same log.
@@ -220,6 +275,15 @@ impl Log {
                 sync_lock: Mutex::new(()),
                 cleaner_lock: Mutex::new(()),
                 durable_offset: AtomicI64::new(next_offset),
+                flusher: Arc::new(Flusher {
+                    state: Mutex::new(FlushState {
+                        requested: next_offset,
+                        durable: next_offset,
+                        ..FlushState::default()
+                    }),
+                    ..Flusher::default()
+                }),
+                durable_tx: watch::channel((next_offset, false)).0,
                 fsyncs: AtomicU64::new(0),
                 fsync_nanos: AtomicU64::new(0),
                 hwm_tx,
@@ -354,21 +418,62 @@ impl Log {
 
     /// Waits until every offset below `next_offset` is durable under the fsync policy.
     ///
-    /// With `FsyncPolicy::Always` the first waiter runs one fdatasync covering everything
-    /// written so far while later waiters queue behind it and usually find their data already
-    /// durable: concurrent appends share one sync (group commit). Other policies return at once.
+    /// With `FsyncPolicy::Always` the log's flusher thread runs one fdatasync covering
+    /// everything written before it starts; appends that arrive meanwhile are covered by the
+    /// next one, so concurrent appends share syncs (group commit). Other policies return at
+    /// once.
     pub async fn wait_durable(&self, next_offset: i64) -> Result<()> {
         if self.config().fsync != FsyncPolicy::Always || self.durable_offset() >= next_offset {
             return Ok(());
         }
-        let log = self.clone();
-        tokio::task::spawn_blocking(move || log.sync_to(next_offset))
+        let mut rx = self.shared.durable_tx.subscribe();
+        self.request_durable(next_offset);
+        let seen = *rx
+            .wait_for(|(durable, failed)| *durable >= next_offset || *failed)
             .await
-            .map_err(|e| LogError::Io {
-                op: "fsync task",
+            .map_err(|_| LogError::Closed {
                 path: self.shared.dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?
+            })?;
+        if seen.0 >= next_offset {
+            Ok(())
+        } else {
+            Err(self.flush_failure())
+        }
+    }
+
+    fn flush_failure(&self) -> LogError {
+        let reason = lock(&self.shared.flusher.state)
+            .failed
+            .clone()
+            .unwrap_or_else(|| "fdatasync failed".to_string());
+        LogError::Io {
+            op: "group commit",
+            path: self.shared.dir.clone(),
+            source: std::io::Error::other(reason),
+        }
+    }
+
+    fn request_durable(&self, next_offset: i64) {
+        let flusher = &self.shared.flusher;
+        let mut st = lock(&flusher.state);
+        st.requested = st.requested.max(next_offset);
+        if !st.started {
+            st.started = true;
+            let weak = Arc::downgrade(&self.shared);
+            let ctl = flusher.clone();
+            let spawned = std::thread::Builder::new()
+                .name("rivulet-fsync".into())
+                .spawn(move || flusher_loop(weak, ctl));
+            if let Err(e) = spawned {
+                st.started = false;
+                st.failed = Some(format!("cannot start the flusher thread: {e}"));
+                flusher.done.notify_all();
+                drop(st);
+                let _ = self.shared.durable_tx.send_replace((self.durable_offset(), true));
+                return;
+            }
+        }
+        flusher.wake.notify_one();
     }
 
     /// [`Log::append`] followed by [`Log::wait_durable`].
@@ -380,10 +485,22 @@ impl Log {
 
     /// Blocking form of [`Log::wait_durable`] for threads outside an async runtime.
     pub fn wait_durable_blocking(&self, next_offset: i64) -> Result<()> {
-        if self.config().fsync != FsyncPolicy::Always {
+        if self.config().fsync != FsyncPolicy::Always || self.durable_offset() >= next_offset {
             return Ok(());
         }
-        self.sync_to(next_offset)
+        self.request_durable(next_offset);
+        let flusher = &self.shared.flusher;
+        let mut st = lock(&flusher.state);
+        loop {
+            if st.durable >= next_offset {
+                return Ok(());
+            }
+            if st.failed.is_some() {
+                drop(st);
+                return Err(self.flush_failure());
+            }
+            st = flusher.done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Offset below which everything is on disk.
@@ -450,13 +567,19 @@ impl Log {
             // safe state is to refuse more work until the log is reopened and re-scanned.
             error!(segment = %path.display(), error = %e, "fdatasync failed; log refuses writes until reopened");
             lock(&self.shared.state).poisoned = Some(format!("fdatasync failed: {e}"));
+            {
+                let mut fs = lock(&self.shared.flusher.state);
+                fs.failed = Some(format!("fdatasync failed: {e}"));
+                self.shared.flusher.done.notify_all();
+            }
+            self.shared.durable_tx.send_modify(|v| v.1 = true);
             return Err(LogError::Io {
                 op: "fdatasync",
                 path,
                 source: e,
             });
         }
-        self.shared.durable_offset.fetch_max(target, Ordering::AcqRel);
+        self.mark_durable(target);
         if self.config().fsync == FsyncPolicy::Always {
             let mut st = lock(&self.shared.state);
             if target > st.visible.offset {
@@ -469,6 +592,21 @@ impl Log {
             }
         }
         Ok(())
+    }
+
+    fn mark_durable(&self, target: i64) {
+        self.shared.durable_offset.fetch_max(target, Ordering::AcqRel);
+        let flusher = &self.shared.flusher;
+        let mut st = lock(&flusher.state);
+        st.durable = st.durable.max(target);
+        let durable = st.durable;
+        flusher.done.notify_all();
+        drop(st);
+        self.shared.durable_tx.send_if_modified(|v| {
+            let changed = v.0 < durable;
+            v.0 = v.0.max(durable);
+            changed
+        });
     }
 
     fn publish_end(&self, st: &mut State) {
@@ -510,8 +648,7 @@ impl Log {
         }
         let storage = self.shared.storage.clone();
         let base_offset = st.next_offset;
-        let mut buf = bytes.to_vec();
-        batch::set_base_offset(&mut buf, base_offset);
+        let head = base_offset.to_be_bytes();
         let active = st
             .segments
             .values_mut()
@@ -519,7 +656,12 @@ impl Log {
             .ok_or_else(|| LogError::Config("no segment".into()))?;
         let position = active.size();
         let file = active.file(storage.as_ref())?;
-        if let Err(e) = file.write_all_at(&buf, position) {
+        // Two writes instead of copying the batch to patch its first 8 bytes. A crash between
+        // them leaves a batch whose offset does not follow its predecessor: recovery cuts it.
+        let written = file
+            .write_all_at(&head, position)
+            .and_then(|()| file.write_all_at(&bytes[8..], position + 8));
+        if let Err(e) = written {
             // Remove whatever part of the batch reached the file so no torn batch stays behind.
             if let Err(e2) = file.set_len(position) {
                 error!(segment = %active.log_path.display(), error = %e2, "Could not cut a failed write");
@@ -539,7 +681,7 @@ impl Log {
         header.base_offset = base_offset;
         active.note_batch(&header, position, config.index_interval_bytes);
         st.next_offset = header.next_offset();
-        debug_assert_eq!(active.size(), position + buf.len() as u64);
+        debug_assert_eq!(active.size(), position + bytes.len() as u64);
         Ok(header)
     }
 
@@ -560,7 +702,7 @@ impl Log {
         let sealed_base = active.base_offset;
         let segment = Segment::create(storage.as_ref(), &self.shared.dir, next, now)?;
         st.segments.insert(next, segment);
-        self.shared.durable_offset.fetch_max(next, Ordering::AcqRel);
+        self.mark_durable(next);
         st.visible = Visible {
             offset: next,
             segment_base: next,
