@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs Rivulet's whole test suite on a fresh machine: installs what the client
+# compatibility tests need (kcat from Debian, kafka-python in ./.venv, kafkajs in
+# tests/clients/node_modules), checks formatting and lints, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "client tools"
+if ! command -v kcat >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+  else
+    echo "kcat is missing and cannot be installed here; its tests will fail" >&2
+  fi
+fi
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
+if command -v npm >/dev/null 2>&1; then
+  (cd tests/clients && npm ci --silent --no-audit --no-fund)
+else
+  echo "npm is missing; the kafkajs tests will fail" >&2
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
