@@ -95,6 +95,7 @@ struct Shared {
     durable_tx: watch::Sender<(i64, bool)>,
     fsyncs: AtomicU64,
     fsync_nanos: AtomicU64,
+    fsync_observer: ObserverSlot,
     hwm_tx: watch::Sender<i64>,
 }
 
@@ -147,6 +148,17 @@ fn flusher_loop(shared: Weak<Shared>, flusher: Arc<Flusher>) {
             flusher.done.notify_all();
             return;
         }
+    }
+}
+
+/// Called with the duration of every fdatasync the log makes (for metrics).
+pub type FsyncObserver = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
+struct ObserverSlot(RwLock<Option<FsyncObserver>>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsyncObserver")
     }
 }
 
@@ -286,6 +298,7 @@ impl Log {
                 durable_tx: watch::channel((next_offset, false)).0,
                 fsyncs: AtomicU64::new(0),
                 fsync_nanos: AtomicU64::new(0),
+                fsync_observer: ObserverSlot(RwLock::new(None)),
                 hwm_tx,
             }),
         })
@@ -519,6 +532,16 @@ impl Log {
         std::time::Duration::from_nanos(self.shared.fsync_nanos.load(Ordering::Relaxed))
     }
 
+    /// Sets a function called with the duration of every fdatasync.
+    pub fn set_fsync_observer(&self, observer: Option<FsyncObserver>) {
+        *self
+            .shared
+            .fsync_observer
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = observer;
+    }
+
     /// Forces everything written so far to disk, whatever the policy.
     pub fn flush(&self) -> Result<()> {
         let end = self.log_end_offset();
@@ -558,10 +581,21 @@ impl Log {
         };
         let started = Instant::now();
         let synced = file.sync_data();
+        let elapsed = started.elapsed();
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.shared
             .fsync_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        if let Some(observe) = self
+            .shared
+            .fsync_observer
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            observe(elapsed);
+        }
         if let Err(e) = synced {
             // After a failed fsync the page cache may have dropped the dirty pages: the only
             // safe state is to refuse more work until the log is reopened and re-scanned.
