@@ -1,0 +1,131 @@
+//! JSON errors: `{"error_code": N, "message": "..."}` with a matching HTTP status.
+//!
+//! `error_code` is stable: the HTTP status times 100 plus a detail number, as Confluent's
+//! REST Proxy does (40401 unknown topic, ...). Codes are never reused.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rivulet_broker::BrokerError;
+use rivulet_log::LogError;
+use serde_json::json;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({error_code})")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable numeric code.
+    pub error_code: u32,
+    /// What went wrong and, where possible, what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, error_code: u32, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error_code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request body or parameters are malformed.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, 40001, message)
+    }
+
+    /// 404: no such topic.
+    pub fn unknown_topic(topic: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            40401,
+            format!("topic {topic:?} does not exist; create it with POST /v1/topics"),
+        )
+    }
+
+    /// 404: no such partition.
+    pub fn unknown_partition(topic: &str, partition: i32, count: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            40402,
+            format!("topic {topic:?} has partitions 0..{count}, not {partition}"),
+        )
+    }
+
+    /// 404: no such group.
+    pub fn unknown_group(group: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            40403,
+            format!("group {group:?} does not exist"),
+        )
+    }
+
+    /// 500: something failed inside the broker.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 50001, message)
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> ApiError {
+        match &e {
+            LogError::InvalidBatch(rivulet_log::BatchError::TooLarge { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, 41302, e.to_string())
+            }
+            LogError::InvalidBatch(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, 42201, e.to_string())
+            }
+            LogError::OffsetOutOfRange { .. } => {
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, 41601, e.to_string())
+            }
+            _ if e.is_disk_full() => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                50701,
+                format!("{e}; free disk space, then retry"),
+            ),
+            _ => {
+                tracing::error!(error = %e, "Storage error");
+                ApiError::internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> ApiError {
+        match e {
+            BrokerError::Log(e) => e.into(),
+            BrokerError::UnknownTopic(t) => ApiError::unknown_topic(&t),
+            BrokerError::TopicExists(_) => ApiError::new(StatusCode::CONFLICT, 40901, e.to_string()),
+            BrokerError::InvalidTopicName { .. }
+            | BrokerError::InvalidPartitions { .. }
+            | BrokerError::InvalidReplicationFactor(_)
+            | BrokerError::InvalidConfig { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, 42202, e.to_string())
+            }
+            BrokerError::LimitReached(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, 42901, e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "Broker error");
+                ApiError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), code = self.error_code, message = %self.message, "HTTP request failed");
+        } else {
+            tracing::debug!(status = self.status.as_u16(), code = self.error_code, message = %self.message, "HTTP request refused");
+        }
+        let body = json!({"error_code": self.error_code, "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}

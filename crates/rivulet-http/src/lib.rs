@@ -1,0 +1,189 @@
+//! Rivulet's HTTP/JSON gateway.
+//!
+//! Browsers and scripts produce and consume without a Kafka client:
+//!
+//! - `POST /v1/topics/{topic}/records`: one record or an array; answers each record's
+//!   partition and offset once the append is durable under the topic's fsync policy (the
+//!   same guarantee as `acks=all`).
+//! - `GET /v1/topics/{topic}/partitions/{partition}/records?offset=N`: a long-poll read.
+//! - `GET /v1/topics/{topic}/events`: a Server-Sent Events stream that `EventSource` can
+//!   follow, from a position or as a member of a consumer group with committed offsets,
+//!   resuming with `Last-Event-ID`.
+//! - Admin: topics, groups with lag, status; `/metrics`, `/healthz`, `/readyz`,
+//!   `/openapi.json`.
+//!
+//! Errors are JSON `{error_code, message}` with a matching HTTP status (see [`ApiError`]).
+#![deny(missing_docs)]
+
+mod admin;
+mod consume;
+pub mod error;
+mod produce;
+pub mod records;
+mod scrape;
+mod sse;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rivulet_broker::Broker;
+
+pub use error::ApiError;
+
+/// Gateway settings.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// Largest request body accepted.
+    pub body_bytes_max: usize,
+    /// Records in one produce request.
+    pub records_per_request_max: usize,
+    /// Longest long-poll wait.
+    pub poll_wait_ms_max: u64,
+    /// Concurrent Server-Sent Events streams.
+    pub sse_streams_max: usize,
+    /// The Kafka listener addresses, shown by `/v1/status`.
+    pub kafka_addresses: Vec<String>,
+    /// Process metrics; `/metrics` renders them with the broker's state read at scrape time.
+    pub metrics: Option<Arc<rivulet_metrics::Metrics>>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("body_bytes_max", &self.body_bytes_max)
+            .field("records_per_request_max", &self.records_per_request_max)
+            .field("poll_wait_ms_max", &self.poll_wait_ms_max)
+            .field("sse_streams_max", &self.sse_streams_max)
+            .finish()
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            body_bytes_max: 8 << 20,
+            records_per_request_max: 10_000,
+            poll_wait_ms_max: 30_000,
+            sse_streams_max: 1_000,
+            kafka_addresses: Vec::new(),
+            metrics: None,
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub broker: Broker,
+    pub config: Arc<GatewayConfig>,
+    pub round_robin: Arc<AtomicUsize>,
+    pub sse_streams: Arc<AtomicUsize>,
+    pub sse_groups: Arc<sse::SseGroups>,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub(crate) fn broker_metrics(&self) -> Option<&rivulet_metrics::Metrics> {
+        self.config.metrics.as_deref()
+    }
+}
+
+/// The gateway's routes over a broker.
+pub fn router(broker: Broker, config: GatewayConfig) -> Router {
+    let body_limit = config.body_bytes_max;
+    let state = AppState {
+        broker,
+        config: Arc::new(config),
+        round_robin: Arc::new(AtomicUsize::new(0)),
+        sse_streams: Arc::new(AtomicUsize::new(0)),
+        sse_groups: Arc::new(sse::SseGroups::default()),
+        started: Instant::now(),
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/status", get(admin::status))
+        .route("/v1/topics", get(admin::list_topics).post(admin::create_topic))
+        .route(
+            "/v1/topics/{topic}",
+            get(admin::describe_topic).delete(admin::delete_topic),
+        )
+        .route("/v1/topics/{topic}/records", post(produce::produce))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/records",
+            get(consume::poll),
+        )
+        .route("/v1/topics/{topic}/events", get(sse::events))
+        .route("/v1/groups", get(admin::list_groups))
+        .route(
+            "/v1/groups/{group}",
+            get(admin::describe_group).delete(admin::delete_group),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    broker: Broker,
+    config: GatewayConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(address = ?addr, "HTTP gateway listening");
+    axum::serve(listener, router(broker, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    // Ready once the broker opened its data (it has by the time routes exist) and the
+    // offsets store answers.
+    let _ = state.broker.groups().list();
+    axum::Json(serde_json::json!({"status": "ready"})).into_response()
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match &state.config.metrics {
+        Some(m) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            scrape::render(&state.broker, m),
+        )
+            .into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, 40404, "metrics are not enabled").into_response(),
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        40400,
+        format!("no route for {uri}; see /openapi.json"),
+    )
+}

@@ -1,0 +1,306 @@
+//! Records as JSON: what clients send to produce and what they get back.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Headers a record may carry in one request.
+pub const HEADERS_MAX: usize = 64;
+
+/// A record to produce.
+///
+/// `key` and `value` are JSON: a string is stored as its UTF-8 bytes, anything else as its
+/// JSON text. `key_base64` / `value_base64` carry binary data instead. Headers are an object
+/// of string values (or `{"name": ..., "value": ...}` pairs to repeat a name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProduceRecord {
+    /// Key as JSON.
+    #[serde(default)]
+    pub key: Option<Value>,
+    /// Key as base64.
+    #[serde(default)]
+    pub key_base64: Option<String>,
+    /// Value as JSON; absent or null for a tombstone.
+    #[serde(default)]
+    pub value: Option<Value>,
+    /// Value as base64.
+    #[serde(default)]
+    pub value_base64: Option<String>,
+    /// Headers.
+    #[serde(default)]
+    pub headers: Option<Value>,
+    /// Target partition; otherwise chosen from the key (murmur2, as Kafka's Java client
+    /// does) or round-robin.
+    #[serde(default)]
+    pub partition: Option<i32>,
+    /// Record timestamp in ms since the epoch; defaults to now.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+}
+
+/// The bytes of a record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRecord {
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Requested partition.
+    pub partition: Option<i32>,
+    /// Timestamp.
+    pub timestamp_ms: Option<i64>,
+}
+
+fn json_bytes(v: Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.into_bytes(),
+        other => other.to_string().into_bytes(),
+    }
+}
+
+fn field(json: Option<Value>, b64: Option<String>, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    match (json, b64) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(format!(
+            "give either {name} or {name}_base64, not both"
+        ))),
+        (None, Some(s)) => B64
+            .decode(s.as_bytes())
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(format!("{name}_base64 is not valid base64: {e}"))),
+        (Some(Value::Null), None) | (None, None) => Ok(None),
+        (Some(v), None) => Ok(Some(json_bytes(v))),
+    }
+}
+
+impl ProduceRecord {
+    /// Validates and encodes the record.
+    pub fn encode(self) -> Result<EncodedRecord, ApiError> {
+        let key = field(self.key, self.key_base64, "key")?;
+        let value = field(self.value, self.value_base64, "value")?;
+        let mut headers = Vec::new();
+        match self.headers {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for (k, v) in map {
+                    headers.push((k, header_value(v)?));
+                }
+            }
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let Value::Object(mut obj) = item else {
+                        return Err(ApiError::bad_request(
+                            "each header must be {\"name\": ..., \"value\": ...}",
+                        ));
+                    };
+                    let Some(Value::String(name)) = obj.remove("name") else {
+                        return Err(ApiError::bad_request("a header needs a string \"name\""));
+                    };
+                    headers.push((name, header_value(obj.remove("value").unwrap_or(Value::Null))?));
+                }
+            }
+            Some(_) => return Err(ApiError::bad_request("headers must be an object or an array")),
+        }
+        if headers.len() > HEADERS_MAX {
+            return Err(ApiError::bad_request(format!(
+                "{} headers; at most {HEADERS_MAX} per record",
+                headers.len()
+            )));
+        }
+        Ok(EncodedRecord {
+            key,
+            value,
+            headers,
+            partition: self.partition,
+            timestamp_ms: self.timestamp,
+        })
+    }
+}
+
+fn header_value(v: Value) -> Result<Option<Vec<u8>>, ApiError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.into_bytes())),
+        other => Ok(Some(other.to_string().into_bytes())),
+    }
+}
+
+/// A record as the gateway returns it. Keys, values and header values that are valid UTF-8
+/// come as strings; others as base64 in `key_base64` / `value_base64`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JsonRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp in ms since the epoch.
+    pub timestamp: i64,
+    /// Key as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Key as base64 when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    /// Value as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Value as base64 when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    /// Headers (UTF-8 values as strings, others as base64, null stays null).
+    pub headers: Map<String, Value>,
+}
+
+fn text_or_base64(b: Option<&Bytes>) -> (Option<String>, Option<String>) {
+    match b {
+        None => (None, None),
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => (Some(s.to_string()), None),
+            Err(_) => (None, Some(B64.encode(b))),
+        },
+    }
+}
+
+/// Decodes stored batches into JSON records, skipping offsets below `from` and control
+/// batches, at most `max_records`.
+pub fn decode(
+    topic: &str,
+    partition: i32,
+    batches: Bytes,
+    from: i64,
+    max_records: usize,
+) -> Result<Vec<JsonRecord>, ApiError> {
+    let mut buf = batches;
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
+        .map_err(|e| ApiError::internal(format!("stored batch does not decode: {e}")))?;
+    let mut out = Vec::new();
+    for set in sets {
+        for r in set.records {
+            if r.offset < from || r.control {
+                continue;
+            }
+            if out.len() >= max_records {
+                return Ok(out);
+            }
+            let (key, key_base64) = text_or_base64(r.key.as_ref());
+            let (value, value_base64) = text_or_base64(r.value.as_ref());
+            let mut headers = Map::new();
+            for (k, v) in r.headers {
+                let v = match v {
+                    None => Value::Null,
+                    Some(b) => match std::str::from_utf8(&b) {
+                        Ok(s) => Value::String(s.to_string()),
+                        Err(_) => Value::String(B64.encode(&b)),
+                    },
+                };
+                headers.insert(k.to_string(), v);
+            }
+            out.push(JsonRecord {
+                topic: topic.to_string(),
+                partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key,
+                key_base64,
+                value,
+                value_base64,
+                headers,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Kafka's murmur2 (as in the Java client's default partitioner), so keyed records land on
+/// the same partition as Java and librdkafka (`murmur2_random`) producers put them.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= u32::from(tail[2]) << 16;
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Kafka's default partitioner picks for a key.
+pub fn partition_for_key(key: &[u8], partitions: usize) -> i32 {
+    assert!(partitions > 0);
+    ((murmur2(key) & 0x7fff_ffff) as usize % partitions) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21"), -973_932_308);
+        assert_eq!(murmur2(b"foobar"), -790_332_482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985_981_536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1_486_304_829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58_897_971
+        );
+        assert_eq!(murmur2(b"abc"), 479_470_107);
+    }
+
+    #[test]
+    fn json_fields_encode() {
+        let r: ProduceRecord =
+            serde_json::from_str(r#"{"key":"k","value":{"a":1},"headers":{"h":"v","n":null},"partition":2}"#)
+                .expect("parses");
+        let e = r.encode().expect("encodes");
+        assert_eq!(e.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(e.value.as_deref(), Some(&br#"{"a":1}"#[..]));
+        assert_eq!(
+            e.headers,
+            vec![("h".into(), Some(b"v".to_vec())), ("n".into(), None)]
+        );
+        let bad: ProduceRecord =
+            serde_json::from_str(r#"{"value":"x","value_base64":"eA=="}"#).expect("parses");
+        assert!(bad.encode().is_err());
+        let b: ProduceRecord = serde_json::from_str(r#"{"value_base64":"AP8="}"#).expect("parses");
+        assert_eq!(b.encode().expect("ok").value, Some(vec![0, 255]));
+    }
+}
