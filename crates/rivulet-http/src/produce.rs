@@ -35,17 +35,23 @@ pub(crate) async fn produce(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(body_error)?;
-    let parsed: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
-    let items = match parsed {
-        Value::Array(items) => items,
-        obj @ Value::Object(_) => vec![obj],
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let items: Vec<ProduceRecord> = match first {
+        Some(b'[') => serde_json::from_slice(&body),
+        Some(b'{') => serde_json::from_slice(&body).map(|r| vec![r]),
         _ => {
             return Err(ApiError::bad_request(
                 "send a record object or an array of records",
             ))
         }
-    };
+    }
+    .map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::bad_request(format!("request body is not valid JSON: {e}"))
+        } else {
+            ApiError::bad_request(format!("invalid record: {e}"))
+        }
+    })?;
     if items.is_empty() {
         return Err(ApiError::bad_request("no records to produce"));
     }
@@ -58,9 +64,7 @@ pub(crate) async fn produce(
         ));
     }
     let mut records = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let r: ProduceRecord =
-            serde_json::from_value(item).map_err(|e| ApiError::bad_request(format!("record {i}: {e}")))?;
+    for (i, r) in items.into_iter().enumerate() {
         records.push(
             r.encode()
                 .map_err(|e| ApiError::bad_request(format!("record {i}: {}", e.message)))?,

@@ -4,6 +4,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -19,15 +20,15 @@ pub const HEADERS_MAX: usize = 64;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProduceRecord {
-    /// Key as JSON.
+    /// Key as JSON, kept as the client wrote it.
     #[serde(default)]
-    pub key: Option<Value>,
+    pub key: Option<Box<RawValue>>,
     /// Key as base64.
     #[serde(default)]
     pub key_base64: Option<String>,
-    /// Value as JSON; absent or null for a tombstone.
+    /// Value as JSON, kept as the client wrote it; absent or null for a tombstone.
     #[serde(default)]
-    pub value: Option<Value>,
+    pub value: Option<Box<RawValue>>,
     /// Value as base64.
     #[serde(default)]
     pub value_base64: Option<String>,
@@ -58,14 +59,20 @@ pub struct EncodedRecord {
     pub timestamp_ms: Option<i64>,
 }
 
-fn json_bytes(v: Value) -> Vec<u8> {
-    match v {
-        Value::String(s) => s.into_bytes(),
-        other => other.to_string().into_bytes(),
+/// A JSON string is stored as its text; any other JSON exactly as written.
+fn json_bytes(raw: &RawValue) -> Result<Option<Vec<u8>>, ApiError> {
+    let text = raw.get();
+    if text == "null" {
+        return Ok(None);
     }
+    if text.starts_with('"') {
+        let s: String = serde_json::from_str(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        return Ok(Some(s.into_bytes()));
+    }
+    Ok(Some(text.as_bytes().to_vec()))
 }
 
-fn field(json: Option<Value>, b64: Option<String>, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
+fn field(json: Option<Box<RawValue>>, b64: Option<String>, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
     match (json, b64) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(format!(
             "give either {name} or {name}_base64, not both"
@@ -74,8 +81,8 @@ fn field(json: Option<Value>, b64: Option<String>, name: &str) -> Result<Option<
             .decode(s.as_bytes())
             .map(Some)
             .map_err(|e| ApiError::bad_request(format!("{name}_base64 is not valid base64: {e}"))),
-        (Some(Value::Null), None) | (None, None) => Ok(None),
-        (Some(v), None) => Ok(Some(json_bytes(v))),
+        (None, None) => Ok(None),
+        (Some(raw), None) => json_bytes(&raw),
     }
 }
 

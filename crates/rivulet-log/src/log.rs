@@ -151,6 +151,9 @@ fn flusher_loop(shared: Weak<Shared>, flusher: Arc<Flusher>) {
     }
 }
 
+/// `(base offset, file, path, valid bytes)` of a sealed segment.
+pub(crate) type SealedSegment = (i64, Arc<dyn StorageFile>, PathBuf, u64);
+
 /// Called with the duration of every fdatasync the log makes (for metrics).
 pub type FsyncObserver = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
 
@@ -417,8 +420,9 @@ impl Log {
         if !all_duplicate && config.fsync != FsyncPolicy::Always {
             self.publish_end(&mut st);
         }
-        let base_offset =
-            first.ok_or_else(|| LogError::InvalidBatch(crate::BatchError::TooShort { len_bytes: 0 }))?;
+        let base_offset = first.ok_or(LogError::InvalidBatch(crate::BatchError::TooShort {
+            len_bytes: 0,
+        }))?;
         Ok(AppendOutcome {
             base_offset,
             last_offset: last,
@@ -1039,7 +1043,7 @@ impl Log {
     }
 
     /// Sealed segments as `(base offset, file, path, valid bytes)`, oldest first.
-    pub(crate) fn sealed_segments(&self) -> Result<Vec<(i64, Arc<dyn StorageFile>, PathBuf, u64)>> {
+    pub(crate) fn sealed_segments(&self) -> Result<Vec<SealedSegment>> {
         let mut st = lock(&self.shared.state);
         let storage = self.shared.storage.clone();
         let mut out = Vec::new();

@@ -18,7 +18,7 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     v
 }
 
-fn write_log(dir: &Path, batches: usize) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+fn write_log(dir: &Path, batches: usize) -> Vec<Stored> {
     let log = Log::open(dir, small(FsyncPolicy::None)).expect("open");
     for i in 0..batches {
         log.append(&batch_of(&format!("b{i}"), 3, 3, 1_000 + i as i64))

@@ -6,6 +6,9 @@ use rivulet_log::batch::{self, BatchHeader, HEADER_BYTES};
 use rivulet_log::record::{self, Record};
 use rivulet_log::{FsyncPolicy, LogConfig};
 
+/// `(offset, key, value)` of a record read back.
+pub type Stored = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// A batch of `n` records whose values are `"{tag}-{i}"` and keys `"k{i % keys}"`.
 pub fn batch_of(tag: &str, n: usize, keys: usize, timestamp_ms: i64) -> Vec<u8> {
     let records: Vec<Record> = (0..n)
@@ -33,7 +36,7 @@ pub fn one(key: &str, value: Option<&str>, timestamp_ms: i64) -> Vec<u8> {
 }
 
 /// Splits read bytes into `(offset, key, value)` triples, checking every batch's CRC.
-pub fn records_of(bytes: &[u8]) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+pub fn records_of(bytes: &[u8]) -> Vec<Stored> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
@@ -51,7 +54,7 @@ pub fn records_of(bytes: &[u8]) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> 
 }
 
 /// Reads every visible record from `from`.
-pub fn read_all(log: &rivulet_log::Log, from: i64) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+pub fn read_all(log: &rivulet_log::Log, from: i64) -> Vec<Stored> {
     let mut out = Vec::new();
     let mut offset = from;
     for _ in 0..100_000 {

@@ -1,0 +1,376 @@
+//! The gateway over a real broker on an ephemeral port, driven with curl.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rivulet_broker::{Broker, BrokerConfig};
+use rivulet_http::GatewayConfig;
+use serde_json::Value;
+
+struct Gateway {
+    base: String,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+    broker: Broker,
+}
+
+async fn start() -> Gateway {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::open(BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..BrokerConfig::default()
+    })
+    .expect("broker");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let config = GatewayConfig {
+        body_bytes_max: 64 * 1024,
+        metrics: Some(Arc::new(rivulet_metrics::Metrics::new("test"))),
+        ..GatewayConfig::default()
+    };
+    let b = broker.clone();
+    tokio::spawn(async move {
+        let _ = rivulet_http::serve(listener, b, config, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Gateway {
+        base,
+        _dir: dir,
+        _shutdown: tx,
+        broker,
+    }
+}
+
+/// Runs curl; returns (status, body).
+async fn curl(args: Vec<String>) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("curl")
+            .args(["-s", "-S", "-o", "-", "-w", "\n%{http_code}", "--max-time", "20"])
+            .args(&args)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').expect("status line");
+        (code.trim().parse().expect("status"), body.to_string())
+    })
+    .await
+    .expect("join")
+}
+
+async fn get(g: &Gateway, path: &str) -> (u16, Value) {
+    let (code, body) = curl(vec![format!("{}{path}", g.base)]).await;
+    (code, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+async fn send(g: &Gateway, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (code, body) = curl(vec![
+        "-X".into(),
+        method.into(),
+        "-H".into(),
+        "content-type: application/json".into(),
+        "--data-binary".into(),
+        body.into(),
+        format!("{}{path}", g.base),
+    ])
+    .await;
+    (code, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_poll_and_admin_round_trip() {
+    let g = start().await;
+    let (code, created) = send(
+        &g,
+        "POST",
+        "/v1/topics",
+        r#"{"name":"orders","partitions":3,"configs":{"retention.ms":"3600000"}}"#,
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["partitions"].as_array().map(Vec::len), Some(3));
+    let retention = created["configs"]
+        .as_array()
+        .and_then(|c| c.iter().find(|e| e["name"] == "retention.ms").cloned())
+        .expect("retention.ms listed");
+    assert_eq!(retention["value"], "3600000");
+    assert_eq!(retention["source"], "DYNAMIC_TOPIC_CONFIG");
+
+    let (code, produced) = send(
+        &g,
+        "POST",
+        "/v1/topics/orders/records",
+        r#"[{"key":"order-1","value":{"sku":"A","qty":2},"headers":{"type":"OrderPlaced"}},
+            {"key":"order-1","value":"second"},
+            {"value_base64":"AP8=","partition":2}]"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{produced}");
+    let offsets = produced["offsets"].as_array().expect("offsets");
+    assert_eq!(offsets.len(), 3);
+    let p = offsets[0]["partition"].as_i64().expect("partition");
+    assert_eq!(
+        offsets[1]["partition"].as_i64(),
+        Some(p),
+        "same key, same partition"
+    );
+    assert_eq!(
+        offsets[1]["offset"].as_i64(),
+        Some(offsets[0]["offset"].as_i64().expect("o") + 1)
+    );
+    assert_eq!(offsets[2]["partition"], 2);
+
+    let (code, polled) = get(
+        &g,
+        &format!("/v1/topics/orders/partitions/{p}/records?offset=start"),
+    )
+    .await;
+    assert_eq!(code, 200, "{polled}");
+    let records = polled["records"].as_array().expect("records");
+    assert!(records.len() >= 2);
+    let first = records
+        .iter()
+        .find(|r| r["key"] == "order-1")
+        .expect("keyed record");
+    assert_eq!(first["value"], r#"{"sku":"A","qty":2}"#);
+    assert_eq!(first["headers"]["type"], "OrderPlaced");
+    let (_, binary) = get(&g, "/v1/topics/orders/partitions/2/records?offset=start").await;
+    let bin = binary["records"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["value_base64"] == "AP8=").cloned());
+    assert!(bin.is_some(), "binary value comes back as base64: {binary}");
+
+    let (code, listed) = get(&g, "/v1/topics").await;
+    assert_eq!(code, 200);
+    assert!(listed["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .any(|t| t["name"] == "orders"));
+    let (code, status) = get(&g, "/v1/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(status["topics"], 1);
+    assert_eq!(status["partitions"], 3);
+
+    let (code, _) = send(&g, "DELETE", "/v1/topics/orders", "").await;
+    assert_eq!(code, 204);
+    let (code, err) = get(&g, "/v1/topics/orders").await;
+    assert_eq!(code, 404);
+    assert_eq!(err["error_code"], 40401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_json_errors() {
+    let g = start().await;
+    send(&g, "POST", "/v1/topics", r#"{"name":"t","partitions":1}"#).await;
+    let (code, e) = send(&g, "POST", "/v1/topics/t/records", "{not json").await;
+    assert_eq!((code, e["error_code"].as_i64()), (400, Some(40001)), "{e}");
+    assert!(e["message"].as_str().expect("message").contains("not valid JSON"));
+    let (code, e) = send(&g, "POST", "/v1/topics/missing/records", r#"{"value":"x"}"#).await;
+    assert_eq!((code, e["error_code"].as_i64()), (404, Some(40401)));
+    let (code, e) = send(
+        &g,
+        "POST",
+        "/v1/topics/t/records",
+        r#"{"value":"x","partition":7}"#,
+    )
+    .await;
+    assert_eq!((code, e["error_code"].as_i64()), (404, Some(40402)));
+    let (code, e) = send(&g, "POST", "/v1/topics/t/records", r#"{"valu":"typo"}"#).await;
+    assert_eq!(code, 400, "unknown fields are refused: {e}");
+    let big = format!(r#"{{"value":"{}"}}"#, "x".repeat(100 * 1024));
+    let (code, e) = send(&g, "POST", "/v1/topics/t/records", &big).await;
+    assert_eq!((code, e["error_code"].as_i64()), (413, Some(41301)), "{e}");
+    let (code, e) = get(&g, "/v1/topics/t/partitions/0/records?offset=99").await;
+    assert_eq!((code, e["error_code"].as_i64()), (416, Some(41601)), "{e}");
+    let (code, e) = get(&g, "/v1/nothing").await;
+    assert_eq!((code, e["error_code"].as_i64()), (404, Some(40400)));
+    let (code, e) = send(&g, "POST", "/v1/topics", r#"{"name":"bad/name"}"#).await;
+    assert_eq!(code, 422, "{e}");
+    // Nothing was written by the refused requests.
+    assert_eq!(
+        g.broker
+            .topic("t")
+            .expect("t")
+            .partition(0)
+            .expect("p0")
+            .log_end_offset(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_on_produce() {
+    let g = start().await;
+    send(&g, "POST", "/v1/topics", r#"{"name":"wake","partitions":1}"#).await;
+    let url = format!(
+        "{}/v1/topics/wake/partitions/0/records?offset=0&timeout_ms=10000",
+        g.base
+    );
+    let started = std::time::Instant::now();
+    let poll = tokio::spawn(curl(vec![url]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&g, "POST", "/v1/topics/wake/records", r#"{"value":"hello"}"#).await;
+    let (code, body) = poll.await.expect("poll");
+    let elapsed = started.elapsed();
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["records"][0]["value"], "hello");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "woken by the append, not the timeout: {elapsed:?}"
+    );
+}
+
+/// Reads SSE events (id, data) from `curl -N` until `n` arrived.
+fn read_events(url: &str, last_event_id: Option<&str>, n: usize) -> Vec<(String, Value)> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-N", "--max-time", "15", url])
+        .stdout(Stdio::piped());
+    if let Some(id) = last_event_id {
+        cmd.args(["-H", &format!("Last-Event-ID: {id}")]);
+    }
+    let mut child = cmd.spawn().expect("curl");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut events = Vec::new();
+    let (mut id, mut data) = (String::new(), String::new());
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data = v.trim().to_string();
+        } else if line.is_empty() && !data.is_empty() {
+            events.push((id.clone(), serde_json::from_str(&data).expect("event json")));
+            data.clear();
+            if events.len() >= n {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_resume_and_commit_group_offsets() {
+    let g = start().await;
+    send(&g, "POST", "/v1/topics", r#"{"name":"feed","partitions":2}"#).await;
+    let batch: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"value":"v{i}","partition":{}}}"#, i % 2))
+        .collect();
+    send(
+        &g,
+        "POST",
+        "/v1/topics/feed/records",
+        &format!("[{}]", batch.join(",")),
+    )
+    .await;
+    let url = format!("{}/v1/topics/feed/events?from=start", g.base);
+    let u = url.clone();
+    let first = tokio::task::spawn_blocking(move || read_events(&u, None, 4))
+        .await
+        .expect("join");
+    assert_eq!(first.len(), 4);
+    // Resume after the 4th event: the rest arrive, none repeats.
+    let resume = first[3].0.clone();
+    let u = url.clone();
+    let rest = tokio::task::spawn_blocking(move || read_events(&u, Some(&resume), 6))
+        .await
+        .expect("join");
+    let mut seen: Vec<String> = first
+        .iter()
+        .chain(rest.iter())
+        .map(|(_, v)| v["value"].as_str().expect("value").to_string())
+        .collect();
+    seen.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(seen, want, "every record exactly once across the resume");
+
+    // As a group: consumes, commits, and a new stream of the group starts after the commit.
+    let gurl = format!("{}/v1/topics/feed/events?group=readers&from=start", g.base);
+    let u = gurl.clone();
+    let got = tokio::task::spawn_blocking(move || read_events(&u, None, 10))
+        .await
+        .expect("join");
+    assert_eq!(got.len(), 10);
+    let mut committed = 0;
+    for _ in 0..50 {
+        committed = g
+            .broker
+            .groups()
+            .offsets()
+            .group_offsets("readers")
+            .iter()
+            .map(|(_, _, c)| c.offset)
+            .sum::<i64>();
+        if committed == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(committed, 10, "the group committed both partitions' ends");
+    let (code, group) = get(&g, "/v1/groups/readers").await;
+    assert_eq!(code, 200);
+    assert_eq!(group["total_lag"], 0);
+    send(
+        &g,
+        "POST",
+        "/v1/topics/feed/records",
+        r#"{"value":"late","partition":0}"#,
+    )
+    .await;
+    let (_, group) = get(&g, "/v1/groups/readers").await;
+    assert_eq!(group["total_lag"], 1, "{group}");
+    let u = gurl.clone();
+    let next = tokio::task::spawn_blocking(move || read_events(&u, None, 1))
+        .await
+        .expect("join");
+    assert_eq!(
+        next[0].1["value"], "late",
+        "the group resumes after its committed offsets"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic() {
+    let g = start().await;
+    send(&g, "POST", "/v1/topics", r#"{"name":"m","partitions":1}"#).await;
+    let scrape = |g: &Gateway| {
+        let url = format!("{}/metrics", g.base);
+        async move { curl(vec![url]).await.1 }
+    };
+    let before = scrape(&g).await;
+    assert!(before.contains("rivulet_build_info"), "{before}");
+    assert!(
+        before.contains("rivulet_partition_high_watermark{topic=\"m\",partition=\"0\"} 0"),
+        "{before}"
+    );
+    send(
+        &g,
+        "POST",
+        "/v1/topics/m/records",
+        r#"[{"value":"a"},{"value":"b"}]"#,
+    )
+    .await;
+    let after = scrape(&g).await;
+    assert!(
+        after.contains("rivulet_records_produced_total{topic=\"m\"} 2"),
+        "{after}"
+    );
+    assert!(
+        after.contains("rivulet_partition_high_watermark{topic=\"m\",partition=\"0\"} 2"),
+        "{after}"
+    );
+    let (code, health) = get(&g, "/healthz").await;
+    assert_eq!((code, health["status"].as_str()), (200, Some("ok")));
+    let (code, api) = get(&g, "/openapi.json").await;
+    assert_eq!(code, 200);
+    assert!(api["paths"]["/v1/topics/{topic}/records"].is_object());
+}
