@@ -1,5 +1,6 @@
 //! `rivulet`: the Rivulet event streaming platform in one binary.
 
+mod cli;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -16,12 +17,15 @@ struct Cli {
 enum Command {
     /// Run the broker: serve the Kafka protocol so any Kafka client can produce and consume.
     Serve(Box<serve::ServeArgs>),
+    #[command(flatten)]
+    Operator(cli::Command),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
+        Command::Operator(command) => cli::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,197 @@
+//! Operator commands (`topic`, `produce`, `consume`, `group`, `status`). They speak the Kafka
+//! protocol through librdkafka, so they work against Rivulet and against any Kafka cluster.
+
+mod consume;
+mod group;
+mod offsets;
+mod output;
+mod produce;
+mod status;
+mod topic;
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
+
+/// Operator commands, flattened into the top-level `rivulet` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, describe, delete and configure topics.
+    Topic(topic::TopicArgs),
+    /// Produce records from stdin, one per line, and print where each landed.
+    Produce(produce::ProduceArgs),
+    /// Consume records and print one JSON object (or a format string) per record.
+    Consume(consume::ConsumeArgs),
+    /// List, describe, delete consumer groups and move their committed offsets.
+    Group(group::GroupArgs),
+    /// Show the broker's address, cluster, topics, partitions and groups.
+    Status(status::StatusArgs),
+}
+
+/// Runs an operator command.
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Topic(args) => topic::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Group(args) => group::run(args),
+        Command::Status(args) => status::run(args),
+    }
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Borderless tables with uppercase headers.
+    Text,
+    /// JSON documents (one per line for streams).
+    Json,
+}
+
+/// Connection and output settings shared by every operator command.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Kafka bootstrap servers, comma-separated host:port
+    #[arg(
+        short = 'b',
+        long,
+        env = "RIVULET_BROKERS",
+        default_value = "localhost:9092",
+        global = true,
+        value_name = "HOST:PORT,..."
+    )]
+    pub brokers: String,
+
+    /// Output format
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub format: Format,
+
+    /// How long to wait for the broker on each request, in seconds
+    #[arg(long, default_value_t = 10, global = true, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+impl ConnArgs {
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout.max(1))
+    }
+
+    /// Client settings every client gets.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "rivulet-cli")
+            .set("socket.timeout.ms", (self.timeout().as_millis()).to_string())
+            .set("allow.auto.create.topics", "false");
+        cfg
+    }
+
+    /// A consumer for metadata, offsets and groups; `group` sets `group.id`.
+    pub fn consumer(&self, group: Option<&str>) -> Result<BaseConsumer> {
+        let mut cfg = self.client_config();
+        cfg.set("enable.auto.commit", "false");
+        if let Some(g) = group {
+            cfg.set("group.id", g);
+        }
+        cfg.create()
+            .map_err(|e| anyhow!("cannot create a Kafka client: {e}; check -b/--brokers"))
+    }
+
+    /// An admin client.
+    pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
+        self.client_config()
+            .create()
+            .map_err(|e| anyhow!("cannot create a Kafka admin client: {e}; check -b/--brokers"))
+    }
+
+    /// Admin request options with this command's timeout.
+    pub fn admin_options(&self) -> AdminOptions {
+        AdminOptions::new()
+            .request_timeout(Some(self.timeout()))
+            .operation_timeout(Some(self.timeout()))
+    }
+
+    /// Metadata of all topics; fails with a hint when no broker answers.
+    pub fn metadata(&self, consumer: &BaseConsumer) -> Result<Metadata> {
+        consumer
+            .fetch_metadata(None, self.timeout())
+            .map_err(|e| self.error(e, "fetching cluster metadata"))
+    }
+
+    /// Turns a client error into a message that says what failed and what to do.
+    pub fn error(&self, e: KafkaError, doing: &str) -> anyhow::Error {
+        let code = match &e {
+            KafkaError::AdminOp(code) => Some(*code),
+            _ => e.rdkafka_error_code(),
+        };
+        match code {
+            Some(
+                RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::NetworkException,
+            ) => anyhow!(
+                "{doing}: no broker at {} answered within {}s ({e}); check that the server is \
+                 running and that -b/--brokers (or RIVULET_BROKERS) names its Kafka address",
+                self.brokers,
+                self.timeout().as_secs()
+            ),
+            Some(RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion) => {
+                anyhow!("{doing}: the broker does not implement the Kafka request this needs ({e})")
+            }
+            _ => anyhow!("{doing}: {e}"),
+        }
+    }
+}
+
+/// A single-threaded runtime to drive admin futures.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))
+}
+
+/// A short hint for an error code returned by a broker for one resource.
+pub fn code_hint(code: RDKafkaErrorCode) -> &'static str {
+    match code {
+        RDKafkaErrorCode::TopicAlreadyExists => "",
+        RDKafkaErrorCode::UnknownTopicOrPartition => "list topics with `rivulet topic list`",
+        RDKafkaErrorCode::InvalidPartitions => "use a partition count of at least 1 (-p N)",
+        RDKafkaErrorCode::InvalidReplicationFactor => {
+            "use a replication factor no larger than the number of brokers (-r N)"
+        }
+        RDKafkaErrorCode::InvalidConfig => "check the -c key=value settings",
+        RDKafkaErrorCode::InvalidTopic => {
+            "topic names use letters, digits, '.', '_' and '-' (at most 249 characters)"
+        }
+        RDKafkaErrorCode::PolicyViolation => "the broker refused by policy or a limit",
+        RDKafkaErrorCode::NonEmptyGroup => "stop the group's consumers first",
+        RDKafkaErrorCode::GroupIdNotFound => "list groups with `rivulet group list`",
+        RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature => {
+            "the broker does not implement this request"
+        }
+        _ => "",
+    }
+}
+
+/// `message; hint` or just the message.
+pub fn with_hint(code: RDKafkaErrorCode) -> String {
+    let hint = code_hint(code);
+    if hint.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code}; {hint}")
+    }
+}

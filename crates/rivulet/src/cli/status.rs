@@ -1,0 +1,109 @@
+//! `rivulet status`: a one-screen summary of the cluster.
+
+use anyhow::Result;
+use clap::Args;
+use rdkafka::admin::ResourceSpecifier;
+use rdkafka::consumer::Consumer;
+use serde::Serialize;
+
+use super::output::{emit, emit_json, key_values, or_dash};
+use super::{runtime, ConnArgs, Format};
+
+/// The read-only broker config through which a broker may report its software version.
+const VERSION_CONFIG: &str = "rivulet.version";
+
+/// Arguments of `rivulet status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct BrokerOut {
+    id: i32,
+    address: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    bootstrap: String,
+    brokers: Vec<BrokerOut>,
+    cluster_id: Option<String>,
+    version: Option<String>,
+    topics: usize,
+    partitions: usize,
+    groups: usize,
+    /// Not obtainable over the Kafka protocol through librdkafka (no DescribeLogDirs).
+    disk_use_bytes: Option<u64>,
+}
+
+/// Runs `rivulet status`.
+pub fn run(args: StatusArgs) -> Result<()> {
+    let conn = &args.conn;
+    let consumer = conn.consumer(None)?;
+    let metadata = conn.metadata(&consumer)?;
+    let cluster_id = consumer.client().fetch_cluster_id(conn.timeout());
+    let groups = consumer
+        .fetch_group_list(None, conn.timeout())
+        .map_err(|e| conn.error(e, "listing groups"))?
+        .groups()
+        .len();
+    let mut brokers: Vec<BrokerOut> = metadata
+        .brokers()
+        .iter()
+        .map(|b| BrokerOut {
+            id: b.id(),
+            address: format!("{}:{}", b.host(), b.port()),
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.id);
+    let version = match brokers.first() {
+        Some(b) => broker_version(conn, b.id),
+        None => None,
+    };
+    let topics = metadata.topics().iter().filter(|t| t.error().is_none());
+    let (topic_count, partitions) =
+        topics.fold((0, 0), |(t, p), topic| (t + 1, p + topic.partitions().len()));
+    let status = Status {
+        bootstrap: conn.brokers.clone(),
+        brokers,
+        cluster_id,
+        version,
+        topics: topic_count,
+        partitions,
+        groups,
+        disk_use_bytes: None,
+    };
+    match conn.format {
+        Format::Json => emit_json(&status),
+        Format::Text => {
+            let addresses: Vec<String> = status
+                .brokers
+                .iter()
+                .map(|b| format!("{} (node {})", b.address, b.id))
+                .collect();
+            emit(&key_values(&[
+                ("broker", addresses.join(", ")),
+                ("cluster-id", or_dash(status.cluster_id.clone())),
+                ("version", or_dash(status.version.clone())),
+                ("topics", status.topics.to_string()),
+                ("partitions", status.partitions.to_string()),
+                ("groups", status.groups.to_string()),
+                ("disk-use", or_dash(status.disk_use_bytes)),
+            ]))
+        }
+    }
+}
+
+/// The broker's software version if it reports one as a broker config; `None` otherwise.
+fn broker_version(conn: &ConnArgs, broker_id: i32) -> Option<String> {
+    let admin = conn.admin().ok()?;
+    let spec = ResourceSpecifier::Broker(broker_id);
+    let results = runtime()
+        .ok()?
+        .block_on(admin.describe_configs([&spec], &conn.admin_options()))
+        .ok()?;
+    let resource = results.into_iter().next()?.ok()?;
+    resource.get(VERSION_CONFIG).and_then(|e| e.value.clone())
+}
