@@ -277,6 +277,24 @@ fn cli_produce_lines_then_consume_returns_them_as_json() {
 
     let described = run(&server, &["topic", "describe", "events", "--format", "json"]).json();
     assert_eq!(described[0]["partition_details"][0]["high_watermark"], 4);
+
+    // Bytes that are not UTF-8 come back as base64 and say so; -Z makes an empty value null.
+    let mut child = spawn(&server.bootstrap(), &["produce", "events", "-k", "bin"], true);
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\xff\xfe\n")
+        .expect("write stdin");
+    wait(child, "produce binary").ok();
+    produce(&server, &["produce", "events", "-Z", "-f", "%k:%v"], "gone:\n").ok();
+    let last = run(&server, &["consume", "events", "-o", "-2", "-e"]).json_lines();
+    assert_eq!(last.len(), 2);
+    assert_eq!(last[0]["key"], "bin");
+    assert_eq!(last[0]["value"], "//4=");
+    assert_eq!(last[0]["value_encoding"], "base64");
+    assert_eq!(last[1]["key"], "gone");
+    assert_eq!(last[1]["value"], Value::Null);
 }
 
 #[test]
@@ -353,6 +371,47 @@ fn cli_group_describe_shows_lag_and_seek_moves_offsets() {
     assert!(deleted.contains("OK"), "{deleted}");
     let gone = run(&server, &["group", "describe", "workers"]).failed();
     assert!(gone.contains("does not exist"), "{gone}");
+}
+
+#[test]
+fn cli_group_seek_to_a_timestamp_picks_the_first_record_at_or_after_it() {
+    let server = Rivulet::start();
+    run(&server, &["topic", "create", "clock", "-p", "1"]).ok();
+    produce(&server, &["produce", "clock"], "old-1\nold-2\nold-3\n").ok();
+    std::thread::sleep(Duration::from_millis(50));
+    produce(&server, &["produce", "clock"], "new-1\nnew-2\n").ok();
+    let records = run(&server, &["consume", "clock", "-e"]).json_lines();
+    assert_eq!(records.len(), 5);
+    let cut = records[3]["timestamp"].as_i64().expect("timestamp");
+    assert!(cut > records[2]["timestamp"].as_i64().expect("timestamp"));
+
+    run(&server, &["consume", "clock", "-g", "audit", "-e"]).ok();
+    assert_eq!(group_json(&server, "audit")["total_lag"], 0);
+    let plan = run(
+        &server,
+        &[
+            "group",
+            "seek",
+            "audit",
+            "--to",
+            &format!("@{cut}"),
+            "--format",
+            "json",
+        ],
+    )
+    .json();
+    assert_eq!(plan["partitions"][0]["current_offset"], 5);
+    assert_eq!(plan["partitions"][0]["new_offset"], 3);
+    assert_eq!(
+        partition_lag(&group_json(&server, "audit"), "clock", 0),
+        (3.into(), 2.into())
+    );
+    let from_cut = run(
+        &server,
+        &["consume", "clock", "-o", &format!("@{cut}"), "-e", "-f", "%v"],
+    )
+    .ok();
+    assert_eq!(from_cut, "new-1\nnew-2\n");
 }
 
 #[test]
