@@ -1,0 +1,202 @@
+//! Starts and stops `rivulet serve` for tests.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start accepting connections.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `rivulet serve`, killed on drop.
+pub struct Rivulet {
+    child: Option<Child>,
+    port: u16,
+    dir: Arc<tempfile::TempDir>,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+/// Picks a free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Rivulet {
+    /// Starts a server with a fresh data directory.
+    pub fn start() -> Rivulet {
+        Rivulet::start_with(&[], &[])
+    }
+
+    /// Starts a server with extra flags and environment variables.
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Rivulet {
+        Rivulet::start_on(free_port(), args, envs)
+    }
+
+    /// Starts a server whose `--listen` (if given in `args`) uses `port`.
+    pub fn start_on(port: u16, args: &[&str], envs: &[(&str, &str)]) -> Rivulet {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut r = Rivulet {
+            child: None,
+            port,
+            dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        r.spawn();
+        r
+    }
+
+    /// The temporary directory (the data directory is `data` inside it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("rivulet.log")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rivulet"));
+        cmd.arg("serve");
+        if !self.args.iter().any(|a| a == "--listen") {
+            cmd.arg("--listen").arg(format!("127.0.0.1:{}", self.port));
+        }
+        cmd.arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .env_remove("RIVULET_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn rivulet serve");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("rivulet serve exited early with {status}:\n{}", self.log());
+                }
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "rivulet serve did not start listening:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log output so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.log_path()) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("rivulet serve did not stop after SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops gracefully (asserting exit code 0) and starts again on the same port and data.
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "graceful shutdown exited with {status}:\n{}",
+            self.log()
+        );
+        self.spawn();
+    }
+}
+
+impl Drop for Rivulet {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(80)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!("---- rivulet serve log (tail) ----\n{tail}");
+        }
+    }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Finds an executable on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}

@@ -1,0 +1,10 @@
+//! Integration tests: each starts a real `rivulet serve` on an ephemeral port with a temporary
+//! data directory and drives it with real Kafka clients (librdkafka, kafka-python, kafkajs,
+//! kcat) or raw sockets.
+
+mod cli;
+mod harness;
+mod other_clients;
+mod rdkafka_clients;
+mod robustness;
+mod serve_settings;

@@ -1,0 +1,393 @@
+//! librdkafka (via the `rdkafka` crate) against `rivulet serve`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::harness::Rivulet;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn producer(server: &Rivulet, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", server.bootstrap())
+        .set("message.timeout.ms", "30000");
+    for (k, v) in extra {
+        cfg.set(*k, *v);
+    }
+    cfg.create().expect("producer")
+}
+
+fn consumer(server: &Rivulet, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", server.bootstrap())
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    for (k, v) in extra {
+        cfg.set(*k, *v);
+    }
+    cfg.create().expect("consumer")
+}
+
+fn create_topic(server: &Rivulet, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .expect("admin");
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    let results = runtime()
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .expect("create_topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+/// Sends `(key, value)` pairs and returns (partition, offset) of each, in order.
+fn produce_all(producer: &FutureProducer, topic: &str, messages: &[(String, String)]) -> Vec<(i32, i64)> {
+    runtime().block_on(async {
+        let mut sends = Vec::with_capacity(messages.len());
+        for (k, v) in messages {
+            sends.push(producer.send(
+                FutureRecord::to(topic).key(k.as_str()).payload(v.as_str()),
+                Duration::from_secs(30),
+            ));
+        }
+        let mut out = Vec::with_capacity(sends.len());
+        for s in sends {
+            let delivered = s.await.map_err(|(e, _)| e).expect("delivered");
+            out.push((delivered.partition, delivered.offset));
+        }
+        out
+    })
+}
+
+/// Polls until `n` messages arrived or the timeout passed; returns (partition, offset, key, value).
+fn consume_n(consumer: &BaseConsumer, n: usize, timeout: Duration) -> Vec<(i32, i64, String, String)> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push((
+                m.partition(),
+                m.offset(),
+                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )),
+            Some(Err(e)) => eprintln!("consumer error (retrying): {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn assign_from_beginning(consumer: &BaseConsumer, topic: &str, partitions: i32) {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+}
+
+fn numbered(n: usize) -> Vec<(String, String)> {
+    (0..n).map(|i| (format!("k{i}"), format!("v{i}"))).collect()
+}
+
+#[test]
+fn rdkafka_acks_all_producer_round_trips_in_order() {
+    let server = Rivulet::start();
+    let p = producer(&server, &[("acks", "all")]);
+    let messages = numbered(200);
+    let acks = produce_all(&p, "acks-all", &messages);
+    let offsets: Vec<i64> = acks.iter().map(|(_, o)| *o).collect();
+    assert_eq!(
+        offsets,
+        (0..200).collect::<Vec<i64>>(),
+        "offsets are dense and ordered"
+    );
+
+    let c = consumer(&server, "acks-all-reader", &[]);
+    assign_from_beginning(&c, "acks-all", 1);
+    let got = consume_n(&c, 200, Duration::from_secs(30));
+    let values: Vec<String> = got.iter().map(|m| m.3.clone()).collect();
+    let expected: Vec<String> = messages.iter().map(|m| m.1.clone()).collect();
+    assert_eq!(values, expected);
+    assert_eq!(got.last().map(|m| m.1), Some(199));
+}
+
+#[test]
+fn rdkafka_idempotent_producer_writes_each_message_once() {
+    let server = Rivulet::start();
+    let p = producer(&server, &[("enable.idempotence", "true"), ("linger.ms", "5")]);
+    let messages = numbered(2_000);
+    let acks = produce_all(&p, "idempotent", &messages);
+    assert_eq!(acks.len(), 2_000);
+    assert!(acks.windows(2).all(|w| w[0].1 < w[1].1), "acks are ordered");
+
+    let c = consumer(&server, "idem-reader", &[]);
+    assign_from_beginning(&c, "idempotent", 1);
+    let got = consume_n(&c, 2_000, Duration::from_secs(30));
+    assert_eq!(got.len(), 2_000);
+    let values: Vec<String> = got.iter().map(|m| m.3.clone()).collect();
+    let expected: Vec<String> = messages.iter().map(|m| m.1.clone()).collect();
+    assert_eq!(values, expected, "no loss, no duplicates, in order");
+    // Nothing beyond the 2000 messages.
+    assert!(consume_n(&c, 1, Duration::from_secs(1)).is_empty());
+}
+
+#[test]
+fn rdkafka_group_of_three_rebalances_when_one_leaves() {
+    let server = Rivulet::start();
+    let topic = "group-three";
+    create_topic(&server, topic, 6, &[]);
+    let p = producer(&server, &[]);
+    produce_all(&p, topic, &numbered(600));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let assignments: Arc<Mutex<HashMap<usize, BTreeSet<i32>>>> = Arc::default();
+    let received: Arc<Mutex<HashMap<usize, usize>>> = Arc::default();
+    let leave = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for id in 0..3usize {
+        let bootstrap = server.bootstrap();
+        let stop = stop.clone();
+        let leave = leave.clone();
+        let assignments = assignments.clone();
+        let received = received.clone();
+        threads.push(std::thread::spawn(move || {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("group.id", "three")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "500")
+                .create()
+                .expect("consumer");
+            c.subscribe(&[topic]).expect("subscribe");
+            while !stop.load(Ordering::SeqCst) {
+                if id == 0 && leave.load(Ordering::SeqCst) {
+                    break; // dropping the consumer closes it and leaves the group
+                }
+                if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+                    *received.lock().expect("lock").entry(id).or_default() += 1;
+                }
+                let parts: BTreeSet<i32> = c
+                    .assignment()
+                    .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+                    .unwrap_or_default();
+                assignments.lock().expect("lock").insert(id, parts);
+            }
+            c.unsubscribe();
+        }));
+    }
+    let wait_for = |what: &str, cond: &dyn Fn(&HashMap<usize, BTreeSet<i32>>) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let snapshot = assignments.lock().expect("lock").clone();
+            if cond(&snapshot) {
+                return snapshot;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {snapshot:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let all: BTreeSet<i32> = (0..6).collect();
+    let three = wait_for("three members sharing six partitions", &|a| {
+        a.len() == 3
+            && a.values().all(|p| p.len() == 2)
+            && a.values().flatten().copied().collect::<BTreeSet<_>>() == all
+    });
+    assert_eq!(three.values().map(|p| p.len()).sum::<usize>(), 6);
+
+    leave.store(true, Ordering::SeqCst);
+    let two = wait_for("two members taking over all partitions", &|a| {
+        let rest: Vec<&BTreeSet<i32>> = [1usize, 2].iter().filter_map(|i| a.get(i)).collect();
+        rest.len() == 2
+            && rest.iter().all(|p| p.len() == 3)
+            && rest
+                .iter()
+                .flat_map(|p| p.iter())
+                .copied()
+                .collect::<BTreeSet<_>>()
+                == all
+    });
+    assert!(two.get(&1).is_some_and(|p| !p.is_empty()));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("consumer thread");
+    }
+    let total: usize = received.lock().expect("lock").values().sum();
+    assert!(
+        total >= 600,
+        "the group consumed every message at least once ({total})"
+    );
+}
+
+#[test]
+fn rdkafka_committed_offsets_survive_consumer_and_broker_restart() {
+    let mut server = Rivulet::start();
+    let topic = "resume";
+    let p = producer(&server, &[("acks", "all")]);
+    produce_all(&p, topic, &numbered(10));
+    drop(p);
+
+    // First consumer reads five messages and commits.
+    let c = consumer(&server, "resumers", &[]);
+    c.subscribe(&[topic]).expect("subscribe");
+    let first = consume_n(&c, 5, Duration::from_secs(60));
+    assert_eq!(first.len(), 5);
+    assert_eq!(first[0].1, 0);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(5))
+        .expect("offset");
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+    drop(c);
+
+    // A new consumer in the same group resumes at offset 5.
+    let c = consumer(&server, "resumers", &[]);
+    c.subscribe(&[topic]).expect("subscribe");
+    let second = consume_n(&c, 5, Duration::from_secs(60));
+    assert_eq!(second.first().map(|m| m.1), Some(5), "resumed after the commit");
+    assert_eq!(second.len(), 5);
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    let committed = c.committed(Duration::from_secs(10)).expect("committed");
+    assert_eq!(
+        committed.find_partition(topic, 0).map(|e| e.offset()),
+        Some(Offset::Offset(10))
+    );
+    drop(c);
+
+    // Restart the broker (graceful: SIGTERM, exit 0), add messages, resume at 10.
+    server.restart();
+    let p = producer(&server, &[("acks", "all")]);
+    produce_all(&p, topic, &numbered(3));
+    let c = consumer(&server, "resumers", &[]);
+    c.subscribe(&[topic]).expect("subscribe");
+    let third = consume_n(&c, 3, Duration::from_secs(60));
+    assert_eq!(
+        third.iter().map(|m| m.1).collect::<Vec<_>>(),
+        vec![10, 11, 12],
+        "resumed after the broker restart"
+    );
+}
+
+#[test]
+fn rdkafka_100k_keyed_messages_over_8_partitions_keep_order_without_loss_or_duplicates() {
+    let server = Rivulet::start();
+    let topic = "hundred-k";
+    create_topic(&server, topic, 8, &[]);
+    let p = producer(
+        &server,
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "20"),
+            ("batch.num.messages", "5000"),
+            ("queue.buffering.max.messages", "200000"),
+        ],
+    );
+    let total = 100_000usize;
+    let messages: Vec<(String, String)> = (0..total)
+        .map(|i| (format!("key-{}", i % 977), format!("{i}")))
+        .collect();
+    let acks = produce_all(&p, topic, &messages);
+    assert_eq!(acks.len(), total);
+
+    let c = consumer(&server, "hundred-k-reader", &[("fetch.wait.max.ms", "100")]);
+    assign_from_beginning(&c, topic, 8);
+    let got = consume_n(&c, total, Duration::from_secs(180));
+    assert_eq!(got.len(), total, "every message consumed");
+
+    let mut seen = BTreeSet::new();
+    let mut last_in_partition: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    let mut partition_of_key: HashMap<String, i32> = HashMap::new();
+    for (partition, offset, key, value) in &got {
+        let n: i64 = value.parse().expect("numeric value");
+        assert!(seen.insert(n), "value {n} delivered twice");
+        if let Some((prev_offset, prev_n)) = last_in_partition.get(partition) {
+            assert!(
+                offset > prev_offset,
+                "offsets increase within partition {partition}"
+            );
+            assert!(n > *prev_n, "send order kept within partition {partition}");
+        }
+        last_in_partition.insert(*partition, (*offset, n));
+        let owner = partition_of_key.entry(key.clone()).or_insert(*partition);
+        assert_eq!(owner, partition, "key {key} stays on one partition");
+    }
+    assert_eq!(seen.len(), total);
+    assert_eq!(last_in_partition.len(), 8, "all 8 partitions used");
+    assert!(
+        consume_n(&c, 1, Duration::from_secs(1)).is_empty(),
+        "nothing extra"
+    );
+}
+
+#[test]
+fn rdkafka_admin_creates_topics_and_describes_real_configs() {
+    let server = Rivulet::start();
+    create_topic(
+        &server,
+        "configured",
+        3,
+        &[("retention.ms", "3600000"), ("cleanup.policy", "compact")],
+    );
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .expect("admin");
+    let rt = runtime();
+    let described = rt
+        .block_on(admin.describe_configs([&ResourceSpecifier::Topic("configured")], &AdminOptions::new()))
+        .expect("describe_configs");
+    let resource = described
+        .into_iter()
+        .next()
+        .expect("one result")
+        .expect("described");
+    let entries = resource.entry_map();
+    assert_eq!(
+        entries.get("retention.ms").and_then(|e| e.value.as_deref()),
+        Some("3600000")
+    );
+    assert_eq!(
+        entries.get("cleanup.policy").and_then(|e| e.value.as_deref()),
+        Some("compact")
+    );
+    assert!(entries.contains_key("segment.bytes"));
+    assert!(entries.contains_key("fsync.policy"));
+
+    // A second create of the same topic fails with TOPIC_ALREADY_EXISTS.
+    let again = rt
+        .block_on(admin.create_topics(
+            [&NewTopic::new("configured", 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .expect("create_topics");
+    assert!(again[0].is_err(), "duplicate create must fail");
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some("configured"), Duration::from_secs(10))
+        .expect("metadata");
+    assert_eq!(metadata.topics()[0].partitions().len(), 3);
+}

@@ -1,0 +1,175 @@
+//! Malformed input and limits: the broker closes the offending connection (or answers with
+//! an error code), logs it, and keeps serving everyone else.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use crate::harness::Rivulet;
+
+fn connect(server: &Rivulet) -> TcpStream {
+    let s = TcpStream::connect(server.bootstrap()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+/// An ApiVersions request frame (header v1: key, version, correlation id, client id).
+fn api_versions_frame(version: i16, correlation_id: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes());
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&correlation_id.to_be_bytes());
+    body.extend_from_slice(&4i16.to_be_bytes());
+    body.extend_from_slice(b"test");
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("response length");
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).expect("response body");
+    body
+}
+
+/// True when the server closed the connection (EOF or reset) within the read timeout.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+fn assert_api_versions_works(s: &mut TcpStream, correlation_id: i32) {
+    s.write_all(&api_versions_frame(0, correlation_id)).expect("send");
+    let resp = read_frame(s);
+    assert_eq!(&resp[0..4], &correlation_id.to_be_bytes());
+    assert_eq!(&resp[4..6], &0i16.to_be_bytes(), "error code NONE");
+}
+
+/// A Produce v3 request for `topic` partition 0 carrying `records` (non-flexible encoding).
+fn produce_frame(topic: &str, records: &[u8], correlation_id: i32) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i16.to_be_bytes()); // Produce
+    b.extend_from_slice(&3i16.to_be_bytes()); // v3
+    b.extend_from_slice(&correlation_id.to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // null transactional id
+    b.extend_from_slice(&1i16.to_be_bytes()); // acks=1
+    b.extend_from_slice(&5000i32.to_be_bytes()); // timeout
+    b.extend_from_slice(&1i32.to_be_bytes()); // one topic
+    b.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    b.extend_from_slice(topic.as_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes()); // one partition
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    b.extend_from_slice(records);
+    let mut frame = (b.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&b);
+    frame
+}
+
+#[test]
+fn malformed_frames_close_only_the_offending_connection() {
+    let mut server = Rivulet::start_with(&["--request-bytes-max", "1048576"], &[]);
+    let mut healthy = connect(&server);
+    assert_api_versions_works(&mut healthy, 1);
+
+    // Garbage bytes.
+    let mut s = connect(&server);
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let _ = s.write_all(&garbage);
+    assert!(closed_by_server(&mut s), "garbage closes the connection");
+
+    // Oversized and negative lengths.
+    for len in [i32::MAX, 2 << 20, -5, 3] {
+        let mut s = connect(&server);
+        s.write_all(&len.to_be_bytes()).expect("send length");
+        assert!(closed_by_server(&mut s), "length {len} closes the connection");
+    }
+
+    // Truncated frame: length says 100, 10 bytes arrive, then the client stops sending.
+    let mut s = connect(&server);
+    s.write_all(&100i32.to_be_bytes()).expect("send");
+    s.write_all(&[0u8; 10]).expect("send");
+    s.shutdown(Shutdown::Write).expect("half close");
+    assert!(closed_by_server(&mut s), "truncated frame closes the connection");
+
+    // Unknown API key with valid framing.
+    let mut s = connect(&server);
+    let mut frame = api_versions_frame(0, 9);
+    frame[4..6].copy_from_slice(&999i16.to_be_bytes());
+    s.write_all(&frame).expect("send");
+    assert!(closed_by_server(&mut s), "unknown API closes the connection");
+
+    // A too-new ApiVersions gets error 35 with the supported list in a v0 body.
+    let mut s = connect(&server);
+    s.write_all(&api_versions_frame(99, 42)).expect("send");
+    let resp = read_frame(&mut s);
+    assert_eq!(&resp[0..4], &42i32.to_be_bytes());
+    assert_eq!(&resp[4..6], &35i16.to_be_bytes(), "UNSUPPORTED_VERSION");
+    let count = i32::from_be_bytes([resp[6], resp[7], resp[8], resp[9]]);
+    assert!(count > 10, "supported APIs are listed ({count})");
+
+    // A bad record batch is refused with CORRUPT_MESSAGE; the connection stays usable.
+    let mut s = connect(&server);
+    s.write_all(&produce_frame("bad-batch", &[7u8; 80], 5))
+        .expect("send");
+    let resp = read_frame(&mut s);
+    assert_eq!(&resp[0..4], &5i32.to_be_bytes());
+    // topics(4) name(2+9) partitions(4) index(4) error_code(2)
+    let at = 4 + 4 + 2 + "bad-batch".len() + 4 + 4;
+    assert_eq!(&resp[at..at + 2], &2i16.to_be_bytes(), "CORRUPT_MESSAGE");
+    assert_api_versions_works(&mut s, 6);
+
+    // The healthy connection and new clients are unaffected.
+    assert_api_versions_works(&mut healthy, 2);
+    let mut fresh = connect(&server);
+    assert_api_versions_works(&mut fresh, 3);
+    assert!(server.is_running());
+    let log = server.log();
+    assert!(log.contains("Closing connection"), "bad input is logged:\n{log}");
+    assert!(log.contains("Produce rejected"), "bad batch is logged:\n{log}");
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
+    let server = Rivulet::start_with(&["--connections-max", "2"], &[]);
+    let mut a = connect(&server);
+    let mut b = connect(&server);
+    assert_api_versions_works(&mut a, 1);
+    assert_api_versions_works(&mut b, 2);
+    let mut c = connect(&server);
+    let _ = c.write_all(&api_versions_frame(0, 3));
+    assert!(closed_by_server(&mut c), "third connection is refused");
+    assert_api_versions_works(&mut a, 4);
+    drop(b);
+    // Once a slot frees up, a new connection is served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut d = connect(&server);
+        if d.write_all(&api_versions_frame(0, 5)).is_ok() {
+            let mut len = [0u8; 4];
+            if d.read_exact(&mut len).is_ok() {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "a freed slot is reused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.log().contains("connections_max reached"));
+}
