@@ -69,8 +69,14 @@ pub struct ConnArgs {
     )]
     pub brokers: String,
 
-    /// Output format
-    #[arg(long, value_enum, default_value = "text", global = true)]
+    /// Output format: text or json (consume always prints one JSON object per record unless -f is given)
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        global = true,
+        hide_possible_values = true
+    )]
     pub format: Format,
 
     /// How long to wait for the broker on each request, in seconds

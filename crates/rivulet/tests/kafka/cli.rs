@@ -487,6 +487,26 @@ fn cli_status_counts_topics_partitions_and_groups() {
         "{text}"
     );
     assert!(text.contains(&server.bootstrap()), "{text}");
+    // -b wins over RIVULET_BROKERS, before or after the subcommand.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let flagged = run_at(
+        &nowhere,
+        &["status", "-b", &server.bootstrap(), "--timeout", "2"],
+        None,
+    )
+    .ok();
+    assert!(flagged.contains(&server.bootstrap()), "{flagged}");
+    let listed = run_at(
+        &nowhere,
+        &["topic", "-b", &server.bootstrap(), "list", "--format", "json"],
+        None,
+    );
+    assert_eq!(
+        listed.json().as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        listed.show()
+    );
     assert!(
         text.lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["DISK-USE", "-"]),
