@@ -1,0 +1,50 @@
+//! Rivulet services SDK: event-driven services that survive duplicates, failures and
+//! restarts.
+//!
+//! * **Events** are [CloudEvents 1.0](https://cloudevents.io) carried in record headers
+//!   (Kafka binding, binary content mode) with JSON data: [`Event`], [`Received`].
+//! * **Publishing** resolves once the broker has the event durably (`acks=all`, idempotent
+//!   producer); the key picks the partition: [`Client::publish`], [`Client::publish_batch`].
+//! * **Consuming** ([`Client::subscribe`]) is at least once with offsets committed only after
+//!   handling, retries with exponential backoff and jitter, a dead-letter topic
+//!   `<topic>.dlq`, durable deduplication of event ids (`<group>.handled`), per-key order
+//!   over N workers, bounded in-flight events per partition, and graceful shutdown.
+//! * **Transports**: [`KafkaTransport`] (any Kafka-protocol cluster, Rivulet included) and
+//!   [`EmbeddedTransport`] (the broker inside this process), behind one API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rivulet_sdk::SdkError> {
+//! use rivulet_sdk::{Client, Event, HandlerError, Received};
+//! let client = Client::open_embedded("./data")?;
+//! let placed = Event::new("/shop/orders", "shop.order.placed", serde_json::json!({"id": "o-1"}));
+//! client.publish("orders", Some("o-1"), &placed).await?;
+//! let sub = client
+//!     .subscribe("mailer", &["orders"], |e: Received| async move {
+//!         let order: serde_json::Value = e.data()?;
+//!         println!("{} {order}", e.ty);
+//!         Ok::<(), HandlerError>(())
+//!     })
+//!     .await?;
+//! sub.shutdown().await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod client;
+pub mod dlq;
+mod embedded;
+pub mod error;
+pub mod event;
+pub mod handled;
+mod kafka;
+pub mod progress;
+mod subscriber;
+pub mod transport;
+
+pub use client::{Client, DEFAULT_PARTITIONS};
+pub use embedded::EmbeddedTransport;
+pub use error::{HandlerError, Result, SdkError};
+pub use event::{Event, Received};
+pub use kafka::KafkaTransport;
+pub use subscriber::{Handler, SubscribeOptions, Subscription, SubscriptionStats};
+pub use transport::{Delivery, InRecord, OutRecord, TopicPartition, Transport};

@@ -1,0 +1,239 @@
+//! The transport abstraction: what the SDK needs from a broker, implemented over the Kafka
+//! protocol ([`crate::KafkaTransport`]) and in process ([`crate::EmbeddedTransport`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::error::Result;
+use crate::progress::Progress;
+
+/// A topic and a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// A topic partition.
+    pub fn new(topic: impl Into<String>, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+/// A record to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutRecord {
+    /// Key; records with the same key go to the same partition (Kafka's murmur2).
+    pub key: Option<Vec<u8>>,
+    /// Value; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Explicit partition, overriding the key.
+    pub partition: Option<i32>,
+}
+
+/// A record read from a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Record timestamp (ms since the epoch).
+    pub timestamp_ms: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl InRecord {
+    /// The value of the first header with this name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Where the record sits.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.clone(), self.partition)
+    }
+}
+
+/// Records read from a topic and the next offset of each partition.
+pub type ReadBatch = (Vec<InRecord>, BTreeMap<i32, i64>);
+
+/// Where a published record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// How a topic the SDK creates is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Partition count.
+    pub partitions: i32,
+    /// Topic config overrides (`cleanup.policy`, `retention.ms`, ...).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Settings of a group member.
+#[derive(Debug, Clone)]
+pub struct MemberSettings {
+    /// Most records one poll returns.
+    pub poll_records_max: usize,
+    /// How long a rebalance waits for in-flight events of revoked partitions before it
+    /// commits what finished.
+    pub revoke_wait: Duration,
+    /// Session timeout (Kafka transport).
+    pub session_timeout: Duration,
+}
+
+/// What a poll of a group member returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Polled {
+    /// A record of an assigned partition.
+    Record(InRecord),
+    /// Partitions newly assigned to this member.
+    Assigned(Vec<TopicPartition>),
+    /// Partitions taken away from this member (their offsets were committed first).
+    Revoked(Vec<TopicPartition>),
+}
+
+/// A broker connection: publishing, reading, topic creation and group membership.
+///
+/// Implementations: [`crate::KafkaTransport`] (any Kafka-protocol broker) and
+/// [`crate::EmbeddedTransport`] (a [`rivulet_broker::Broker`] in this process).
+pub trait Transport: Send + Sync + 'static {
+    /// Publishes records to one topic and resolves when every one is durable (acks=all).
+    fn publish<'a>(&'a self, topic: &'a str, records: Vec<OutRecord>)
+        -> BoxFuture<'a, Result<Vec<Delivery>>>;
+
+    /// Creates a topic unless it exists.
+    fn ensure_topic<'a>(&'a self, topic: &'a str, spec: TopicSpec) -> BoxFuture<'a, Result<()>>;
+
+    /// Reads every partition of a topic from the given offsets (earliest where absent) to
+    /// the end it has when called, at most `records_max` records. Returns the records and
+    /// the next offset of each partition.
+    fn read_to_end<'a>(
+        &'a self,
+        topic: &'a str,
+        from: BTreeMap<i32, i64>,
+        records_max: usize,
+    ) -> BoxFuture<'a, Result<ReadBatch>>;
+
+    /// The offsets a group has committed for a topic.
+    fn committed<'a>(&'a self, group: &'a str, topic: &'a str) -> BoxFuture<'a, Result<BTreeMap<i32, i64>>>;
+
+    /// Commits offsets for a group that has no active members (tools such as redrive).
+    fn commit_standalone<'a>(
+        &'a self,
+        group: &'a str,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Joins a consumer group. `progress` tracks dispatched and finished offsets; the
+    /// member commits from it before giving partitions up.
+    fn join<'a>(
+        &'a self,
+        group: &'a str,
+        topics: Vec<String>,
+        progress: Arc<Progress>,
+        settings: MemberSettings,
+    ) -> BoxFuture<'a, Result<Box<dyn GroupMember>>>;
+}
+
+/// One member of a consumer group.
+pub trait GroupMember: Send {
+    /// Waits up to `max_wait` for records or assignment changes.
+    fn poll(&mut self, max_wait: Duration) -> BoxFuture<'_, Result<Vec<Polled>>>;
+
+    /// Commits offsets (the next offset to consume) of assigned partitions.
+    fn commit(&mut self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'_, Result<()>>;
+
+    /// Stops fetching a partition and moves its position back to `offset`, so the record
+    /// at `offset` is delivered again after [`GroupMember::resume`].
+    fn pause(&mut self, tp: &TopicPartition, offset: i64) -> Result<()>;
+
+    /// Resumes fetching a paused partition.
+    fn resume(&mut self, tp: &TopicPartition) -> Result<()>;
+
+    /// Commits `offsets` and leaves the group.
+    fn close(&mut self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'_, Result<()>>;
+}
+
+/// Kafka's default partitioner (murmur2), so both transports and Java/librdkafka producers
+/// put a key on the same partition.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    let partitions = partitions.max(1);
+    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = SEED ^ (data.len() as u32);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka_reference_values() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21") as i32, -973_932_308);
+        assert_eq!(murmur2(b"foobar") as i32, -790_332_482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985_981_536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1_486_304_829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58_897_971
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! The reference shop.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
