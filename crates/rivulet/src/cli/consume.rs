@@ -263,6 +263,8 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
     if let Some(group) = &args.group {
         cfg.set("group.id", group)
             .set("enable.auto.commit", "true")
+            // Offsets are stored explicitly once a record has been written out.
+            .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", "1000")
             .set(
                 "auto.offset.reset",
@@ -375,6 +377,11 @@ fn consume_loop(
                 };
                 if let Err(e) = out.write_all(&bytes) {
                     return stdout_error(e);
+                }
+                if args.group.is_some() {
+                    consumer
+                        .store_offset_from_message(&m)
+                        .map_err(|e| args.conn.error(e, "storing the consumed position"))?;
                 }
                 count += 1;
                 if args.num.is_some_and(|n| count >= n) {
