@@ -279,7 +279,10 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         cfg.set("group.id", "rivulet-cli-reader")
             .set("enable.auto.commit", "false");
     }
-    let consumer: BaseConsumer = cfg.create().map_err(|e| conn.error(e, "creating a consumer"))?;
+    let consumer: BaseConsumer = conn
+        .finish(cfg)?
+        .create()
+        .map_err(|e| conn.error(e, "creating a consumer (check -X)"))?;
     let metadata = conn.metadata(&consumer)?;
     let topic = find_topic(&metadata, &args.topic)?;
     let all: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();

@@ -11,7 +11,7 @@ mod topic;
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -82,6 +82,11 @@ pub struct ConnArgs {
     /// How long to wait for the broker on each request, in seconds
     #[arg(long, default_value_t = 10, global = true, value_name = "SECS")]
     pub timeout: u64,
+
+    /// librdkafka client property KEY=VALUE, applied last (repeatable), e.g.
+    /// -X security.protocol=sasl_plaintext -X sasl.mechanism=PLAIN
+    #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
+    pub client_properties: Vec<String>,
 }
 
 impl ConnArgs {
@@ -100,6 +105,19 @@ impl ConnArgs {
         cfg
     }
 
+    /// `cfg` with the `-X` properties applied on top.
+    pub fn finish(&self, mut cfg: ClientConfig) -> Result<ClientConfig> {
+        for property in &self.client_properties {
+            match property.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    cfg.set(k.trim(), v);
+                }
+                _ => bail!("invalid -X {property:?}: expected KEY=VALUE"),
+            }
+        }
+        Ok(cfg)
+    }
+
     /// A consumer for metadata, offsets and groups; `group` sets `group.id`.
     pub fn consumer(&self, group: Option<&str>) -> Result<BaseConsumer> {
         let mut cfg = self.client_config();
@@ -107,15 +125,16 @@ impl ConnArgs {
         if let Some(g) = group {
             cfg.set("group.id", g);
         }
-        cfg.create()
-            .map_err(|e| anyhow!("cannot create a Kafka client: {e}; check -b/--brokers"))
+        self.finish(cfg)?
+            .create()
+            .map_err(|e| anyhow!("cannot create a Kafka client: {e}; check -b/--brokers and -X"))
     }
 
     /// An admin client.
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
-        self.client_config()
+        self.finish(self.client_config())?
             .create()
-            .map_err(|e| anyhow!("cannot create a Kafka admin client: {e}; check -b/--brokers"))
+            .map_err(|e| anyhow!("cannot create a Kafka admin client: {e}; check -b/--brokers and -X"))
     }
 
     /// Admin request options with this command's timeout.

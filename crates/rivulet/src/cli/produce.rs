@@ -245,9 +245,10 @@ pub fn run(args: ProduceArgs) -> Result<()> {
         delivered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     };
-    let producer: ThreadedProducer<Reporter> = cfg
+    let producer: ThreadedProducer<Reporter> = conn
+        .finish(cfg)?
         .create_with_context(reporter)
-        .map_err(|e| conn.error(e, "creating a producer"))?;
+        .map_err(|e| conn.error(e, "creating a producer (check -X)"))?;
 
     let stdin = std::io::stdin();
     let mut reader = BufReader::new(stdin.lock());

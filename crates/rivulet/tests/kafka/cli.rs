@@ -422,7 +422,16 @@ fn cli_consume_member_blocks_seek_and_exits_cleanly_on_ctrl_c() {
 
     let member = spawn(
         &server.bootstrap(),
-        &["consume", "live", "-g", "tail", "-f", "%v"],
+        &[
+            "consume",
+            "live",
+            "-g",
+            "tail",
+            "-f",
+            "%v",
+            "-X",
+            "client.id=tail-ops",
+        ],
         false,
     );
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -436,6 +445,10 @@ fn cli_consume_member_blocks_seek_and_exits_cleanly_on_ctrl_c() {
                 .any(|r| r["partition"] == 1 && r["current_offset"] == 2)
             {
                 assert!(rows.iter().all(|r| r["member_id"].is_string()), "{v}");
+                assert!(
+                    rows.iter().all(|r| r["client_id"] == "tail-ops"),
+                    "-X sets client.id: {v}"
+                );
                 break;
             }
         }
@@ -546,6 +559,9 @@ fn cli_bad_input_exits_1_with_a_clear_message() {
     )
     .failed();
     assert!(err.contains("AlterConfigs"), "{err}");
+
+    let err = run(&server, &["topic", "list", "-X", "no.such.property=1"]).failed();
+    assert!(err.contains("no.such.property"), "{err}");
 
     // Nothing listens on this port.
     let nowhere = format!("127.0.0.1:{}", free_port());
