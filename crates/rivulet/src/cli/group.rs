@@ -30,6 +30,7 @@ enum GroupCommand {
     /// List consumer groups with their state and member count.
     List,
     /// Show a group's members and, per partition, committed offset, log end offset and lag.
+    /// Partitions without a committed offset show `-` and do not count toward TOTAL-LAG.
     Describe {
         /// Group ids
         #[arg(required = true)]
