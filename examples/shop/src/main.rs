@@ -1,5 +1,219 @@
-//! The reference shop.
+//! `shop`: the reference shop. `cargo run -p shop` starts everything on an embedded broker.
 
-fn main() -> anyhow::Result<()> {
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rivulet_sdk::{Client, SubscribeOptions};
+use shop::app::{self, HttpState};
+use shop::inventory::{demo_catalogue, Inventory};
+use shop::notification::Mailer;
+use shop::smtp_sink::{Sink, SinkConfig};
+
+/// The Rivulet reference shop: order, inventory and notification services.
+#[derive(Debug, Parser)]
+#[command(name = "shop", about, long_about = None)]
+struct Cli {
+    /// Kafka bootstrap servers (Rivulet or Kafka); without it the shop runs on an embedded
+    /// broker in --data-dir
+    #[arg(
+        short = 'b',
+        long,
+        env = "SHOP_BROKERS",
+        global = true,
+        value_name = "HOST:PORT,..."
+    )]
+    brokers: Option<String>,
+
+    /// Where the embedded broker and the mail sink keep their files
+    #[arg(long, default_value = "shop-data", global = true, value_name = "DIR")]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole shop: HTTP order service, inventory, notification and an SMTP sink
+    Run(RunArgs),
+    /// Run only the notification service (needs --brokers)
+    Notification {
+        /// SMTP server the emails go to
+        #[arg(long, value_name = "HOST:PORT")]
+        smtp_server: String,
+    },
+    /// Serve the Kafka protocol over the embedded broker in --data-dir
+    Broker {
+        /// Kafka listen address (port 0 picks one; the address is printed)
+        #[arg(long, default_value = "127.0.0.1:9093")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    /// HTTP address of the order service, the mail list and the stock page
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    http: SocketAddr,
+    /// Address of the local SMTP sink
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    smtp_listen: SocketAddr,
+    /// Send email to this SMTP server instead of the local sink (no sink is started)
+    #[arg(long, value_name = "HOST:PORT")]
+    smtp_server: Option<String>,
+    /// Also serve the Kafka protocol over the embedded broker here (for `rivulet` CLI)
+    #[arg(long, value_name = "ADDR")]
+    kafka_listen: Option<SocketAddr>,
+    /// Low-stock threshold
+    #[arg(long, default_value_t = 10)]
+    low_stock: i64,
+}
+
+const FROM: &str = "Rivulet Shop <shop@example.com>";
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_broker(data_dir: &std::path::Path) -> Result<rivulet_broker::Broker> {
+    let config = rivulet_broker::BrokerConfig {
+        data_dir: data_dir.join("broker"),
+        ..rivulet_broker::BrokerConfig::default()
+    };
+    rivulet_broker::Broker::open(config)
+        .with_context(|| format!("opening the embedded broker in {}", data_dir.display()))
+}
+
+async fn shutdown_signal() {
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::error!(error = %e, "Cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let command = cli.command.unwrap_or(Command::Run(RunArgs {
+        http: "127.0.0.1:8081".parse()?,
+        smtp_listen: "127.0.0.1:2525".parse()?,
+        smtp_server: None,
+        kafka_listen: None,
+        low_stock: 10,
+    }));
+    match command {
+        Command::Broker { listen } => {
+            let broker = open_broker(&cli.data_dir)?;
+            let (addr, task) = app::serve_kafka(broker.clone(), listen, shutdown_signal()).await?;
+            {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "kafka listening on {addr}")?;
+                out.flush()?;
+            }
+            task.await.context("Kafka listener")??;
+            broker.close().context("closing the broker")?;
+            Ok(())
+        }
+        Command::Notification { smtp_server } => {
+            let Some(brokers) = cli.brokers else {
+                bail!("the notification service alone needs --brokers (the embedded broker lives in `shop run`)");
+            };
+            let client = Client::kafka(&brokers)?;
+            let mailer = Mailer::new(&smtp_server, FROM)?;
+            let sub = app::start_notification(&client, mailer, SubscribeOptions::default()).await?;
+            tracing::info!(brokers = %brokers, smtp = %smtp_server, "Notification service running");
+            shutdown_signal().await;
+            let stats = sub.shutdown().await?;
+            tracing::info!(?stats, "Notification service stopped");
+            Ok(())
+        }
+        Command::Run(args) => run_all(cli.brokers, cli.data_dir, args).await,
+    }
+}
+
+async fn run_all(brokers: Option<String>, data_dir: PathBuf, args: RunArgs) -> Result<()> {
+    let mut broker = None;
+    let client = match &brokers {
+        Some(b) => Client::kafka(b)?,
+        None => {
+            let dir = data_dir.clone();
+            let b = tokio::task::spawn_blocking(move || open_broker(&dir)).await??;
+            broker = Some(b.clone());
+            Client::embedded(b)
+        }
+    };
+    if let (Some(b), Some(listen)) = (&broker, args.kafka_listen) {
+        let (addr, _task) = app::serve_kafka(b.clone(), listen, shutdown_signal()).await?;
+        tracing::info!(address = %addr, "Kafka listener over the embedded broker");
+    }
+    let mail_dir = data_dir.join("mail");
+    let (smtp_server, sink_dir) = match &args.smtp_server {
+        Some(s) => (s.clone(), None),
+        None => {
+            let sink = Sink::start(SinkConfig {
+                listen: args.smtp_listen,
+                mail_dir: mail_dir.clone(),
+                delay: Duration::ZERO,
+                connections_max: 64,
+            })
+            .await
+            .with_context(|| format!("starting the SMTP sink on {}", args.smtp_listen))?;
+            (sink.addr().to_string(), Some(mail_dir.clone()))
+        }
+    };
+    let inventory = Inventory::new(demo_catalogue(), args.low_stock);
+    let inventory_sub = app::start_inventory(&client, inventory.clone(), SubscribeOptions::default()).await?;
+    let mailer = Mailer::new(&smtp_server, FROM)?;
+    let notification_sub = app::start_notification(&client, mailer, SubscribeOptions::default()).await?;
+    let router = app::router(HttpState {
+        client: client.clone(),
+        inventory: Some(inventory),
+        mail_dir: sink_dir,
+    });
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("binding the HTTP address {}", args.http))?;
+    tracing::info!(
+        http = %args.http,
+        smtp = %smtp_server,
+        broker = %brokers.as_deref().unwrap_or("embedded"),
+        "Shop running: POST /orders, GET /mail, GET /stock"
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("Stopping: finishing events in flight");
+    let inv = inventory_sub.shutdown().await;
+    let notif = notification_sub.shutdown().await;
+    if let Some(b) = broker {
+        tokio::task::spawn_blocking(move || b.close()).await??;
+    }
+    inv?;
+    notif?;
+    tracing::info!("Shop stopped");
     Ok(())
 }
