@@ -184,17 +184,35 @@ impl EmbeddedTransport {
                 break;
             }
             let before = pos;
-            for r in decode(topic.name(), partition, read.records)? {
-                pos = pos.max(r.offset + 1);
-                if r.offset >= before && r.offset < end && out.len() < records_max {
+            let mut rest = read.records;
+            let mut full = false;
+            // One stored batch at a time, so `pos` can move past a whole batch (control
+            // records, compacted gaps) but never past a record that was not returned.
+            while rest.len() >= rivulet_log::batch::HEADER_BYTES && !full {
+                let header = rivulet_log::batch::BatchHeader::parse(&rest)
+                    .map_err(|e| SdkError::Corrupt(format!("{}[{partition}]: {e}", topic.name())))?;
+                let size = header.total_bytes().min(rest.len());
+                let one = rest.split_to(size);
+                for r in decode(topic.name(), partition, one)? {
+                    if r.offset < pos {
+                        continue;
+                    }
+                    if r.offset >= end || out.len() >= records_max {
+                        full = true;
+                        break;
+                    }
+                    pos = r.offset + 1;
                     out.push(r);
+                }
+                if !full {
+                    pos = pos.max(header.next_offset().min(end));
                 }
             }
             if pos == before {
                 break;
             }
         }
-        Ok((out, pos.min(end.max(from))))
+        Ok((out, pos))
     }
 }
 
@@ -330,6 +348,7 @@ impl Transport for EmbeddedTransport {
                 member,
                 topics: resolved,
                 generation,
+                seen_generation: 0,
                 first: true,
                 cursors: BTreeMap::new(),
                 progress,
@@ -356,6 +375,7 @@ struct EmbeddedMember {
     member: u64,
     topics: Vec<Arc<Topic>>,
     generation: watch::Receiver<u64>,
+    seen_generation: u64,
     first: bool,
     cursors: BTreeMap<TopicPartition, Cursor>,
     progress: Arc<Progress>,
@@ -364,8 +384,12 @@ struct EmbeddedMember {
 }
 
 impl EmbeddedMember {
+    fn generation_changed(&self) -> bool {
+        *self.generation.borrow() != self.seen_generation
+    }
+
     async fn rebalance(&mut self) -> Result<Vec<Polled>> {
-        self.generation.borrow_and_update();
+        self.seen_generation = *self.generation.borrow_and_update();
         let mut wanted = BTreeSet::new();
         if let Some((rank, members)) = self.transport.groups.rank(&self.group, self.member) {
             let mut all = Vec::new();
@@ -494,7 +518,7 @@ impl EmbeddedMember {
         if self.closed {
             return Err(SdkError::Closed);
         }
-        if self.first || self.generation.has_changed().unwrap_or(false) {
+        if self.first || self.generation_changed() {
             self.first = false;
             let events = self.rebalance().await?;
             if !events.is_empty() {
@@ -520,7 +544,7 @@ impl EmbeddedMember {
             }
             futures_util::future::select_all(waits).await;
         }
-        if self.generation.has_changed().unwrap_or(false) {
+        if self.generation_changed() {
             return self.rebalance().await;
         }
         self.read_available()

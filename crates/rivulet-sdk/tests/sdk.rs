@@ -630,3 +630,47 @@ mod kafka {
         assert_eq!(total(&again), 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewound_group_skips_every_redelivered_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = Client::embedded(broker(dir.path())).with_partitions(4);
+    let expected = publish_steps(&client, "again", 100, 10).await;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let handled = handled.clone();
+        move |_e: Received| {
+            let handled = handled.clone();
+            async move {
+                handled.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    let sub = client
+        .subscribe_with("again-g", &["again"], fast_options(), handler.clone())
+        .await
+        .expect("subscribe");
+    wait_until("all handled", || handled.load(Ordering::SeqCst) >= expected).await;
+    sub.shutdown().await.expect("shutdown");
+    let rewind = (0..4)
+        .map(|p| (rivulet_sdk::TopicPartition::new("again", p), 0))
+        .collect();
+    client
+        .transport()
+        .commit_standalone("again-g", rewind)
+        .await
+        .expect("rewind");
+    let sub = client
+        .subscribe_with("again-g", &["again"], fast_options(), handler)
+        .await
+        .expect("subscribe again");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sub.stats().duplicates_skipped < expected as u64 {
+        assert!(Instant::now() < deadline, "not all skipped: {:?}", sub.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = sub.shutdown().await.expect("shutdown");
+    assert_eq!(stats.handled, 0);
+    assert_eq!(handled.load(Ordering::SeqCst), expected);
+}

@@ -44,6 +44,9 @@ enum Command {
         /// SMTP server the emails go to
         #[arg(long, value_name = "HOST:PORT")]
         smtp_server: String,
+        /// Group session timeout: how soon a crashed instance's partitions move on
+        #[arg(long, default_value_t = 10_000, value_name = "MS")]
+        session_timeout_ms: u64,
     },
     /// Serve the Kafka protocol over the embedded broker in --data-dir
     Broker {
@@ -137,13 +140,20 @@ async fn run(cli: Cli) -> Result<()> {
             broker.close().context("closing the broker")?;
             Ok(())
         }
-        Command::Notification { smtp_server } => {
+        Command::Notification {
+            smtp_server,
+            session_timeout_ms,
+        } => {
             let Some(brokers) = cli.brokers else {
                 bail!("the notification service alone needs --brokers (the embedded broker lives in `shop run`)");
             };
             let client = Client::kafka(&brokers)?;
             let mailer = Mailer::new(&smtp_server, FROM)?;
-            let sub = app::start_notification(&client, mailer, SubscribeOptions::default()).await?;
+            let options = SubscribeOptions {
+                session_timeout: Duration::from_millis(session_timeout_ms),
+                ..SubscribeOptions::default()
+            };
+            let sub = app::start_notification(&client, mailer, options).await?;
             tracing::info!(brokers = %brokers, smtp = %smtp_server, "Notification service running");
             shutdown_signal().await;
             let stats = sub.shutdown().await?;

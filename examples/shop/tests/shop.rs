@@ -1,0 +1,382 @@
+//! End-to-end tests of the shop: 1,000 orders with duplicate deliveries on the embedded
+//! broker, and the notification service killed with SIGKILL and restarted as a real
+//! process against the Kafka protocol.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rivulet_broker::{Broker, BrokerConfig};
+use rivulet_sdk::{Client, Event, Received, SubscribeOptions, TopicPartition};
+use shop::app;
+use shop::events::{
+    inventory_outcome_id, order_placed_id, InventoryReserved, Item, OrderPlaced, INVENTORY, INVENTORY_LOW,
+    INVENTORY_RESERVED, ORDERS, ORDER_PLACED, OUT_OF_STOCK,
+};
+use shop::inventory::Inventory;
+use shop::notification::Mailer;
+use shop::smtp_sink::{Sink, SinkConfig};
+
+const FROM: &str = "Shop <shop@example.com>";
+
+fn options() -> SubscribeOptions {
+    SubscribeOptions {
+        backoff_initial: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(50),
+        commit_interval: Duration::from_millis(50),
+        shutdown_timeout: Duration::from_secs(10),
+        ..SubscribeOptions::default()
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn sink(dir: &std::path::Path, delay: Duration) -> Sink {
+    Sink::start(SinkConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        mail_dir: dir.join("mail"),
+        delay,
+        connections_max: 64,
+    })
+    .await
+    .expect("sink starts")
+}
+
+/// Order id -> number of stored mails about it (the order id is in every subject).
+fn mails_per_order(sink: &Sink) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for m in sink.mails().expect("read mail dir") {
+        let id = m
+            .subject
+            .strip_prefix("Order ")
+            .and_then(|s| s.split([' ', ':']).next())
+            .unwrap_or_default()
+            .to_string();
+        *out.entry(id).or_insert(0) += 1;
+    }
+    out
+}
+
+fn order(i: usize) -> OrderPlaced {
+    let skus = ["widget", "gadget", "gizmo"];
+    let mut items = vec![Item {
+        sku: skus[i % 3].to_string(),
+        qty: 1 + (i % 4) as u32,
+    }];
+    if i % 5 == 0 {
+        items.push(Item {
+            sku: skus[(i + 1) % 3].to_string(),
+            qty: 1,
+        });
+    }
+    OrderPlaced {
+        order_id: format!("o{i:04}"),
+        email: format!("customer{i}@example.com"),
+        items,
+    }
+}
+
+async fn publish_orders(client: &Client, orders: &[OrderPlaced]) -> usize {
+    // Every seventh order is published twice with the same event id, as a producer retrying
+    // after a lost acknowledgement would.
+    let mut events = Vec::new();
+    for (i, o) in orders.iter().enumerate() {
+        let e = Event::new("/shop/orders", ORDER_PLACED, o.clone())
+            .with_id(order_placed_id(&o.order_id))
+            .with_subject(o.order_id.clone());
+        events.push((o.order_id.clone(), e.clone()));
+        if i % 7 == 0 {
+            events.push((o.order_id.clone(), e));
+        }
+    }
+    for chunk in events.chunks(100) {
+        let batch: Vec<(Option<&str>, &Event<OrderPlaced>)> =
+            chunk.iter().map(|(k, e)| (Some(k.as_str()), e)).collect();
+        client
+            .publish_batch(ORDERS, &batch)
+            .await
+            .expect("publish orders");
+    }
+    events.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_orders_with_duplicates_get_one_email_each_and_consistent_stock() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::open(BrokerConfig {
+        data_dir: dir.path().join("broker"),
+        ..BrokerConfig::default()
+    })
+    .expect("broker");
+    let client = Client::embedded(broker).with_partitions(4);
+    let sink = sink(dir.path(), Duration::ZERO).await;
+    let catalogue: BTreeMap<String, i64> = [("widget", 900), ("gadget", 800), ("gizmo", 120)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let inventory = Inventory::new(catalogue.clone(), 50);
+    let mailer = Mailer::new(&sink.addr().to_string(), FROM).expect("mailer");
+    let mut inventory_sub = app::start_inventory(&client, inventory.clone(), options())
+        .await
+        .expect("inventory");
+    let mut notification_sub = app::start_notification(&client, mailer.clone(), options())
+        .await
+        .expect("notify");
+
+    let orders: Vec<OrderPlaced> = (0..1000).map(order).collect();
+    let mut published = publish_orders(&client, &orders[..500]).await;
+    wait_until("first half handled", Duration::from_secs(60), || {
+        mails_per_order(&sink).len() >= 250
+    })
+    .await;
+    eprintln!("250 emailed at {:?}", started.elapsed());
+
+    // Duplicate deliveries: the inventory service crashes (no graceful stop, nothing
+    // committed on the way out) and restarts; the notification service restarts gracefully.
+    inventory_sub.abort();
+    let inventory = Inventory::new(catalogue.clone(), 50);
+    inventory_sub = app::start_inventory(&client, inventory.clone(), options())
+        .await
+        .expect("inventory again");
+    notification_sub.shutdown().await.expect("notification stops");
+    notification_sub = app::start_notification(&client, mailer.clone(), options())
+        .await
+        .expect("notify again");
+    // Orders placed a second time by clients retrying the same request.
+    published += publish_orders(&client, &orders[..20]).await;
+    published += publish_orders(&client, &orders[500..]).await;
+    wait_until("every order emailed", Duration::from_secs(90), || {
+        mails_per_order(&sink).len() >= 1000
+    })
+    .await;
+    eprintln!("all emailed at {:?}", started.elapsed());
+
+    // More duplicates: rewind the notification group to the start of the topic, so every
+    // inventory event is delivered again.
+    notification_sub.shutdown().await.expect("notification stops");
+    let (inventory_events, _) = client
+        .transport()
+        .read_to_end(INVENTORY, BTreeMap::new(), 1_000_000)
+        .await
+        .expect("read inventory topic");
+    let rewind = (0..4).map(|p| (TopicPartition::new(INVENTORY, p), 0)).collect();
+    client
+        .transport()
+        .commit_standalone(app::NOTIFICATION_GROUP, rewind)
+        .await
+        .expect("rewind");
+    notification_sub = app::start_notification(&client, mailer, options())
+        .await
+        .expect("notify after rewind");
+    let want = inventory_events.len() as u64;
+    eprintln!("rewound at {:?}; {want} inventory events", started.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while notification_sub.stats().duplicates_skipped < want {
+        assert!(
+            Instant::now() < deadline,
+            "redelivered events not all skipped: {:?}",
+            notification_sub.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let notification_stats = notification_sub.shutdown().await.expect("stop notification");
+    let inventory_stats = inventory_sub.shutdown().await.expect("stop inventory");
+    assert!(
+        published > 1000 + 500 / 7,
+        "duplicates were published: {published}"
+    );
+    assert_eq!(
+        notification_stats.handled, 0,
+        "after the rewind nothing was handled twice"
+    );
+
+    // Exactly one email per order; no retransmission reached the mail server.
+    let per_order = mails_per_order(&sink);
+    assert_eq!(per_order.len(), 1000);
+    let doubles: Vec<_> = per_order.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(doubles.is_empty(), "orders with more than one email: {doubles:?}");
+    let stats = sink.stats();
+    assert_eq!(stats.deliveries, 1000, "SMTP deliveries: {stats:?}");
+    assert_eq!(stats.retransmissions, 0);
+
+    // One inventory decision per order, and stock equal to initial minus reservations.
+    let mut outcomes: HashMap<String, Vec<String>> = HashMap::new();
+    let mut reserved_units: BTreeMap<String, i64> = BTreeMap::new();
+    let mut low_alerts = 0;
+    for r in inventory_events {
+        let e = Received::from_record(r);
+        if e.ty == INVENTORY_LOW {
+            low_alerts += 1;
+            continue;
+        }
+        let order_id = e.subject.clone().unwrap_or_default();
+        outcomes.entry(order_id).or_default().push(e.ty.clone());
+        if e.ty == INVENTORY_RESERVED {
+            let res: InventoryReserved = e.data().expect("reserved data");
+            for item in res.items {
+                *reserved_units.entry(item.sku).or_insert(0) += i64::from(item.qty);
+            }
+        }
+    }
+    assert_eq!(outcomes.len(), 1000, "every order decided");
+    assert!(outcomes.values().all(|v| v.len() == 1), "one decision per order");
+    let out_of_stock = outcomes.values().filter(|v| v[0] == OUT_OF_STOCK).count();
+    assert!(out_of_stock > 0, "the small gizmo stock ran out");
+    assert!(low_alerts >= 1, "InventoryLow was published");
+    let stock = inventory.stock();
+    for (sku, initial) in &catalogue {
+        let left = stock.get(sku).copied().unwrap_or(0);
+        assert!(left >= 0, "{sku} oversold: {left}");
+        assert_eq!(
+            initial - left,
+            reserved_units.get(sku).copied().unwrap_or(0),
+            "{sku}: units gone equal units reserved"
+        );
+    }
+    // A fresh replay agrees with the live service.
+    let replayed = Inventory::new(catalogue.clone(), 50);
+    assert_eq!(replayed.recover(&client).await.expect("replay"), 1000);
+    assert_eq!(replayed.stock(), stock);
+    eprintln!(
+        "1000 orders ({published} records), {out_of_stock} out of stock, inventory {inventory_stats:?}, in {:?}",
+        started.elapsed()
+    );
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn shop_cmd(dir: &std::path::Path, log: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shop"));
+    let log = std::fs::File::create(dir.join(log)).expect("log file");
+    cmd.arg("--data-dir")
+        .arg(dir.join("shop-data"))
+        .env("RUST_LOG", "info")
+        .env_remove("SHOP_BROKERS")
+        .stdin(Stdio::null())
+        .stderr(log);
+    cmd
+}
+
+fn notification(dir: &std::path::Path, brokers: &str, smtp: &str, log: &str) -> Proc {
+    let child = shop_cmd(dir, log)
+        .args([
+            "--brokers",
+            brokers,
+            "notification",
+            "--smtp-server",
+            smtp,
+            "--session-timeout-ms",
+            "2000",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn notification service");
+    Proc(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_killed_mid_stream_and_restarted_emails_every_order_once() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The broker: the shop binary serving the Kafka protocol over its embedded broker.
+    let mut broker = shop_cmd(dir.path(), "broker.log")
+        .args(["broker", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map(Proc)
+        .expect("spawn broker");
+    let stdout = broker.0.stdout.take().expect("broker stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("broker prints its address");
+    let brokers = line
+        .trim()
+        .strip_prefix("kafka listening on ")
+        .expect("address line")
+        .to_string();
+
+    // A mail server that takes 5 ms per message, so the kill lands mid-stream.
+    let sink = sink(dir.path(), Duration::from_millis(5)).await;
+    let smtp = sink.addr().to_string();
+    let client = Client::kafka(&brokers).expect("client").with_partitions(4);
+    let orders = 400;
+    let events: Vec<(String, Event<InventoryReserved>)> = (0..orders)
+        .map(|i| {
+            let o = order(i);
+            let data = InventoryReserved {
+                order_id: o.order_id.clone(),
+                email: o.email,
+                items: o.items,
+            };
+            let e = Event::new("/shop/inventory", INVENTORY_RESERVED, data)
+                .with_id(inventory_outcome_id(&o.order_id))
+                .with_subject(o.order_id.clone());
+            (o.order_id, e)
+        })
+        .collect();
+    let batch: Vec<(Option<&str>, &Event<InventoryReserved>)> =
+        events.iter().map(|(k, e)| (Some(k.as_str()), e)).collect();
+    client.publish_batch(INVENTORY, &batch).await.expect("publish");
+
+    let first = notification(dir.path(), &brokers, &smtp, "notification-1.log");
+    wait_until("some emails sent", Duration::from_secs(60), || {
+        sink.stats().deliveries >= 100
+    })
+    .await;
+    let mut first = first;
+    first.0.kill().expect("kill -9");
+    first.0.wait().expect("reap");
+    let at_kill = sink.stats();
+    assert!(
+        (at_kill.stored as usize) < orders,
+        "the kill landed mid-stream ({at_kill:?})"
+    );
+
+    let second = notification(dir.path(), &brokers, &smtp, "notification-2.log");
+    wait_until("every order emailed", Duration::from_secs(90), || {
+        mails_per_order(&sink).len() >= orders
+    })
+    .await;
+    // Let anything still in flight arrive before counting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let per_order = mails_per_order(&sink);
+    assert_eq!(per_order.len(), orders, "no order left without its email");
+    let doubles: Vec<_> = per_order.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        doubles.is_empty(),
+        "orders with two emails in the mailbox: {doubles:?}"
+    );
+    let stats = sink.stats();
+    // Only emails whose handler finished in the instant before the kill, before the id
+    // was recorded, can be sent again: at most one per worker (4).
+    assert!(
+        stats.retransmissions <= 4,
+        "retransmissions beyond the in-flight window: {stats:?}"
+    );
+    assert_eq!(stats.stored as usize, orders);
+    drop(second);
+    drop(broker);
+    eprintln!(
+        "killed after {} deliveries; final {stats:?}; in {:?}",
+        at_kill.deliveries,
+        started.elapsed()
+    );
+}
