@@ -105,8 +105,8 @@ pub async fn list(transport: &dyn Transport, dlq: &str) -> Result<Vec<DeadLetter
     Ok(records.into_iter().map(DeadLetter::from_record).collect())
 }
 
-/// Publishes the dead letters not yet redriven back to their original topics (keys and
-/// event headers kept, dead-letter headers removed) and remembers how far it got in the
+/// Publishes the dead letters not yet redriven back to their original topics and partitions
+/// (keys and event headers kept, dead-letter headers removed) and remembers how far it got in the
 /// group `<dlq>.redrive`. Returns how many were redriven.
 pub async fn redrive(transport: &dyn Transport, dlq: &str) -> Result<usize> {
     let group = format!("{dlq}{REDRIVE_GROUP_SUFFIX}");
@@ -116,6 +116,11 @@ pub async fn redrive(transport: &dyn Transport, dlq: &str) -> Result<usize> {
     let fallback = dlq.strip_suffix(DLQ_SUFFIX).unwrap_or(dlq).to_string();
     for r in &records {
         let letter = DeadLetter::from_record(r.clone());
+        // Back to the partition it came from, so it lines up with its key's other events
+        // whatever partitioner their producer used.
+        let partition = letter
+            .original_partition
+            .filter(|_| letter.original_topic.is_some());
         let topic = letter.original_topic.unwrap_or_else(|| fallback.clone());
         by_topic.entry(topic).or_default().push(OutRecord {
             key: r.key.clone(),
@@ -126,7 +131,7 @@ pub async fn redrive(transport: &dyn Transport, dlq: &str) -> Result<usize> {
                 .filter(|(k, _)| !k.starts_with(HEADER_PREFIX))
                 .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
                 .collect(),
-            partition: None,
+            partition,
         });
     }
     for (topic, recs) in by_topic {

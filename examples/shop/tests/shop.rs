@@ -380,3 +380,145 @@ async fn notification_killed_mid_stream_and_restarted_emails_every_order_once() 
         started.elapsed()
     );
 }
+
+/// The `rivulet` binary built next to this test (`cargo test --workspace` builds it).
+fn rivulet_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("rivulet"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p rivulet` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+fn rivulet(args: &[&str]) -> String {
+    let out = Command::new(rivulet_bin())
+        .args(args)
+        .env_remove("RIVULET_BROKERS")
+        .output()
+        .expect("run rivulet");
+    assert!(
+        out.status.success(),
+        "rivulet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rivulet_cli_lists_and_redrives_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::open(BrokerConfig {
+        data_dir: dir.path().join("broker"),
+        ..BrokerConfig::default()
+    })
+    .expect("broker");
+    let (addr, _server) = app::serve_kafka(
+        broker.clone(),
+        "127.0.0.1:0".parse().expect("addr"),
+        std::future::pending(),
+    )
+    .await
+    .expect("kafka listener");
+    let addr = addr.to_string();
+    let client = Client::embedded(broker).with_partitions(2);
+
+    // A service whose handler rejects one event until a fix ships.
+    let fixed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handled: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let handler = {
+        let (fixed, handled) = (fixed.clone(), handled.clone());
+        move |e: Received| {
+            let (fixed, handled) = (fixed.clone(), handled.clone());
+            async move {
+                let o: OrderPlaced = e.data()?;
+                if o.order_id == "o-poison" && !fixed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(rivulet_sdk::HandlerError::transient(
+                        "payment provider rejects o-poison",
+                    ));
+                }
+                handled.lock().map_err(|_| "poisoned")?.push(o.order_id);
+                Ok(())
+            }
+        }
+    };
+    let sub = client
+        .subscribe_with(
+            "billing",
+            &[ORDERS],
+            SubscribeOptions {
+                attempts_max: 2,
+                ..options()
+            },
+            handler,
+        )
+        .await
+        .expect("subscribe");
+    let mut orders: Vec<OrderPlaced> = (0..5).map(order).collect();
+    orders.insert(
+        2,
+        OrderPlaced {
+            order_id: "o-poison".into(),
+            email: "p@example.com".into(),
+            items: vec![Item {
+                sku: "widget".into(),
+                qty: 1,
+            }],
+        },
+    );
+    for o in &orders {
+        let e = Event::new("/shop/orders", ORDER_PLACED, o.clone()).with_id(order_placed_id(&o.order_id));
+        client
+            .publish(ORDERS, Some(&o.order_id), &e)
+            .await
+            .expect("publish");
+    }
+    let count = |h: &std::sync::Arc<std::sync::Mutex<Vec<String>>>| h.lock().map(|v| v.len()).unwrap_or(0);
+    wait_until("the good orders handled", Duration::from_secs(30), || {
+        count(&handled) >= 5
+    })
+    .await;
+    wait_until("the poison dead-lettered", Duration::from_secs(30), || {
+        sub.stats().dead_lettered == 1
+    })
+    .await;
+
+    let listed = rivulet(&["dlq", "list", "orders.dlq", "-b", &addr, "--format", "json"]);
+    let letters: serde_json::Value = serde_json::from_str(&listed).expect("JSON list");
+    let letters = letters.as_array().expect("array");
+    assert_eq!(letters.len(), 1, "{listed}");
+    assert_eq!(letters[0]["original_topic"], "orders");
+    assert_eq!(letters[0]["attempts"], "2");
+    assert_eq!(letters[0]["group"], "billing");
+    assert_eq!(letters[0]["event_id"], order_placed_id("o-poison"));
+    assert_eq!(letters[0]["error"], "payment provider rejects o-poison");
+    let text = rivulet(&["dlq", "list", "orders.dlq", "-b", &addr]);
+    assert!(text.starts_with("PARTITION  OFFSET  FROM"), "{text}");
+
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let dry = rivulet(&["dlq", "redrive", "orders.dlq", "-b", &addr, "--dry-run"]);
+    assert!(dry.starts_with("Would redrive 1 dead letters"), "{dry}");
+    let out = rivulet(&["dlq", "redrive", "orders.dlq", "-b", &addr]);
+    assert!(out.starts_with("Redrove 1 dead letters from orders.dlq"), "{out}");
+    wait_until("the redriven order handled", Duration::from_secs(30), || {
+        count(&handled) >= 6
+    })
+    .await;
+    let again = rivulet(&["dlq", "redrive", "orders.dlq", "-b", &addr]);
+    assert!(again.starts_with("Redrove 0 dead letters"), "{again}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sub.shutdown().await.expect("shutdown");
+    let handled = handled.lock().expect("lock");
+    assert_eq!(
+        handled.iter().filter(|o| *o == "o-poison").count(),
+        1,
+        "handled once after redrive"
+    );
+    assert_eq!(handled.len(), 6);
+}

@@ -2,6 +2,7 @@
 //! protocol through librdkafka, so they work against Rivulet and against any Kafka cluster.
 
 mod consume;
+mod dlq;
 mod group;
 mod offsets;
 mod output;
@@ -33,6 +34,8 @@ pub enum Command {
     Group(group::GroupArgs),
     /// Show the broker's address, cluster, topics, partitions and groups.
     Status(status::StatusArgs),
+    /// List and redrive dead letters of services built on the Rivulet SDK.
+    Dlq(dlq::DlqArgs),
 }
 
 /// Runs an operator command.
@@ -43,6 +46,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Consume(args) => consume::run(args),
         Command::Group(args) => group::run(args),
         Command::Status(args) => status::run(args),
+        Command::Dlq(args) => dlq::run(args),
     }
 }
 
