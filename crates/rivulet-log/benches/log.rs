@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p rivulet-log --bench log` (env: `RIVULET_BENCH_MB` MiB per case,
 //! default 256; `RIVULET_BENCH_REPEAT` runs per case, default 3 (medians reported);
-//! `RIVULET_BENCH_ONLY` e.g. `1 MiB/none`; `RIVULET_BENCH_DIR` where files go, default the system temp dir).
+//! `RIVULET_BENCH_ONLY` e.g. `1 MiB/none`; `RIVULET_BENCH_CRC=1` measures batch validation alone; `RIVULET_BENCH_DIR` where files go, default the system temp dir).
 //!
 //! Workloads: 1 KiB records in 16 KiB and 1 MiB batches, fsync policy `none` and `always`,
 //! 1, 4 and 16 concurrent appenders; then a sequential read of the log. Baselines use the
@@ -105,18 +105,29 @@ fn log_append(
     let log = Log::open(&log_dir, config).expect("open log");
     let count = (total_bytes / batch.len() as u64).max(appenders as u64);
     let per = count / appenders as u64;
+    // Appenders are tasks on a two-worker runtime, as producer connections are in the broker:
+    // each appends, then awaits durability.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..appenders {
-            let log = log.clone();
-            s.spawn(move || {
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..appenders)
+            .map(|_| {
+                let log = log.clone();
                 // Each appender sends its own buffer, as separate producers would.
                 let batch = batch.to_vec();
-                for _ in 0..per {
-                    let out = log.append(&batch).expect("append");
-                    log.wait_durable_blocking(out.last_offset + 1).expect("durable");
-                }
-            });
+                tokio::spawn(async move {
+                    for _ in 0..per {
+                        let out = log.append(&batch).expect("append");
+                        log.wait_durable(out.last_offset + 1).await.expect("durable");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("appender");
         }
     });
     let elapsed = start.elapsed();
@@ -171,6 +182,25 @@ fn main() {
         .prefix("rivulet-log-bench")
         .tempdir_in(base)
         .expect("bench dir");
+    if std::env::var("RIVULET_BENCH_CRC").is_ok() {
+        let buf = vec![7u8; 1 << 20];
+        let start = Instant::now();
+        let mut acc = 0u32;
+        for _ in 0..2000 {
+            acc ^= crc32c::crc32c(&buf);
+        }
+        println!("crc32c: {:.0} MB/s ({acc})", mbps(2000 << 20, start.elapsed()));
+        let b = make_batch(1 << 20);
+        let start = Instant::now();
+        for _ in 0..500 {
+            batch::validate(&b, 2 << 20).expect("valid");
+        }
+        println!(
+            "validate: {:.0} MB/s",
+            mbps(500 * b.len() as u64, start.elapsed())
+        );
+        return;
+    }
     // e.g. RIVULET_BENCH_ONLY="1 MiB/none,16 KiB/always"
     let only = std::env::var("RIVULET_BENCH_ONLY").unwrap_or_default();
     println!(
