@@ -60,19 +60,38 @@ fn create_topic(server: &Rivulet, name: &str, partitions: i32, configs: &[(&str,
     }
 }
 
-/// Sends `(key, value)` pairs and returns (partition, offset) of each, in order.
+/// Sends `(key, value)` pairs (all queued at once, so batches form) and returns the
+/// (partition, offset) of each, in send order.
 fn produce_all(producer: &FutureProducer, topic: &str, messages: &[(String, String)]) -> Vec<(i32, i64)> {
-    runtime().block_on(async {
-        let mut sends = Vec::with_capacity(messages.len());
-        for (k, v) in messages {
-            sends.push(producer.send(
-                FutureRecord::to(topic).key(k.as_str()).payload(v.as_str()),
-                Duration::from_secs(30),
-            ));
+    let mut deliveries = Vec::with_capacity(messages.len());
+    for (k, v) in messages {
+        let mut record = FutureRecord::to(topic).key(k.as_str()).payload(v.as_str());
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break deliveries.push(delivery),
+                Err((e, r)) => {
+                    // Local queue full: let deliveries drain.
+                    assert!(
+                        matches!(
+                            e.rdkafka_error_code(),
+                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ),
+                        "enqueue failed: {e}"
+                    );
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
         }
-        let mut out = Vec::with_capacity(sends.len());
-        for s in sends {
-            let delivered = s.await.map_err(|(e, _)| e).expect("delivered");
+    }
+    runtime().block_on(async {
+        let mut out = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let delivered = d
+                .await
+                .expect("delivery report")
+                .map_err(|(e, _)| e)
+                .expect("delivered");
             out.push((delivered.partition, delivered.offset));
         }
         out
@@ -233,6 +252,11 @@ fn rdkafka_group_of_three_rebalances_when_one_leaves() {
                 == all
     });
     assert!(two.get(&1).is_some_and(|p| !p.is_empty()));
+    // The remaining members go on consuming everything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received.lock().expect("lock").values().sum::<usize>() < 600 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         t.join().expect("consumer thread");
@@ -271,11 +295,14 @@ fn rdkafka_committed_offsets_survive_consumer_and_broker_restart() {
     assert_eq!(second.first().map(|m| m.1), Some(5), "resumed after the commit");
     assert_eq!(second.len(), 5);
     c.commit_consumer_state(CommitMode::Sync).expect("commit");
-    let committed = c.committed(Duration::from_secs(10)).expect("committed");
-    assert_eq!(
-        committed.find_partition(topic, 0).map(|e| e.offset()),
-        Some(Offset::Offset(10))
-    );
+    {
+        // Scoped: the list holds partition references that must go before the consumer.
+        let committed = c.committed(Duration::from_secs(10)).expect("committed");
+        assert_eq!(
+            committed.find_partition(topic, 0).map(|e| e.offset()),
+            Some(Offset::Offset(10))
+        );
+    }
     drop(c);
 
     // Restart the broker (graceful: SIGTERM, exit 0), add messages, resume at 10.
