@@ -161,9 +161,15 @@ pub struct Subscription {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<()>>>,
     counters: Arc<Counters>,
+    progress: Arc<Progress>,
 }
 
 impl Subscription {
+    /// Partitions currently assigned to this member.
+    pub fn assigned(&self) -> Vec<TopicPartition> {
+        self.progress.assigned()
+    }
+
     /// Current counters.
     pub fn stats(&self) -> SubscriptionStats {
         self.counters.snapshot()
@@ -247,7 +253,7 @@ pub(crate) async fn start(
         transport,
         handler,
         handled,
-        progress,
+        progress: progress.clone(),
         options,
         counters: counters.clone(),
         dlq_partitions,
@@ -258,6 +264,7 @@ pub(crate) async fn start(
         stop,
         task: Some(task),
         counters,
+        progress,
     })
 }
 
@@ -297,7 +304,7 @@ async fn run(
             for p in polled {
                 match p {
                     Polled::Assigned(tps) => {
-                        let loaded = shared.handled.refresh().await?;
+                        let loaded = refresh_handled(&shared).await?;
                         tracing::info!(group = %shared.group, partitions = tps.len(), handled_ids_loaded = loaded, "Partitions assigned");
                     }
                     Polled::Revoked(tps) => {
@@ -345,6 +352,24 @@ async fn run(
         shared.progress.mark_committed(&points);
     }
     result.and(closed)
+}
+
+/// Catches up on ids other members handled, retrying a few times: records of newly
+/// assigned partitions must not be handled before it succeeds.
+async fn refresh_handled(shared: &Shared) -> Result<usize> {
+    const TRIES_MAX: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match shared.handled.refresh().await {
+            Ok(n) => return Ok(n),
+            Err(e) if attempt < TRIES_MAX => {
+                tracing::warn!(group = %shared.group, error = %e, attempt, "Loading handled ids failed; retrying");
+                tokio::time::sleep(shared.options.backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn commit(shared: &Shared, member: &mut dyn GroupMember) {

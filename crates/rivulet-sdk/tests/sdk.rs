@@ -629,6 +629,150 @@ mod kafka {
         sub.shutdown().await.expect("shutdown");
         assert_eq!(total(&again), 0);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_members_split_partitions_and_take_over_after_leave() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, _stop) = serve(dir.path()).await;
+        let client = Client::kafka(&addr).expect("client").with_partitions(4);
+        client.ensure_topic("k-shared").await.expect("topic");
+        let seen: Seen = Arc::default();
+        let a = client
+            .subscribe_with(
+                "k-pair",
+                &["k-shared"],
+                fast_options(),
+                recording_handler(seen.clone()),
+            )
+            .await
+            .expect("a");
+        let b_seen: Seen = Arc::default();
+        let both = {
+            let (seen, b_seen) = (seen.clone(), b_seen.clone());
+            move |e: Received| {
+                let (seen, b_seen) = (seen.clone(), b_seen.clone());
+                futures_ready::Ready::new(async move {
+                    let step: Step = e.data()?;
+                    b_seen
+                        .lock()
+                        .map_err(|_| "poisoned")?
+                        .entry(step.key.clone())
+                        .or_default()
+                        .push(step.seq);
+                    seen.lock()
+                        .map_err(|_| "poisoned")?
+                        .entry(step.key)
+                        .or_default()
+                        .push(step.seq);
+                    Ok(())
+                })
+            }
+        };
+        let b = client
+            .subscribe_with("k-pair", &["k-shared"], fast_options(), both)
+            .await
+            .expect("b");
+        wait_until("the partitions split between a and b", || {
+            let (x, y) = (a.assigned().len(), b.assigned().len());
+            x > 0 && y > 0 && x + y == 4
+        })
+        .await;
+        let (keys, steps) = (20, 10);
+        let expected = publish_steps(&client, "k-shared", keys, steps).await;
+        wait_until("all handled by the pair", || total(&seen) >= expected).await;
+        assert!(
+            total(&b_seen) > 0 && total(&b_seen) < expected,
+            "b got some partitions, a the rest"
+        );
+        // b leaves; a takes its partitions over from b's committed offsets.
+        b.shutdown().await.expect("b leaves");
+        for seq in steps..steps + 5 {
+            for k in 0..keys {
+                let key = format!("order-{k}");
+                let e = Event::new(
+                    "/test",
+                    "test.step",
+                    Step {
+                        key: key.clone(),
+                        seq,
+                    },
+                );
+                client.publish("k-shared", Some(&key), &e).await.expect("publish");
+            }
+        }
+        wait_until("the rest handled by a", || {
+            total(&seen) >= keys * (steps as usize + 5)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.shutdown().await.expect("a leaves");
+        assert_in_order(&seen, keys, steps + 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_in_flight_events_per_partition_stay_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, _stop) = serve(dir.path()).await;
+        let client = Client::kafka(&addr).expect("client").with_partitions(1);
+        let events: Vec<Event<Step>> = (0..150)
+            .map(|i| {
+                Event::new(
+                    "/test",
+                    "test.step",
+                    Step {
+                        key: format!("k{i}"),
+                        seq: i,
+                    },
+                )
+            })
+            .collect();
+        let batch: Vec<(Option<&str>, &Event<Step>)> =
+            events.iter().map(|e| (Some(e.data.key.as_str()), e)).collect();
+        client.publish_batch("k-busy", &batch).await.expect("publish");
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let done: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let handler = {
+            let (running, peak, done) = (running.clone(), peak.clone(), done.clone());
+            move |e: Received| {
+                let (running, peak, done) = (running.clone(), peak.clone(), done.clone());
+                async move {
+                    let step: Step = e.data()?;
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    done.lock().map_err(|_| "poisoned")?.push(step.seq);
+                    Ok::<(), HandlerError>(())
+                }
+            }
+        };
+        let options = SubscribeOptions {
+            workers: 16,
+            in_flight_per_partition_max: 4,
+            ..fast_options()
+        };
+        let sub = client
+            .subscribe_with("k-bounded", &["k-busy"], options, handler)
+            .await
+            .expect("subscribe");
+        wait_until("all handled", || done.lock().map(|d| d.len()).unwrap_or(0) >= 150).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sub.shutdown().await.expect("shutdown");
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(
+            peak <= 4,
+            "at most 4 events of the partition in flight, saw {peak}"
+        );
+        let mut done = done.lock().expect("lock").clone();
+        assert_eq!(
+            done.len(),
+            150,
+            "pausing and seeking back lost or repeated nothing"
+        );
+        done.sort_unstable();
+        assert_eq!(done, (0..150).collect::<Vec<_>>());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
