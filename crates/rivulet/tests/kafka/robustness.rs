@@ -149,8 +149,9 @@ fn malformed_frames_close_only_the_offending_connection() {
 #[test]
 fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
     let server = Rivulet::start_with(&["--connections-max", "2"], &[]);
-    let mut a = connect(&server);
-    let mut b = connect(&server);
+    // The harness's readiness probe may hold a slot for a moment; wait until two are served.
+    let mut a = connect_served(&server);
+    let mut b = connect_served(&server);
     assert_api_versions_works(&mut a, 1);
     assert_api_versions_works(&mut b, 2);
     let mut c = connect(&server);
@@ -172,4 +173,26 @@ fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(server.log().contains("connections_max reached"));
+}
+
+/// Connects, retrying until the server answers an ApiVersions request.
+fn connect_served(server: &Rivulet) -> TcpStream {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = connect(server);
+        if s.write_all(&api_versions_frame(0, 0)).is_ok() {
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).is_ok() {
+                let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+                if s.read_exact(&mut body).is_ok() {
+                    return s;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server never had a free slot"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
