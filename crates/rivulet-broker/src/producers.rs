@@ -58,7 +58,7 @@ impl ProducerIds {
             Err(poisoned) => poisoned.into_inner(),
         };
         if let Some((id, epoch)) = existing {
-            if id >= 0 && id < state.next_id && epoch >= 0 && epoch < i16::MAX - 1 {
+            if (0..state.next_id).contains(&id) && (0..i16::MAX - 1).contains(&epoch) {
                 return Ok((id, epoch + 1));
             }
         }

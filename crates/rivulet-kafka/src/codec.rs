@@ -28,7 +28,7 @@ pub struct Request {
 #[derive(Debug)]
 pub enum Decoded {
     /// A supported request.
-    Request(Request),
+    Request(Box<Request>),
     /// An ApiVersions request newer than supported: answer with
     /// [`api_versions_unsupported_response`].
     ApiVersionsTooNew {
@@ -91,12 +91,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(|e| decode_err(format!("header: {e:#}")))?;
     let body = RequestKind::decode(api_key, &mut frame, version).map_err(|e| decode_err(format!("{e:#}")))?;
-    Ok(Decoded::Request(Request {
+    Ok(Decoded::Request(Box::new(Request {
         api_key,
         version,
         header,
         body,
-    }))
+    })))
 }
 
 /// Encodes a response frame, length prefix included.

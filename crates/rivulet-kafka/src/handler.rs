@@ -64,6 +64,9 @@ pub struct HandlerConfig {
     pub fetch_wait_ms_max: u64,
 }
 
+/// A Fetch topic: requested name, the topic if it exists, requested partitions.
+type ResolvedFetchTopic = (TopicName, Option<Arc<Topic>>, Vec<FetchPartition>);
+
 /// Handles decoded requests against a [`Broker`].
 #[derive(Debug, Clone)]
 pub struct Handler {
@@ -367,7 +370,7 @@ impl Handler {
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
         let min_bytes = r.min_bytes.max(0) as usize;
         let max_bytes = (r.max_bytes.max(0) as usize).min(self.config.fetch_bytes_max);
-        let resolved: Vec<(TopicName, Option<Arc<Topic>>, Vec<FetchPartition>)> = r
+        let resolved: Vec<ResolvedFetchTopic> = r
             .topics
             .into_iter()
             .map(|t| {
@@ -416,7 +419,7 @@ impl Handler {
     fn fetch_once(
         &self,
         v: i16,
-        resolved: &[(TopicName, Option<Arc<Topic>>, Vec<FetchPartition>)],
+        resolved: &[ResolvedFetchTopic],
         max_bytes: usize,
     ) -> (Vec<FetchableTopicResponse>, usize, bool) {
         let mut total = 0usize;

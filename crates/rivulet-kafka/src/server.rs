@@ -261,7 +261,7 @@ async fn serve_connection(
                 let version = request.version;
                 let correlation_id = request.header.correlation_id;
                 tracing::trace!(peer = %peer, api = ?api_key, version, correlation_id, "Request");
-                match handler.handle(request, &client).await {
+                match handler.handle(*request, &client).await {
                     Some(resp) => Some(codec::encode_response(api_key, version, correlation_id, &resp)?),
                     None => None,
                 }

@@ -14,6 +14,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::harness::Rivulet;
 
+/// Partitions assigned to each consumer thread.
+type Assignments = HashMap<usize, BTreeSet<i32>>;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -217,7 +220,7 @@ fn rdkafka_group_of_three_rebalances_when_one_leaves() {
             c.unsubscribe();
         }));
     }
-    let wait_for = |what: &str, cond: &dyn Fn(&HashMap<usize, BTreeSet<i32>>) -> bool| {
+    let wait_for = |what: &str, cond: &dyn Fn(&Assignments) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let snapshot = assignments.lock().expect("lock").clone();
