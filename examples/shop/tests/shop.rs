@@ -522,3 +522,63 @@ async fn rivulet_cli_lists_and_redrives_dead_letters() {
     );
     assert_eq!(handled.len(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shop_services_run_against_rivulet_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let log = std::fs::File::create(dir.path().join("rivulet.log")).expect("log");
+    let _server = Command::new(rivulet_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("RIVULET_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map(Proc)
+        .expect("spawn rivulet serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "rivulet serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let brokers = format!("127.0.0.1:{port}");
+    let client = Client::kafka(&brokers).expect("client").with_partitions(3);
+    let sink = sink(dir.path(), Duration::ZERO).await;
+    let inventory = Inventory::new(shop::inventory::demo_catalogue(), 10);
+    let inventory_sub = app::start_inventory(&client, inventory.clone(), options())
+        .await
+        .expect("inventory");
+    let mailer = Mailer::new(&sink.addr().to_string(), FROM).expect("mailer");
+    let notification_sub = app::start_notification(&client, mailer, options())
+        .await
+        .expect("notification");
+    let orders = 60;
+    for i in 0..orders {
+        let req = shop::order::PlaceOrder {
+            order_id: Some(format!("k{i:03}")),
+            email: format!("c{i}@example.com"),
+            items: vec![Item {
+                sku: "gadget".into(),
+                qty: 2,
+            }],
+        };
+        shop::order::place(&client, req).await.expect("place order");
+    }
+    wait_until("every order emailed", Duration::from_secs(60), || {
+        mails_per_order(&sink).len() >= orders
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    notification_sub.shutdown().await.expect("notification stops");
+    inventory_sub.shutdown().await.expect("inventory stops");
+    let per_order = mails_per_order(&sink);
+    assert_eq!(per_order.len(), orders);
+    assert!(per_order.values().all(|n| *n == 1));
+    assert_eq!(sink.stats().deliveries as usize, orders);
+    assert_eq!(inventory.stock().get("gadget"), Some(&(500 - 2 * orders as i64)));
+}
