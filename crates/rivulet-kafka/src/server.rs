@@ -189,6 +189,14 @@ async fn accept_loop(
             tracing::debug!(peer = %peer, "Connection opened");
             match serve_connection(stream, peer, handler, config, memory, stop).await {
                 Ok(()) => tracing::debug!(peer = %peer, "Connection closed"),
+                Err(crate::ProtocolError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    tracing::debug!(peer = %peer, error = %e, "Client went away")
+                }
                 Err(e) => tracing::warn!(peer = %peer, error = %e, code = e.code(), "Closing connection"),
             }
             drop(permit);

@@ -421,3 +421,115 @@ fn rdkafka_admin_creates_topics_and_describes_real_configs() {
         .expect("metadata");
     assert_eq!(metadata.topics()[0].partitions().len(), 3);
 }
+
+#[test]
+fn rdkafka_fetch_long_poll_is_woken_by_an_append() {
+    let server = Rivulet::start();
+    let topic = "long-poll";
+    create_topic(&server, topic, 1, &[]);
+    let c = consumer(
+        &server,
+        "long-poll-reader",
+        &[("fetch.wait.max.ms", "10000"), ("fetch.min.bytes", "1")],
+    );
+    assign_from_beginning(&c, topic, 1);
+    // Let the consumer start its long poll on the empty partition.
+    assert!(consume_n(&c, 1, Duration::from_secs(2)).is_empty());
+    let p = producer(&server, &[("linger.ms", "0")]);
+    let sent_at = Instant::now();
+    produce_all(&p, topic, &numbered(1));
+    let got = consume_n(&c, 1, Duration::from_secs(9));
+    assert_eq!(got.len(), 1, "the waiting fetch returned the new message");
+    assert!(
+        sent_at.elapsed() < Duration::from_secs(5),
+        "the append woke the fetch well before its 10 s wait ({:?})",
+        sent_at.elapsed()
+    );
+}
+
+#[test]
+fn rdkafka_standalone_commit_round_trips_metadata_and_offsets_for_times() {
+    let mut server = Rivulet::start();
+    let topic = "standalone";
+    let p = producer(&server, &[]);
+    let before = rdkafka::util::millis_to_epoch(std::time::SystemTime::now());
+    produce_all(&p, topic, &numbered(5));
+    std::thread::sleep(Duration::from_millis(20));
+    let middle = rdkafka::util::millis_to_epoch(std::time::SystemTime::now());
+    produce_all(&p, topic, &numbered(5));
+    drop(p);
+
+    // offsets_for_times: the first offset at or after each timestamp.
+    let c = consumer(&server, "standalone-group", &[]);
+    let mut query = TopicPartitionList::new();
+    query
+        .add_partition_offset(topic, 0, Offset::Offset(before))
+        .expect("query");
+    let found = c
+        .offsets_for_times(query, Duration::from_secs(10))
+        .expect("offsets_for_times");
+    assert_eq!(
+        found.find_partition(topic, 0).map(|e| e.offset()),
+        Some(Offset::Offset(0))
+    );
+    let mut query = TopicPartitionList::new();
+    query
+        .add_partition_offset(topic, 0, Offset::Offset(middle))
+        .expect("query");
+    let found = c
+        .offsets_for_times(query, Duration::from_secs(10))
+        .expect("offsets_for_times");
+    assert_eq!(
+        found.find_partition(topic, 0).map(|e| e.offset()),
+        Some(Offset::Offset(5))
+    );
+    let (low, high) = c
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert_eq!((low, high), (0, 10));
+
+    // A consumer that assigns partitions itself commits outside any generation (-1).
+    assign_from_beginning(&c, topic, 1);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(7))
+        .expect("offset");
+    tpl.find_partition(topic, 0)
+        .expect("partition")
+        .set_metadata("checkpoint-7");
+    c.commit(&tpl, CommitMode::Sync).expect("standalone commit");
+    drop(tpl);
+    drop(c);
+
+    server.restart();
+    let c = consumer(&server, "standalone-group", &[]);
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    {
+        let committed = c
+            .committed_offsets(wanted, Duration::from_secs(10))
+            .expect("committed");
+        let entry = committed.find_partition(topic, 0).expect("partition");
+        assert_eq!(entry.offset(), Offset::Offset(7), "offset survives a restart");
+        assert_eq!(entry.metadata(), "checkpoint-7", "metadata round-trips");
+    }
+}
+
+#[test]
+fn rdkafka_admin_deletes_topics() {
+    let server = Rivulet::start();
+    create_topic(&server, "doomed", 2, &[]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .expect("admin");
+    let rt = runtime();
+    let deleted = rt
+        .block_on(admin.delete_topics(&["doomed"], &AdminOptions::new()))
+        .expect("delete_topics");
+    assert!(deleted[0].is_ok(), "{deleted:?}");
+    assert!(!server.dir().join("data/topics/doomed").exists(), "data removed");
+    let again = rt
+        .block_on(admin.delete_topics(&["doomed"], &AdminOptions::new()))
+        .expect("delete_topics");
+    assert!(again[0].is_err(), "deleting a missing topic fails");
+}

@@ -196,3 +196,72 @@ fn connect_served(server: &Rivulet) -> TcpStream {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Produce v3 with a chosen `acks` (non-flexible encoding), one record batch.
+fn produce_frame_acks(topic: &str, records: &[u8], correlation_id: i32, acks: i16) -> Vec<u8> {
+    let mut frame = produce_frame(topic, records, correlation_id);
+    // length(4) key(2) version(2) correlation(4) client id(2) transactional id(2) => acks
+    frame[16..18].copy_from_slice(&acks.to_be_bytes());
+    frame
+}
+
+/// A valid uncompressed RecordBatch v2 with one record (value "x"); CRC-32C computed here.
+fn one_record_batch() -> Vec<u8> {
+    // record: length varint, attributes, ts delta, offset delta, key len -1, value len 1, "x", 0 headers
+    let record: Vec<u8> = vec![0, 0, 0, 1, 2, b'x', 0];
+    let mut body = vec![(record.len() as u8) << 1];
+    body.extend_from_slice(&record);
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    b.extend_from_slice(&((49 + body.len()) as i32).to_be_bytes()); // batch length
+    b.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    b.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&1i32.to_be_bytes()); // record count
+    b.extend_from_slice(&body);
+    let crc = crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn produce_with_acks_0_gets_no_response_and_acks_1_gets_its_offset() {
+    let server = Rivulet::start();
+    let mut s = connect(&server);
+    s.write_all(&produce_frame_acks("acks-zero", &one_record_batch(), 10, 0))
+        .expect("send");
+    s.write_all(&produce_frame_acks("acks-zero", &one_record_batch(), 11, 1))
+        .expect("send");
+    // The first response on the wire belongs to the acks=1 request.
+    let resp = read_frame(&mut s);
+    assert_eq!(&resp[0..4], &11i32.to_be_bytes(), "acks=0 got no response");
+    let at = 4 + 4 + 2 + "acks-zero".len() + 4 + 4;
+    assert_eq!(&resp[at..at + 2], &0i16.to_be_bytes(), "NONE");
+    assert_eq!(
+        &resp[at + 2..at + 10],
+        &1i64.to_be_bytes(),
+        "the acks=1 batch follows the acks=0 batch at offset 1"
+    );
+}
