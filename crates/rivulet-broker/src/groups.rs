@@ -789,3 +789,132 @@ impl GroupCoordinator {
         groups.retain(|_, g| !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn coordinator(dir: &std::path::Path) -> Arc<GroupCoordinator> {
+        let offsets = OffsetStore::open(&dir.join("offsets")).expect("offsets");
+        Arc::new(GroupCoordinator::new(offsets, GroupLimits::default()))
+    }
+
+    fn join_req(member_id: &str, metadata: &'static [u8]) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".to_string(),
+            member_id: member_id.to_string(),
+            group_instance_id: None,
+            client_id: "client".to_string(),
+            client_host: "127.0.0.1".to_string(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".to_string(),
+            protocols: vec![("range".to_string(), Bytes::from_static(metadata))],
+            require_known_member_id: true,
+        }
+    }
+
+    async fn join_new(c: &GroupCoordinator, metadata: &'static [u8]) -> String {
+        let first = c.join(join_req("", metadata)).await;
+        assert_eq!(first.error, Some(GroupError::MemberIdRequired));
+        assert!(!first.member_id.is_empty());
+        first.member_id
+    }
+
+    #[tokio::test]
+    async fn single_member_joins_syncs_and_heartbeats() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = coordinator(dir.path());
+        let id = join_new(&c, b"meta-a").await;
+        let joined = c.join(join_req(&id, b"meta-a")).await;
+        assert_eq!(joined.error, None);
+        assert_eq!(joined.generation_id, 1);
+        assert_eq!(joined.leader, id);
+        assert_eq!(joined.protocol_name.as_deref(), Some("range"));
+        assert_eq!(joined.members.len(), 1);
+        assert_eq!(&joined.members[0].metadata[..], b"meta-a");
+
+        let synced = c
+            .sync("g", 1, &id, vec![(id.clone(), Bytes::from_static(b"assign-a"))])
+            .await;
+        assert_eq!(synced.error, None);
+        assert_eq!(&synced.assignment[..], b"assign-a");
+        assert_eq!(c.heartbeat("g", 1, &id), None);
+        assert_eq!(c.heartbeat("g", 0, &id), Some(GroupError::IllegalGeneration));
+        assert_eq!(c.heartbeat("g", 1, "nobody"), Some(GroupError::UnknownMemberId));
+        assert_eq!(c.describe("g").map(|d| d.state), Some(GroupState::Stable));
+    }
+
+    #[tokio::test]
+    async fn second_member_triggers_a_rebalance_and_every_member_gets_assignment_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = coordinator(dir.path());
+        let a = join_new(&c, b"meta-a").await;
+        assert_eq!(c.join(join_req(&a, b"meta-a")).await.generation_id, 1);
+        assert_eq!(c.sync("g", 1, &a, vec![]).await.error, None);
+
+        let b = join_new(&c, b"meta-b").await;
+        let c2 = c.clone();
+        let b2 = b.clone();
+        let b_join = tokio::spawn(async move { c2.join(join_req(&b2, b"meta-b")).await });
+        // A learns about the rebalance from its heartbeat and rejoins.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c.heartbeat("g", 1, &a) != Some(GroupError::RebalanceInProgress) {
+            assert!(Instant::now() < deadline, "rebalance never started");
+            tokio::task::yield_now().await;
+        }
+        let a_joined = c.join(join_req(&a, b"meta-a")).await;
+        let b_joined = b_join.await.expect("join task");
+        assert_eq!(a_joined.generation_id, 2);
+        assert_eq!(b_joined.generation_id, 2);
+        assert_eq!(a_joined.leader, a, "the previous leader stays leader");
+        assert_eq!(a_joined.members.len(), 2, "the leader sees every member");
+        assert!(b_joined.members.is_empty(), "followers get no member list");
+
+        // B waits for the leader's assignment; the leader leaves nothing for B explicitly.
+        let c3 = c.clone();
+        let b3 = b.clone();
+        let b_sync = tokio::spawn(async move { c3.sync("g", 2, &b3, vec![]).await });
+        tokio::task::yield_now().await;
+        let a_sync = c
+            .sync("g", 2, &a, vec![(a.clone(), Bytes::from_static(b"assign-a"))])
+            .await;
+        assert_eq!(&a_sync.assignment[..], b"assign-a");
+        let b_sync = b_sync.await.expect("sync task");
+        assert_eq!(b_sync.error, None);
+        assert!(
+            b_sync.assignment.is_empty(),
+            "B still gets (empty) assignment bytes"
+        );
+
+        // A leaves: B must rejoin alone.
+        assert_eq!(c.leave("g", std::slice::from_ref(&a)), vec![None]);
+        assert_eq!(c.heartbeat("g", 2, &b), Some(GroupError::RebalanceInProgress));
+        let b_alone = c.join(join_req(&b, b"meta-b")).await;
+        assert_eq!(b_alone.generation_id, 3);
+        assert_eq!(b_alone.leader, b);
+    }
+
+    #[tokio::test]
+    async fn standalone_commits_need_an_empty_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = coordinator(dir.path());
+        assert_eq!(c.validate_commit("g", -1, ""), None);
+        assert_eq!(c.validate_commit("", -1, ""), Some(GroupError::InvalidGroupId));
+        let id = join_new(&c, b"m").await;
+        c.join(join_req(&id, b"m")).await;
+        assert_eq!(c.validate_commit("g", -1, ""), Some(GroupError::UnknownMemberId));
+        assert_eq!(
+            c.validate_commit("g", 1, &id),
+            Some(GroupError::RebalanceInProgress),
+            "no commits between join and sync"
+        );
+        c.sync("g", 1, &id, vec![]).await;
+        assert_eq!(c.validate_commit("g", 1, &id), None);
+        assert_eq!(
+            c.validate_commit("g", 7, &id),
+            Some(GroupError::IllegalGeneration)
+        );
+    }
+}
