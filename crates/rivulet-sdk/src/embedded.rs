@@ -106,6 +106,25 @@ impl EmbeddedTransport {
         &self.broker
     }
 
+    /// Runs the broker's log maintenance (retention, compaction, segment rolls, interval
+    /// fsyncs) every `interval` on a blocking thread, until the returned task is aborted.
+    /// A `rivulet serve` process does this itself; an application embedding the broker
+    /// should start it once.
+    pub fn maintain_every(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let b = broker.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || b.maintain(rivulet_log::now_ms())).await {
+                    tracing::error!(error = %e, "Log maintenance task failed");
+                }
+            }
+        })
+    }
+
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         self.broker
             .topic(name)
