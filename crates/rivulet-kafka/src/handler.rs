@@ -40,7 +40,7 @@ use kafka_protocol::protocol::StrBytes;
 use rivulet_broker::groups::JoinRequest;
 use rivulet_broker::{Broker, BrokerError, CommittedOffset, GroupError, Topic};
 use rivulet_log::{BatchError, Log, LogError};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::codec::Request;
@@ -64,6 +64,15 @@ pub struct HandlerConfig {
     pub fetch_wait_ms_max: u64,
 }
 
+/// A response and the memory reservation it holds until it is written.
+#[derive(Debug)]
+pub struct Response {
+    /// The response body.
+    pub body: ResponseKind,
+    /// Memory reserved for the body's record bytes; release after writing.
+    pub reservation: Option<OwnedSemaphorePermit>,
+}
+
 /// A Fetch topic: requested name, the topic if it exists, requested partitions.
 type ResolvedFetchTopic = (TopicName, Option<Arc<Topic>>, Vec<FetchPartition>);
 
@@ -73,6 +82,7 @@ pub struct Handler {
     broker: Broker,
     config: Arc<HandlerConfig>,
     shutdown: watch::Receiver<bool>,
+    fetch_memory: Arc<Semaphore>,
 }
 
 /// Who sent a request.
@@ -139,11 +149,21 @@ fn code_of(e: Option<GroupError>) -> i16 {
 
 impl Handler {
     /// A handler; `shutdown` flips to true when the server stops (long polls return early).
-    pub fn new(broker: Broker, config: HandlerConfig, shutdown: watch::Receiver<bool>) -> Handler {
+    /// `fetch_memory_bytes_max` bounds the Fetch response bytes held in memory across all
+    /// connections (read from the log until written to the socket); it is raised to at least
+    /// `config.fetch_bytes_max`.
+    pub fn new(
+        broker: Broker,
+        config: HandlerConfig,
+        shutdown: watch::Receiver<bool>,
+        fetch_memory_bytes_max: usize,
+    ) -> Handler {
+        let fetch_memory = Arc::new(Semaphore::new(fetch_memory_bytes_max.max(config.fetch_bytes_max)));
         Handler {
             broker,
             config: Arc::new(config),
             shutdown,
+            fetch_memory,
         }
     }
 
@@ -153,7 +173,22 @@ impl Handler {
     }
 
     /// Handles one request. `None` means no response is sent (Produce with acks=0).
-    pub async fn handle(&self, request: Request, client: &ClientInfo) -> Option<ResponseKind> {
+    pub async fn handle(&self, request: Request, client: &ClientInfo) -> Option<Response> {
+        if let RequestKind::Fetch(r) = request.body {
+            let (body, reservation) = self.fetch(request.version, r).await;
+            return Some(Response {
+                body: ResponseKind::Fetch(body),
+                reservation,
+            });
+        }
+        let body = self.handle_other(request, client).await?;
+        Some(Response {
+            body,
+            reservation: None,
+        })
+    }
+
+    async fn handle_other(&self, request: Request, client: &ClientInfo) -> Option<ResponseKind> {
         let v = request.version;
         let client_id = request
             .header
@@ -165,7 +200,6 @@ impl Handler {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::api_versions_response(v)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(v, r)),
             RequestKind::Produce(r) => ResponseKind::Produce(self.produce(v, r).await?),
-            RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(v, r).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(v, r)),
             RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(self.find_coordinator(v, r)),
             RequestKind::JoinGroup(r) => {
@@ -365,7 +399,7 @@ impl Handler {
         Some(ProduceResponse::default().with_responses(responses))
     }
 
-    async fn fetch(&self, v: i16, r: FetchRequest) -> FetchResponse {
+    async fn fetch(&self, v: i16, r: FetchRequest) -> (FetchResponse, Option<OwnedSemaphorePermit>) {
         let wait_ms = (r.max_wait_ms.max(0) as u64).min(self.config.fetch_wait_ms_max);
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
         let min_bytes = r.min_bytes.max(0) as usize;
@@ -389,11 +423,30 @@ impl Handler {
                         .filter_map(|p| t.partition(p.partition).map(|log| log.subscribe()))
                 })
                 .collect();
+            // Reserve memory for the largest response before reading; give back what the
+            // read did not use. Under memory pressure this waits (backpressure).
+            let mut reservation = match self
+                .fetch_memory
+                .clone()
+                .acquire_many_owned(u32::try_from(max_bytes).unwrap_or(u32::MAX))
+                .await
+            {
+                Ok(permit) => permit,
+                Err(_) => {
+                    return (FetchResponse::default(), None);
+                }
+            };
             let (responses, total, errored) = self.fetch_once(v, &resolved, max_bytes);
             let now = Instant::now();
             if total >= min_bytes || errored || now >= deadline || *shutdown.borrow() {
-                return FetchResponse::default().with_responses(responses);
+                let unused = reservation.num_permits().saturating_sub(total);
+                drop(reservation.split(unused));
+                return (
+                    FetchResponse::default().with_responses(responses),
+                    Some(reservation),
+                );
             }
+            drop(reservation);
             // Keep every `changed()` future alive while waiting so each keeps its waker
             // registered; the first high-watermark change of any partition wakes the fetch.
             let mut changes: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> = receivers

@@ -28,7 +28,8 @@ pub struct ServerConfig {
     pub handler: HandlerConfig,
     /// Largest request frame accepted; larger ones close the connection.
     pub request_bytes_max: usize,
-    /// Request bytes held in memory across all connections at once.
+    /// Request bytes held in memory across all connections at once. Fetch response bytes
+    /// have a separate budget of the same size.
     pub request_memory_bytes_max: usize,
     /// Concurrent connections; further ones are closed at once.
     pub connections_max: usize,
@@ -102,7 +103,12 @@ impl Server {
     /// finish (up to the shutdown timeout) and returns. The caller closes the broker.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let handler = Handler::new(self.broker.clone(), self.config.handler.clone(), stop_rx.clone());
+        let handler = Handler::new(
+            self.broker.clone(),
+            self.config.handler.clone(),
+            stop_rx.clone(),
+            self.config.request_memory_bytes_max,
+        );
         let connections = Arc::new(Semaphore::new(self.config.connections_max));
         let memory = Arc::new(Semaphore::new(self.config.request_memory_bytes_max));
         let config = Arc::new(self.config);
@@ -262,7 +268,7 @@ async fn serve_connection(
                 version,
             }) => {
                 tracing::debug!(peer = %peer, version, "ApiVersions request newer than supported");
-                Some(codec::api_versions_unsupported_response(correlation_id)?)
+                Some((codec::api_versions_unsupported_response(correlation_id)?, None))
             }
             Ok(Decoded::Request(request)) => {
                 let api_key = request.api_key;
@@ -270,15 +276,20 @@ async fn serve_connection(
                 let correlation_id = request.header.correlation_id;
                 tracing::trace!(peer = %peer, api = ?api_key, version, correlation_id, "Request");
                 match handler.handle(*request, &client).await {
-                    Some(resp) => Some(codec::encode_response(api_key, version, correlation_id, &resp)?),
+                    Some(resp) => {
+                        let bytes = codec::encode_response(api_key, version, correlation_id, &resp.body)?;
+                        // Keep the record-bytes reservation until the response is written.
+                        Some((bytes, resp.reservation))
+                    }
                     None => None,
                 }
             }
             Err(e) => return Err(e),
         };
         drop(permit);
-        if let Some(bytes) = response {
+        if let Some((bytes, reservation)) = response {
             stream.write_all(&bytes).await?;
+            drop(reservation);
         }
     }
 }

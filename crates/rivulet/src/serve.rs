@@ -72,7 +72,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RIVULET_REQUEST_BYTES_MAX", value_name = "BYTES")]
     request_bytes_max: Option<usize>,
 
-    /// Request bytes held in memory across all connections [default: 268435456]
+    /// Request bytes held in memory across all connections; Fetch response bytes get a
+    /// separate budget of the same size [default: 268435456]
     #[arg(long, env = "RIVULET_REQUEST_MEMORY_BYTES_MAX", value_name = "BYTES")]
     request_memory_bytes_max: Option<usize>,
 
