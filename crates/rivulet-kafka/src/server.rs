@@ -2,7 +2,8 @@
 //!
 //! Each connection handles one request at a time and answers in order, as Kafka does;
 //! further pipelined requests wait in the socket buffer (TCP backpressure). Memory is
-//! bounded by `connections_max` and a global budget of request bytes in flight.
+//! bounded by `connections_max`, a global budget of large-request bytes in flight and a
+//! global budget of Fetch response bytes.
 
 use std::future::Future;
 use std::io;
@@ -18,6 +19,10 @@ use tokio::sync::{watch, Semaphore};
 use crate::codec::{self, Decoded};
 use crate::handler::{ClientInfo, Handler, HandlerConfig};
 use rivulet_broker::Broker;
+
+/// Requests up to this size are read without drawing on `request_memory_bytes_max`; memory
+/// for requests is bounded by `request_memory_bytes_max + connections_max * SMALL_REQUEST_BYTES`.
+pub const SMALL_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Settings of the Kafka listener.
 #[derive(Debug, Clone)]
@@ -239,11 +244,20 @@ async fn serve_connection(
             Err(e) => return Err(e.into()),
         }
         let len = codec::frame_length(prefix, config.request_bytes_max)?;
-        let permit = memory
-            .clone()
-            .acquire_many_owned(len as u32)
-            .await
-            .map_err(|_| io::Error::other("request memory budget closed"))?;
+        // Small requests (heartbeats, metadata, fetch requests) skip the shared budget so a
+        // flood of large, stalled requests cannot starve them; each connection holds at most
+        // one small request at a time.
+        let permit = if len <= SMALL_REQUEST_BYTES {
+            None
+        } else {
+            Some(
+                memory
+                    .clone()
+                    .acquire_many_owned(len as u32)
+                    .await
+                    .map_err(|_| io::Error::other("request memory budget closed"))?,
+            )
+        };
         let mut frame = BytesMut::zeroed(len);
         match tokio::time::timeout(
             Duration::from_millis(config.request_read_timeout_ms),

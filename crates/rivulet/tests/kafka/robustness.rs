@@ -265,3 +265,124 @@ fn produce_with_acks_0_gets_no_response_and_acks_1_gets_its_offset() {
         "the acks=1 batch follows the acks=0 batch at offset 1"
     );
 }
+
+/// InitProducerId v0 → (error code, producer id, epoch).
+fn init_producer_id(s: &mut TcpStream, correlation_id: i32) -> (i16, i64, i16) {
+    let mut b = Vec::new();
+    b.extend_from_slice(&22i16.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&correlation_id.to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // null transactional id
+    b.extend_from_slice(&60_000i32.to_be_bytes());
+    let mut frame = (b.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&b);
+    s.write_all(&frame).expect("send");
+    let resp = read_frame(s);
+    assert_eq!(&resp[0..4], &correlation_id.to_be_bytes());
+    let error = i16::from_be_bytes([resp[8], resp[9]]);
+    let mut pid = [0u8; 8];
+    pid.copy_from_slice(&resp[10..18]);
+    (
+        error,
+        i64::from_be_bytes(pid),
+        i16::from_be_bytes([resp[18], resp[19]]),
+    )
+}
+
+/// Sends an idempotent one-record batch with acks=1; returns (error code, base offset).
+fn produce_idempotent(
+    s: &mut TcpStream,
+    topic: &str,
+    producer: (i64, i16),
+    sequence: i32,
+    correlation_id: i32,
+) -> (i16, i64) {
+    let batch = rivulet_log::batch::build(
+        0,
+        1_700_000_000_000,
+        Some((producer.0, producer.1, sequence)),
+        &[rivulet_log::record::Record::new(
+            None,
+            Some(format!("seq-{sequence}").into_bytes()),
+        )],
+    );
+    s.write_all(&produce_frame_acks(topic, &batch, correlation_id, 1))
+        .expect("send");
+    let resp = read_frame(s);
+    assert_eq!(&resp[0..4], &correlation_id.to_be_bytes());
+    let at = 4 + 4 + 2 + topic.len() + 4 + 4;
+    let error = i16::from_be_bytes([resp[at], resp[at + 1]]);
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&resp[at + 2..at + 10]);
+    (error, i64::from_be_bytes(offset))
+}
+
+#[test]
+fn idempotent_producer_state_survives_a_restart() {
+    let mut server = Rivulet::start();
+    let topic = "idem-restart";
+    let mut s = connect(&server);
+    let (error, pid, epoch) = init_producer_id(&mut s, 1);
+    assert_eq!(error, 0);
+    assert!(pid >= 0);
+    assert_eq!(produce_idempotent(&mut s, topic, (pid, epoch), 0, 2), (0, 0));
+    assert_eq!(produce_idempotent(&mut s, topic, (pid, epoch), 1, 3), (0, 1));
+    drop(s);
+
+    server.restart();
+    let mut s = connect(&server);
+    // A retried batch is answered with its original offset and not stored again.
+    assert_eq!(produce_idempotent(&mut s, topic, (pid, epoch), 1, 4), (0, 1));
+    // A gap in the sequence is refused with OUT_OF_ORDER_SEQUENCE_NUMBER.
+    assert_eq!(produce_idempotent(&mut s, topic, (pid, epoch), 5, 5).0, 45);
+    // The next sequence continues the log.
+    assert_eq!(produce_idempotent(&mut s, topic, (pid, epoch), 2, 6), (0, 2));
+    // Producer ids are not reused after a restart.
+    let (_, pid2, _) = init_producer_id(&mut s, 7);
+    assert_ne!(pid2, pid);
+}
+
+#[test]
+fn request_memory_stays_bounded_under_a_flood_of_large_requests() {
+    let server = Rivulet::start_with(
+        &[
+            "--request-bytes-max",
+            "4194304",
+            "--request-memory-bytes-max",
+            "4194304",
+        ],
+        &[],
+    );
+    let Some(before_kib) = server.rss_kib() else {
+        println!("SKIPPED request_memory_stays_bounded_under_a_flood_of_large_requests: no /proc");
+        return;
+    };
+    // 40 connections each announce a 3 MiB request, send 2.5 MiB of it, and stall.
+    // Unbounded, the broker would hold 100 MiB of partial requests.
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let mut s = connect(&server);
+        s.write_all(&(3i32 << 20).to_be_bytes()).expect("length");
+        s.set_write_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        for _ in 0..40 {
+            if s.write_all(&chunk).is_err() {
+                break; // the broker is not reading this connection: backpressure
+            }
+        }
+        flood.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after_kib = server.rss_kib().expect("rss");
+    let grown_mib = after_kib.saturating_sub(before_kib) / 1024;
+    assert!(
+        grown_mib < 40,
+        "resident memory grew by {grown_mib} MiB under the flood"
+    );
+    // Other clients are still served.
+    let mut fresh = connect(&server);
+    assert_api_versions_works(&mut fresh, 1);
+    drop(flood);
+}
