@@ -487,6 +487,20 @@ impl GroupCoordinator {
                     }
                 }
             }
+            // A static member (group.instance.id) that restarts comes back with a new member
+            // id: it replaces its previous incarnation instead of waiting for it to expire.
+            if let Some(instance) = &req.group_instance_id {
+                let previous: Vec<String> = group
+                    .members
+                    .iter()
+                    .filter(|(id, m)| **id != member_id && m.group_instance_id.as_ref() == Some(instance))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in previous {
+                    tracing::info!(group = %req.group_id, member = %id, instance = %instance, "Static member replaced by a new incarnation");
+                    group.remove_member(&id, now);
+                }
+            }
             let (tx, rx) = oneshot::channel();
             let join_seq = group.next_join_seq;
             group.next_join_seq += 1;
@@ -915,6 +929,28 @@ mod tests {
         assert_eq!(
             c.validate_commit("g", 7, &id),
             Some(GroupError::IllegalGeneration)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restarted_static_member_replaces_its_old_incarnation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = coordinator(dir.path());
+        let static_req = |id: &str| JoinRequest {
+            group_instance_id: Some("instance-1".to_string()),
+            ..join_req(id, b"m")
+        };
+        let old = c.join(static_req("")).await.member_id;
+        assert_eq!(c.join(static_req(&old)).await.generation_id, 1);
+        c.sync("g", 1, &old, vec![]).await;
+        let new = c.join(static_req("")).await.member_id;
+        let joined = c.join(static_req(&new)).await;
+        assert_eq!(joined.error, None);
+        assert_eq!(joined.leader, new, "the old incarnation is gone");
+        assert_eq!(joined.members.len(), 1);
+        assert_eq!(
+            c.heartbeat("g", joined.generation_id, &old),
+            Some(GroupError::UnknownMemberId)
         );
     }
 }
