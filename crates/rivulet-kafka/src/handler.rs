@@ -833,9 +833,16 @@ impl Handler {
         }
         let existing = (v >= 3 && r.producer_id.0 >= 0).then_some((r.producer_id.0, r.producer_epoch));
         match self.broker.init_producer_id(existing) {
-            Ok((id, epoch)) => InitProducerIdResponse::default()
-                .with_producer_id(ProducerId(id))
-                .with_producer_epoch(epoch),
+            Ok((id, epoch)) => {
+                tracing::info!(
+                    producer_id = id,
+                    epoch,
+                    "Allocated a producer id for an idempotent producer"
+                );
+                InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(id))
+                    .with_producer_epoch(epoch)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "Allocating a producer id failed");
                 InitProducerIdResponse::default()

@@ -88,6 +88,10 @@ fn kafka_python_default_producer_and_group_consumer() {
         show(&output)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("OK 300"));
+    assert!(
+        server.log().contains("Allocated a producer id"),
+        "kafka-python's default producer is idempotent (InitProducerId)"
+    );
 }
 
 #[test]
