@@ -375,13 +375,15 @@ fn rdkafka_100k_keyed_messages_over_8_partitions_keep_order_without_loss_or_dupl
 
 #[test]
 fn rdkafka_admin_creates_topics_and_describes_real_configs() {
-    let server = Rivulet::start();
+    let mut server = Rivulet::start();
     create_topic(
         &server,
         "configured",
         3,
         &[("retention.ms", "3600000"), ("cleanup.policy", "compact")],
     );
+    // Topic configs are stored durably.
+    server.restart();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", server.bootstrap())
         .create()
@@ -532,4 +534,43 @@ fn rdkafka_admin_deletes_topics() {
         .block_on(admin.delete_topics(&["doomed"], &AdminOptions::new()))
         .expect("delete_topics");
     assert!(again[0].is_err(), "deleting a missing topic fails");
+}
+
+#[test]
+fn rdkafka_admin_deletes_an_empty_group_and_its_offsets() {
+    let server = Rivulet::start();
+    let topic = "group-delete";
+    let p = producer(&server, &[]);
+    produce_all(&p, topic, &numbered(3));
+    let c = consumer(&server, "to-delete", &[]);
+    c.subscribe(&[topic]).expect("subscribe");
+    assert_eq!(consume_n(&c, 3, Duration::from_secs(60)).len(), 3);
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .expect("admin");
+    let rt = runtime();
+    let busy = rt
+        .block_on(admin.delete_groups(&["to-delete"], &AdminOptions::new()))
+        .expect("delete_groups");
+    assert!(busy[0].is_err(), "a group with members is not deleted");
+    drop(c);
+
+    let deleted = rt
+        .block_on(admin.delete_groups(&["to-delete"], &AdminOptions::new()))
+        .expect("delete_groups");
+    assert!(deleted[0].is_ok(), "{deleted:?}");
+    let c = consumer(&server, "to-delete", &[]);
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    let committed = c
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed");
+    assert_eq!(
+        committed.find_partition(topic, 0).map(|e| e.offset()),
+        Some(Offset::Invalid),
+        "offsets are gone with the group"
+    );
 }
