@@ -142,6 +142,8 @@ async fn thousand_orders_with_duplicates_get_one_email_each_and_consistent_stock
     // Duplicate deliveries: the inventory service crashes (no graceful stop, nothing
     // committed on the way out) and restarts; the notification service restarts gracefully.
     inventory_sub.abort();
+    // A crashed process is gone before its replacement starts: let the aborted tasks stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let inventory = Inventory::new(catalogue.clone(), 50);
     inventory_sub = app::start_inventory(&client, inventory.clone(), options())
         .await
@@ -532,7 +534,7 @@ async fn shop_services_run_against_rivulet_serve() {
         .expect("free port");
     let log = std::fs::File::create(dir.path().join("rivulet.log")).expect("log");
     let _server = Command::new(rivulet_bin())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--http-listen", "off", "--data-dir"])
         .arg(dir.path().join("data"))
         .env_remove("RIVULET_CONFIG")
         .stdin(Stdio::null())
