@@ -386,3 +386,34 @@ fn request_memory_stays_bounded_under_a_flood_of_large_requests() {
     assert_api_versions_works(&mut fresh, 1);
     drop(flood);
 }
+
+#[test]
+fn huge_array_counts_are_rejected_without_crashing() {
+    let mut server = Rivulet::start();
+    // Metadata v1 (header v1, null client id) whose topic array claims 2^31-1 entries.
+    let mut classic = Vec::new();
+    classic.extend_from_slice(&3i16.to_be_bytes());
+    classic.extend_from_slice(&1i16.to_be_bytes());
+    classic.extend_from_slice(&7i32.to_be_bytes());
+    classic.extend_from_slice(&(-1i16).to_be_bytes());
+    classic.extend_from_slice(&i32::MAX.to_be_bytes());
+    // Metadata v9 (flexible: header v2 with empty tagged fields) whose compact topic array
+    // claims 2^32-2 entries (unsigned varint 0xffffffff).
+    let mut flexible = Vec::new();
+    flexible.extend_from_slice(&3i16.to_be_bytes());
+    flexible.extend_from_slice(&9i16.to_be_bytes());
+    flexible.extend_from_slice(&8i32.to_be_bytes());
+    flexible.extend_from_slice(&(-1i16).to_be_bytes());
+    flexible.push(0); // no tagged fields
+    flexible.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    for body in [classic, flexible] {
+        let mut s = connect(&server);
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        s.write_all(&frame).expect("send");
+        assert!(closed_by_server(&mut s), "the bad request closes its connection");
+        assert!(server.is_running(), "the broker survives:\n{}", server.log());
+    }
+    let mut fresh = connect(&server);
+    assert_api_versions_works(&mut fresh, 1);
+}
