@@ -67,8 +67,18 @@ pub struct Broker {
     inner: Arc<Inner>,
 }
 
+/// Holds the function told about every fdatasync of a partition log (for metrics).
+struct ObserverSlot(std::sync::RwLock<Option<rivulet_log::FsyncObserver>>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsyncObserver")
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
+    fsync_observer: ObserverSlot,
     config: BrokerConfig,
     topics_dir: PathBuf,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -107,6 +117,7 @@ impl Broker {
         let groups = GroupCoordinator::new(offsets, config.group_limits.clone());
         Ok(Broker {
             inner: Arc::new(Inner {
+                fsync_observer: ObserverSlot(std::sync::RwLock::new(None)),
                 config,
                 topics_dir,
                 topics: RwLock::new(topics),
@@ -114,6 +125,33 @@ impl Broker {
                 groups,
             }),
         })
+    }
+
+    /// Sets a function told the duration of every fdatasync of every partition log, now
+    /// and for topics created later.
+    pub fn set_fsync_observer(&self, observer: Option<rivulet_log::FsyncObserver>) {
+        *self
+            .inner
+            .fsync_observer
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = observer;
+        for topic in self.topics() {
+            self.adopt(&topic);
+        }
+    }
+
+    fn adopt(&self, topic: &Topic) {
+        let observer = self
+            .inner
+            .fsync_observer
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for log in topic.partitions() {
+            log.set_fsync_observer(observer.clone());
+        }
     }
 
     /// The broker's settings.
@@ -231,6 +269,7 @@ impl Broker {
             overrides,
             &log_config,
         )?);
+        self.adopt(&topic);
         topics.insert(name.to_string(), topic.clone());
         Ok(Some(topic))
     }

@@ -130,6 +130,7 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -145,6 +146,30 @@ pub async fn serve(
     axum::serve(listener, router(broker, config))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Records each request's duration under its route (bounded: routes, not raw paths).
+async fn observe(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(
+            || "unmatched".to_string(),
+            |p| format!("{} {}", request.method(), p.as_str()),
+        );
+    let started = Instant::now();
+    let response = next.run(request).await;
+    if let Some(m) = state.broker_metrics() {
+        m.observe_request("http", &route, started.elapsed());
+        if response.status().is_client_error() || response.status().is_server_error() {
+            m.request_error("http", response.status().as_str());
+        }
+    }
+    response
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -83,6 +83,7 @@ pub struct Handler {
     config: Arc<HandlerConfig>,
     shutdown: watch::Receiver<bool>,
     fetch_memory: Arc<Semaphore>,
+    metrics: Option<Arc<rivulet_metrics::Metrics>>,
 }
 
 /// Who sent a request.
@@ -148,6 +149,17 @@ fn code_of(e: Option<GroupError>) -> i16 {
 }
 
 impl Handler {
+    /// Records produced and fetched traffic into `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<rivulet_metrics::Metrics>>) -> Handler {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this handler records into.
+    pub fn metrics(&self) -> Option<&Arc<rivulet_metrics::Metrics>> {
+        self.metrics.as_ref()
+    }
+
     /// A handler; `shutdown` flips to true when the server stops (long polls return early).
     /// `fetch_memory_bytes_max` bounds the Fetch response bytes held in memory across all
     /// connections (read from the log until written to the socket); it is raised to at least
@@ -164,6 +176,7 @@ impl Handler {
             config: Arc::new(config),
             shutdown,
             fetch_memory,
+            metrics: None,
         }
     }
 
@@ -345,7 +358,16 @@ impl Handler {
                         Some(log) => match pd.records.as_ref().filter(|b| !b.is_empty()) {
                             None => Err((ec::CORRUPT_MESSAGE, Some("no records".to_string()))),
                             Some(records) => match log.append(records) {
-                                Ok(outcome) => Ok((log.clone(), outcome)),
+                                Ok(outcome) => {
+                                    if let (Some(m), false) = (&self.metrics, outcome.duplicate) {
+                                        m.record_produced(
+                                            &td.name.0,
+                                            outcome.record_count as u64,
+                                            records.len() as u64,
+                                        );
+                                    }
+                                    Ok((log.clone(), outcome))
+                                }
                                 Err(e) => {
                                     tracing::warn!(topic = %td.name.0, partition = pd.index, error = %e, code = e.code(), "Produce rejected");
                                     Err((log_error_code(&e), Some(e.to_string())))
@@ -515,6 +537,10 @@ impl Handler {
                             // make progress); later partitions must fit.
                             if total == 0 || read.records.len() <= remaining {
                                 total += read.records.len();
+                                if let Some(m) = &self.metrics {
+                                    let records = batch_record_count(&read.records, p.fetch_offset);
+                                    m.record_fetched(&name.0, records, read.records.len() as u64);
+                                }
                                 data.records = Some(read.records);
                             }
                         }
@@ -1108,4 +1134,21 @@ fn last_batch_max_timestamp(log: &Log) -> Option<(i64, i64)> {
         pos += 12 + len as usize;
     }
     last
+}
+
+/// Records in fetched batches at or after `from`, counted from batch headers (no decoding).
+fn batch_record_count(batches: &[u8], from: i64) -> u64 {
+    let mut at = 0usize;
+    let mut count = 0u64;
+    // Bounded by the bytes: every step advances by a whole batch of at least 61 bytes.
+    while let Ok(h) = rivulet_log::batch::BatchHeader::parse(&batches[at..]) {
+        let total = h.total_bytes();
+        if total < rivulet_log::batch::HEADER_BYTES || at + total > batches.len() {
+            break;
+        }
+        let first = h.base_offset.max(from);
+        count += (h.next_offset() - first).max(0) as u64;
+        at += total;
+    }
+    count
 }

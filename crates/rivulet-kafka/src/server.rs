@@ -56,6 +56,7 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     config: ServerConfig,
     broker: Broker,
+    metrics: Option<Arc<rivulet_metrics::Metrics>>,
 }
 
 impl Server {
@@ -93,7 +94,15 @@ impl Server {
             listeners,
             config,
             broker,
+            metrics: None,
         })
+    }
+
+    /// Records connections, request durations per API and produced/fetched traffic into
+    /// `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<rivulet_metrics::Metrics>) -> Server {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The bound addresses.
@@ -113,7 +122,8 @@ impl Server {
             self.config.handler.clone(),
             stop_rx.clone(),
             self.config.request_memory_bytes_max,
-        );
+        )
+        .with_metrics(self.metrics.clone());
         let connections = Arc::new(Semaphore::new(self.config.connections_max));
         let memory = Arc::new(Semaphore::new(self.config.request_memory_bytes_max));
         let config = Arc::new(self.config);
@@ -198,7 +208,20 @@ async fn accept_loop(
         let stop = stop.clone();
         tokio::spawn(async move {
             tracing::debug!(peer = %peer, "Connection opened");
-            match serve_connection(stream, peer, handler, config, memory, stop).await {
+            let metrics = handler.metrics().cloned();
+            if let Some(m) = &metrics {
+                m.connection_opened("kafka");
+            }
+            let served = serve_connection(stream, peer, handler, config, memory, stop).await;
+            if let Some(m) = &metrics {
+                m.connection_closed("kafka");
+                if let Err(e) = &served {
+                    if !matches!(e, crate::ProtocolError::Io(_)) {
+                        m.request_error("kafka", "malformed_request");
+                    }
+                }
+            }
+            match served {
                 Ok(()) => tracing::debug!(peer = %peer, "Connection closed"),
                 Err(crate::ProtocolError::Io(e))
                     if matches!(
@@ -289,7 +312,12 @@ async fn serve_connection(
                 let version = request.version;
                 let correlation_id = request.header.correlation_id;
                 tracing::trace!(peer = %peer, api = ?api_key, version, correlation_id, "Request");
-                match handler.handle(*request, &client).await {
+                let started = std::time::Instant::now();
+                let handled = handler.handle(*request, &client).await;
+                if let Some(m) = handler.metrics() {
+                    m.observe_request("kafka", &format!("{api_key:?}"), started.elapsed());
+                }
+                match handled {
                     Some(resp) => {
                         let bytes = codec::encode_response(api_key, version, correlation_id, &resp.body)?;
                         // Keep the record-bytes reservation until the response is written.

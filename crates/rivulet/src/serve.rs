@@ -2,6 +2,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -97,6 +98,15 @@ pub struct ServeArgs {
     #[arg(long, env = "RIVULET_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
 
+    /// Address of the HTTP gateway (JSON produce/consume, Server-Sent Events, admin,
+    /// /metrics); `off` disables it [default: 127.0.0.1:8080]
+    #[arg(long, env = "RIVULET_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<String>,
+
+    /// Largest HTTP request body accepted [default: 8388608]
+    #[arg(long, env = "RIVULET_HTTP_BODY_BYTES_MAX", value_name = "BYTES")]
+    http_body_bytes_max: Option<usize>,
+
     /// Log output format: text or json [default: text]
     #[arg(long, env = "RIVULET_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
@@ -124,6 +134,8 @@ struct FileConfig {
     fetch_wait_ms_max: Option<u64>,
     idle_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
+    http_listen: Option<String>,
+    http_body_bytes_max: Option<usize>,
     log_format: Option<String>,
 }
 
@@ -230,6 +242,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if connections_max == 0 {
         bail!("connections_max must be at least 1");
     }
+    let http_listen = setting!(http_listen, "127.0.0.1:8080".to_string());
+    let http_listen = match http_listen.trim() {
+        "off" | "none" | "" => None,
+        addr => Some(resolve(addr)?),
+    };
+    let http_body_bytes_max = setting!(http_body_bytes_max, 8 << 20);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -276,13 +294,60 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
         };
         let config = server_config(host.clone(), port);
+        let metrics = Arc::new(rivulet_metrics::Metrics::new(env!("CARGO_PKG_VERSION")));
+        let observer_metrics = metrics.clone();
+        broker.set_fsync_observer(Some(Arc::new(move |elapsed| observer_metrics.observe_fsync(elapsed))));
         let server = Server::from_listeners(listeners, config, broker.clone())
-            .context("starting the Kafka listener")?;
+            .context("starting the Kafka listener")?
+            .with_metrics(metrics.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let gateway = match http_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("HTTP gateway: listening on {addr}"))?;
+                let local = listener.local_addr().context("HTTP listener address")?;
+                tracing::info!(address = %local, "Listening for HTTP");
+                let gateway_config = rivulet_http::GatewayConfig {
+                    body_bytes_max: http_body_bytes_max,
+                    kafka_addresses: server.local_addrs().iter().map(ToString::to_string).collect(),
+                    metrics: Some(metrics.clone()),
+                    ..rivulet_http::GatewayConfig::default()
+                };
+                let mut stop = stop_rx.clone();
+                let b = broker.clone();
+                Some(tokio::spawn(async move {
+                    rivulet_http::serve(listener, b, gateway_config, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+                }))
+            }
+            None => None,
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
         for addr in server.local_addrs() {
             tracing::info!(address = %addr, "Listening for Kafka clients");
         }
         tracing::info!(advertised = %format!("{host}:{port}"), data_dir = %data_dir.display(), "Rivulet is serving");
-        server.run(shutdown_signal()).await.context("serving")?;
+        let mut stop = stop_rx.clone();
+        server
+            .run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .context("serving")?;
+        if let Some(gateway) = gateway {
+            // Event streams stay open until clients leave: give the gateway a moment, no more.
+            match tokio::time::timeout(std::time::Duration::from_secs(2), gateway).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP gateway stopped with an error"),
+                Err(_) => tracing::info!("HTTP gateway: closing open streams"),
+                _ => {}
+            }
+        }
         tokio::task::spawn_blocking(move || broker.close())
             .await
             .context("closing logs")?

@@ -14,6 +14,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Rivulet {
     child: Option<Child>,
     port: u16,
+    http_port: u16,
     dir: Arc<tempfile::TempDir>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
@@ -44,6 +45,7 @@ impl Rivulet {
         let mut r = Rivulet {
             child: None,
             port,
+            http_port: free_port(),
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -71,6 +73,10 @@ impl Rivulet {
         cmd.arg("serve");
         if !self.args.iter().any(|a| a == "--listen") {
             cmd.arg("--listen").arg(format!("127.0.0.1:{}", self.port));
+        }
+        if !self.args.iter().any(|a| a == "--http-listen") {
+            cmd.arg("--http-listen")
+                .arg(format!("127.0.0.1:{}", self.http_port));
         }
         cmd.arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -112,6 +118,11 @@ impl Rivulet {
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `http://127.0.0.1:<http port>`: the HTTP gateway.
+    pub fn http_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
     }
 
     /// The process id of the running server.

@@ -4,6 +4,7 @@
 
 mod cli;
 mod harness;
+mod operator;
 mod other_clients;
 mod rdkafka_clients;
 mod robustness;
