@@ -216,4 +216,28 @@ mod tests {
         assert!(frame_length((-1i32).to_be_bytes(), 1 << 20).is_err());
         assert!(frame_length((2i32 << 20).to_be_bytes(), 1 << 20).is_err());
     }
+
+    proptest::proptest! {
+        /// Arbitrary bodies behind a valid header never panic or abort the decoder (length
+        /// prefixes inside the body are attacker-controlled).
+        #[test]
+        fn decoding_arbitrary_bodies_never_panics(
+            key_index in 0usize..versions::SUPPORTED.len(),
+            version_offset in 0i16..16,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            let (key, min, max) = versions::SUPPORTED[key_index];
+            let version = (min + version_offset).min(max);
+            let mut frame = Vec::with_capacity(body.len() + 11);
+            frame.extend_from_slice(&(key as i16).to_be_bytes());
+            frame.extend_from_slice(&version.to_be_bytes());
+            frame.extend_from_slice(&1i32.to_be_bytes());
+            frame.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+            if key.request_header_version(version) >= 2 {
+                frame.push(0); // no tagged fields
+            }
+            frame.extend_from_slice(&body);
+            let _ = decode_request(Bytes::from(frame));
+        }
+    }
 }
