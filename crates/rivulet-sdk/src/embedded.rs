@@ -5,7 +5,8 @@
 //! the log's high-watermark channel and commit through the broker's offset store. Members of
 //! one group in this process split the partitions between them (partition `i` of the sorted
 //! list goes to member `i % members`); a member joining or leaving rebalances the others,
-//! each of which commits what it finished before giving a partition up.
+//! each of which waits for its events in flight and commits before giving a partition up,
+//! and a member starts reading a partition only once its previous holder let it go.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -49,6 +50,9 @@ struct Groups {
 struct GroupShared {
     members: BTreeSet<u64>,
     generation: watch::Sender<u64>,
+    /// Which member holds each partition. A member gains a partition only once the previous
+    /// holder committed and released it.
+    owners: HashMap<TopicPartition, u64>,
 }
 
 impl Groups {
@@ -65,6 +69,7 @@ impl Groups {
         let shared = map.entry(group.to_string()).or_insert_with(|| GroupShared {
             members: BTreeSet::new(),
             generation: watch::channel(0).0,
+            owners: HashMap::new(),
         });
         shared.members.insert(id);
         shared.generation.send_modify(|g| *g += 1);
@@ -75,9 +80,30 @@ impl Groups {
         let mut map = self.lock();
         if let Some(shared) = map.get_mut(group) {
             shared.members.remove(&member);
+            shared.owners.retain(|_, m| *m != member);
             shared.generation.send_modify(|g| *g += 1);
             if shared.members.is_empty() {
                 map.remove(group);
+            }
+        }
+    }
+
+    /// Takes a partition for `member` if no other member holds it.
+    fn claim(&self, group: &str, member: u64, tp: &TopicPartition) -> bool {
+        let mut map = self.lock();
+        let Some(shared) = map.get_mut(group) else {
+            return false;
+        };
+        let owner = shared.owners.entry(tp.clone()).or_insert(member);
+        *owner == member
+    }
+
+    /// Gives a partition up.
+    fn release(&self, group: &str, member: u64, tp: &TopicPartition) {
+        let mut map = self.lock();
+        if let Some(shared) = map.get_mut(group) {
+            if shared.owners.get(tp) == Some(&member) {
+                shared.owners.remove(tp);
             }
         }
     }
@@ -370,6 +396,7 @@ impl Transport for EmbeddedTransport {
                 seen_generation: 0,
                 first: true,
                 cursors: BTreeMap::new(),
+                pending: BTreeSet::new(),
                 progress,
                 settings,
                 closed: false,
@@ -397,6 +424,8 @@ struct EmbeddedMember {
     seen_generation: u64,
     first: bool,
     cursors: BTreeMap<TopicPartition, Cursor>,
+    /// Partitions assigned by the latest rebalance that another member still holds.
+    pending: BTreeSet<TopicPartition>,
     progress: Arc<Progress>,
     settings: MemberSettings,
     closed: bool,
@@ -452,37 +481,52 @@ impl EmbeddedMember {
             self.commit_entries(points).await?;
             for tp in &lost {
                 self.cursors.remove(tp);
+                self.transport.groups.release(&self.group, self.member, tp);
             }
             out.push(Polled::Revoked(lost));
         }
-        if !gained.is_empty() {
-            let offsets = self.transport.broker.groups().offsets();
-            for tp in &gained {
-                let Some(topic) = self.topics.iter().find(|t| t.name() == tp.topic).cloned() else {
-                    continue;
-                };
-                let Some(log) = topic.partition(tp.partition) else {
-                    continue;
-                };
-                let committed = offsets
-                    .fetch(&self.group, &tp.topic, tp.partition)
-                    .map(|c| c.offset);
-                let position = committed.unwrap_or_else(|| log.log_start_offset());
-                let watermark = log.subscribe();
-                self.progress.assign(tp, committed);
-                self.cursors.insert(
-                    tp.clone(),
-                    Cursor {
-                        topic,
-                        position,
-                        paused: false,
-                        watermark,
-                    },
-                );
-            }
-            out.push(Polled::Assigned(gained));
-        }
+        self.pending = gained.into_iter().collect();
+        out.extend(self.claim_pending());
         Ok(out)
+    }
+
+    /// Starts consuming the pending partitions that their previous holders released.
+    fn claim_pending(&mut self) -> Option<Polled> {
+        let claimed: Vec<TopicPartition> = self
+            .pending
+            .iter()
+            .filter(|tp| self.transport.groups.claim(&self.group, self.member, tp))
+            .cloned()
+            .collect();
+        if claimed.is_empty() {
+            return None;
+        }
+        let offsets = self.transport.broker.groups().offsets();
+        for tp in &claimed {
+            self.pending.remove(tp);
+            let Some(topic) = self.topics.iter().find(|t| t.name() == tp.topic).cloned() else {
+                continue;
+            };
+            let Some(log) = topic.partition(tp.partition) else {
+                continue;
+            };
+            let committed = offsets
+                .fetch(&self.group, &tp.topic, tp.partition)
+                .map(|c| c.offset);
+            let position = committed.unwrap_or_else(|| log.log_start_offset());
+            let watermark = log.subscribe();
+            self.progress.assign(tp, committed);
+            self.cursors.insert(
+                tp.clone(),
+                Cursor {
+                    topic,
+                    position,
+                    paused: false,
+                    watermark,
+                },
+            );
+        }
+        Some(Polled::Assigned(claimed))
     }
 
     async fn commit_entries(&self, points: Vec<(TopicPartition, i64)>) -> Result<()> {
@@ -544,13 +588,24 @@ impl EmbeddedMember {
                 return Ok(events);
             }
         }
+        if !self.pending.is_empty() {
+            if let Some(assigned) = self.claim_pending() {
+                return Ok(vec![assigned]);
+            }
+        }
         let out = self.read_available()?;
         if !out.is_empty() {
             return Ok(out);
         }
         {
+            // While partitions wait for their previous holder, look again soon.
+            let wait = if self.pending.is_empty() {
+                max_wait
+            } else {
+                max_wait.min(Duration::from_millis(10))
+            };
             let mut waits: Vec<BoxFuture<'_, ()>> = Vec::new();
-            waits.push(Box::pin(tokio::time::sleep(max_wait)));
+            waits.push(Box::pin(tokio::time::sleep(wait)));
             waits.push(Box::pin(async {
                 let _ = self.generation.changed().await;
             }));

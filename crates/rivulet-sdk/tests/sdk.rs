@@ -526,6 +526,52 @@ async fn embedded_members_of_one_group_split_partitions() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_joining_mid_stream_takes_partitions_without_repeats_or_reordering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = Client::embedded(broker(dir.path())).with_partitions(4);
+    let (keys, steps) = (50, 30);
+    let expected = publish_steps(&client, "busy-shared", keys, steps).await;
+    let seen: Seen = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (seen, calls) = (seen.clone(), calls.clone());
+        move |e: Received| {
+            let (seen, calls) = (seen.clone(), calls.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let step: Step = e.data()?;
+                tokio::time::sleep(Duration::from_micros(200)).await;
+                seen.lock()
+                    .map_err(|_| "poisoned")?
+                    .entry(step.key)
+                    .or_default()
+                    .push(step.seq);
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    let a = client
+        .subscribe_with("joiners", &["busy-shared"], fast_options(), handler.clone())
+        .await
+        .expect("a");
+    wait_until("a under way", || total(&seen) >= 200).await;
+    let b = client
+        .subscribe_with("joiners", &["busy-shared"], fast_options(), handler)
+        .await
+        .expect("b");
+    wait_until("all handled", || total(&seen) >= expected).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (sa, sb) = (a.shutdown().await.expect("a"), b.shutdown().await.expect("b"));
+    assert!(sb.handled > 0, "b took partitions over mid-stream: {sb:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        expected,
+        "no handler call repeated: a {sa:?}, b {sb:?}"
+    );
+    assert_in_order(&seen, keys, steps);
+}
+
 mod kafka {
     //! The same SDK calls over the Kafka protocol.
     use super::*;
