@@ -451,6 +451,10 @@ impl GroupCoordinator {
                 let client: String = req.client_id.chars().take(64).collect();
                 let id = format!("{client}-{:032x}", random_u128());
                 if req.require_known_member_id {
+                    if group.pending.len() >= self.limits.members_per_group_max {
+                        tracing::warn!(group = %req.group_id, limit = self.limits.members_per_group_max, "Refusing a join: too many pending member ids");
+                        return JoinOutcome::error(GroupError::GroupMaxSizeReached, "");
+                    }
                     let session = Duration::from_millis(req.session_timeout_ms as u64);
                     group.pending.insert(id.clone(), now + session);
                     return JoinOutcome::error(GroupError::MemberIdRequired, &id);
