@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -110,6 +111,7 @@ pub fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::LimitReached(_) => ec::POLICY_VIOLATION,
         BrokerError::Io { .. } | BrokerError::CorruptMetadata { .. } => ec::KAFKA_STORAGE_ERROR,
         BrokerError::ShuttingDown => ec::COORDINATOR_NOT_AVAILABLE,
+        BrokerError::DataDirLocked { .. } => ec::KAFKA_STORAGE_ERROR,
     }
 }
 
@@ -233,6 +235,7 @@ impl Handler {
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(v, r)),
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r)),
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r).await),
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(v, r)),
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(v, r)),
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
@@ -964,6 +967,52 @@ impl Handler {
         DeleteTopicsResponse::default().with_responses(responses)
     }
 
+    /// AlterConfigs: replaces a topic's config overrides with the given set (Kafka's
+    /// non-incremental semantics: keys not given return to their defaults).
+    async fn alter_configs(&self, r: AlterConfigsRequest) -> AlterConfigsResponse {
+        const TOPIC: i8 = 2;
+        let mut responses = Vec::with_capacity(r.resources.len());
+        for res in r.resources {
+            let mut out = AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            if res.resource_type != TOPIC {
+                out.error_code = ec::INVALID_REQUEST;
+                out.error_message = Some(str_bytes("only topic configs can be altered on Rivulet"));
+                responses.push(out);
+                continue;
+            }
+            let overrides: std::collections::BTreeMap<String, String> = res
+                .configs
+                .iter()
+                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .collect();
+            let name = res.resource_name.to_string();
+            let result = if self.broker.topic(&name).is_none() {
+                Err(BrokerError::UnknownTopic(name.clone()))
+            } else if r.validate_only {
+                rivulet_broker::topics::build_log_config(&self.broker.config().default_log_config, &overrides)
+                    .map(|_| ())
+            } else {
+                let broker = self.broker.clone();
+                let topic = name.clone();
+                tokio::task::spawn_blocking(move || broker.set_topic_configs(&topic, overrides))
+                    .await
+                    .unwrap_or_else(|e| Err(BrokerError::LimitReached(format!("config task failed: {e}"))))
+            };
+            if let Err(e) = result {
+                tracing::info!(topic = %name, error = %e, "AlterConfigs refused");
+                out.error_code = match &e {
+                    BrokerError::InvalidConfig { .. } => ec::INVALID_CONFIG,
+                    other => broker_error_code(other),
+                };
+                out.error_message = Some(str_bytes(e.to_string()));
+            }
+            responses.push(out);
+        }
+        AlterConfigsResponse::default().with_responses(responses)
+    }
+
     fn describe_configs(&self, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
         const TOPIC: i8 = 2;
         const BROKER: i8 = 4;
@@ -1012,6 +1061,19 @@ impl Handler {
                                 cfg.auto_create_topics.to_string(),
                             ),
                             ("num.partitions".to_string(), cfg.default_partitions.to_string()),
+                            (
+                                "rivulet.version".to_string(),
+                                env!("CARGO_PKG_VERSION").to_string(),
+                            ),
+                            (
+                                "rivulet.log.dirs.size.bytes".to_string(),
+                                self.broker
+                                    .topics()
+                                    .iter()
+                                    .flat_map(|t| t.partitions().iter().map(Log::size_bytes))
+                                    .sum::<u64>()
+                                    .to_string(),
+                            ),
                         ];
                         for key in rivulet_broker::topics::TOPIC_CONFIG_KEYS {
                             if let Some(value) = rivulet_broker::topics::topic_config_value(defaults, key) {

@@ -26,6 +26,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 2),
+    (ApiKey::AlterConfigs, 0, 1),
     (ApiKey::DeleteGroups, 0, 2),
 ];
 

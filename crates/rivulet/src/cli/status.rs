@@ -11,6 +11,8 @@ use super::{runtime, ConnArgs, Format};
 
 /// The read-only broker config through which a broker may report its software version.
 const VERSION_CONFIG: &str = "rivulet.version";
+/// The read-only broker config through which a Rivulet broker reports its partitions' bytes.
+const DISK_CONFIG: &str = "rivulet.log.dirs.size.bytes";
 
 /// Arguments of `rivulet status`.
 #[derive(Debug, Args)]
@@ -34,7 +36,8 @@ struct Status {
     topics: usize,
     partitions: usize,
     groups: usize,
-    /// Not obtainable over the Kafka protocol through librdkafka (no DescribeLogDirs).
+    /// Bytes of all partitions, from a Rivulet broker's `rivulet.log.dirs.size.bytes`
+    /// config; other brokers do not report it.
     disk_use_bytes: Option<u64>,
 }
 
@@ -58,9 +61,9 @@ pub fn run(args: StatusArgs) -> Result<()> {
         })
         .collect();
     brokers.sort_by_key(|b| b.id);
-    let version = match brokers.first() {
-        Some(b) => broker_version(conn, b.id),
-        None => None,
+    let (version, disk_use_bytes) = match brokers.first() {
+        Some(b) => broker_info(conn, b.id),
+        None => (None, None),
     };
     let topics = metadata.topics().iter().filter(|t| t.error().is_none());
     let (topic_count, partitions) =
@@ -73,7 +76,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         topics: topic_count,
         partitions,
         groups,
-        disk_use_bytes: None,
+        disk_use_bytes,
     };
     match conn.format {
         Format::Json => emit_json(&status),
@@ -96,14 +99,24 @@ pub fn run(args: StatusArgs) -> Result<()> {
     }
 }
 
-/// The broker's software version if it reports one as a broker config; `None` otherwise.
-fn broker_version(conn: &ConnArgs, broker_id: i32) -> Option<String> {
-    let admin = conn.admin().ok()?;
-    let spec = ResourceSpecifier::Broker(broker_id);
-    let results = runtime()
-        .ok()?
-        .block_on(admin.describe_configs([&spec], &conn.admin_options()))
-        .ok()?;
-    let resource = results.into_iter().next()?.ok()?;
-    resource.get(VERSION_CONFIG).and_then(|e| e.value.clone())
+/// The broker's software version and disk use, where it reports them as broker configs.
+fn broker_info(conn: &ConnArgs, broker_id: i32) -> (Option<String>, Option<u64>) {
+    let fetch = || {
+        let admin = conn.admin().ok()?;
+        let spec = ResourceSpecifier::Broker(broker_id);
+        let results = runtime()
+            .ok()?
+            .block_on(admin.describe_configs([&spec], &conn.admin_options()))
+            .ok()?;
+        results.into_iter().next()?.ok()
+    };
+    let Some(resource) = fetch() else {
+        return (None, None);
+    };
+    let version = resource.get(VERSION_CONFIG).and_then(|e| e.value.clone());
+    let disk = resource
+        .get(DISK_CONFIG)
+        .and_then(|e| e.value.as_deref())
+        .and_then(|v| v.parse().ok());
+    (version, disk)
 }

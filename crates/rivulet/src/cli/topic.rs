@@ -438,9 +438,27 @@ fn alter_config(conn: &ConnArgs, topic: &str, set: &[String], delete: &[String])
             ),
             e => conn.error(e, &format!("altering the configs of topic {topic:?}")),
         })?;
+    // librdkafka's binding reports every resource as altered even when the broker refused
+    // it, so read the overrides back and compare.
+    let now: BTreeMap<String, String> = topic_configs(conn, topic)?
+        .into_iter()
+        .filter(|c| c.source == source_name(&ConfigSource::DynamicTopic))
+        .filter_map(|c| c.value.map(|v| (c.key, v)))
+        .collect();
+    let refused = (now != overrides).then(|| {
+        format!(
+            "the broker refused the change (overrides are now {now:?}); check the keys and values, \
+             e.g. retention.ms takes milliseconds"
+        )
+    });
     let statuses: Vec<TopicStatus> = results
         .into_iter()
         .map(|r| match r {
+            Ok(_) if refused.is_some() => TopicStatus {
+                topic: topic.to_string(),
+                ok: false,
+                error: refused.clone(),
+            },
             Ok(_) => TopicStatus {
                 topic: topic.to_string(),
                 ok: true,
