@@ -71,6 +71,12 @@ pub enum BrokerError {
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// Another process has the data directory open.
+    #[error("data directory {path} is in use by another process (lock file held)")]
+    DataDirLocked {
+        /// The lock file.
+        path: PathBuf,
+    },
 }
 
 impl BrokerError {
@@ -88,6 +94,7 @@ impl BrokerError {
             BrokerError::CorruptMetadata { .. } => 3008,
             BrokerError::LimitReached(_) => 3009,
             BrokerError::ShuttingDown => 3010,
+            BrokerError::DataDirLocked { .. } => 3011,
         }
     }
 

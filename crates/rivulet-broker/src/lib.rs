@@ -61,6 +61,23 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Takes an exclusive advisory lock on `<data_dir>/.lock` (released when the process exits,
+/// even after a crash).
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = data_dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(BrokerError::io("open lock file", &path))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(BrokerError::DataDirLocked { path }),
+        Err(e) => Err(BrokerError::io("lock data dir", &path)(e.into())),
+    }
+}
+
 /// The broker core. Cheap to clone; all clones share state.
 #[derive(Debug, Clone)]
 pub struct Broker {
@@ -80,6 +97,8 @@ impl std::fmt::Debug for ObserverSlot {
 struct Inner {
     fsync_observer: ObserverSlot,
     config: BrokerConfig,
+    /// Held open for the broker's lifetime: its exclusive lock keeps a second process out.
+    _lock: std::fs::File,
     topics_dir: PathBuf,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     producer_ids: producers::ProducerIds,
@@ -90,6 +109,9 @@ impl Broker {
     /// Opens the data directory, recovering every topic and the committed offsets.
     /// Blocking I/O: call before serving or from a blocking context.
     pub fn open(config: BrokerConfig) -> Result<Broker> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(BrokerError::io("create data dir", &config.data_dir))?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let topics_dir = config.data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(BrokerError::io("create data dir", &topics_dir))?;
         let internal = config.data_dir.join("internal");
@@ -119,6 +141,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 fsync_observer: ObserverSlot(std::sync::RwLock::new(None)),
                 config,
+                _lock: lock,
                 topics_dir,
                 topics: RwLock::new(topics),
                 producer_ids,
@@ -326,5 +349,27 @@ impl Broker {
             result = Err(e);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_broker_cannot_open_the_same_data_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let first = Broker::open(config.clone()).expect("first opens");
+        assert!(matches!(
+            Broker::open(config.clone()),
+            Err(BrokerError::DataDirLocked { .. })
+        ));
+        first.close().expect("close");
+        drop(first);
+        Broker::open(config).expect("reopens once the first is gone");
     }
 }
