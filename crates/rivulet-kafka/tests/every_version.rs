@@ -158,10 +158,18 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
             .with_groups(vec![GroupId(s("join-5")), GroupId(s("unknown"))])
             .into(),
         ApiKey::ListGroups => ListGroupsRequest::default().into(),
+        ApiKey::AlterConfigs => AlterConfigsRequest::default()
+            .with_resources(vec![alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("60000")))])])
+            .into(),
         ApiKey::DeleteGroups => DeleteGroupsRequest::default()
             .with_groups_names(vec![GroupId(s("unknown"))])
             .into(),
-        other => panic!("no sample request for {other:?}"),
+        other => panic!("no sample request for {other:?}: add one when advertising a new API"),
     }
 }
 
