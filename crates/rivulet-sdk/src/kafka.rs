@@ -394,10 +394,14 @@ impl ConsumerContext for MemberContext {
         self.events().push(Polled::Revoked(tps));
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(list) = rebalance else {
             return;
         };
+        // A partition paused for backpressure before the rebalance starts afresh.
+        if let Err(e) = consumer.resume(list) {
+            tracing::warn!(group = %self.group, error = %e, "Resuming newly assigned partitions failed");
+        }
         let tps: Vec<TopicPartition> = list
             .elements()
             .iter()

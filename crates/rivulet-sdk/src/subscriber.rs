@@ -316,12 +316,20 @@ async fn run(
                             queues[w].send(Work { record, epoch }).await.map_err(|_| SdkError::Closed)?;
                         }
                         Admit::Drop => {}
-                        Admit::Pause => member.pause(&record.topic_partition(), record.offset)?,
+                        Admit::Pause => {
+                            // A partition revoked meanwhile cannot be paused; its new owner
+                            // starts from the committed offset, so nothing is lost.
+                            if let Err(e) = member.pause(&record.topic_partition(), record.offset) {
+                                tracing::warn!(group = %shared.group, topic = %record.topic, partition = record.partition, error = %e, "Pausing a partition failed");
+                            }
+                        }
                     },
                 }
             }
             for tp in shared.progress.take_resumable(resume_at) {
-                member.resume(&tp)?;
+                if let Err(e) = member.resume(&tp) {
+                    tracing::warn!(group = %shared.group, topic = %tp.topic, partition = tp.partition, error = %e, "Resuming a partition failed");
+                }
             }
             if last_commit.elapsed() >= opts.commit_interval {
                 commit(&shared, member.as_mut()).await;

@@ -756,6 +756,56 @@ mod kafka {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_member_joining_mid_stream_repeats_and_reorders_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, _stop) = serve(dir.path()).await;
+        let client = Client::kafka(&addr).expect("client").with_partitions(4);
+        let (keys, steps) = (40, 40);
+        let expected = publish_steps(&client, "k-join", keys, steps).await;
+        let seen: Seen = Arc::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let handler = {
+            let (seen, calls) = (seen.clone(), calls.clone());
+            move |e: Received| {
+                let (seen, calls) = (seen.clone(), calls.clone());
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let step: Step = e.data()?;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    seen.lock()
+                        .map_err(|_| "poisoned")?
+                        .entry(step.key)
+                        .or_default()
+                        .push(step.seq);
+                    Ok::<(), HandlerError>(())
+                }
+            }
+        };
+        let a = client
+            .subscribe_with("k-joiners", &["k-join"], fast_options(), handler.clone())
+            .await
+            .expect("a");
+        wait_until("a under way", || total(&seen) >= 100).await;
+        let b = client
+            .subscribe_with("k-joiners", &["k-join"], fast_options(), handler)
+            .await
+            .expect("b");
+        wait_until("all handled", || total(&seen) >= expected).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (sa, sb) = (a.shutdown().await.expect("a"), b.shutdown().await.expect("b"));
+        assert!(
+            sb.handled > 0,
+            "b joined while a was still busy: a {sa:?}, b {sb:?}"
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            expected,
+            "no handler call repeated: a {sa:?}, b {sb:?}"
+        );
+        assert_in_order(&seen, keys, steps);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn kafka_in_flight_events_per_partition_stay_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (addr, _stop) = serve(dir.path()).await;
