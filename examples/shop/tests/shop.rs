@@ -534,7 +534,14 @@ async fn shop_services_run_against_rivulet_serve() {
         .expect("free port");
     let log = std::fs::File::create(dir.path().join("rivulet.log")).expect("log");
     let _server = Command::new(rivulet_bin())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--http-listen", "off", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--http-listen",
+            "off",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .env_remove("RIVULET_CONFIG")
         .stdin(Stdio::null())
