@@ -617,7 +617,7 @@ impl Log {
                 source: e,
             });
         }
-        self.mark_durable(target);
+        // Readers may see the data before its writers hear it is durable, never after.
         if self.config().fsync == FsyncPolicy::Always {
             let mut st = lock(&self.shared.state);
             if target > st.visible.offset {
@@ -629,6 +629,7 @@ impl Log {
                 self.shared.hwm_tx.send_replace(target);
             }
         }
+        self.mark_durable(target);
         Ok(())
     }
 
