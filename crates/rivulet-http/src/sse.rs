@@ -215,13 +215,9 @@ impl Session {
             .join(",")
     }
 
-    async fn commit(&mut self, force: bool) {
-        let Some(g) = &self.group else { return };
-        if !force && self.last_commit.elapsed() < COMMIT_EVERY {
-            return;
-        }
-        let changed: Vec<(String, i32, CommittedOffset)> = self
-            .positions
+    /// Positions delivered but not yet committed, as commit entries.
+    fn uncommitted(&self) -> Vec<(String, i32, CommittedOffset)> {
+        self.positions
             .iter()
             .filter(|(p, o)| self.committed.get(p) != Some(o))
             .map(|(p, o)| {
@@ -236,7 +232,15 @@ impl Session {
                     },
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    async fn commit(&mut self, force: bool) {
+        let Some(g) = &self.group else { return };
+        if !force && self.last_commit.elapsed() < COMMIT_EVERY {
+            return;
+        }
+        let changed = self.uncommitted();
         if changed.is_empty() {
             return;
         }
@@ -340,23 +344,7 @@ impl Drop for Session {
         self.state.sse_streams.fetch_sub(1, Ordering::Relaxed);
         if let Some(g) = &self.group {
             self.state.sse_groups.leave(&g.name, g.id);
-            let pending: Vec<(String, i32, CommittedOffset)> = self
-                .positions
-                .iter()
-                .filter(|(p, o)| self.committed.get(p) != Some(o))
-                .map(|(p, o)| {
-                    (
-                        self.topic.name().to_string(),
-                        *p,
-                        CommittedOffset {
-                            offset: *o,
-                            leader_epoch: -1,
-                            metadata: None,
-                            commit_timestamp_ms: rivulet_log::now_ms(),
-                        },
-                    )
-                })
-                .collect();
+            let pending = self.uncommitted();
             if !pending.is_empty() {
                 let broker = self.state.broker.clone();
                 let group = g.name.clone();
