@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
@@ -30,9 +31,11 @@ const MAX_RECORDS_CAP: usize = 10_000;
 
 pub(crate) async fn poll(
     State(state): State<AppState>,
-    Path((topic_name, partition)): Path<(String, i32)>,
-    Query(q): Query<PollQuery>,
+    path: Result<Path<(String, i32)>, PathRejection>,
+    query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path((topic_name, partition)) = path?;
+    let Query(q) = query?;
     let topic = state
         .broker
         .topic(&topic_name)

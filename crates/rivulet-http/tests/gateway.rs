@@ -187,6 +187,12 @@ async fn bad_input_gets_clear_json_errors() {
     assert_eq!((code, e["error_code"].as_i64()), (413, Some(41301)), "{e}");
     let (code, e) = get(&g, "/v1/topics/t/partitions/0/records?offset=99").await;
     assert_eq!((code, e["error_code"].as_i64()), (416, Some(41601)), "{e}");
+    let (code, e) = get(&g, "/v1/topics/t/partitions/x/records").await;
+    assert_eq!((code, e["error_code"].as_i64()), (400, Some(40001)), "{e}");
+    let (code, e) = get(&g, "/v1/topics/t/partitions/0/records?bogus=1").await;
+    assert_eq!((code, e["error_code"].as_i64()), (400, Some(40001)), "{e}");
+    let (code, e) = get(&g, "/v1/topics/t/events?partition=zz").await;
+    assert_eq!((code, e["error_code"].as_i64()), (400, Some(40001)), "{e}");
     let (code, e) = get(&g, "/v1/nothing").await;
     assert_eq!((code, e["error_code"].as_i64()), (404, Some(40400)));
     let (code, e) = send(&g, "POST", "/v1/topics", r#"{"name":"bad/name"}"#).await;
