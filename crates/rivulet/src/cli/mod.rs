@@ -1,6 +1,7 @@
 //! Operator commands (`topic`, `produce`, `consume`, `group`, `status`). They speak the Kafka
 //! protocol through librdkafka, so they work against Rivulet and against any Kafka cluster.
 
+mod bench;
 mod consume;
 mod dlq;
 mod group;
@@ -36,6 +37,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// List and redrive dead letters of services built on the Rivulet SDK.
     Dlq(dlq::DlqArgs),
+    /// Benchmark a Kafka-compatible broker against this machine's disk and loopback limits.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs an operator command.
@@ -47,6 +50,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Group(args) => group::run(args),
         Command::Status(args) => status::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
