@@ -355,11 +355,29 @@ struct Workload {
 struct Baseline {
     dir: String,
     write_size_bytes: usize,
-    secs: f64,
     disk_write_mb_per_sec: f64,
+    disk_write_bytes: u64,
+    disk_write_secs: f64,
     disk_write_fdatasync_mb_per_sec: f64,
+    disk_write_fdatasync_bytes: u64,
+    disk_write_fdatasync_secs: f64,
     fdatasyncs_per_sec: f64,
     loopback_tcp_mb_per_sec: f64,
+    loopback_tcp_secs: f64,
+}
+
+/// One disk baseline measurement.
+#[derive(Debug, Clone, Copy)]
+struct DiskSample {
+    bytes: u64,
+    syncs: u64,
+    secs: f64,
+}
+
+impl DiskSample {
+    fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.secs.max(1e-9)
+    }
 }
 
 /// What one durability level measured.
@@ -972,26 +990,30 @@ fn run_baselines(args: &KafkaArgs) -> Result<Baseline> {
     if std::io::stderr().is_terminal() {
         eprint!("\rbaseline: disk and loopback TCP, {secs} s each  ");
     }
-    let (write_mbps, _) = disk_baseline(&dir, write_size, secs, false)?;
-    let (sync_mbps, syncs_per_sec) = disk_baseline(&dir, write_size, secs, true)?;
-    let tcp_mbps = tcp_baseline(write_size.min(BASELINE_TCP_WRITE_BYTES_MAX), secs)?;
+    let write = disk_baseline(&dir, write_size, secs, false)?;
+    let sync = disk_baseline(&dir, write_size, secs, true)?;
+    let (tcp_mbps, tcp_secs) = tcp_baseline(write_size.min(BASELINE_TCP_WRITE_BYTES_MAX), secs)?;
     if std::io::stderr().is_terminal() {
         eprint!("\r{:70}\r", "");
     }
     Ok(Baseline {
         dir: dir.display().to_string(),
         write_size_bytes: write_size,
-        secs,
-        disk_write_mb_per_sec: write_mbps,
-        disk_write_fdatasync_mb_per_sec: sync_mbps,
-        fdatasyncs_per_sec: syncs_per_sec,
+        disk_write_mb_per_sec: write.mb_per_sec(),
+        disk_write_bytes: write.bytes,
+        disk_write_secs: write.secs,
+        disk_write_fdatasync_mb_per_sec: sync.mb_per_sec(),
+        disk_write_fdatasync_bytes: sync.bytes,
+        disk_write_fdatasync_secs: sync.secs,
+        fdatasyncs_per_sec: sync.syncs as f64 / sync.secs.max(1e-9),
         loopback_tcp_mb_per_sec: tcp_mbps,
+        loopback_tcp_secs: tcp_secs,
     })
 }
 
 /// Sequential writes of `write_size` into a new file for `secs` (at most
-/// [`BASELINE_DISK_BYTES_MAX`]), optionally with an fdatasync after each; MB/s and syncs/s.
-fn disk_baseline(dir: &Path, write_size: usize, secs: f64, sync: bool) -> Result<(f64, f64)> {
+/// [`BASELINE_DISK_BYTES_MAX`]), optionally with an fdatasync after each.
+fn disk_baseline(dir: &Path, write_size: usize, secs: f64, sync: bool) -> Result<DiskSample> {
     let path = dir.join(format!(".rivulet-bench-baseline-{}", std::process::id()));
     let measure = || -> std::io::Result<(u64, u64, f64)> {
         let mut file = File::create(&path)?;
@@ -1021,12 +1043,15 @@ fn disk_baseline(dir: &Path, write_size: usize, secs: f64, sync: bool) -> Result
             dir.display()
         )
     })?;
-    let elapsed = elapsed.max(1e-9);
-    Ok((bytes as f64 / 1e6 / elapsed, syncs as f64 / elapsed))
+    Ok(DiskSample {
+        bytes,
+        syncs,
+        secs: elapsed,
+    })
 }
 
-/// A sender and a receiver thread over 127.0.0.1 for `secs`; MB/s received.
-fn tcp_baseline(write_size: usize, secs: f64) -> Result<f64> {
+/// A sender and a receiver thread over 127.0.0.1 for `secs`; MB/s received and seconds taken.
+fn tcp_baseline(write_size: usize, secs: f64) -> Result<(f64, f64)> {
     let listener = TcpListener::bind("127.0.0.1:0").context("loopback baseline: bind")?;
     let addr = listener.local_addr().context("loopback baseline")?;
     let receiver = thread::spawn(move || -> Result<u64> {
@@ -1053,7 +1078,7 @@ fn tcp_baseline(write_size: usize, secs: f64) -> Result<f64> {
         .context("loopback baseline: shutdown")?;
     let total = join(receiver, "loopback receiver")?;
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-    Ok(total as f64 / 1e6 / elapsed)
+    Ok((total as f64 / 1e6 / elapsed, elapsed))
 }
 
 fn ms(v: f64) -> String {
@@ -1174,18 +1199,30 @@ fn render(report: &Report) -> String {
             (
                 "disk write",
                 format!(
-                    "{:.1} MB/s ({} B writes, {} s)",
-                    b.disk_write_mb_per_sec, b.write_size_bytes, b.secs
+                    "{:.1} MB/s ({} B writes, {:.1} MB in {:.2} s)",
+                    b.disk_write_mb_per_sec,
+                    b.write_size_bytes,
+                    b.disk_write_bytes as f64 / 1e6,
+                    b.disk_write_secs
                 ),
             ),
             (
                 "disk write+fdatasync",
                 format!(
-                    "{:.1} MB/s ({:.0} fdatasync/s)",
-                    b.disk_write_fdatasync_mb_per_sec, b.fdatasyncs_per_sec
+                    "{:.1} MB/s ({:.0} fdatasync/s, {:.1} MB in {:.2} s)",
+                    b.disk_write_fdatasync_mb_per_sec,
+                    b.fdatasyncs_per_sec,
+                    b.disk_write_fdatasync_bytes as f64 / 1e6,
+                    b.disk_write_fdatasync_secs
                 ),
             ),
-            ("loopback TCP", format!("{:.1} MB/s", b.loopback_tcp_mb_per_sec)),
+            (
+                "loopback TCP",
+                format!(
+                    "{:.1} MB/s ({:.2} s)",
+                    b.loopback_tcp_mb_per_sec, b.loopback_tcp_secs
+                ),
+            ),
         ]));
     }
     out
