@@ -388,6 +388,9 @@ impl Handler {
                         }
                         if acks == -1 {
                             pending.push((ti, pi, log, outcome.last_offset + 1));
+                        } else {
+                            // Nobody waits for this sync, but readers only see durable data.
+                            log.request_sync(outcome.last_offset + 1);
                         }
                     }
                     Err((code, message)) => {

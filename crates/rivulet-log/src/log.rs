@@ -470,6 +470,16 @@ impl Log {
         }
     }
 
+    /// Asks the flusher to make every offset below `next_offset` durable without waiting for
+    /// it. Under `FsyncPolicy::Always` the high watermark only moves with a sync, so a writer
+    /// that does not wait (Kafka `acks=0` or `acks=1`) calls this to make its records
+    /// readable. Other policies need nothing and return at once.
+    pub fn request_sync(&self, next_offset: i64) {
+        if self.config().fsync == FsyncPolicy::Always && self.durable_offset() < next_offset {
+            self.request_durable(next_offset);
+        }
+    }
+
     fn request_durable(&self, next_offset: i64) {
         let flusher = &self.shared.flusher;
         let mut st = lock(&flusher.state);

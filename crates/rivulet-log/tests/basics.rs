@@ -249,3 +249,18 @@ fn concurrent_appenders_share_fsyncs() {
         assert_eq!(vals, (0..per_thread).map(|i| i.to_string()).collect::<Vec<_>>());
     }
 }
+
+#[tokio::test]
+async fn request_sync_makes_appends_visible_without_waiting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogConfig::default()).expect("open");
+    let mut rx = log.subscribe();
+    let out = log.append(&batch_of("r", 3, 1, 7)).expect("append");
+    log.request_sync(out.last_offset + 1);
+    tokio::time::timeout(std::time::Duration::from_secs(5), rx.wait_for(|hwm| *hwm >= 3))
+        .await
+        .expect("the requested sync moved the high watermark")
+        .expect("channel open");
+    assert!(log.durable_offset() >= 3);
+    assert_eq!(read_all(&log, 0).len(), 3);
+}
