@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub request_read_timeout_ms: u64,
     /// Connections idle this long are closed.
     pub idle_timeout_ms: u64,
+    /// A connection whose socket accepts no response bytes for this long is closed: a client
+    /// that stopped reading would otherwise hold its Fetch response memory, which all
+    /// connections share, for ever.
+    pub write_stall_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_ms: u64,
     /// Interval of group-session checks.
@@ -330,8 +334,31 @@ async fn serve_connection(
         };
         drop(permit);
         if let Some((bytes, reservation)) = response {
-            stream.write_all(&bytes).await?;
+            let stall = Duration::from_millis(config.write_stall_timeout_ms);
+            if !write_unless_stalled(&mut stream, &bytes, stall).await? {
+                tracing::warn!(
+                    peer = %peer,
+                    response_bytes = bytes.len(),
+                    stall_ms = config.write_stall_timeout_ms,
+                    "Closing connection: the client stopped reading responses"
+                );
+                return Ok(());
+            }
             drop(reservation);
         }
     }
+}
+
+/// Writes all of `bytes`; `Ok(false)` when the socket accepted nothing for `stall`.
+async fn write_unless_stalled(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -> io::Result<bool> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match tokio::time::timeout(stall, stream.write(&bytes[written..])).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
 }

@@ -94,6 +94,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RIVULET_IDLE_TIMEOUT_MS", value_name = "MS")]
     idle_timeout_ms: Option<u64>,
 
+    /// Close a connection whose client accepts no response bytes for this long; it would
+    /// otherwise hold Fetch response memory shared by all connections [default: 30000]
+    #[arg(long, env = "RIVULET_WRITE_STALL_TIMEOUT_MS", value_name = "MS")]
+    write_stall_timeout_ms: Option<u64>,
+
     /// On SIGTERM/Ctrl-C, wait this long for in-flight requests [default: 10000]
     #[arg(long, env = "RIVULET_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
@@ -133,6 +138,7 @@ struct FileConfig {
     fetch_bytes_max: Option<usize>,
     fetch_wait_ms_max: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    write_stall_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     http_listen: Option<String>,
     http_body_bytes_max: Option<usize>,
@@ -235,6 +241,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let fetch_bytes_max = setting!(fetch_bytes_max, 50 << 20);
     let fetch_wait_ms_max = setting!(fetch_wait_ms_max, 30_000);
     let idle_timeout_ms = setting!(idle_timeout_ms, 600_000);
+    let write_stall_timeout_ms = setting!(write_stall_timeout_ms, 30_000);
     let shutdown_timeout_ms = setting!(shutdown_timeout_ms, 10_000);
     if request_bytes_max > request_memory_bytes_max {
         bail!("request_bytes_max ({request_bytes_max}) must not exceed request_memory_bytes_max ({request_memory_bytes_max})");
@@ -276,6 +283,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             connections_max,
             request_read_timeout_ms: 30_000,
             idle_timeout_ms,
+            write_stall_timeout_ms,
             shutdown_timeout_ms,
             group_tick_ms: 250,
             maintenance_interval_ms: 1_000,

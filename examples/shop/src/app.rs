@@ -186,6 +186,7 @@ pub async fn serve_kafka(
         connections_max: 256,
         request_read_timeout_ms: 30_000,
         idle_timeout_ms: 600_000,
+        write_stall_timeout_ms: 30_000,
         shutdown_timeout_ms: 2_000,
         group_tick_ms: 100,
         maintenance_interval_ms: 1_000,
