@@ -41,17 +41,28 @@ impl Rivulet {
 
     /// Starts a server whose `--listen` (if given in `args`) uses `port`.
     pub fn start_on(port: u16, args: &[&str], envs: &[(&str, &str)]) -> Rivulet {
+        let mut r = Rivulet::unstarted(port, args, envs);
+        r.spawn();
+        r
+    }
+
+    /// A server that is not running yet (its temporary directory exists, its data directory
+    /// does not): prepare [`Rivulet::data_dir`], then call [`Rivulet::respawn`].
+    pub fn unstarted(port: u16, args: &[&str], envs: &[(&str, &str)]) -> Rivulet {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let mut r = Rivulet {
+        Rivulet {
             child: None,
             port,
             http_port: free_port(),
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
-        r.spawn();
-        r
+        }
+    }
+
+    /// The data directory (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// The temporary directory (the data directory is `data` inside it).
@@ -79,7 +90,7 @@ impl Rivulet {
                 .arg(format!("127.0.0.1:{}", self.http_port));
         }
         cmd.arg("--data-dir")
-            .arg(self.dir.path().join("data"))
+            .arg(self.data_dir())
             .args(&self.args)
             .env("RUST_LOG", "info")
             .env_remove("RIVULET_CONFIG")
@@ -174,6 +185,20 @@ impl Rivulet {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown, no final fsync) and waits for it to exit.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait after SIGKILL");
+    }
+
+    /// Starts the process again on the same port, data directory and settings after
+    /// [`Rivulet::kill9`] or [`Rivulet::stop`].
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        self.spawn();
     }
 
     /// Stops gracefully (asserting exit code 0) and starts again on the same port and data.
