@@ -25,7 +25,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::Message;
 use serde::Serialize;
 
@@ -269,7 +269,8 @@ struct Counters {
     consume_errors: AtomicU64,
 }
 
-/// Producer context: records publish latency from delivery reports.
+/// Producer context: records publish latency from delivery reports, which the producer's own
+/// polling thread delivers as soon as librdkafka has them.
 struct DeliveryContext {
     clock: Clock,
     window: Window,
@@ -678,7 +679,7 @@ fn consume_loop(consumer: &BaseConsumer, shared: &ConsumerShared) -> Result<Hist
 /// Sends records until the window ends (as fast as possible, or on the fixed-rate schedule),
 /// then flushes.
 fn produce_loop(
-    producer: &BaseProducer<DeliveryContext>,
+    producer: &ThreadedProducer<DeliveryContext>,
     topic: &str,
     record_size: usize,
     schedule: Option<(f64, f64)>,
@@ -708,13 +709,10 @@ fn produce_loop(
                     if now >= t {
                         break;
                     }
+                    // Sleep rather than spin: the broker may share these cores. Timer slack
+                    // makes a record late by tens of microseconds, which its latency includes.
                     let wait_ns = t - now;
-                    if wait_ns > 200_000 {
-                        producer.poll(Duration::ZERO);
-                        thread::sleep(Duration::from_nanos(wait_ns - 100_000));
-                    } else {
-                        thread::yield_now();
-                    }
+                    thread::sleep(Duration::from_nanos(wait_ns));
                 }
                 t
             }
@@ -724,7 +722,7 @@ fn produce_loop(
             match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&buf[..])) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    producer.poll(Duration::from_millis(1));
+                    thread::sleep(Duration::from_millis(1));
                     if clock.now_ns() > give_up_ns {
                         bail!("the producer queue stayed full for {FLUSH_SECS_MAX} s after the run");
                     }
@@ -733,9 +731,6 @@ fn produce_loop(
             }
         }
         sent += 1;
-        if sent % 64 == 0 {
-            producer.poll(Duration::ZERO);
-        }
     }
     producer.flush(Duration::from_secs(FLUSH_SECS_MAX)).map_err(|e| {
         anyhow!(
@@ -827,7 +822,7 @@ fn drive(
             counters: Arc::clone(&counters),
             hist: Mutex::new(new_histogram()?),
         };
-        let producer: BaseProducer<DeliveryContext> = producer_config(args)?
+        let producer: ThreadedProducer<DeliveryContext> = producer_config(args)?
             .create_with_context(context)
             .map_err(|e| anyhow!("cannot create a Kafka producer: {e}"))?;
         let schedule = args.rate.map(|rate| {
