@@ -20,13 +20,35 @@ pub struct Rivulet {
     envs: Vec<(String, String)>,
 }
 
-/// Picks a free TCP port on 127.0.0.1.
+/// Picks a free TCP port on 127.0.0.1 for a server.
+///
+/// Ports come from 20000-31999, below the kernel's ephemeral range, so a port released by a
+/// server that is restarting is not handed out again by `bind(0)` to another test or to a
+/// client socket in the meantime.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..1_000 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mixed = (nanos ^ u64::from(std::process::id()) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            .rotate_left(31);
+        let port = 20_000 + (mixed % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// Line `rivulet serve` logs once all its listeners are bound.
+const SERVING_LINE: &str = "Rivulet is serving";
 
 impl Rivulet {
     /// Starts a server with a fresh data directory.
@@ -100,11 +122,16 @@ impl Rivulet {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
+        // This process's own "serving" line, not a connect that another test's server on a
+        // reused port could answer, says the server is up.
+        let serving_before = self.log().matches(SERVING_LINE).count();
         let child = cmd.spawn().expect("spawn rivulet serve");
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if self.log().matches(SERVING_LINE).count() > serving_before
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
                 return;
             }
             if let Some(child) = self.child.as_mut() {
