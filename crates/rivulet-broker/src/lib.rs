@@ -14,6 +14,7 @@
 pub mod error;
 pub mod groups;
 pub mod offsets;
+pub mod partitioner;
 pub mod producers;
 pub mod topics;
 
