@@ -153,7 +153,13 @@ fn create(
     let results = runtime()?
         .block_on(admin.create_topics(new_topics.iter(), &opts))
         .map_err(|e| conn.error(e, "creating topics"))?;
-    let statuses: Vec<TopicStatus> = results
+    let statuses = statuses_of(results);
+    print_statuses(conn, &statuses, "created")
+}
+
+/// One status row per topic of an admin operation's results.
+fn statuses_of(results: Vec<Result<String, (String, RDKafkaErrorCode)>>) -> Vec<TopicStatus> {
+    results
         .into_iter()
         .map(|r| match r {
             Ok(topic) => TopicStatus {
@@ -167,8 +173,7 @@ fn create(
                 error: Some(with_hint(code)),
             },
         })
-        .collect();
-    print_statuses(conn, &statuses, "created")
+        .collect()
 }
 
 /// The replication factor of a topic as the metadata shows it.
@@ -379,21 +384,7 @@ fn delete(conn: &ConnArgs, topics: &[String]) -> Result<()> {
     let results = runtime()?
         .block_on(admin.delete_topics(&names, &conn.admin_options()))
         .map_err(|e| conn.error(e, "deleting topics"))?;
-    let statuses: Vec<TopicStatus> = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(topic) => TopicStatus {
-                topic,
-                ok: true,
-                error: None,
-            },
-            Err((topic, code)) => TopicStatus {
-                topic,
-                ok: false,
-                error: Some(with_hint(code)),
-            },
-        })
-        .collect();
+    let statuses = statuses_of(results);
     print_statuses(conn, &statuses, "deleted")
 }
 
