@@ -562,14 +562,11 @@ fn stuck_consumers_and_a_producer_flood_keep_memory_bounded_and_others_served() 
         })
         .collect();
 
-    let mut worst = Duration::ZERO;
+    let mut took_all = Vec::new();
     let mut rss_max = 0u64;
     let flood_started = Instant::now();
-    let mut probes = 0;
-    while flood_started.elapsed() < Duration::from_secs(4) || probes < 5 {
-        let took = round_trip("under flood");
-        probes += 1;
-        worst = worst.max(took);
+    while flood_started.elapsed() < Duration::from_secs(4) || took_all.len() < 5 {
+        took_all.push(round_trip("under flood"));
         if let Some(rss) = server.rss_kib() {
             rss_max = rss_max.max(rss);
         }
@@ -583,8 +580,11 @@ fn stuck_consumers_and_a_producer_flood_keep_memory_bounded_and_others_served() 
     if let Some(rss) = server.rss_kib() {
         rss_max = rss_max.max(rss);
     }
+    took_all.sort();
+    let worst = took_all[took_all.len() - 1];
+    let median = took_all[took_all.len() / 2];
     println!(
-        "flood: {} records flooded, {probe_n} probe round trips, worst {worst:?}, RSS {:?} KiB before, {rss_max} KiB max",
+        "flood: {} records flooded, {probe_n} probe round trips, median {median:?}, worst {worst:?}, RSS {:?} KiB before, {rss_max} KiB max",
         flooded.load(Ordering::SeqCst),
         rss_before
     );
@@ -600,9 +600,16 @@ fn stuck_consumers_and_a_producer_flood_keep_memory_bounded_and_others_served() 
         log.contains("the client stopped reading responses"),
         "stuck consumers are disconnected:\n{log}"
     );
+    // A starved client would wait for the 30 s probe deadline: stuck connections pin the
+    // shared fetch memory until the 1 s write-stall timeout closes them. The bounds leave room
+    // for a 2-core machine running other tests at the same time.
     assert!(
-        worst < Duration::from_secs(2),
-        "a normal client's round trip took {worst:?} under the flood"
+        median < Duration::from_millis(500),
+        "a normal client's median round trip took {median:?} under the flood"
+    );
+    assert!(
+        worst < Duration::from_secs(6),
+        "a normal client's worst round trip took {worst:?} under the flood"
     );
     if let Some(before) = rss_before {
         // Request and Fetch-response budgets, plus slack for runtime and page-cache effects.
