@@ -33,6 +33,13 @@ use super::output::{emit, emit_json, key_values, section, Table};
 use super::topic::parse_key_value;
 use super::{runtime, with_hint, ConnArgs, Format};
 
+#[cfg(feature = "peers")]
+mod nats;
+#[cfg(feature = "peers")]
+mod peer;
+#[cfg(feature = "peers")]
+mod rabbitmq;
+
 /// Bytes at the start of every record: intended send time (u64 LE ns) and run id (u64 LE).
 const HEADER_BYTES: usize = 16;
 /// Largest record the bench produces.
@@ -77,6 +84,22 @@ enum Target {
     /// Benchmark a Kafka-compatible broker: N producers, M consumers (one group), one topic of P
     /// partitions created for the run, plus disk and loopback TCP baselines in the same run.
     Kafka(Box<KafkaArgs>),
+    /// Benchmark NATS JetStream (async-nats): one file-backed stream per partition.
+    #[cfg(feature = "peers")]
+    Nats(Box<nats::NatsArgs>),
+    /// Benchmark RabbitMQ streams (rabbitmq-stream-client): one stream per partition.
+    #[cfg(feature = "peers")]
+    RabbitmqStream(Box<rabbitmq::StreamArgs>),
+    /// Benchmark RabbitMQ quorum queues (lapin, publisher confirms): one queue per partition.
+    #[cfg(feature = "peers")]
+    RabbitmqQuorum(Box<rabbitmq::QuorumArgs>),
+    /// Peer benchmarks need a build with `--features peers`.
+    #[cfg(not(feature = "peers"))]
+    #[command(name = "nats", aliases = ["rabbitmq-stream", "rabbitmq-quorum", "compare"])]
+    PeersMissing {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
 }
 
 /// Which durability levels to measure.
@@ -106,32 +129,21 @@ impl Durability {
     }
 }
 
-/// Arguments of `rivulet bench kafka`.
-#[derive(Debug, Args)]
-struct KafkaArgs {
-    #[command(flatten)]
-    conn: ConnArgs,
-    /// Producer clients, each on its own thread
+/// The workload and measurement settings every driver shares.
+#[derive(Debug, Clone, Args)]
+pub(super) struct WorkloadArgs {
+    /// Producer clients, each on its own thread or task
     #[arg(long, default_value_t = 1)]
     producers: usize,
-    /// Consumer clients, all in one consumer group, each on its own thread
+    /// Consumer clients (Kafka: one consumer group), each on its own thread or task
     #[arg(long, default_value_t = 1)]
     consumers: usize,
-    /// Partitions of the benchmark topic
+    /// Partitions of the benchmark topic (peers: streams or queues, one per partition)
     #[arg(short, long, default_value_t = 16)]
     partitions: i32,
     /// Bytes per record value (at least 16: send time and run id)
     #[arg(long, default_value_t = 1024, value_name = "BYTES")]
     record_size: usize,
-    /// librdkafka batch.size: most bytes per partition batch
-    #[arg(long, default_value_t = 1_000_000, value_name = "BYTES")]
-    batch_size: usize,
-    /// librdkafka linger.ms: how long a batch may wait to fill
-    #[arg(long, default_value_t = 1, value_name = "MS")]
-    linger_ms: u64,
-    /// Producer acks: all, 1 or 0
-    #[arg(long, default_value = "all")]
-    acks: String,
     /// Measured seconds (after the warm-up)
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     duration: u64,
@@ -144,19 +156,6 @@ struct KafkaArgs {
     /// Durability levels to run: d0 (ack after page cache), d1 (ack after fdatasync), both
     #[arg(long, value_enum, default_value = "both")]
     durability: DurabilityChoice,
-    /// Topic config KEY=VALUE for D0 on a non-Rivulet broker (repeatable) [default: broker default]
-    #[arg(long = "d0-configs", value_name = "KEY=VALUE")]
-    d0_configs: Vec<String>,
-    /// Topic config KEY=VALUE that makes a non-Rivulet broker fsync before acking (repeatable);
-    /// without it D1 is reported as not controllable
-    #[arg(long = "d1-configs", value_name = "KEY=VALUE")]
-    d1_configs: Vec<String>,
-    /// Topic name prefix [default: rivulet-bench-<pid>]
-    #[arg(long)]
-    topic: Option<String>,
-    /// Keep the benchmark topics instead of deleting them after each run
-    #[arg(long)]
-    keep: bool,
     /// Process id of the broker, to report its CPU time and find its data directory
     #[arg(long, value_name = "PID")]
     broker_pid: Option<u32>,
@@ -170,36 +169,75 @@ struct KafkaArgs {
     /// Seconds per baseline [default: --duration]
     #[arg(long, value_name = "SECS")]
     baseline_secs: Option<u64>,
+    /// Print a line per interval of this many seconds while measuring (records/s, p99 of the
+    /// interval, broker RSS): for soak runs; 0 prints none
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    report_interval: u64,
+}
+
+impl WorkloadArgs {
+    fn levels(&self) -> &'static [Durability] {
+        match self.durability {
+            DurabilityChoice::D0 => &[Durability::D0],
+            DurabilityChoice::D1 => &[Durability::D1],
+            DurabilityChoice::Both => &[Durability::D0, Durability::D1],
+        }
+    }
+}
+
+/// Arguments of `rivulet bench kafka`.
+#[derive(Debug, Args)]
+struct KafkaArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(flatten)]
+    load: WorkloadArgs,
+    /// librdkafka batch.size: most bytes per partition batch
+    #[arg(long, default_value_t = 1_000_000, value_name = "BYTES")]
+    batch_size: usize,
+    /// librdkafka linger.ms: how long a batch may wait to fill
+    #[arg(long, default_value_t = 1, value_name = "MS")]
+    linger_ms: u64,
+    /// Producer acks: all, 1 or 0
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// Topic config KEY=VALUE for D0 on a non-Rivulet broker (repeatable) [default: broker default]
+    #[arg(long = "d0-configs", value_name = "KEY=VALUE")]
+    d0_configs: Vec<String>,
+    /// Topic config KEY=VALUE that makes a non-Rivulet broker fsync before acking (repeatable);
+    /// without it D1 is reported as not controllable
+    #[arg(long = "d1-configs", value_name = "KEY=VALUE")]
+    d1_configs: Vec<String>,
+    /// Topic name prefix [default: rivulet-bench-<pid>]
+    #[arg(long)]
+    topic: Option<String>,
+    /// Keep the benchmark topics instead of deleting them after each run
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Runs `rivulet bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.target {
         Target::Kafka(args) => run_kafka(*args),
+        #[cfg(feature = "peers")]
+        Target::Nats(args) => nats::run(*args),
+        #[cfg(feature = "peers")]
+        Target::RabbitmqStream(args) => rabbitmq::run_stream(*args),
+        #[cfg(feature = "peers")]
+        Target::RabbitmqQuorum(args) => rabbitmq::run_quorum(*args),
+        #[cfg(not(feature = "peers"))]
+        Target::PeersMissing { .. } => bail!(
+            "this rivulet was built without the peer drivers; build it with \
+             `cargo build --release -p rivulet --features peers`"
+        ),
     }
 }
 
 fn validate(args: &KafkaArgs) -> Result<()> {
-    if !(1..=PRODUCERS_MAX).contains(&args.producers) {
-        bail!("--producers must be between 1 and {PRODUCERS_MAX}");
-    }
-    if !(1..=CONSUMERS_MAX).contains(&args.consumers) {
-        bail!("--consumers must be between 1 and {CONSUMERS_MAX}");
-    }
-    if !(1..=PARTITIONS_MAX).contains(&args.partitions) {
-        bail!("--partitions must be between 1 and {PARTITIONS_MAX}");
-    }
-    if !(HEADER_BYTES..=RECORD_BYTES_MAX).contains(&args.record_size) {
-        bail!("--record-size must be between {HEADER_BYTES} and {RECORD_BYTES_MAX} bytes");
-    }
+    args.load.validate()?;
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1 byte");
-    }
-    if !(1..=DURATION_SECS_MAX).contains(&args.duration) || args.warmup > DURATION_SECS_MAX {
-        bail!("--duration must be 1..={DURATION_SECS_MAX} s and --warmup at most that");
-    }
-    if args.rate == Some(0) {
-        bail!("--rate must be at least 1 record/s");
     }
     if !matches!(args.acks.as_str(), "all" | "-1" | "1" | "0") {
         bail!("--acks must be all, 1 or 0");
@@ -208,6 +246,34 @@ fn validate(args: &KafkaArgs) -> Result<()> {
         parse_key_value(c)?;
     }
     Ok(())
+}
+
+impl WorkloadArgs {
+    fn validate(&self) -> Result<()> {
+        let args = self;
+        if !(1..=PRODUCERS_MAX).contains(&args.producers) {
+            bail!("--producers must be between 1 and {PRODUCERS_MAX}");
+        }
+        if !(1..=CONSUMERS_MAX).contains(&args.consumers) {
+            bail!("--consumers must be between 1 and {CONSUMERS_MAX}");
+        }
+        if !(1..=PARTITIONS_MAX).contains(&args.partitions) {
+            bail!("--partitions must be between 1 and {PARTITIONS_MAX}");
+        }
+        if !(HEADER_BYTES..=RECORD_BYTES_MAX).contains(&args.record_size) {
+            bail!("--record-size must be between {HEADER_BYTES} and {RECORD_BYTES_MAX} bytes");
+        }
+        if !(1..=DURATION_SECS_MAX).contains(&args.duration) || args.warmup > DURATION_SECS_MAX {
+            bail!("--duration must be 1..={DURATION_SECS_MAX} s and --warmup at most that");
+        }
+        if args.rate == Some(0) {
+            bail!("--rate must be at least 1 record/s");
+        }
+        if args.report_interval > DURATION_SECS_MAX {
+            bail!("--report-interval must be at most {DURATION_SECS_MAX} s");
+        }
+        Ok(())
+    }
 }
 
 /// Nanoseconds since the start of the run; shared by every thread of the process.
@@ -277,6 +343,7 @@ struct DeliveryContext {
     run_id: u64,
     counters: Arc<Counters>,
     hist: Mutex<Histogram<u64>>,
+    interval: Arc<IntervalReporter>,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -300,6 +367,7 @@ impl ProducerContext for DeliveryContext {
                     if let Ok(mut hist) = self.hist.lock() {
                         record_latency(&mut hist, intended, now);
                     }
+                    self.interval.record(intended, now);
                 }
             }
             Err(_) => {
@@ -342,9 +410,8 @@ struct Workload {
     consumers: usize,
     partitions: i32,
     record_size_bytes: usize,
-    batch_size_bytes: usize,
-    linger_ms: u64,
-    acks: String,
+    /// Client settings of the driver (Kafka: acks, batch.size, linger.ms).
+    client: String,
     mode: &'static str,
     rate_records_per_sec: Option<u64>,
     warmup_secs: u64,
@@ -401,13 +468,207 @@ struct Measured {
     fraction_of_disk_baseline: Option<f64>,
     /// Produce MB/s over loopback TCP MB/s.
     fraction_of_loopback_tcp: Option<f64>,
+    /// Per-interval figures when `--report-interval` is set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    intervals: Vec<IntervalRow>,
+}
+
+impl Measured {
+    /// Figures of one finished run from its counters and histograms.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        topic: String,
+        load: &WorkloadArgs,
+        level: Durability,
+        counters: &Counters,
+        publish: &Histogram<u64>,
+        e2e: &Histogram<u64>,
+        cpu: (Option<CpuSample>, Option<CpuSample>),
+        baseline: Option<&Baseline>,
+        intervals: Vec<IntervalRow>,
+    ) -> Measured {
+        let secs = load.duration as f64;
+        let mb = |records: u64| records as f64 * load.record_size as f64 / 1e6 / secs;
+        let acked_measured = counters.acked_measured.load(Ordering::Relaxed);
+        let consumed_measured = counters.consumed_measured.load(Ordering::Relaxed);
+        let produce_mb_per_sec = mb(acked_measured);
+        let (cpu_start, cpu_end) = cpu;
+        let cpu_delta = |pick: fn(&CpuSample) -> Option<f64>| -> Option<f64> {
+            Some(pick(cpu_end.as_ref()?)? - pick(cpu_start.as_ref()?)?)
+        };
+        let disk_reference = baseline.map(|b| match level {
+            Durability::D0 => b.disk_write_mb_per_sec,
+            Durability::D1 => b.disk_write_fdatasync_mb_per_sec,
+        });
+        let ratio = |reference: Option<f64>| reference.filter(|r| *r > 0.0).map(|r| produce_mb_per_sec / r);
+        Measured {
+            topic,
+            produced_records: counters.acked_total.load(Ordering::Relaxed),
+            failed_records: counters.failed.load(Ordering::Relaxed),
+            consumed_records: counters.consumed_total.load(Ordering::Relaxed),
+            consume_errors: counters.consume_errors.load(Ordering::Relaxed),
+            produce_records_per_sec: acked_measured as f64 / secs,
+            produce_mb_per_sec,
+            consume_records_per_sec: consumed_measured as f64 / secs,
+            consume_mb_per_sec: mb(consumed_measured),
+            publish_latency_ms: Latency::of(publish),
+            e2e_latency_ms: Latency::of(e2e),
+            cpu_secs_generator: cpu_delta(|s| s.generator).unwrap_or(0.0),
+            cpu_secs_broker: cpu_delta(|s| s.broker),
+            fraction_of_disk_baseline: ratio(disk_reference),
+            fraction_of_loopback_tcp: ratio(baseline.map(|b| b.loopback_tcp_mb_per_sec)),
+            intervals,
+        }
+    }
+}
+
+/// Figures of one `--report-interval` interval.
+#[derive(Debug, Clone, Serialize)]
+struct IntervalRow {
+    /// Seconds since measuring started, at the interval's end.
+    at_secs: f64,
+    acked_records_per_sec: f64,
+    consumed_records_per_sec: f64,
+    publish_p50_ms: Option<f64>,
+    publish_p99_ms: Option<f64>,
+    publish_max_ms: Option<f64>,
+    broker_rss_mib: Option<f64>,
+    broker_cpu_secs: Option<f64>,
+}
+
+/// Per-interval publish latency and throughput, for soak runs.
+#[derive(Debug)]
+struct IntervalReporter {
+    every_ns: u64,
+    broker_pid: Option<u32>,
+    state: Mutex<IntervalState>,
+}
+
+#[derive(Debug)]
+struct IntervalState {
+    hist: Histogram<u64>,
+    started_ns: u64,
+    last_ns: u64,
+    last_acked: u64,
+    last_consumed: u64,
+    rows: Vec<IntervalRow>,
+}
+
+/// Most interval rows one run keeps (a day of 10 s intervals).
+const INTERVAL_ROWS_MAX: usize = 8_640;
+
+impl IntervalReporter {
+    fn new(every_secs: u64, broker_pid: Option<u32>) -> Result<IntervalReporter> {
+        Ok(IntervalReporter {
+            every_ns: every_secs.saturating_mul(1_000_000_000),
+            broker_pid,
+            state: Mutex::new(IntervalState {
+                hist: new_histogram()?,
+                started_ns: 0,
+                last_ns: 0,
+                last_acked: 0,
+                last_consumed: 0,
+                rows: Vec::new(),
+            }),
+        })
+    }
+
+    fn enabled(&self) -> bool {
+        self.every_ns > 0
+    }
+
+    /// Records one publish latency into the current interval.
+    fn record(&self, intended_ns: u64, now_ns: u64) {
+        if !self.enabled() {
+            return;
+        }
+        if let Ok(mut state) = self.state.lock() {
+            record_latency(&mut state.hist, intended_ns, now_ns);
+        }
+    }
+
+    /// Marks the start of the measured window.
+    fn start(&self, now_ns: u64, counters: &Counters) {
+        if let Ok(mut state) = self.state.lock() {
+            state.started_ns = now_ns;
+            state.last_ns = now_ns;
+            state.last_acked = counters.acked_total.load(Ordering::Relaxed);
+            state.last_consumed = counters.consumed_total.load(Ordering::Relaxed);
+            state.hist.reset();
+        }
+    }
+
+    /// Closes the interval and prints its line when it is due.
+    fn maybe_print(&self, now_ns: u64, counters: &Counters) {
+        if !self.enabled() {
+            return;
+        }
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if now_ns < state.last_ns + self.every_ns || state.rows.len() >= INTERVAL_ROWS_MAX {
+            return;
+        }
+        let secs = (now_ns - state.last_ns) as f64 / 1e9;
+        let acked = counters.acked_total.load(Ordering::Relaxed);
+        let consumed = counters.consumed_total.load(Ordering::Relaxed);
+        let latency = Latency::of(&state.hist);
+        let (rss, cpu) = match self.broker_pid {
+            Some(pid) => (rss_mib(pid), cpu_secs(&pid.to_string())),
+            None => (None, None),
+        };
+        let row = IntervalRow {
+            at_secs: (now_ns - state.started_ns) as f64 / 1e9,
+            acked_records_per_sec: (acked - state.last_acked) as f64 / secs,
+            consumed_records_per_sec: (consumed - state.last_consumed) as f64 / secs,
+            publish_p50_ms: latency.as_ref().map(|l| l.p50),
+            publish_p99_ms: latency.as_ref().map(|l| l.p99),
+            publish_max_ms: latency.as_ref().map(|l| l.max),
+            broker_rss_mib: rss,
+            broker_cpu_secs: cpu,
+        };
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        eprintln!(
+            "\r[{:>7.1} s] acked {:>9.0}/s consumed {:>9.0}/s publish p50 {} p99 {} max {} ms  broker RSS {} MiB",
+            row.at_secs,
+            row.acked_records_per_sec,
+            row.consumed_records_per_sec,
+            opt(row.publish_p50_ms),
+            opt(row.publish_p99_ms),
+            opt(row.publish_max_ms),
+            opt(row.broker_rss_mib),
+        );
+        state.rows.push(row);
+        state.hist.reset();
+        state.last_ns = now_ns;
+        state.last_acked = acked;
+        state.last_consumed = consumed;
+    }
+
+    /// The rows collected so far.
+    fn finish(&self) -> Vec<IntervalRow> {
+        self.state
+            .lock()
+            .map(|state| state.rows.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Resident set size of a process in MiB, from /proc/<pid>/status.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// One durability level of the report.
 #[derive(Debug, Serialize)]
 struct RunReport {
     durability: &'static str,
+    /// False when the system cannot be configured for this durability level.
     controllable: bool,
+    /// Kafka: topic configs; peers: how the stream or queue was configured, or why not.
     topic_configs: Vec<String>,
     #[serde(flatten)]
     measured: Option<Measured>,
@@ -416,24 +677,54 @@ struct RunReport {
 /// The whole report.
 #[derive(Debug, Serialize)]
 struct Report {
+    /// The system measured: rivulet, kafka-compatible, nats-jetstream, rabbitmq-stream, ...
+    system: String,
+    /// Where it was reached.
     brokers: String,
-    broker_is_rivulet: bool,
     workload: Workload,
     baseline: Option<Baseline>,
     runs: Vec<RunReport>,
 }
 
-fn run_kafka(args: KafkaArgs) -> Result<()> {
-    validate(&args)?;
-    let clock = Clock { base: Instant::now() };
-    let run_id = SystemTime::now()
+/// A run id unlikely to repeat: wall-clock nanoseconds mixed with the process id.
+fn new_run_id() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-        ^ u64::from(std::process::id());
+        ^ u64::from(std::process::id())
+}
+
+impl Workload {
+    fn of(load: &WorkloadArgs, client: String) -> Workload {
+        Workload {
+            producers: load.producers,
+            consumers: load.consumers,
+            partitions: load.partitions,
+            record_size_bytes: load.record_size,
+            client,
+            mode: if load.rate.is_some() {
+                "fixed-rate"
+            } else {
+                "max-rate"
+            },
+            rate_records_per_sec: load.rate,
+            warmup_secs: load.warmup,
+            duration_secs: load.duration,
+        }
+    }
+}
+
+fn run_kafka(args: KafkaArgs) -> Result<()> {
+    validate(&args)?;
+    let clock = Clock { base: Instant::now() };
+    let run_id = new_run_id();
     let is_rivulet = broker_is_rivulet(&args.conn)?;
-    let baseline = if args.baseline {
-        Some(run_baselines(&args)?)
+    let baseline = if args.load.baseline {
+        Some(run_baselines(
+            &args.load,
+            (args.batch_size / args.load.record_size).max(1) * args.load.record_size,
+        )?)
     } else {
         None
     };
@@ -441,11 +732,7 @@ fn run_kafka(args: KafkaArgs) -> Result<()> {
         .topic
         .clone()
         .unwrap_or_else(|| format!("rivulet-bench-{}", std::process::id()));
-    let levels: &[Durability] = match args.durability {
-        DurabilityChoice::D0 => &[Durability::D0],
-        DurabilityChoice::D1 => &[Durability::D1],
-        DurabilityChoice::Both => &[Durability::D0, Durability::D1],
-    };
+    let levels = args.load.levels();
     let mut runs = Vec::new();
     for &level in levels {
         let configs = match (level, is_rivulet) {
@@ -473,25 +760,19 @@ fn run_kafka(args: KafkaArgs) -> Result<()> {
         });
     }
     let report = Report {
-        brokers: args.conn.brokers.clone(),
-        broker_is_rivulet: is_rivulet,
-        workload: Workload {
-            producers: args.producers,
-            consumers: args.consumers,
-            partitions: args.partitions,
-            record_size_bytes: args.record_size,
-            batch_size_bytes: args.batch_size,
-            linger_ms: args.linger_ms,
-            acks: args.acks.clone(),
-            mode: if args.rate.is_some() {
-                "fixed-rate"
-            } else {
-                "max-rate"
-            },
-            rate_records_per_sec: args.rate,
-            warmup_secs: args.warmup,
-            duration_secs: args.duration,
+        system: if is_rivulet {
+            "rivulet".to_string()
+        } else {
+            "kafka-compatible".to_string()
         },
+        brokers: args.conn.brokers.clone(),
+        workload: Workload::of(
+            &args.load,
+            format!(
+                "librdkafka acks={} batch.size={} linger.ms={}",
+                args.acks, args.batch_size, args.linger_ms
+            ),
+        ),
         baseline,
         runs,
     };
@@ -565,7 +846,7 @@ fn run_level(
     run_id: u64,
     baseline: Option<&Baseline>,
 ) -> Result<Measured> {
-    create_topic(&args.conn, topic, args.partitions, configs)?;
+    create_topic(&args.conn, topic, args.load.partitions, configs)?;
     let result = drive(args, level, topic, clock, run_id, baseline);
     if !args.keep {
         if let Err(e) = delete_topic(&args.conn, topic) {
@@ -759,8 +1040,8 @@ fn drive(
     let assigned = Arc::new(AtomicUsize::new(0));
     let group = format!("{topic}-{run_id:x}");
 
-    let mut consumers = Vec::with_capacity(args.consumers);
-    for _ in 0..args.consumers {
+    let mut consumers = Vec::with_capacity(args.load.consumers);
+    for _ in 0..args.load.consumers {
         let consumer: BaseConsumer = consumer_config(args, &group)?
             .create()
             .map_err(|e| anyhow!("cannot create a Kafka consumer: {e}"))?;
@@ -790,7 +1071,7 @@ fn drive(
     };
 
     // Wait for the group to own every partition before producing.
-    let partitions = usize::try_from(args.partitions).unwrap_or(0);
+    let partitions = usize::try_from(args.load.partitions).unwrap_or(0);
     let assign_deadline = Instant::now() + Duration::from_secs(ASSIGN_SECS_MAX);
     while assigned.load(Ordering::Relaxed) < partitions {
         if Instant::now() > assign_deadline {
@@ -805,32 +1086,40 @@ fn drive(
     }
 
     let start_ns = clock.now_ns();
-    let measure_ns = start_ns + args.warmup * 1_000_000_000;
+    let measure_ns = start_ns + args.load.warmup * 1_000_000_000;
     let window = Window {
         start_ns,
         measure_ns,
-        end_ns: measure_ns + args.duration * 1_000_000_000,
+        end_ns: measure_ns + args.load.duration * 1_000_000_000,
     };
     let _ = window_cell.set(window);
+    let interval = Arc::new(IntervalReporter::new(
+        args.load.report_interval,
+        args.load.broker_pid,
+    )?);
 
-    let mut producers = Vec::with_capacity(args.producers);
-    for index in 0..args.producers {
+    let mut producers = Vec::with_capacity(args.load.producers);
+    for index in 0..args.load.producers {
         let context = DeliveryContext {
             clock,
             window,
             run_id,
             counters: Arc::clone(&counters),
             hist: Mutex::new(new_histogram()?),
+            interval: Arc::clone(&interval),
         };
         let producer: ThreadedProducer<DeliveryContext> = producer_config(args)?
             .create_with_context(context)
             .map_err(|e| anyhow!("cannot create a Kafka producer: {e}"))?;
-        let schedule = args.rate.map(|rate| {
-            let interval_ns = 1e9 * args.producers as f64 / rate as f64;
-            (interval_ns * index as f64 / args.producers as f64, interval_ns)
+        let schedule = args.load.rate.map(|rate| {
+            let interval_ns = 1e9 * args.load.producers as f64 / rate as f64;
+            (
+                interval_ns * index as f64 / args.load.producers as f64,
+                interval_ns,
+            )
         });
         let topic = topic.to_string();
-        let record_size = args.record_size;
+        let record_size = args.load.record_size;
         producers.push(thread::spawn(move || -> Result<Histogram<u64>> {
             produce_loop(&producer, &topic, record_size, schedule, clock, window, run_id)?;
             let hist = producer
@@ -845,16 +1134,20 @@ fn drive(
 
     // Progress, and CPU samples at the edges of the measured window.
     let tty = std::io::stderr().is_terminal();
-    let total_secs = args.warmup + args.duration;
+    let total_secs = args.load.warmup + args.load.duration;
     let mut cpu_start = None;
     let mut cpu_end = None;
     loop {
         let now = clock.now_ns();
         if cpu_start.is_none() && now >= window.measure_ns {
-            cpu_start = Some(sample_cpu(args.broker_pid));
+            cpu_start = Some(sample_cpu(args.load.broker_pid));
+            interval.start(now, &counters);
+        }
+        if cpu_start.is_some() {
+            interval.maybe_print(now, &counters);
         }
         if now >= window.end_ns {
-            cpu_end = Some(sample_cpu(args.broker_pid));
+            cpu_end = Some(sample_cpu(args.load.broker_pid));
             break;
         }
         if producers.iter().all(|p| p.is_finished()) {
@@ -919,36 +1212,17 @@ fn drive(
         e2e.add(&hist).map_err(|e| anyhow!("merging histograms: {e:?}"))?;
     }
 
-    let secs = args.duration as f64;
-    let mb = |records: u64| records as f64 * args.record_size as f64 / 1e6 / secs;
-    let acked_measured = counters.acked_measured.load(Ordering::Relaxed);
-    let consumed_measured = counters.consumed_measured.load(Ordering::Relaxed);
-    let produce_mb_per_sec = mb(acked_measured);
-    let cpu_delta = |pick: fn(&CpuSample) -> Option<f64>| -> Option<f64> {
-        Some(pick(cpu_end.as_ref()?)? - pick(cpu_start.as_ref()?)?)
-    };
-    let disk_reference = baseline.map(|b| match level {
-        Durability::D0 => b.disk_write_mb_per_sec,
-        Durability::D1 => b.disk_write_fdatasync_mb_per_sec,
-    });
-    let ratio = |reference: Option<f64>| reference.filter(|r| *r > 0.0).map(|r| produce_mb_per_sec / r);
-    Ok(Measured {
-        topic: topic.to_string(),
-        produced_records: acked_total,
-        failed_records: counters.failed.load(Ordering::Relaxed),
-        consumed_records: counters.consumed_total.load(Ordering::Relaxed),
-        consume_errors: counters.consume_errors.load(Ordering::Relaxed),
-        produce_records_per_sec: acked_measured as f64 / secs,
-        produce_mb_per_sec,
-        consume_records_per_sec: consumed_measured as f64 / secs,
-        consume_mb_per_sec: mb(consumed_measured),
-        publish_latency_ms: Latency::of(&publish),
-        e2e_latency_ms: Latency::of(&e2e),
-        cpu_secs_generator: cpu_delta(|s| s.generator).unwrap_or(0.0),
-        cpu_secs_broker: cpu_delta(|s| s.broker),
-        fraction_of_disk_baseline: ratio(disk_reference),
-        fraction_of_loopback_tcp: ratio(baseline.map(|b| b.loopback_tcp_mb_per_sec)),
-    })
+    Ok(Measured::new(
+        topic.to_string(),
+        &args.load,
+        level,
+        &counters,
+        &publish,
+        &e2e,
+        (cpu_start, cpu_end),
+        baseline,
+        interval.finish(),
+    ))
 }
 
 /// The broker's `--data-dir` from its command line, resolved against its working directory.
@@ -973,7 +1247,8 @@ fn broker_data_dir(pid: u32) -> Option<PathBuf> {
     }
 }
 
-fn run_baselines(args: &KafkaArgs) -> Result<Baseline> {
+fn run_baselines(load: &WorkloadArgs, write_size: usize) -> Result<Baseline> {
+    let args = load;
     // Next to the data directory (same file system) rather than inside it, which the broker owns.
     let dir = match (&args.baseline_dir, args.broker_pid.and_then(broker_data_dir)) {
         (Some(dir), _) => dir.clone(),
@@ -981,7 +1256,6 @@ fn run_baselines(args: &KafkaArgs) -> Result<Baseline> {
         (None, None) => std::env::temp_dir(),
     };
     let secs = args.baseline_secs.unwrap_or(args.duration).max(1) as f64;
-    let write_size = (args.batch_size / args.record_size).max(1) * args.record_size;
     if std::io::stderr().is_terminal() {
         eprint!("\rbaseline: disk and loopback TCP, {secs} s each  ");
     }
@@ -1089,14 +1363,7 @@ fn render(report: &Report) -> String {
     let mut out = section("Workload");
     out.push_str(&key_values(&[
         ("brokers", report.brokers.clone()),
-        (
-            "broker",
-            if report.broker_is_rivulet {
-                "rivulet".to_string()
-            } else {
-                "kafka-compatible".to_string()
-            },
-        ),
+        ("system", report.system.clone()),
         (
             "mode",
             match w.rate_records_per_sec {
@@ -1110,13 +1377,7 @@ fn render(report: &Report) -> String {
         ),
         ("partitions", w.partitions.to_string()),
         ("record size", format!("{} B", w.record_size_bytes)),
-        (
-            "producer",
-            format!(
-                "acks={} batch.size={} linger.ms={}",
-                w.acks, w.batch_size_bytes, w.linger_ms
-            ),
-        ),
+        ("client", w.client.clone()),
         (
             "time",
             format!("{} s warm-up, {} s measured", w.warmup_secs, w.duration_secs),
@@ -1166,8 +1427,10 @@ fn render(report: &Report) -> String {
     ];
     let mut config_row = vec!["topic configs".to_string()];
     config_row.extend(report.runs.iter().map(|r| {
-        if !r.controllable {
+        if !r.controllable && r.topic_configs.is_empty() {
             "not controllable (give --d1-configs)".to_string()
+        } else if !r.controllable {
+            format!("not measured: {}", r.topic_configs.join(","))
         } else if r.topic_configs.is_empty() {
             "broker default".to_string()
         } else {

@@ -1,0 +1,1 @@
+//! `rivulet bench nats`: NATS JetStream through async-nats.

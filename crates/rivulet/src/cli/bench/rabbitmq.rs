@@ -1,0 +1,1 @@
+//! `rivulet bench rabbitmq-stream` and `rabbitmq-quorum`.
