@@ -33,3 +33,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
 cargo test --workspace --locked
+
+step "fuzz (bounded)"
+./scripts/fuzz.sh 30
