@@ -120,6 +120,13 @@ impl ProduceRecord {
                 headers.len()
             )));
         }
+        // Milliseconds since the epoch; negative values are not timestamps, and excluding them
+        // keeps every timestamp difference within a batch from overflowing.
+        if let Some(ts) = self.timestamp.filter(|ts| *ts < 0) {
+            return Err(ApiError::bad_request(format!(
+                "timestamp {ts} is negative; give milliseconds since the Unix epoch"
+            )));
+        }
         Ok(EncodedRecord {
             key,
             value,

@@ -182,6 +182,16 @@ async fn bad_input_gets_clear_json_errors() {
     assert_eq!((code, e["error_code"].as_i64()), (404, Some(40402)));
     let (code, e) = send(&g, "POST", "/v1/topics/t/records", r#"{"valu":"typo"}"#).await;
     assert_eq!(code, 400, "unknown fields are refused: {e}");
+    // A negative timestamp beside a positive one would overflow the batch's timestamp delta.
+    let (code, e) = send(
+        &g,
+        "POST",
+        "/v1/topics/t/records",
+        r#"[{"value":"a","timestamp":1700000000000},{"value":"b","timestamp":-9223372036854775808}]"#,
+    )
+    .await;
+    assert_eq!((code, e["error_code"].as_i64()), (400, Some(40001)), "{e}");
+    assert!(e["message"].as_str().expect("message").contains("negative"), "{e}");
     let big = format!(r#"{{"value":"{}"}}"#, "x".repeat(100 * 1024));
     let (code, e) = send(&g, "POST", "/v1/topics/t/records", &big).await;
     assert_eq!((code, e["error_code"].as_i64()), (413, Some(41301)), "{e}");
