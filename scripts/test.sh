@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Rivulet's whole test suite on a fresh machine: installs what the client
 # compatibility tests need (kcat from Debian, kafka-python in ./.venv, kafkajs in
-# tests/clients/node_modules), checks formatting and lints, then runs every test.
+# tests/clients/node_modules), checks formatting and lints, runs every test, then runs the
+# fuzz targets for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,11 +29,13 @@ fi
 step "format"
 cargo fmt --all -- --check
 
+# --all-features builds `rivulet bench`'s peer drivers (feature `peers`) too; their tests run
+# against the NATS (127.0.0.1:4222) and RabbitMQ (127.0.0.1:5672) servers of this machine.
 step "lint"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "tests"
-cargo test --workspace --locked
+cargo test --workspace --all-features --locked
 
 step "fuzz (bounded)"
 ./scripts/fuzz.sh 30

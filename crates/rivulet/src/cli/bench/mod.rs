@@ -34,6 +34,10 @@ use super::topic::parse_key_value;
 use super::{runtime, with_hint, ConnArgs, Format};
 
 #[cfg(feature = "peers")]
+mod chart;
+#[cfg(feature = "peers")]
+mod compare;
+#[cfg(feature = "peers")]
 mod nats;
 #[cfg(feature = "peers")]
 mod peer;
@@ -87,12 +91,17 @@ enum Target {
     /// Benchmark NATS JetStream (async-nats): one file-backed stream per partition.
     #[cfg(feature = "peers")]
     Nats(Box<nats::NatsArgs>),
-    /// Benchmark RabbitMQ streams (rabbitmq-stream-client): one stream per partition.
+    /// Benchmark RabbitMQ streams (lapin, AMQP 0-9-1, publisher confirms): one stream per
+    /// partition.
     #[cfg(feature = "peers")]
     RabbitmqStream(Box<rabbitmq::StreamArgs>),
     /// Benchmark RabbitMQ quorum queues (lapin, publisher confirms): one queue per partition.
     #[cfg(feature = "peers")]
     RabbitmqQuorum(Box<rabbitmq::QuorumArgs>),
+    /// Rivulet, NATS JetStream and RabbitMQ side by side: each one's peak, then latency at
+    /// fractions of it, with a chart.
+    #[cfg(feature = "peers")]
+    Compare(Box<compare::CompareArgs>),
     /// Peer benchmarks need a build with `--features peers`.
     #[cfg(not(feature = "peers"))]
     #[command(name = "nats", aliases = ["rabbitmq-stream", "rabbitmq-quorum", "compare"])]
@@ -222,6 +231,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Target::Kafka(args) => run_kafka(*args),
         #[cfg(feature = "peers")]
         Target::Nats(args) => nats::run(*args),
+        #[cfg(feature = "peers")]
+        Target::Compare(args) => compare::run(*args),
         #[cfg(feature = "peers")]
         Target::RabbitmqStream(args) => rabbitmq::run_stream(*args),
         #[cfg(feature = "peers")]
@@ -717,9 +728,6 @@ impl Workload {
 
 fn run_kafka(args: KafkaArgs) -> Result<()> {
     validate(&args)?;
-    let clock = Clock { base: Instant::now() };
-    let run_id = new_run_id();
-    let is_rivulet = broker_is_rivulet(&args.conn)?;
     let baseline = if args.load.baseline {
         Some(run_baselines(
             &args.load,
@@ -728,6 +736,20 @@ fn run_kafka(args: KafkaArgs) -> Result<()> {
     } else {
         None
     };
+    let report = measure_kafka(&args, baseline)?;
+    match args.conn.format {
+        Format::Json => emit_json(&report),
+        Format::Text => emit(&render(&report)),
+    }
+}
+
+/// Runs every durability level of `args` against a Kafka-compatible broker; `baseline` is
+/// the machine's limits measured earlier in the same run, if any.
+fn measure_kafka(args: &KafkaArgs, baseline: Option<Baseline>) -> Result<Report> {
+    validate(args)?;
+    let clock = Clock { base: Instant::now() };
+    let run_id = new_run_id();
+    let is_rivulet = broker_is_rivulet(&args.conn)?;
     let prefix = args
         .topic
         .clone()
@@ -751,7 +773,7 @@ fn run_kafka(args: KafkaArgs) -> Result<()> {
             (Durability::D1, false) => args.d1_configs.clone(),
         };
         let topic = format!("{prefix}-{}", level.label());
-        let measured = run_level(&args, level, &topic, &configs, clock, run_id, baseline.as_ref())?;
+        let measured = run_level(args, level, &topic, &configs, clock, run_id, baseline.as_ref())?;
         runs.push(RunReport {
             durability: level.label(),
             controllable: true,
@@ -759,7 +781,7 @@ fn run_kafka(args: KafkaArgs) -> Result<()> {
             measured: Some(measured),
         });
     }
-    let report = Report {
+    Ok(Report {
         system: if is_rivulet {
             "rivulet".to_string()
         } else {
@@ -775,11 +797,7 @@ fn run_kafka(args: KafkaArgs) -> Result<()> {
         ),
         baseline,
         runs,
-    };
-    match args.conn.format {
-        Format::Json => emit_json(&report),
-        Format::Text => emit(&render(&report)),
-    }
+    })
 }
 
 /// True when the broker reports Rivulet's version config.

@@ -23,8 +23,7 @@ use super::super::Format;
 use super::{
     new_histogram, new_run_id, read_header, record_latency, render, run_baselines, sample_cpu, write_header,
     Baseline, Clock, Counters, CpuSample, Durability, IntervalReporter, Measured, Report, RunReport, Window,
-    Workload, WorkloadArgs, ASSIGN_SECS_MAX, BASELINE_WRITE_BYTES, DRAIN_IDLE_SECS_MAX, FLUSH_SECS_MAX,
-    PROGRESS_INTERVAL_MS,
+    Workload, WorkloadArgs, ASSIGN_SECS_MAX, DRAIN_IDLE_SECS_MAX, FLUSH_SECS_MAX, PROGRESS_INTERVAL_MS,
 };
 
 /// Records one producer may have published but not yet seen acknowledged: the peers' analogue
@@ -121,11 +120,6 @@ pub(super) struct ProducerCtx {
 }
 
 impl ProducerCtx {
-    /// This producer's index, 0-based.
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
     /// Every destination of the run; producers spread records over all of them.
     pub fn destinations(&self) -> &[String] {
         &self.destinations
@@ -139,11 +133,6 @@ impl ProducerCtx {
     /// Most records to keep published but unacknowledged.
     pub fn in_flight_max(&self) -> usize {
         in_flight_records_max(self.record_size)
-    }
-
-    /// Records handed out so far.
-    pub fn sent(&self) -> u64 {
-        self.sent
     }
 
     /// The destination for the next record: round robin over all of them.
@@ -179,13 +168,6 @@ impl ProducerCtx {
         write_header(&mut payload, intended, self.run_id);
         self.sent += 1;
         Some((intended, payload))
-    }
-
-    /// The intended send time in a payload this run produced.
-    pub fn intended_of(&self, payload: &[u8]) -> Option<u64> {
-        read_header(payload)
-            .filter(|(_, run_id)| *run_id == self.run_id)
-            .map(|(t, _)| t)
     }
 }
 
@@ -289,19 +271,27 @@ pub(super) struct PeerArgs {
 /// Runs the whole benchmark against one peer: baselines, then each durability level, then the
 /// report. `server` says where the peer was reached; `client` describes the client settings.
 pub(super) fn run_peer<D: PeerDriver>(driver: D, args: &PeerArgs, server: &str, client: &str) -> Result<()> {
-    let report = measure_peer(driver, args, server, client)?;
+    args.load.validate()?;
+    let baseline = if args.load.baseline {
+        Some(run_baselines(&args.load, BASELINE_WRITE_BYTES)?)
+    } else {
+        None
+    };
+    let report = measure_peer(driver, args, server, client, baseline)?;
     match args.format {
         Format::Json => emit_json(&report),
         Format::Text => emit(&render(&report)),
     }
 }
 
-/// [`run_peer`] without printing: the report.
+/// [`run_peer`] without printing or baselines: the report. `baseline` is the machine's limits
+/// measured earlier in the same run, if any.
 pub(super) fn measure_peer<D: PeerDriver>(
     driver: D,
     args: &PeerArgs,
     server: &str,
     client: &str,
+    baseline: Option<Baseline>,
 ) -> Result<Report> {
     args.load.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -312,11 +302,6 @@ pub(super) fn measure_peer<D: PeerDriver>(
     let driver = Arc::new(driver);
     let clock = Clock { base: Instant::now() };
     let run_id = new_run_id();
-    let baseline = if args.load.baseline {
-        Some(run_baselines(&args.load, BASELINE_WRITE_BYTES)?)
-    } else {
-        None
-    };
     let prefix = args
         .prefix
         .clone()
