@@ -386,11 +386,13 @@ impl Handler {
                         if v >= 5 {
                             resp.log_start_offset = outcome.log_start_offset;
                         }
+                        // Ask for the sync now, so the partitions of one request sync in
+                        // parallel (each log has its own flusher) rather than one after
+                        // another while the waits below run. With acks 0 or 1 nobody waits,
+                        // but readers only see durable data.
+                        log.request_sync(outcome.last_offset + 1);
                         if acks == -1 {
                             pending.push((ti, pi, log, outcome.last_offset + 1));
-                        } else {
-                            // Nobody waits for this sync, but readers only see durable data.
-                            log.request_sync(outcome.last_offset + 1);
                         }
                     }
                     Err((code, message)) => {
@@ -409,6 +411,7 @@ impl Handler {
                     .with_partition_responses(parts),
             );
         }
+        // Every sync was requested above: waiting in turn takes as long as the slowest one.
         for (ti, pi, log, next_offset) in pending {
             if let Err(e) = log.wait_durable(next_offset).await {
                 tracing::error!(error = %e, "Waiting for durability failed");
