@@ -110,6 +110,12 @@ fn bench_kafka_json_reports_throughput_latency_and_baselines() {
     ] {
         assert!(number(&baseline[key], key) > 0.0, "{key}: {report}");
     }
+    let sync = &baseline["append_fdatasync_latency_ms"];
+    assert!(sync["count"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert!(
+        number(&sync["p50"], "p50") <= number(&sync["p99"], "p99"),
+        "{report}"
+    );
 
     let runs = report["runs"].as_array().expect("runs array");
     assert_eq!(runs.len(), 2, "{report}");

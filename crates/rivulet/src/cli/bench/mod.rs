@@ -441,6 +441,9 @@ struct Baseline {
     disk_write_fdatasync_bytes: u64,
     disk_write_fdatasync_secs: f64,
     fdatasyncs_per_sec: f64,
+    /// Latency of appending [`SYNC_LATENCY_WRITE_BYTES`] and fdatasync, one at a time: the
+    /// floor under any D1 acknowledgement on this disk.
+    append_fdatasync_latency_ms: Option<Latency>,
     loopback_tcp_mb_per_sec: f64,
     loopback_tcp_secs: f64,
 }
@@ -865,6 +868,7 @@ fn run_level(
     baseline: Option<&Baseline>,
 ) -> Result<Measured> {
     create_topic(&args.conn, topic, args.load.partitions, configs)?;
+    settle_disk();
     let result = drive(args, level, topic, clock, run_id, baseline);
     if !args.keep {
         if let Err(e) = delete_topic(&args.conn, topic) {
@@ -872,6 +876,17 @@ fn run_level(
         }
     }
     result
+}
+
+/// Writes back every dirty page (`sync`) before a run, so the previous run's page-cache
+/// writes are not flushed during this one: a D0 run can leave gigabytes dirty, and their
+/// writeback would slow the next run's fdatasyncs.
+fn settle_disk() {
+    match std::process::Command::new("sync").status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("warning: sync before the run exited with {status}"),
+        Err(e) => eprintln!("warning: cannot run sync before the run: {e}"),
+    }
 }
 
 /// Process CPU time (user + system) in seconds from /proc/<pid>/stat.
@@ -1279,6 +1294,7 @@ fn run_baselines(load: &WorkloadArgs, write_size: usize) -> Result<Baseline> {
     }
     let write = disk_baseline(&dir, write_size, secs, false)?;
     let sync = disk_baseline(&dir, write_size, secs, true)?;
+    let small_sync = sync_latency_baseline(&dir, secs.min(SYNC_LATENCY_SECS_MAX))?;
     let (tcp_mbps, tcp_secs) = tcp_baseline(write_size.min(BASELINE_TCP_WRITE_BYTES_MAX), secs)?;
     if std::io::stderr().is_terminal() {
         eprint!("\r{:70}\r", "");
@@ -1293,9 +1309,43 @@ fn run_baselines(load: &WorkloadArgs, write_size: usize) -> Result<Baseline> {
         disk_write_fdatasync_bytes: sync.bytes,
         disk_write_fdatasync_secs: sync.secs,
         fdatasyncs_per_sec: sync.syncs as f64 / sync.secs.max(1e-9),
+        append_fdatasync_latency_ms: Latency::of(&small_sync),
         loopback_tcp_mb_per_sec: tcp_mbps,
         loopback_tcp_secs: tcp_secs,
     })
+}
+
+/// Bytes per append of the fdatasync latency baseline: a few records, as a produce request
+/// to one partition at a moderate rate carries.
+const SYNC_LATENCY_WRITE_BYTES: usize = 4096;
+/// Longest fdatasync latency baseline.
+const SYNC_LATENCY_SECS_MAX: f64 = 5.0;
+
+/// Appends of [`SYNC_LATENCY_WRITE_BYTES`] to a new file, each followed by fdatasync, for
+/// `secs`: the latency of each (in microseconds) in a histogram.
+fn sync_latency_baseline(dir: &Path, secs: f64) -> Result<Histogram<u64>> {
+    let path = dir.join(format!(".rivulet-bench-sync-{}", std::process::id()));
+    let mut hist = new_histogram()?;
+    let mut measure = || -> std::io::Result<()> {
+        let mut file = File::create(&path)?;
+        let buf = vec![0x5au8; SYNC_LATENCY_WRITE_BYTES];
+        let limit = Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        let mut bytes: u64 = 0;
+        while started.elapsed() < limit && bytes < BASELINE_DISK_BYTES_MAX {
+            let t = Instant::now();
+            file.write_all(&buf)?;
+            file.sync_data()?;
+            let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+            hist.saturating_record(us.max(1));
+            bytes += buf.len() as u64;
+        }
+        Ok(())
+    };
+    let result = measure();
+    let _ = fs::remove_file(&path);
+    result.with_context(|| format!("fdatasync latency baseline in {}", dir.display()))?;
+    Ok(hist)
 }
 
 /// Sequential writes of `write_size` into a new file for `secs` (at most
@@ -1491,6 +1541,17 @@ fn render(report: &Report) -> String {
                     b.disk_write_fdatasync_bytes as f64 / 1e6,
                     b.disk_write_fdatasync_secs
                 ),
+            ),
+            (
+                "4 KiB append+fdatasync",
+                b.append_fdatasync_latency_ms
+                    .as_ref()
+                    .map_or("-".to_string(), |l| {
+                        format!(
+                            "p50 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.2} ms",
+                            l.p50, l.p99, l.p999, l.max
+                        )
+                    }),
             ),
             (
                 "loopback TCP",

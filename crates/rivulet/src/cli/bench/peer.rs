@@ -21,9 +21,10 @@ use tokio::sync::Notify;
 use super::super::output::{emit, emit_json};
 use super::super::Format;
 use super::{
-    new_histogram, new_run_id, read_header, record_latency, render, run_baselines, sample_cpu, write_header,
-    Baseline, Clock, Counters, CpuSample, Durability, IntervalReporter, Measured, Report, RunReport, Window,
-    Workload, WorkloadArgs, ASSIGN_SECS_MAX, DRAIN_IDLE_SECS_MAX, FLUSH_SECS_MAX, PROGRESS_INTERVAL_MS,
+    new_histogram, new_run_id, read_header, record_latency, render, run_baselines, sample_cpu, settle_disk,
+    write_header, Baseline, Clock, Counters, CpuSample, Durability, IntervalReporter, Measured, Report,
+    RunReport, Window, Workload, WorkloadArgs, ASSIGN_SECS_MAX, DRAIN_IDLE_SECS_MAX, FLUSH_SECS_MAX,
+    PROGRESS_INTERVAL_MS,
 };
 
 /// Records one producer may have published but not yet seen acknowledged: the peers' analogue
@@ -354,6 +355,9 @@ pub(super) async fn run_level<D: PeerDriver>(
         Ok(prepared) => prepared,
         Err(reason) => return Ok((vec![reason], None)),
     };
+    tokio::task::spawn_blocking(settle_disk)
+        .await
+        .map_err(|e| anyhow!("sync before the run failed: {e}"))?;
     let result = drive(Arc::clone(&driver), &run, &prepared).await;
     if let Err(e) = driver.cleanup(&prepared).await {
         eprintln!("warning: cleaning up after {}: {e:#}", driver.name());
