@@ -191,7 +191,10 @@ async fn bad_input_gets_clear_json_errors() {
     )
     .await;
     assert_eq!((code, e["error_code"].as_i64()), (400, Some(40001)), "{e}");
-    assert!(e["message"].as_str().expect("message").contains("negative"), "{e}");
+    assert!(
+        e["message"].as_str().expect("message").contains("negative"),
+        "{e}"
+    );
     let big = format!(r#"{{"value":"{}"}}"#, "x".repeat(100 * 1024));
     let (code, e) = send(&g, "POST", "/v1/topics/t/records", &big).await;
     assert_eq!((code, e["error_code"].as_i64()), (413, Some(41301)), "{e}");
