@@ -549,17 +549,7 @@ fn render(report: &CompareReport) -> String {
                     b.disk_write_fdatasync_mb_per_sec, b.fdatasyncs_per_sec, b.write_size_bytes
                 ),
             ),
-            (
-                "4 KiB append+fdatasync",
-                b.append_fdatasync_latency_ms
-                    .as_ref()
-                    .map_or("-".to_string(), |l| {
-                        format!(
-                            "p50 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.2} ms",
-                            l.p50, l.p99, l.p999, l.max
-                        )
-                    }),
-            ),
+            ("4 KiB append+fdatasync", b.append_fdatasync_text()),
             ("loopback TCP", format!("{:.1} MB/s", b.loopback_tcp_mb_per_sec)),
         ]));
     }

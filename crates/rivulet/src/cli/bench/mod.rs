@@ -346,15 +346,58 @@ struct Counters {
     consume_errors: AtomicU64,
 }
 
-/// Producer context: records publish latency from delivery reports, which the producer's own
-/// polling thread delivers as soon as librdkafka has them.
-struct DeliveryContext {
+/// Where acknowledgements go: counts and publish latency of one producer.
+#[derive(Debug)]
+struct AckSink {
     clock: Clock,
     window: Window,
-    run_id: u64,
     counters: Arc<Counters>,
     hist: Mutex<Histogram<u64>>,
     interval: Arc<IntervalReporter>,
+}
+
+impl AckSink {
+    /// The record sent for `intended_ns` was acknowledged just now.
+    pub fn acked(&self, intended_ns: u64) {
+        let now = self.clock.now_ns();
+        self.counters.acked_total.fetch_add(1, Ordering::Relaxed);
+        if self.window.measured(intended_ns) {
+            self.counters.acked_measured.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut hist) = self.hist.lock() {
+                record_latency(&mut hist, intended_ns, now);
+            }
+            self.interval.record(intended_ns, now);
+        }
+    }
+
+    /// A record was refused or its acknowledgement never came.
+    pub fn failed(&self) {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Counters {
+    /// Counts one consumed `payload` received at `now`, ignoring payloads of other runs;
+    /// returns its intended send time when its latency belongs to the measured window.
+    fn received(&self, window: Option<&Window>, run_id: u64, payload: &[u8], now: u64) -> Option<u64> {
+        let (intended, from_run) = read_header(payload)?;
+        if from_run != run_id {
+            return None;
+        }
+        self.consumed_total.fetch_add(1, Ordering::Relaxed);
+        let window = window?;
+        if window.measured(now) {
+            self.consumed_measured.fetch_add(1, Ordering::Relaxed);
+        }
+        window.measured(intended).then_some(intended)
+    }
+}
+
+/// Producer context: records publish latency from delivery reports, which the producer's own
+/// polling thread delivers as soon as librdkafka has them.
+struct DeliveryContext {
+    run_id: u64,
+    acks: AckSink,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -363,27 +406,15 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
-        let now = self.clock.now_ns();
         match result {
             Ok(message) => {
-                let Some((intended, run_id)) = message.payload().and_then(read_header) else {
-                    return;
-                };
-                if run_id != self.run_id {
-                    return;
-                }
-                self.counters.acked_total.fetch_add(1, Ordering::Relaxed);
-                if self.window.measured(intended) {
-                    self.counters.acked_measured.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut hist) = self.hist.lock() {
-                        record_latency(&mut hist, intended, now);
+                if let Some((intended, run_id)) = message.payload().and_then(read_header) {
+                    if run_id == self.run_id {
+                        self.acks.acked(intended);
                     }
-                    self.interval.record(intended, now);
                 }
             }
-            Err(_) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(_) => self.acks.failed(),
         }
     }
 }
@@ -446,6 +477,20 @@ struct Baseline {
     append_fdatasync_latency_ms: Option<Latency>,
     loopback_tcp_mb_per_sec: f64,
     loopback_tcp_secs: f64,
+}
+
+impl Baseline {
+    /// The 4 KiB append + fdatasync latency as one line of text.
+    fn append_fdatasync_text(&self) -> String {
+        self.append_fdatasync_latency_ms
+            .as_ref()
+            .map_or("-".to_string(), |l| {
+                format!(
+                    "p50 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.2} ms",
+                    l.p50, l.p99, l.p999, l.max
+                )
+            })
+    }
 }
 
 /// One disk baseline measurement.
@@ -971,20 +1016,12 @@ fn consume_loop(consumer: &BaseConsumer, shared: &ConsumerShared) -> Result<Hist
             Some(Ok(message)) => message,
         };
         let now = shared.clock.now_ns();
-        let Some((intended, run_id)) = message.payload().and_then(read_header) else {
-            continue;
-        };
-        if run_id != shared.run_id {
-            continue;
-        }
-        shared.counters.consumed_total.fetch_add(1, Ordering::Relaxed);
-        if let Some(window) = shared.window.get() {
-            if window.measured(now) {
-                shared.counters.consumed_measured.fetch_add(1, Ordering::Relaxed);
-            }
-            if window.measured(intended) {
-                record_latency(&mut hist, intended, now);
-            }
+        let payload = message.payload().unwrap_or_default();
+        if let Some(intended) = shared
+            .counters
+            .received(shared.window.get(), shared.run_id, payload, now)
+        {
+            record_latency(&mut hist, intended, now);
         }
     }
     Ok(hist)
@@ -1134,12 +1171,14 @@ fn drive(
     let mut producers = Vec::with_capacity(args.load.producers);
     for index in 0..args.load.producers {
         let context = DeliveryContext {
-            clock,
-            window,
             run_id,
-            counters: Arc::clone(&counters),
-            hist: Mutex::new(new_histogram()?),
-            interval: Arc::clone(&interval),
+            acks: AckSink {
+                clock,
+                window,
+                counters: Arc::clone(&counters),
+                hist: Mutex::new(new_histogram()?),
+                interval: Arc::clone(&interval),
+            },
         };
         let producer: ThreadedProducer<DeliveryContext> = producer_config(args)?
             .create_with_context(context)
@@ -1157,6 +1196,7 @@ fn drive(
             produce_loop(&producer, &topic, record_size, schedule, clock, window, run_id)?;
             let hist = producer
                 .context()
+                .acks
                 .hist
                 .lock()
                 .map_err(|_| anyhow!("publish latency histogram poisoned"))?
@@ -1542,17 +1582,7 @@ fn render(report: &Report) -> String {
                     b.disk_write_fdatasync_secs
                 ),
             ),
-            (
-                "4 KiB append+fdatasync",
-                b.append_fdatasync_latency_ms
-                    .as_ref()
-                    .map_or("-".to_string(), |l| {
-                        format!(
-                            "p50 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.2} ms",
-                            l.p50, l.p99, l.p999, l.max
-                        )
-                    }),
-            ),
+            ("4 KiB append+fdatasync", b.append_fdatasync_text()),
             (
                 "loopback TCP",
                 format!(

@@ -24,8 +24,8 @@ use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, Reten
 use async_nats::jetstream::{self, ErrorCode};
 use futures_util::stream::{self, FuturesUnordered, StreamExt};
 
-use super::peer::{self, AckSink, ConsumerCtx, PeerArgs, PeerDriver, Prepared, ProducerCtx};
-use super::{Durability, FLUSH_SECS_MAX};
+use super::peer::{self, ConsumerCtx, PeerArgs, PeerDriver, Prepared, ProducerCtx};
+use super::{AckSink, Durability, FLUSH_SECS_MAX};
 
 /// Most publish acks one producer keeps outstanding. The harness allows up to 65,536 (1 KiB
 /// records); on a 2-core box with nats-server 2.9 throughput peaked at 4,096 (256: 18k/s,

@@ -21,9 +21,9 @@ use tokio::sync::Notify;
 use super::super::output::{emit, emit_json};
 use super::super::Format;
 use super::{
-    new_histogram, new_run_id, read_header, record_latency, render, run_baselines, sample_cpu, settle_disk,
-    write_header, Baseline, Clock, Counters, CpuSample, Durability, IntervalReporter, Measured, Report,
-    RunReport, Window, Workload, WorkloadArgs, ASSIGN_SECS_MAX, DRAIN_IDLE_SECS_MAX, FLUSH_SECS_MAX,
+    new_histogram, new_run_id, record_latency, render, run_baselines, sample_cpu, settle_disk, write_header,
+    AckSink, Baseline, Clock, Counters, CpuSample, Durability, IntervalReporter, Measured, Report, RunReport,
+    Window, Workload, WorkloadArgs, ASSIGN_SECS_MAX, DRAIN_IDLE_SECS_MAX, FLUSH_SECS_MAX,
     PROGRESS_INTERVAL_MS,
 };
 
@@ -74,36 +74,6 @@ pub(super) trait PeerDriver: Send + Sync + 'static {
 
     /// Deletes what [`PeerDriver::prepare`] created.
     fn cleanup(&self, prepared: &Prepared) -> impl Future<Output = Result<()>> + Send;
-}
-
-/// Where acknowledgements go: counts and publish latency of one producer.
-#[derive(Debug)]
-pub(super) struct AckSink {
-    clock: Clock,
-    window: Window,
-    counters: Arc<Counters>,
-    hist: Mutex<Histogram<u64>>,
-    interval: Arc<IntervalReporter>,
-}
-
-impl AckSink {
-    /// The record sent for `intended_ns` was acknowledged just now.
-    pub fn acked(&self, intended_ns: u64) {
-        let now = self.clock.now_ns();
-        self.counters.acked_total.fetch_add(1, Ordering::Relaxed);
-        if self.window.measured(intended_ns) {
-            self.counters.acked_measured.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut hist) = self.hist.lock() {
-                record_latency(&mut hist, intended_ns, now);
-            }
-            self.interval.record(intended_ns, now);
-        }
-    }
-
-    /// A record was refused or its acknowledgement never came.
-    pub fn failed(&self) {
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// One producer's view of the run.
@@ -231,21 +201,12 @@ impl ConsumerCtx {
     /// Accounts one received payload; ignores payloads of other runs.
     pub fn received(&self, payload: &[u8]) {
         let now = self.clock.now_ns();
-        let Some((intended, run_id)) = read_header(payload) else {
-            return;
-        };
-        if run_id != self.run_id {
-            return;
-        }
-        self.counters.consumed_total.fetch_add(1, Ordering::Relaxed);
-        if let Some(window) = self.window.get() {
-            if window.measured(now) {
-                self.counters.consumed_measured.fetch_add(1, Ordering::Relaxed);
-            }
-            if window.measured(intended) {
-                if let Ok(mut hist) = self.hist.lock() {
-                    record_latency(&mut hist, intended, now);
-                }
+        if let Some(intended) = self
+            .counters
+            .received(self.window.get(), self.run_id, payload, now)
+        {
+            if let Ok(mut hist) = self.hist.lock() {
+                record_latency(&mut hist, intended, now);
             }
         }
     }

@@ -32,8 +32,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
 
-use super::peer::{self, AckSink, ConsumerCtx, PeerArgs, PeerDriver, Prepared, ProducerCtx};
-use super::{Durability, FLUSH_SECS_MAX};
+use super::peer::{self, ConsumerCtx, PeerArgs, PeerDriver, Prepared, ProducerCtx};
+use super::{AckSink, Durability, FLUSH_SECS_MAX};
 
 /// The client's settings for streams, for the report.
 pub(super) const STREAM_CLIENT_DESCRIPTION: &str = "lapin 2 over AMQP 0-9-1: one connection per task, \
