@@ -616,6 +616,9 @@ struct IntervalState {
 /// Most interval rows one run keeps (a day of 10 s intervals).
 const INTERVAL_ROWS_MAX: usize = 8_640;
 
+/// Shortest final interval worth a row: anything shorter says nothing about a rate.
+const INTERVAL_NS_MIN: u64 = 100_000_000;
+
 impl IntervalReporter {
     fn new(every_secs: u64, broker_pid: Option<u32>) -> Result<IntervalReporter> {
         Ok(IntervalReporter {
@@ -659,13 +662,24 @@ impl IntervalReporter {
 
     /// Closes the interval and prints its line when it is due.
     fn maybe_print(&self, now_ns: u64, counters: &Counters) {
+        self.emit(now_ns, counters, false);
+    }
+
+    /// Closes the last interval at the end of the measured window, even when it is shorter
+    /// than `--report-interval` (a duration that is not a multiple of it, or a late wake-up).
+    fn close(&self, now_ns: u64, counters: &Counters) {
+        self.emit(now_ns, counters, true);
+    }
+
+    fn emit(&self, now_ns: u64, counters: &Counters, partial: bool) {
         if !self.enabled() {
             return;
         }
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        if now_ns < state.last_ns + self.every_ns || state.rows.len() >= INTERVAL_ROWS_MAX {
+        let due_ns = if partial { INTERVAL_NS_MIN } else { self.every_ns };
+        if now_ns < state.last_ns + due_ns || state.rows.len() >= INTERVAL_ROWS_MAX {
             return;
         }
         let secs = (now_ns - state.last_ns) as f64 / 1e9;
@@ -1214,13 +1228,14 @@ fn drive(
         let now = clock.now_ns();
         if cpu_start.is_none() && now >= window.measure_ns {
             cpu_start = Some(sample_cpu(args.load.broker_pid));
-            interval.start(now, &counters);
+            interval.start(window.measure_ns, &counters);
         }
         if cpu_start.is_some() {
             interval.maybe_print(now, &counters);
         }
         if now >= window.end_ns {
             cpu_end = Some(sample_cpu(args.load.broker_pid));
+            interval.close(now, &counters);
             break;
         }
         if producers.iter().all(|p| p.is_finished()) {

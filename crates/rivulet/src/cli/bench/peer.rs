@@ -448,10 +448,12 @@ async fn drive<D: PeerDriver>(driver: Arc<D>, run: &PeerLevel<'_>, prepared: &Pr
         let now = clock.now_ns();
         if cpu_start.is_none() && now >= window.measure_ns {
             cpu_start = Some(sample_cpu(broker_pid));
-            interval.start(now, &counters);
+            interval.start(window.measure_ns, &counters);
         }
         if now >= window.end_ns {
             cpu_end = Some(sample_cpu(broker_pid));
+            interval.maybe_print(now, &counters);
+            interval.close(now, &counters);
             break;
         }
         if producers.iter().all(|p| p.is_finished()) {
