@@ -159,6 +159,18 @@ impl SegmentIndex {
 
     /// Writes the index file durably (write, fdatasync).
     pub fn store(&self, storage: &dyn Storage, path: &Path) -> Result<()> {
+        self.write(storage, path, true)
+    }
+
+    /// Writes the index file without waiting for the disk. Safe because the index is a
+    /// cache: after a crash a missing, short or stale file fails its length or CRC check on
+    /// open and the segment is scanned instead. Used when a segment rolls, where an fsync
+    /// would hold up every append to the partition.
+    pub fn store_cached(&self, storage: &dyn Storage, path: &Path) -> Result<()> {
+        self.write(storage, path, false)
+    }
+
+    fn write(&self, storage: &dyn Storage, path: &Path, durable: bool) -> Result<()> {
         let bytes = self.encode();
         let file = storage
             .open(path, true)
@@ -166,7 +178,9 @@ impl SegmentIndex {
         file.set_len(0).map_err(LogError::io("truncate index", path))?;
         file.write_all_at(&bytes, 0)
             .map_err(LogError::io("write index", path))?;
-        file.sync_data().map_err(LogError::io("sync index", path))?;
+        if durable {
+            file.sync_data().map_err(LogError::io("sync index", path))?;
+        }
         Ok(())
     }
 }

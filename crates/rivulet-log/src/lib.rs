@@ -28,6 +28,7 @@ pub mod error;
 mod index;
 mod log;
 mod producer;
+mod reaper;
 pub mod record;
 mod segment;
 pub mod storage;

@@ -15,6 +15,7 @@ use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::{LogError, Result};
 use crate::producer::{Check, ProducerState};
+use crate::reaper::{self, Retired, DELETED_SUFFIX};
 use crate::record;
 use crate::segment::{Segment, CLEANED_SUFFIX, LOG_SUFFIX};
 use crate::storage::{FsStorage, Storage, StorageFile};
@@ -77,6 +78,9 @@ struct State {
     closed: bool,
     /// Set when a write or fsync failed in a way that leaves the file's state unknown.
     poisoned: Option<String>,
+    /// A segment was created since the directory was last synced: the next sync that makes
+    /// its records durable must sync the directory too.
+    dir_unsynced: bool,
 }
 
 #[derive(Debug)]
@@ -211,7 +215,15 @@ impl Log {
             .map_err(LogError::io("list log directory", &dir))?;
         let mut bases = Vec::new();
         for name in &names {
-            if name.ends_with(CLEANED_SUFFIX) || name.ends_with(".tmp") {
+            if name.ends_with(DELETED_SUFFIX) {
+                let path = dir.join(name);
+                // The reaper of this process may be deleting it at the same moment.
+                match storage.remove_file(&path) {
+                    Ok(()) => warn!(file = %path.display(), "Removed a segment retention had retired"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io("remove retired segment", &path)(e)),
+                }
+            } else if name.ends_with(CLEANED_SUFFIX) || name.ends_with(".tmp") {
                 let path = dir.join(name);
                 warn!(file = %path.display(), "Removing leftover of an interrupted compaction");
                 storage
@@ -265,6 +277,7 @@ impl Log {
             tick: 0,
             closed: false,
             poisoned: None,
+            dir_unsynced: false,
         };
         rebuild_producers(storage.as_ref(), &mut log_state)?;
         // What recovery kept is what readers may see: make it durable first.
@@ -569,7 +582,7 @@ impl Log {
         if self.durable_offset() >= next_offset {
             return Ok(());
         }
-        let (file, target, segment_base, position, path) = {
+        let (file, target, segment_base, position, path, dir_unsynced) = {
             let mut st = lock(&self.shared.state);
             if let Some(reason) = &st.poisoned {
                 return Err(LogError::Io {
@@ -585,16 +598,27 @@ impl Log {
                 .values_mut()
                 .next_back()
                 .ok_or_else(|| LogError::Config("log has no segment".into()))?;
-            (
+            let synced = (
                 active.file(storage.as_ref())?,
                 next,
                 active.base_offset,
                 active.size(),
                 active.log_path.clone(),
-            )
+                st.dir_unsynced,
+            );
+            st.dir_unsynced = false;
+            synced
         };
         let started = Instant::now();
-        let synced = file.sync_data();
+        // A segment created by a roll since the last sync has its directory entry synced
+        // here, off the append path, before any of its records is reported durable.
+        let synced = file.sync_data().and_then(|()| {
+            if dir_unsynced {
+                self.shared.storage.sync_dir(&self.shared.dir)
+            } else {
+                Ok(())
+            }
+        });
         let elapsed = started.elapsed();
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.shared
@@ -735,6 +759,12 @@ impl Log {
     }
 
     /// Seals the active segment (fdatasync, index file) and starts a new one.
+    ///
+    /// This runs under the state lock, so every append to the partition waits for it: it
+    /// makes one fdatasync (of the sealed segment's last unsynced bytes, which under
+    /// `fsync=always` the flusher has mostly synced already). The index file is written as a
+    /// cache without an fsync, and the new segment's directory entry is synced by the next
+    /// sync that covers its records (the flusher, the interval flush or `maintain`).
     fn roll(&self, st: &mut State, now: i64) -> Result<()> {
         let storage = self.shared.storage.clone();
         let next = st.next_offset;
@@ -746,11 +776,20 @@ impl Log {
         let file = active.file(storage.as_ref())?;
         file.sync_data()
             .map_err(LogError::io("sync segment", &active.log_path))?;
-        active.index.store(storage.as_ref(), &active.index_path)?;
+        active.index.store_cached(storage.as_ref(), &active.index_path)?;
         active.sealed = true;
         let sealed_base = active.base_offset;
-        let segment = Segment::create(storage.as_ref(), &self.shared.dir, next, now)?;
+        if st.dir_unsynced {
+            // The sealed segment's own name is not durable yet (no sync ran while it was
+            // active): its records are about to be reported durable.
+            storage
+                .sync_dir(&self.shared.dir)
+                .map_err(LogError::io("sync directory", &self.shared.dir))?;
+            st.dir_unsynced = false;
+        }
+        let segment = Segment::create_unsynced(storage.as_ref(), &self.shared.dir, next, now)?;
         st.segments.insert(next, segment);
+        st.dir_unsynced = true;
         self.mark_durable(next);
         st.visible = Visible {
             offset: next,
@@ -967,6 +1006,7 @@ impl Log {
                 self.roll(&mut st, now_ms)?;
             }
         }
+        self.sync_dir_if_needed()?;
         if config.cleanup.delete {
             self.enforce_retention(now_ms)?;
         }
@@ -1013,30 +1053,37 @@ impl Log {
                 st.log_start_offset = st.segments.keys().next().copied().unwrap_or(st.next_offset);
             }
         }
+        // Rename, sync the directory (from here on the segment is gone, crash or not), then
+        // let the reaper free the blocks gradually: see `reaper`.
+        let storage = &self.shared.storage;
+        let mut retired = Vec::with_capacity(doomed.len());
         for segment in &doomed {
             info!(segment = %segment.log_path.display(), "Deleting segment past retention");
-            self.remove_segment_files(segment)?;
+            let mut name = segment.log_path.clone().into_os_string();
+            name.push(DELETED_SUFFIX);
+            let deleted = PathBuf::from(name);
+            storage
+                .rename(&segment.log_path, &deleted)
+                .map_err(LogError::io("retire segment", &segment.log_path))?;
+            retired.push(deleted);
+            if storage.exists(&segment.index_path) {
+                storage
+                    .remove_file(&segment.index_path)
+                    .map_err(LogError::io("delete index", &segment.index_path))?;
+            }
         }
         if !doomed.is_empty() {
-            self.shared
-                .storage
+            storage
                 .sync_dir(&self.shared.dir)
                 .map_err(LogError::io("sync directory", &self.shared.dir))?;
         }
-        Ok(doomed.len())
-    }
-
-    fn remove_segment_files(&self, segment: &Segment) -> Result<()> {
-        let storage = &self.shared.storage;
-        storage
-            .remove_file(&segment.log_path)
-            .map_err(LogError::io("delete segment", &segment.log_path))?;
-        if storage.exists(&segment.index_path) {
-            storage
-                .remove_file(&segment.index_path)
-                .map_err(LogError::io("delete index", &segment.index_path))?;
+        for path in retired {
+            reaper::retire(Retired {
+                storage: storage.clone(),
+                path,
+            });
         }
-        Ok(())
+        Ok(doomed.len())
     }
 
     /// Compacts sealed segments: keeps the latest record per key, and tombstones until they
@@ -1109,9 +1156,30 @@ impl Log {
         Ok(())
     }
 
+    /// Syncs the directory if a roll created a segment since it was last synced. Under
+    /// `fsync=always` the flusher does this before acknowledging the new segment's records;
+    /// this covers the other policies and a segment that received no records yet.
+    fn sync_dir_if_needed(&self) -> Result<()> {
+        let _sync = lock(&self.shared.sync_lock);
+        let due = std::mem::take(&mut lock(&self.shared.state).dir_unsynced);
+        if due {
+            let synced = self.shared.storage.sync_dir(&self.shared.dir);
+            if let Err(e) = synced {
+                lock(&self.shared.state).dir_unsynced = true;
+                return Err(LogError::Io {
+                    op: "sync directory",
+                    path: self.shared.dir.clone(),
+                    source: e,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes, writes the active segment's index and refuses further appends.
     pub fn close(&self) -> Result<()> {
         self.flush()?;
+        self.sync_dir_if_needed()?;
         let mut st = lock(&self.shared.state);
         if st.closed {
             return Ok(());

@@ -47,6 +47,21 @@ pub(crate) struct Scan {
 impl Segment {
     /// Creates an empty segment file and makes its directory entry durable.
     pub fn create(storage: &dyn Storage, dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
+        let segment = Segment::create_unsynced(storage, dir, base_offset, now_ms)?;
+        storage
+            .sync_dir(dir)
+            .map_err(LogError::io("sync directory", dir))?;
+        Ok(segment)
+    }
+
+    /// Creates an empty segment file without syncing its directory: the caller must sync
+    /// the directory before it reports anything written to this segment as durable.
+    pub fn create_unsynced(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Segment> {
         let log_path = offset_file(dir, base_offset, LOG_SUFFIX);
         let index_path = offset_file(dir, base_offset, INDEX_SUFFIX);
         let file = storage
@@ -59,9 +74,6 @@ impl Segment {
                 .remove_file(&index_path)
                 .map_err(LogError::io("remove stale index", &index_path))?;
         }
-        storage
-            .sync_dir(dir)
-            .map_err(LogError::io("sync directory", dir))?;
         Ok(Segment {
             base_offset,
             log_path,

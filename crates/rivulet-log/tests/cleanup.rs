@@ -133,3 +133,62 @@ fn compaction_keeps_latest_value_per_key_and_original_offsets() {
     let next = log.append(&one("key0", Some("again"), 2_000)).expect("append");
     assert_eq!(next.base_offset, 700);
 }
+
+/// Names of the files in a log directory.
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("list log directory")
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn retention_retires_segments_at_once_frees_them_in_the_background_and_reopen_removes_leftovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        retention_bytes: Some(20 * 1024),
+        ..small(FsyncPolicy::Always)
+    };
+    let log = Log::open(dir.path(), config.clone()).expect("open");
+    for i in 0..400 {
+        log.append(&batch_of(&format!("r{i}"), 3, 3, rivulet_log::now_ms()))
+            .expect("append");
+    }
+    log.flush().expect("flush");
+    let deleted = log.enforce_retention(rivulet_log::now_ms()).expect("retention");
+    assert!(deleted > 0);
+    let start = log.log_start_offset();
+    // No segment file below the log start remains under its segment name.
+    for name in file_names(dir.path()) {
+        if let Some(base) = name.strip_suffix(".log") {
+            let base: i64 = base.parse().expect("segment name");
+            assert!(base >= start, "{name} is below log start {start}");
+        }
+    }
+    // The reaper shrinks and unlinks the retired files.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while file_names(dir.path()).iter().any(|n| n.ends_with(".deleted")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retired segments still present: {:?}",
+            file_names(dir.path())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left = read_all(&log, start);
+    log.close().expect("close");
+
+    // A crash while the reaper was at work leaves a retired file behind, possibly cut short;
+    // the next open removes it and never serves it.
+    let leftover = dir.path().join("00000000000000000000.log.deleted");
+    std::fs::write(&leftover, vec![0x5a; 5_000]).expect("write leftover");
+    let log = Log::open(dir.path(), config).expect("reopen");
+    assert!(!leftover.exists(), "leftover retired segment not removed");
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(read_all(&log, start), left);
+}
