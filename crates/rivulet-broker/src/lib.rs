@@ -9,6 +9,7 @@
 //! <data_dir>/topics/<topic>/<partition>/   one rivulet-log Log per partition
 //! <data_dir>/internal/__consumer_offsets/  committed offsets (compacted log)
 //! <data_dir>/producer_ids                  reserved producer-id block
+//! <data_dir>/trash/                         deleted topics whose files are still being freed
 //! ```
 
 pub mod error;
@@ -28,6 +29,9 @@ pub use error::{BrokerError, Result};
 pub use groups::{GroupCoordinator, GroupError, GroupLimits, GroupState};
 pub use offsets::{CommittedOffset, OffsetStore};
 pub use topics::{ConfigEntry, Topic};
+
+/// Directory under the data directory where deleted topics wait to be freed.
+const TRASH_DIR: &str = "trash";
 
 /// Settings of the broker core.
 #[derive(Debug, Clone)]
@@ -117,6 +121,14 @@ impl Broker {
         std::fs::create_dir_all(&topics_dir).map_err(BrokerError::io("create data dir", &topics_dir))?;
         let internal = config.data_dir.join("internal");
         std::fs::create_dir_all(&internal).map_err(BrokerError::io("create data dir", &internal))?;
+        let trash = config.data_dir.join(TRASH_DIR);
+        std::fs::create_dir_all(&trash).map_err(BrokerError::io("create data dir", &trash))?;
+        // Topics deleted before a restart whose files were not all freed yet.
+        let leftovers = std::fs::read_dir(&trash).map_err(BrokerError::io("list trash", &trash))?;
+        for entry in leftovers.flatten() {
+            tracing::info!(dir = %entry.path().display(), "Freeing a deleted topic left from before the restart");
+            rivulet_log::retire_dir(entry.path());
+        }
         let mut topics = HashMap::new();
         let entries = std::fs::read_dir(&topics_dir).map_err(BrokerError::io("list topics", &topics_dir))?;
         for entry in entries {
@@ -304,7 +316,7 @@ impl Broker {
             .write_topics()
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
-        topic.delete()?;
+        topic.delete(&self.inner.config.data_dir.join(TRASH_DIR))?;
         tracing::info!(topic = %name, "Deleted topic");
         Ok(())
     }
@@ -372,5 +384,65 @@ mod tests {
         first.close().expect("close");
         drop(first);
         Broker::open(config).expect("reopens once the first is gone");
+    }
+
+    fn trash_entries(data: &std::path::Path) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(data.join(TRASH_DIR))
+            .expect("list trash")
+            .map(|e| e.expect("entry").path())
+            .collect()
+    }
+
+    #[test]
+    fn a_deleted_topic_is_gone_at_once_and_its_files_are_freed_in_the_background() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::open(config.clone()).expect("open");
+        broker
+            .create_topic("orders", 2, 1, BTreeMap::new(), false)
+            .expect("create");
+        let topic = broker.topic("orders").expect("topic");
+        // 12 MiB in one partition: the reaper shrinks it in several steps.
+        let value = vec![7u8; 512 * 1024];
+        let records: Vec<_> = (0..24)
+            .map(|_| rivulet_log::record::Record::new(None, Some(value.clone())))
+            .collect();
+        for record in records {
+            let batch = rivulet_log::batch::build(0, rivulet_log::now_ms(), None, &[record]);
+            topic.partitions()[0].append(&batch).expect("append");
+        }
+        broker.delete_topic("orders").expect("delete");
+        assert!(broker.topic("orders").is_none());
+        assert!(!dir.path().join("topics").join("orders").exists());
+        // Recreating the name works while the old files are still being freed.
+        broker
+            .create_topic("orders", 1, 1, BTreeMap::new(), false)
+            .expect("recreate");
+        assert_eq!(
+            broker.topic("orders").expect("topic").partitions()[0].log_end_offset(),
+            0
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !trash_entries(dir.path()).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "trash not emptied");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        broker.close().expect("close");
+        drop(broker);
+
+        // A deleted topic left in the trash by a crash is freed on the next start.
+        let leftover = dir.path().join(TRASH_DIR).join("old-0000000000000001").join("0");
+        std::fs::create_dir_all(&leftover).expect("leftover dir");
+        std::fs::write(leftover.join("00000000000000000000.log"), vec![1u8; 4096]).expect("leftover file");
+        let broker = Broker::open(config).expect("reopen");
+        assert!(broker.topic("old").is_none());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !trash_entries(dir.path()).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "leftover not freed");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }

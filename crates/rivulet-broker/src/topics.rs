@@ -295,15 +295,27 @@ impl Topic {
         write_atomically(&self.dir.join(META_FILE), &text)
     }
 
-    /// Closes the logs and removes the topic's directory.
-    pub(crate) fn delete(&self) -> Result<()> {
+    /// Closes the logs and deletes the topic's directory: it is moved into `trash` (durably:
+    /// the topic is gone from then on, crash or not) and its files are freed gradually in
+    /// the background, so deleting gigabytes does not stall the fdatasyncs of other topics.
+    pub(crate) fn delete(&self, trash: &Path) -> Result<()> {
         // Remove the metadata first: a crash midway leaves a directory that is not loaded.
         let meta = self.dir.join(META_FILE);
         fs::remove_file(&meta).map_err(BrokerError::io("remove topic metadata", &meta))?;
         for log in &self.partitions {
-            log.delete()?;
+            log.mark_deleted();
         }
-        fs::remove_dir_all(&self.dir).map_err(BrokerError::io("remove topic dir", &self.dir))?;
+        let target = trash.join(format!("{}-{:016x}", self.name, random_u128() as u64));
+        if let Err(e) = fs::rename(&self.dir, &target) {
+            tracing::warn!(topic = %self.name, error = %e, "Cannot move a deleted topic to the trash; deleting it at once");
+            fs::remove_dir_all(&self.dir).map_err(BrokerError::io("remove topic dir", &self.dir))?;
+            return Ok(());
+        }
+        sync_dir(trash)?;
+        if let Some(parent) = self.dir.parent() {
+            sync_dir(parent)?;
+        }
+        rivulet_log::retire_dir(target);
         Ok(())
     }
 

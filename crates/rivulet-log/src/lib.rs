@@ -36,3 +36,4 @@ pub mod storage;
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
 pub use error::{BatchError, LogError, Result};
 pub use log::{now_ms, AppendOutcome, FsyncObserver, Log, ReadResult, TimestampOffset};
+pub use reaper::retire_dir;

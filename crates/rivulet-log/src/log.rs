@@ -1193,6 +1193,12 @@ impl Log {
         Ok(())
     }
 
+    /// Refuses further appends without syncing or removing anything: for a log whose
+    /// directory its owner is about to move away and delete (see [`crate::retire_dir`]).
+    pub fn mark_deleted(&self) {
+        lock(&self.shared.state).closed = true;
+    }
+
     /// Closes the log and removes its directory.
     pub fn delete(&self) -> Result<()> {
         {

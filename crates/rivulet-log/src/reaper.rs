@@ -8,6 +8,8 @@
 //! directory: the segment is gone from then on, also after a crash), and one background
 //! thread per process shrinks the file a few MiB at a time with pauses in between before
 //! unlinking it. A `.deleted` file left behind by a crash is removed when the log is opened.
+//! Deleting a whole topic goes the same way: [`retire_dir`] takes a directory its owner has
+//! already moved out of the way.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -35,6 +37,43 @@ const REAP_PAUSE: Duration = Duration::from_millis(5);
 pub(crate) struct Retired {
     pub storage: Arc<dyn Storage>,
     pub path: PathBuf,
+}
+
+/// Deepest directory nesting [`retire_dir`] walks (a topic: partitions, then files).
+const REAP_DEPTH_MAX: usize = 4;
+
+/// Deletes a directory tree in the background, shrinking each file gradually as retention
+/// does with segments, so deleting a topic of many gigabytes does not stall the fdatasyncs
+/// of every other partition. The caller must already have moved the directory where
+/// nothing reads it and made that durable; whatever is left after a crash is the caller's
+/// to retire again on the next start. Falls back to deleting at once when the reaper's
+/// queue is full.
+pub fn retire_dir(path: PathBuf) {
+    let storage: Arc<dyn Storage> = Arc::new(crate::storage::FsStorage);
+    let mut files = Vec::new();
+    collect_files(&path, REAP_DEPTH_MAX, &mut files);
+    for file in files {
+        retire(Retired {
+            storage: storage.clone(),
+            path: file,
+        });
+    }
+    // The directories go once their files are gone: queue the tree itself last.
+    retire(Retired { storage, path });
+}
+
+fn collect_files(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() && depth > 0 => collect_files(&path, depth - 1, out),
+            Ok(t) if t.is_file() => out.push(path),
+            _ => {}
+        }
+    }
 }
 
 static REAPER: OnceLock<Option<SyncSender<Retired>>> = OnceLock::new();
@@ -77,6 +116,14 @@ fn run(rx: Receiver<Retired>) {
 /// is already out of the log, and a leftover is removed when the log is next opened.
 fn reap(retired: &Retired, pause: Duration) {
     let path = &retired.path;
+    if path.is_dir() {
+        match retired.storage.remove_dir_all(path) {
+            Ok(()) => debug!(dir = %path.display(), "Deleted retired directory"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(dir = %path.display(), error = %e, "Cannot delete a retired directory"),
+        }
+        return;
+    }
     if let Ok(file) = retired.storage.open(path, false) {
         let mut len = file.len().unwrap_or(0);
         // At most len / REAP_STEP_BYTES steps (512 for the largest 2 GiB segment).
