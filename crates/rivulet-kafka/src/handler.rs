@@ -187,6 +187,20 @@ impl Handler {
         &self.broker
     }
 
+    /// Starts one request. A Produce is validated and appended to its logs here, in the
+    /// order requests arrive, and what is returned only waits for durability: a connection
+    /// can read and append its next request while earlier ones sync, and answers in order.
+    /// Every other request is handled to the end.
+    pub async fn start(&self, request: Request, client: &ClientInfo) -> Started {
+        match request.body {
+            RequestKind::Produce(r) => Started::Produce(self.produce_append(request.version, r)),
+            body => {
+                let request = Request { body, ..request };
+                Started::Done(self.handle(request, client).await.map(Box::new))
+            }
+        }
+    }
+
     /// Handles one request. `None` means no response is sent (Produce with acks=0).
     pub async fn handle(&self, request: Request, client: &ClientInfo) -> Option<Response> {
         if let RequestKind::Fetch(r) = request.body {
@@ -337,6 +351,13 @@ impl Handler {
     }
 
     async fn produce(&self, v: i16, r: ProduceRequest) -> Option<ProduceResponse> {
+        self.produce_append(v, r).finish().await
+    }
+
+    /// The part of a Produce that must run in request order: validation and appends. Each
+    /// partition's sync is requested here too, so the partitions of one request sync in
+    /// parallel (each log has its own flusher).
+    fn produce_append(&self, v: i16, r: ProduceRequest) -> ProduceInFlight {
         let acks = r.acks;
         let transactional = r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty());
         let mut pending: Vec<(usize, usize, Log, i64)> = Vec::new();
@@ -411,7 +432,43 @@ impl Handler {
                     .with_partition_responses(parts),
             );
         }
-        // Every sync was requested above: waiting in turn takes as long as the slowest one.
+        ProduceInFlight {
+            acks,
+            responses,
+            pending,
+        }
+    }
+}
+
+/// What [`Handler::start`] returns.
+#[derive(Debug)]
+pub enum Started {
+    /// The request is complete; `None` means no response is sent.
+    Done(Option<Box<Response>>),
+    /// A Produce whose records are appended and whose response waits for durability.
+    Produce(ProduceInFlight),
+}
+
+/// A Produce request whose records are appended and whose syncs are requested.
+#[derive(Debug)]
+pub struct ProduceInFlight {
+    acks: i16,
+    responses: Vec<TopicProduceResponse>,
+    /// `(topic index, partition index, log, next offset)` awaiting durability (acks=all).
+    pending: Vec<(usize, usize, Log, i64)>,
+}
+
+impl ProduceInFlight {
+    /// Waits until every acks=all partition is durable and returns the response, or `None`
+    /// for acks=0.
+    pub async fn finish(self) -> Option<ProduceResponse> {
+        let ProduceInFlight {
+            acks,
+            mut responses,
+            pending,
+        } = self;
+        // Every sync was requested at append time: waiting in turn takes as long as the
+        // slowest one.
         for (ti, pi, log, next_offset) in pending {
             if let Err(e) = log.wait_durable(next_offset).await {
                 tracing::error!(error = %e, "Waiting for durability failed");
@@ -429,7 +486,9 @@ impl Handler {
         }
         Some(ProduceResponse::default().with_responses(responses))
     }
+}
 
+impl Handler {
     async fn fetch(&self, v: i16, r: FetchRequest) -> (FetchResponse, Option<OwnedSemaphorePermit>) {
         let wait_ms = (r.max_wait_ms.max(0) as u64).min(self.config.fetch_wait_ms_max);
         let deadline = Instant::now() + Duration::from_millis(wait_ms);

@@ -1,7 +1,10 @@
 //! TCP server: accepts connections, frames requests, runs handlers, writes responses.
 //!
-//! Each connection handles one request at a time and answers in order, as Kafka does;
-//! further pipelined requests wait in the socket buffer (TCP backpressure). Memory is
+//! Each connection reads one request at a time and answers in order. A Produce is appended
+//! as soon as it is read, and only its wait for durability overlaps with the requests after
+//! it (at most [`PIPELINE_DEPTH_MAX`] responses in flight): a producer with several requests
+//! in flight gets them appended back to back and their syncs shared, instead of one sync per
+//! request. Further pipelined requests wait in the socket buffer (TCP backpressure). Memory is
 //! bounded by `connections_max`, a global budget of large-request bytes in flight and a
 //! global budget of Fetch response bytes.
 
@@ -11,13 +14,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::{self, Decoded};
-use crate::handler::{ClientInfo, Handler, HandlerConfig};
+use crate::handler::{ClientInfo, Handler, HandlerConfig, Response, Started};
+use kafka_protocol::messages::ResponseKind;
 use rivulet_broker::Broker;
 
 /// Requests up to this size are read without drawing on `request_memory_bytes_max`; memory
@@ -242,15 +249,54 @@ async fn accept_loop(
     }
 }
 
+/// Most responses one connection may have in flight: appended Produce requests waiting for
+/// their syncs, and the responses queued behind them. librdkafka keeps at most 5 requests
+/// in flight with idempotence (more without); further requests wait in the socket buffer.
+pub const PIPELINE_DEPTH_MAX: usize = 16;
+
+/// An encoded response and the memory reservation it holds until written.
+type Encoded = (Bytes, Option<OwnedSemaphorePermit>);
+
+/// A response on its way: resolves when it can be written (`None`: nothing to write).
+type InFlight = Pin<Box<dyn Future<Output = Result<Option<Encoded>, crate::ProtocolError>> + Send>>;
+
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Handler,
+    config: Arc<ServerConfig>,
+    memory: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), crate::ProtocolError> {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<InFlight>(PIPELINE_DEPTH_MAX);
+    let read = read_requests(reader, tx, peer, handler, config.clone(), memory, stop);
+    let write = write_responses(writer, rx, peer, config);
+    tokio::pin!(read, write);
+    // When the reader ends (end of stream, a malformed frame, shutdown) the responses already
+    // in flight are still written; when the writer ends (the client stopped reading, an I/O
+    // error) the connection closes at once.
+    tokio::select! {
+        read_result = &mut read => {
+            let write_result = write.await;
+            read_result.and(write_result)
+        }
+        write_result = &mut write => write_result,
+    }
+}
+
+/// Reads requests one after another and starts each: Produce appends happen here, in
+/// request order; the responses go to the writer in the same order.
+async fn read_requests(
+    mut stream: OwnedReadHalf,
+    responses: mpsc::Sender<InFlight>,
     peer: SocketAddr,
     handler: Handler,
     config: Arc<ServerConfig>,
     memory: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), crate::ProtocolError> {
-    let _ = stream.set_nodelay(true);
     let client = ClientInfo {
         host: peer.ip().to_string(),
     };
@@ -303,13 +349,14 @@ async fn serve_connection(
                 return Ok(());
             }
         }
-        let response = match codec::decode_request(frame.freeze()) {
+        let response: InFlight = match codec::decode_request(frame.freeze()) {
             Ok(Decoded::ApiVersionsTooNew {
                 correlation_id,
                 version,
             }) => {
                 tracing::debug!(peer = %peer, version, "ApiVersions request newer than supported");
-                Some((codec::api_versions_unsupported_response(correlation_id)?, None))
+                let bytes = codec::api_versions_unsupported_response(correlation_id)?;
+                Box::pin(std::future::ready(Ok(Some((bytes, None)))))
             }
             Ok(Decoded::Request(request)) => {
                 let api_key = request.api_key;
@@ -317,40 +364,74 @@ async fn serve_connection(
                 let correlation_id = request.header.correlation_id;
                 tracing::trace!(peer = %peer, api = ?api_key, version, correlation_id, "Request");
                 let started = std::time::Instant::now();
-                let handled = handler.handle(*request, &client).await;
-                if let Some(m) = handler.metrics() {
-                    m.observe_request("kafka", &format!("{api_key:?}"), started.elapsed());
-                }
-                match handled {
-                    Some(resp) => {
-                        let bytes = codec::encode_response(api_key, version, correlation_id, &resp.body)?;
-                        // Keep the record-bytes reservation until the response is written.
-                        Some((bytes, resp.reservation))
+                let metrics = handler.metrics().cloned();
+                let finish = move |resp: Option<Response>| -> Result<Option<Encoded>, crate::ProtocolError> {
+                    if let Some(m) = &metrics {
+                        m.observe_request("kafka", &format!("{api_key:?}"), started.elapsed());
                     }
-                    None => None,
+                    match resp {
+                        // Keep the record-bytes reservation until the response is written.
+                        Some(resp) => Ok(Some((
+                            codec::encode_response(api_key, version, correlation_id, &resp.body)?,
+                            resp.reservation,
+                        ))),
+                        None => Ok(None),
+                    }
+                };
+                match handler.start(*request, &client).await {
+                    Started::Done(resp) => Box::pin(std::future::ready(finish(resp.map(|r| *r)))),
+                    Started::Produce(in_flight) => Box::pin(async move {
+                        let resp = in_flight.finish().await.map(|body| Response {
+                            body: ResponseKind::Produce(body),
+                            reservation: None,
+                        });
+                        finish(resp)
+                    }),
                 }
             }
             Err(e) => return Err(e),
         };
+        // The request's bytes are no longer needed: a Produce's records are in the log.
         drop(permit);
-        if let Some((bytes, reservation)) = response {
-            let stall = Duration::from_millis(config.write_stall_timeout_ms);
-            if !write_unless_stalled(&mut stream, &bytes, stall).await? {
-                tracing::warn!(
-                    peer = %peer,
-                    response_bytes = bytes.len(),
-                    stall_ms = config.write_stall_timeout_ms,
-                    "Closing connection: the client stopped reading responses"
-                );
-                return Ok(());
-            }
-            drop(reservation);
+        if responses.send(response).await.is_err() {
+            // The writer is gone (the client stopped reading or the socket failed).
+            return Ok(());
         }
     }
 }
 
+/// Writes responses in request order as each becomes ready.
+async fn write_responses(
+    mut stream: OwnedWriteHalf,
+    mut responses: mpsc::Receiver<InFlight>,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+) -> Result<(), crate::ProtocolError> {
+    let stall = Duration::from_millis(config.write_stall_timeout_ms);
+    while let Some(response) = responses.recv().await {
+        let Some((bytes, reservation)) = response.await? else {
+            continue;
+        };
+        if !write_unless_stalled(&mut stream, &bytes, stall).await? {
+            tracing::warn!(
+                peer = %peer,
+                response_bytes = bytes.len(),
+                stall_ms = config.write_stall_timeout_ms,
+                "Closing connection: the client stopped reading responses"
+            );
+            return Ok(());
+        }
+        drop(reservation);
+    }
+    Ok(())
+}
+
 /// Writes all of `bytes`; `Ok(false)` when the socket accepted nothing for `stall`.
-async fn write_unless_stalled(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -> io::Result<bool> {
+async fn write_unless_stalled(
+    stream: &mut (impl AsyncWrite + Unpin),
+    bytes: &[u8],
+    stall: Duration,
+) -> io::Result<bool> {
     let mut written = 0;
     while written < bytes.len() {
         match tokio::time::timeout(stall, stream.write(&bytes[written..])).await {

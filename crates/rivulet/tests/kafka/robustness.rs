@@ -417,3 +417,52 @@ fn huge_array_counts_are_rejected_without_crashing() {
     let mut fresh = connect(&server);
     assert_api_versions_works(&mut fresh, 1);
 }
+
+#[test]
+fn pipelined_idempotent_produces_are_appended_and_answered_in_request_order() {
+    let server = Rivulet::start();
+    let topic = "pipelined";
+    let mut s = connect(&server);
+    let (error, pid, epoch) = init_producer_id(&mut s, 1);
+    assert_eq!(error, 0);
+    // Eight acks=all requests with consecutive sequences, then an ApiVersions request, all
+    // written before any response is read: the broker reads on while earlier produces wait
+    // for their syncs, and must still append them in order (else the sequences would be
+    // refused as out of order) and answer in order.
+    let mut wire = Vec::new();
+    for sequence in 0..8 {
+        let batch = rivulet_log::batch::build(
+            0,
+            1_700_000_000_000,
+            Some((pid, epoch, sequence)),
+            &[rivulet_log::record::Record::new(
+                None,
+                Some(format!("seq-{sequence}").into_bytes()),
+            )],
+        );
+        wire.extend_from_slice(&produce_frame_acks(topic, &batch, 100 + sequence, -1));
+    }
+    wire.extend_from_slice(&api_versions_frame(0, 200));
+    s.write_all(&wire).expect("send pipelined requests");
+    for sequence in 0..8i32 {
+        let resp = read_frame(&mut s);
+        assert_eq!(&resp[0..4], &(100 + sequence).to_be_bytes(), "answered in order");
+        let at = 4 + 4 + 2 + topic.len() + 4 + 4;
+        assert_eq!(
+            i16::from_be_bytes([resp[at], resp[at + 1]]),
+            0,
+            "sequence {sequence}"
+        );
+        let mut offset = [0u8; 8];
+        offset.copy_from_slice(&resp[at + 2..at + 10]);
+        assert_eq!(
+            i64::from_be_bytes(offset),
+            i64::from(sequence),
+            "appended in order"
+        );
+    }
+    let resp = read_frame(&mut s);
+    assert_eq!(&resp[0..4], &200i32.to_be_bytes(), "the last response comes last");
+    // A retry of the whole pipeline is recognised batch by batch.
+    assert_eq!(produce_idempotent(&mut s, topic, (pid, epoch), 3, 300), (0, 3));
+}
