@@ -12,8 +12,9 @@ pub enum FsyncPolicy {
     Always,
     /// Bytes are forced to disk at least every interval; appends do not wait.
     Interval(Duration),
-    /// Bytes stay in the page cache until the kernel writes them back (segments are still
-    /// synced when they roll and when the log closes).
+    /// Appends never wait for the disk. The log's flusher writes each partition back in the
+    /// background every [`crate::WRITEBACK_BYTES`] appended, so dirty pages stay bounded;
+    /// segments are also synced when they roll and when the log closes.
     None,
 }
 

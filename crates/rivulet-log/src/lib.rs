@@ -35,5 +35,5 @@ pub mod storage;
 
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
 pub use error::{BatchError, LogError, Result};
-pub use log::{now_ms, AppendOutcome, FsyncObserver, Log, ReadResult, TimestampOffset};
+pub use log::{now_ms, AppendOutcome, FsyncObserver, Log, ReadResult, TimestampOffset, WRITEBACK_BYTES};
 pub use reaper::retire_dir;

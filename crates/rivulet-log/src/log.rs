@@ -81,7 +81,17 @@ struct State {
     /// A segment was created since the directory was last synced: the next sync that makes
     /// its records durable must sync the directory too.
     dir_unsynced: bool,
+    /// Bytes appended under `FsyncPolicy::None` since the flusher was last asked to write
+    /// them back (see [`WRITEBACK_BYTES`]).
+    unflushed_bytes: u64,
 }
+
+/// Under `FsyncPolicy::None`, the flusher thread syncs a partition in the background once
+/// this many bytes were appended since its last sync, without anyone waiting for it. This
+/// keeps each partition's dirty pages bounded: left to itself the kernel lets gigabytes
+/// accumulate, then writes them back all at once and throttles every writer meanwhile, and
+/// a segment roll would fdatasync up to a whole segment under the partition's lock.
+pub const WRITEBACK_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug)]
 struct Shared {
@@ -278,6 +288,7 @@ impl Log {
             closed: false,
             poisoned: None,
             dir_unsynced: false,
+            unflushed_bytes: 0,
         };
         rebuild_producers(storage.as_ref(), &mut log_state)?;
         // What recovery kept is what readers may see: make it durable first.
@@ -436,14 +447,27 @@ impl Log {
         let base_offset = first.ok_or(LogError::InvalidBatch(crate::BatchError::TooShort {
             len_bytes: 0,
         }))?;
-        Ok(AppendOutcome {
+        let mut writeback = None;
+        if config.fsync == FsyncPolicy::None && !all_duplicate {
+            st.unflushed_bytes += records.len() as u64;
+            if st.unflushed_bytes >= WRITEBACK_BYTES {
+                st.unflushed_bytes = 0;
+                writeback = Some(st.next_offset);
+            }
+        }
+        let outcome = AppendOutcome {
             base_offset,
             last_offset: last,
             log_append_time_ms: -1,
             log_start_offset: st.log_start_offset,
             record_count: count,
             duplicate: all_duplicate,
-        })
+        };
+        drop(st);
+        if let Some(next_offset) = writeback {
+            self.request_durable(next_offset);
+        }
+        Ok(outcome)
     }
 
     /// Waits until every offset below `next_offset` is durable under the fsync policy.

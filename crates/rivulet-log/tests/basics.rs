@@ -264,3 +264,30 @@ async fn request_sync_makes_appends_visible_without_waiting() {
     assert!(log.durable_offset() >= 3);
     assert_eq!(read_all(&log, 0).len(), 3);
 }
+
+#[test]
+fn fsync_none_writes_back_in_the_background_every_writeback_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        fsync: FsyncPolicy::None,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), config).expect("open");
+    let value = vec![0x42u8; 256 * 1024];
+    let batch = batch::build(0, 1_000, None, &[Record::new(None, Some(value))]);
+    // Just under the threshold: nothing is synced, appends never wait.
+    let below = (rivulet_log::WRITEBACK_BYTES / batch.len() as u64) as usize;
+    for _ in 0..below {
+        log.append(&batch).expect("append");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(log.fsync_count(), 0, "synced before the threshold");
+    // Crossing it hands a sync to the flusher thread.
+    log.append(&batch).expect("append");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while log.fsync_count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no background writeback");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(log.durable_offset(), below as i64 + 1);
+}
