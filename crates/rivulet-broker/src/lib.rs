@@ -386,11 +386,23 @@ mod tests {
         Broker::open(config).expect("reopens once the first is gone");
     }
 
-    fn trash_entries(data: &std::path::Path) -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(data.join(TRASH_DIR))
-            .expect("list trash")
-            .map(|e| e.expect("entry").path())
-            .collect()
+    /// Waits up to 10 s for the reaper to empty the trash.
+    fn wait_for_empty_trash(data: &std::path::Path) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left: Vec<_> = std::fs::read_dir(data.join(TRASH_DIR))
+                .expect("list trash")
+                .map(|e| e.expect("entry").path())
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "trash not emptied: {left:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     #[test]
@@ -425,11 +437,7 @@ mod tests {
             broker.topic("orders").expect("topic").partitions()[0].log_end_offset(),
             0
         );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !trash_entries(dir.path()).is_empty() {
-            assert!(std::time::Instant::now() < deadline, "trash not emptied");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for_empty_trash(dir.path());
         broker.close().expect("close");
         drop(broker);
 
@@ -439,10 +447,6 @@ mod tests {
         std::fs::write(leftover.join("00000000000000000000.log"), vec![1u8; 4096]).expect("leftover file");
         let broker = Broker::open(config).expect("reopen");
         assert!(broker.topic("old").is_none());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !trash_entries(dir.path()).is_empty() {
-            assert!(std::time::Instant::now() < deadline, "leftover not freed");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for_empty_trash(dir.path());
     }
 }

@@ -1184,6 +1184,11 @@ impl Log {
     /// `fsync=always` the flusher does this before acknowledging the new segment's records;
     /// this covers the other policies and a segment that received no records yet.
     fn sync_dir_if_needed(&self) -> Result<()> {
+        // Checked first without the sync lock: maintenance runs for every partition on every
+        // tick and must not queue behind a flusher's fdatasync when there is nothing to do.
+        if !lock(&self.shared.state).dir_unsynced {
+            return Ok(());
+        }
         let _sync = lock(&self.shared.sync_lock);
         let due = std::mem::take(&mut lock(&self.shared.state).dir_unsynced);
         if due {
