@@ -121,7 +121,7 @@ fn log_append(
                 tokio::spawn(async move {
                     for _ in 0..per {
                         let out = log.append(&batch).expect("append");
-                        log.wait_durable(out.last_offset + 1).await.expect("durable");
+                        out.durable.wait().await.expect("durable");
                     }
                 })
             })
@@ -183,22 +183,7 @@ fn main() {
         .tempdir_in(base)
         .expect("bench dir");
     if std::env::var("RIVULET_BENCH_CRC").is_ok() {
-        let buf = vec![7u8; 1 << 20];
-        let start = Instant::now();
-        let mut acc = 0u32;
-        for _ in 0..2000 {
-            acc ^= crc32c::crc32c(&buf);
-        }
-        println!("crc32c: {:.0} MB/s ({acc})", mbps(2000 << 20, start.elapsed()));
-        let b = make_batch(1 << 20);
-        let start = Instant::now();
-        for _ in 0..500 {
-            batch::validate(&b, 2 << 20).expect("valid");
-        }
-        println!(
-            "validate: {:.0} MB/s",
-            mbps(500 * b.len() as u64, start.elapsed())
-        );
+        crc_and_validate();
         return;
     }
     // e.g. RIVULET_BENCH_ONLY="1 MiB/none,16 KiB/always"
@@ -233,42 +218,14 @@ fn main() {
                 if std::env::var("RIVULET_BENCH_APPENDERS").is_ok_and(|a| a != appenders.to_string()) {
                     continue;
                 }
-                // Baseline and log alternate, each from a settled page cache; medians of
-                // `repeat` runs are reported because this machine is noisy.
-                let mut baselines = Vec::new();
-                let mut results = Vec::new();
-                let (mut appends, mut syncs) = (0, 0);
-                for _ in 0..repeat {
-                    settle();
-                    baselines.push(raw_write(
-                        dir.path(),
-                        &batch,
-                        case_total,
-                        fsync == FsyncPolicy::Always,
-                    ));
-                    settle();
-                    let (got, a, s) = log_append(dir.path(), &batch, case_total, fsync, appenders);
-                    results.push(got);
-                    (appends, syncs) = (appends + a, syncs + s);
-                }
-                let baseline = median(&mut baselines);
-                let got = median(&mut results);
-                let keep_for_read = fsync == FsyncPolicy::None && appenders == 1;
-                if !keep_for_read {
-                    let _ = std::fs::remove_dir_all(dir.path().join(format!(
-                        "log-{}-{}-{appenders}",
-                        batch.len(),
-                        fsync.as_string()
-                    )));
-                }
-                let per_sync = if syncs == 0 {
-                    "-".to_string()
-                } else {
-                    format!("{:.1}", appends as f64 / syncs as f64)
-                };
-                println!(
-                    "| {label} | {name} | {appenders} | {got:.0} | {baseline:.0} | {:.2} | {per_sync} |",
-                    got / baseline
+                append_case(
+                    dir.path(),
+                    &batch,
+                    (label, name),
+                    fsync,
+                    appenders,
+                    case_total,
+                    repeat,
                 );
             }
         }
@@ -285,4 +242,68 @@ fn main() {
             got / raw
         );
     }
+}
+
+/// CRC-32C and batch validation speed on 1 MiB buffers.
+fn crc_and_validate() {
+    let buf = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    let mut acc = 0u32;
+    for _ in 0..2000 {
+        acc ^= crc32c::crc32c(&buf);
+    }
+    println!("crc32c: {:.0} MB/s ({acc})", mbps(2000 << 20, start.elapsed()));
+    let b = make_batch(1 << 20);
+    let start = Instant::now();
+    for _ in 0..500 {
+        batch::validate(&b, 2 << 20).expect("valid");
+    }
+    println!(
+        "validate: {:.0} MB/s",
+        mbps(500 * b.len() as u64, start.elapsed())
+    );
+}
+
+/// One table row: the log against the raw-disk baseline for one batch size, policy and
+/// appender count. Baseline and log alternate, each from a settled page cache; medians of
+/// `repeat` runs are reported because this machine is noisy.
+fn append_case(
+    dir: &std::path::Path,
+    batch: &[u8],
+    (label, name): (&str, &str),
+    fsync: FsyncPolicy,
+    appenders: usize,
+    case_total: u64,
+    repeat: usize,
+) {
+    let mut baselines = Vec::new();
+    let mut results = Vec::new();
+    let (mut appends, mut syncs) = (0, 0);
+    for _ in 0..repeat {
+        settle();
+        baselines.push(raw_write(dir, batch, case_total, fsync == FsyncPolicy::Always));
+        settle();
+        let (got, a, s) = log_append(dir, batch, case_total, fsync, appenders);
+        results.push(got);
+        (appends, syncs) = (appends + a, syncs + s);
+    }
+    let baseline = median(&mut baselines);
+    let got = median(&mut results);
+    let keep_for_read = fsync == FsyncPolicy::None && appenders == 1;
+    if !keep_for_read {
+        let _ = std::fs::remove_dir_all(dir.join(format!(
+            "log-{}-{}-{appenders}",
+            batch.len(),
+            fsync.as_string()
+        )));
+    }
+    let per_sync = if syncs == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}", appends as f64 / syncs as f64)
+    };
+    println!(
+        "| {label} | {name} | {appenders} | {got:.0} | {baseline:.0} | {:.2} | {per_sync} |",
+        got / baseline
+    );
 }

@@ -195,6 +195,25 @@ pub fn validate_framing(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// Records at or after `from` in concatenated batches, counted from the batch headers
+/// without decoding anything (control batches count as their markers). A trailing partial
+/// batch is not counted.
+pub fn count_records_from(batches: &[u8], from: i64) -> u64 {
+    let mut at = 0usize;
+    let mut count = 0u64;
+    // Every step advances by a whole batch of at least 61 bytes.
+    while let Ok(h) = BatchHeader::parse(&batches[at..]) {
+        let total = h.total_bytes();
+        if total < HEADER_BYTES || at + total > batches.len() {
+            break;
+        }
+        let first = h.base_offset.max(from);
+        count += (h.next_offset() - first).max(0) as u64;
+        at += total;
+    }
+    count
+}
+
 /// Rewrites the baseOffset field in place; the CRC stays valid.
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     assert!(batch.len() >= HEADER_BYTES);

@@ -67,6 +67,14 @@ pub enum BatchError {
         /// The codec id from the attributes.
         codec: i16,
     },
+    /// The records of a compressed batch do not decompress (or inflate beyond the bound).
+    #[error("compressed records (codec {codec}) do not decompress: {reason}")]
+    Decompress {
+        /// The codec.
+        codec: i16,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl BatchError {
@@ -81,6 +89,7 @@ impl BatchError {
             BatchError::BadRecordCount { .. } => 1006,
             BatchError::BadRecord { .. } => 1007,
             BatchError::BadCompression { .. } => 1008,
+            BatchError::Decompress { .. } => 1009,
         }
     }
 }

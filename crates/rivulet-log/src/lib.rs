@@ -14,7 +14,8 @@
 //! use rivulet_log::{batch, record::Record, Log, LogConfig};
 //! let log = Log::open("/tmp/rivulet-demo/orders-0", LogConfig::default())?;
 //! let bytes = batch::build(0, 1_700_000_000_000, None, &[Record::new(None, Some(b"hi".to_vec()))]);
-//! let at = log.append_durable(&bytes).await?;
+//! let at = log.append(&bytes)?;
+//! at.durable.clone().wait().await?;
 //! let read = log.read(at.base_offset, 1 << 20)?;
 //! assert!(!read.records.is_empty());
 //! # Ok(()) }
@@ -24,16 +25,22 @@
 pub mod batch;
 mod compact;
 pub mod config;
+mod durable;
 pub mod error;
+mod flusher;
 mod index;
 mod log;
 mod producer;
 mod reaper;
 pub mod record;
+pub mod records;
 mod segment;
 pub mod storage;
 
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
+pub use durable::Durable;
 pub use error::{BatchError, LogError, Result};
-pub use log::{now_ms, AppendOutcome, FsyncObserver, Log, ReadResult, TimestampOffset, WRITEBACK_BYTES};
+pub use flusher::{default_flush_threads, FlushPool, FsyncObserver, FLUSH_THREADS_MAX};
+pub use log::{now_ms, AppendOutcome, Log, LogContext, ReadResult, TimestampOffset, WRITEBACK_BYTES};
 pub use reaper::retire_dir;
+pub use records::{Records, StoredRecord, UndecodableBatch};

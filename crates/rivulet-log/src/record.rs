@@ -184,13 +184,13 @@ fn get_uvarint(buf: &[u8], max_bytes: usize) -> Option<(u64, &[u8])> {
     None
 }
 
-fn get_varint(buf: &[u8]) -> Option<(i32, &[u8])> {
+pub(crate) fn get_varint(buf: &[u8]) -> Option<(i32, &[u8])> {
     let (u, rest) = get_uvarint(buf, 5)?;
     let u = u32::try_from(u).ok()?;
     Some((((u >> 1) as i32) ^ -((u & 1) as i32), rest))
 }
 
-fn get_varlong(buf: &[u8]) -> Option<(i64, &[u8])> {
+pub(crate) fn get_varlong(buf: &[u8]) -> Option<(i64, &[u8])> {
     let (u, rest) = get_uvarint(buf, 10)?;
     Some((((u >> 1) as i64) ^ -((u & 1) as i64), rest))
 }

@@ -50,7 +50,7 @@ fn crash_child() {
                     let records = 1 + (n % 3) as usize;
                     let batch = batch_of(&value, records, 2, 1_000);
                     let out = log.append(&batch).expect("append");
-                    log.wait_durable_blocking(out.last_offset + 1).expect("durable");
+                    out.durable.clone().wait_blocking().expect("durable");
                     // One line per acknowledgement; println! takes the stdout lock per line.
                     println!("ack {} {} {value}", out.base_offset, records);
                 }

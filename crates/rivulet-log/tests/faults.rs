@@ -17,7 +17,7 @@ async fn full_disk_fails_appends_cleanly_and_recovers() {
         .expect("open");
     let mut acked = 0;
     for i in 0..20 {
-        log.append_durable(&batch_of(&format!("a{i}"), 2, 2, 1))
+        append_durable(&log, &batch_of(&format!("a{i}"), 2, 2, 1))
             .await
             .expect("append");
         acked += 2;
@@ -25,7 +25,7 @@ async fn full_disk_fails_appends_cleanly_and_recovers() {
     faults.set_write_budget(Some(150));
     let mut failures = 0;
     for i in 0..5 {
-        match log.append_durable(&batch_of(&format!("full{i}"), 2, 2, 1)).await {
+        match append_durable(&log, &batch_of(&format!("full{i}"), 2, 2, 1)).await {
             Ok(_) => acked += 2,
             Err(e) => {
                 assert!(e.is_disk_full(), "expected ENOSPC, got {e}");
@@ -40,7 +40,7 @@ async fn full_disk_fails_appends_cleanly_and_recovers() {
         "nothing already written is damaged"
     );
     faults.set_write_budget(None);
-    log.append_durable(&batch_of("later", 2, 2, 1))
+    append_durable(&log, &batch_of("later", 2, 2, 1))
         .await
         .expect("space is back");
     acked += 2;
@@ -57,11 +57,11 @@ async fn failed_fsync_is_reported_and_the_log_refuses_writes_until_reopened() {
     let storage = FaultyStorage::new(Arc::new(FsStorage));
     let faults = storage.faults();
     let log = Log::open_with_storage(Arc::new(storage), dir.path(), LogConfig::default()).expect("open");
-    log.append_durable(&batch_of("ok", 1, 1, 1))
+    append_durable(&log, &batch_of("ok", 1, 1, 1))
         .await
         .expect("append");
     faults.fail_sync.store(true, Ordering::SeqCst);
-    assert!(log.append_durable(&batch_of("lost", 1, 1, 1)).await.is_err());
+    assert!(append_durable(&log, &batch_of("lost", 1, 1, 1)).await.is_err());
     faults.fail_sync.store(false, Ordering::SeqCst);
     assert!(
         log.append(&batch_of("refused", 1, 1, 1)).is_err(),
@@ -70,8 +70,7 @@ async fn failed_fsync_is_reported_and_the_log_refuses_writes_until_reopened() {
     assert_eq!(log.high_watermark(), 1, "the unsynced batch never became visible");
     drop(log);
     let log = Log::open(dir.path(), LogConfig::default()).expect("reopen");
-    let next = log
-        .append_durable(&batch_of("again", 1, 1, 1))
+    let next = append_durable(&log, &batch_of("again", 1, 1, 1))
         .await
         .expect("append after reopen");
     assert!(next.base_offset >= 1);

@@ -8,3 +8,4 @@ mod corruption;
 mod crash;
 mod faults;
 mod model;
+mod records;

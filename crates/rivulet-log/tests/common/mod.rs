@@ -4,7 +4,7 @@
 
 use rivulet_log::batch::{self, BatchHeader, HEADER_BYTES};
 use rivulet_log::record::{self, Record};
-use rivulet_log::{FsyncPolicy, LogConfig};
+use rivulet_log::{AppendOutcome, FsyncPolicy, Log, LogConfig, LogError};
 
 /// `(offset, key, value)` of a record read back.
 pub type Stored = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -80,4 +80,11 @@ pub fn small(fsync: FsyncPolicy) -> LogConfig {
         retention_ms: None,
         ..LogConfig::default()
     }
+}
+
+/// Appends and waits until the records are durable.
+pub async fn append_durable(log: &Log, bytes: &[u8]) -> Result<AppendOutcome, LogError> {
+    let out = log.append(bytes)?;
+    out.durable.clone().wait().await?;
+    Ok(out)
 }

@@ -1,0 +1,254 @@
+//! Periodic work: segment rolls, interval flushes, retention and compaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, MutexGuard};
+
+use tracing::{debug, info};
+
+use super::{lock, now_ms, Log, SealedSegment, State, Visible};
+use crate::config::FsyncPolicy;
+use crate::error::{LogError, Result};
+use crate::reaper::{self, Retired, DELETED_SUFFIX};
+use crate::segment::Segment;
+use crate::storage::Storage;
+
+impl Log {
+    /// Seals the active segment (fdatasync, index file) and starts a new one.
+    ///
+    /// This runs under the state lock, so every append to the partition waits for it: it
+    /// makes one fdatasync (of the sealed segment's last unsynced bytes, which under
+    /// `fsync=always` the flusher has mostly synced already). The index file is written as a
+    /// cache without an fsync, and the new segment's directory entry is synced by the next
+    /// sync that covers its records (the flusher, the interval flush or `maintain`).
+    pub(super) fn roll(&self, st: &mut State, now: i64) -> Result<()> {
+        let storage = self.shared.storage.clone();
+        let next = st.next_offset;
+        let active = st
+            .segments
+            .values_mut()
+            .next_back()
+            .ok_or_else(|| LogError::Config("no segment".into()))?;
+        let file = active.file(storage.as_ref())?;
+        file.sync_data()
+            .map_err(LogError::io("sync segment", &active.log_path))?;
+        active.index.store_cached(storage.as_ref(), &active.index_path)?;
+        active.sealed = true;
+        let sealed_base = active.base_offset;
+        if st.dir_unsynced {
+            // The sealed segment's own name is not durable yet (no sync ran while it was
+            // active): its records are about to be reported durable.
+            storage
+                .sync_dir(&self.shared.dir)
+                .map_err(LogError::io("sync directory", &self.shared.dir))?;
+            st.dir_unsynced = false;
+        }
+        let segment = Segment::create_unsynced(storage.as_ref(), &self.shared.dir, next, now)?;
+        st.segments.insert(next, segment);
+        st.dir_unsynced = true;
+        self.shared.durability.mark_durable(next);
+        st.visible = Visible {
+            offset: next,
+            segment_base: next,
+            position: 0,
+        };
+        self.shared.hwm_tx.send_replace(next);
+        debug!(dir = %self.shared.dir.display(), sealed_base, new_base = next, "Rolled segment");
+        self.close_idle_handles(st);
+        Ok(())
+    }
+
+    /// Blocking; call it from a background thread or `spawn_blocking`.
+    pub fn maintain(&self, now_ms: i64) -> Result<()> {
+        let config = self.config();
+        if let FsyncPolicy::Interval(every) = config.fsync {
+            let due = now_ms - lock(&self.shared.state).last_flush_ms >= every.as_millis() as i64;
+            if due {
+                self.flush()?;
+            }
+        }
+        if let Some(segment_ms) = config.segment_ms {
+            let mut st = lock(&self.shared.state);
+            let aged = st
+                .segments
+                .values()
+                .next_back()
+                .is_some_and(|a| a.size() > 0 && now_ms - a.created_ms >= segment_ms as i64);
+            if aged && !st.closed && st.poisoned.is_none() {
+                self.roll(&mut st, now_ms)?;
+            }
+        }
+        self.sync_dir_if_needed()?;
+        if config.cleanup.delete {
+            self.enforce_retention(now_ms)?;
+        }
+        if config.cleanup.compact {
+            self.compact(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes whole sealed segments beyond `retention.ms` and `retention.bytes`. Returns
+    /// the number of segments deleted. The active segment is never deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let _cleaner = lock(&self.shared.cleaner_lock);
+        let config = self.config();
+        let mut doomed = Vec::new();
+        {
+            let mut st = lock(&self.shared.state);
+            let mut total: u64 = st.segments.values().map(Segment::size).sum();
+            let sealed: Vec<i64> = st
+                .segments
+                .values()
+                .filter(|s| s.sealed)
+                .map(|s| s.base_offset)
+                .collect();
+            for base in sealed {
+                let Some(segment) = st.segments.get(&base) else {
+                    break;
+                };
+                let too_old = config
+                    .retention_ms
+                    .is_some_and(|ms| segment.index.max_timestamp < now_ms - ms as i64);
+                let too_big = config
+                    .retention_bytes
+                    .is_some_and(|limit| total.saturating_sub(segment.size()) >= limit);
+                if !too_old && !too_big {
+                    break;
+                }
+                total -= segment.size();
+                if let Some(segment) = st.segments.remove(&base) {
+                    doomed.push(segment);
+                }
+            }
+            if !doomed.is_empty() {
+                st.log_start_offset = st.segments.keys().next().copied().unwrap_or(st.next_offset);
+            }
+        }
+        // Rename, sync the directory (from here on the segment is gone, crash or not), then
+        // let the reaper free the blocks gradually: see `reaper`.
+        let storage = &self.shared.storage;
+        let mut retired = Vec::with_capacity(doomed.len());
+        for segment in &doomed {
+            info!(segment = %segment.log_path.display(), "Deleting segment past retention");
+            let mut name = segment.log_path.clone().into_os_string();
+            name.push(DELETED_SUFFIX);
+            let deleted = PathBuf::from(name);
+            storage
+                .rename(&segment.log_path, &deleted)
+                .map_err(LogError::io("retire segment", &segment.log_path))?;
+            retired.push(deleted);
+            if storage.exists(&segment.index_path) {
+                storage
+                    .remove_file(&segment.index_path)
+                    .map_err(LogError::io("delete index", &segment.index_path))?;
+            }
+        }
+        if !doomed.is_empty() {
+            storage
+                .sync_dir(&self.shared.dir)
+                .map_err(LogError::io("sync directory", &self.shared.dir))?;
+        }
+        for path in retired {
+            reaper::retire(Retired {
+                storage: storage.clone(),
+                path,
+            });
+        }
+        Ok(doomed.len())
+    }
+
+    /// Compacts sealed segments: keeps the latest record per key, and tombstones until they
+    /// are older than `delete.retention.ms`. Returns the number of records removed.
+    pub fn compact(&self, now_ms: i64) -> Result<u64> {
+        crate::compact::compact(self, now_ms)
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.shared.storage
+    }
+
+    pub(crate) fn cleaner_lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.shared.cleaner_lock)
+    }
+
+    /// Sealed segments as `(base offset, file, path, valid bytes)`, oldest first.
+    pub(crate) fn sealed_segments(&self) -> Result<Vec<SealedSegment>> {
+        let mut st = lock(&self.shared.state);
+        let storage = self.shared.storage.clone();
+        let mut out = Vec::new();
+        for s in st
+            .segments
+            .values_mut()
+            .filter(|s| s.sealed && s.corrupt_from.is_none())
+        {
+            out.push((
+                s.base_offset,
+                s.file(storage.as_ref())?,
+                s.log_path.clone(),
+                s.size(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Swaps in a compacted segment that was written to `<base>.log.cleaned`.
+    pub(crate) fn replace_segment(&self, base: i64, cleaned: &Path) -> Result<()> {
+        let storage = self.shared.storage.clone();
+        let dir = self.shared.dir.clone();
+        let interval = self.config().index_interval_bytes;
+        let mut st = lock(&self.shared.state);
+        let Some(old) = st.segments.get(&base) else {
+            // Deleted by retention meanwhile.
+            storage
+                .remove_file(cleaned)
+                .map_err(LogError::io("remove cleaned", cleaned))?;
+            return Ok(());
+        };
+        let log_path = old.log_path.clone();
+        let old_next = old.index.next_offset;
+        storage
+            .rename(cleaned, &log_path)
+            .map_err(LogError::io("install compacted segment", &log_path))?;
+        if storage.exists(&old.index_path) {
+            storage
+                .remove_file(&old.index_path)
+                .map_err(LogError::io("remove index", &old.index_path))?;
+        }
+        storage
+            .sync_dir(&dir)
+            .map_err(LogError::io("sync directory", &dir))?;
+        let mut segment = Segment::open(storage.as_ref(), &dir, base, false, interval, now_ms())?;
+        // Compaction may have removed the last batches; the segment still spans its offsets.
+        if segment.index.next_offset < old_next {
+            segment.index.next_offset = old_next;
+            segment.index.store(storage.as_ref(), &segment.index_path)?;
+        }
+        st.segments.insert(base, segment);
+        Ok(())
+    }
+
+    /// Syncs the directory if a roll created a segment since it was last synced. Under
+    /// `fsync=always` the flusher does this before acknowledging the new segment's records;
+    /// this covers the other policies and a segment that received no records yet.
+    pub(super) fn sync_dir_if_needed(&self) -> Result<()> {
+        // Checked first without the sync lock: maintenance runs for every partition on every
+        // tick and must not queue behind a flusher's fdatasync when there is nothing to do.
+        if !lock(&self.shared.state).dir_unsynced {
+            return Ok(());
+        }
+        let _sync = lock(&self.shared.sync_lock);
+        let due = std::mem::take(&mut lock(&self.shared.state).dir_unsynced);
+        if due {
+            let synced = self.shared.storage.sync_dir(&self.shared.dir);
+            if let Err(e) = synced {
+                lock(&self.shared.state).dir_unsynced = true;
+                return Err(LogError::Io {
+                    op: "sync directory",
+                    path: self.shared.dir.clone(),
+                    source: e,
+                });
+            }
+        }
+        Ok(())
+    }
+}
