@@ -77,6 +77,27 @@ pub enum BrokerError {
         /// The lock file.
         path: PathBuf,
     },
+    /// The topic exists but has no such partition.
+    #[error("topic {topic:?} has partitions 0..{count}, not {partition}")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: i32,
+        /// How many partitions the topic has.
+        count: usize,
+    },
+    /// A record offered for append is unacceptable (before any of the request is written).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A group refused a broker-assigned member.
+    #[error("consumer group {group:?}: {error}")]
+    Group {
+        /// The group.
+        group: String,
+        /// Why.
+        error: crate::groups::GroupError,
+    },
 }
 
 impl BrokerError {
@@ -95,6 +116,9 @@ impl BrokerError {
             BrokerError::LimitReached(_) => 3009,
             BrokerError::ShuttingDown => 3010,
             BrokerError::DataDirLocked { .. } => 3011,
+            BrokerError::UnknownPartition { .. } => 3012,
+            BrokerError::InvalidRecord(_) => 3013,
+            BrokerError::Group { .. } => 3014,
         }
     }
 

@@ -1,6 +1,18 @@
-//! Rivulet's broker core: topics and their partition logs, producer ids, consumer groups
-//! and committed offsets. Protocol front ends (the Kafka wire protocol in `rivulet-kafka`)
-//! translate requests into calls on [`Broker`].
+//! Rivulet's broker core: topics and their partition logs, the data plane every front end
+//! goes through, producer ids, consumer groups and committed offsets.
+//!
+//! Front ends (the Kafka wire protocol in `rivulet-kafka`, the HTTP gateway, the embedded
+//! SDK) translate their protocol into calls on [`Broker`] and never touch a log:
+//!
+//! - data plane ([`data`]): [`Broker::produce`], [`Broker::append_records`],
+//!   [`Broker::read`], [`Broker::read_records`], [`Broker::watch`];
+//! - topics: [`Broker::create_topic`], [`Broker::delete_topic`], [`Broker::set_topic_configs`],
+//!   [`Broker::topics`] with [`Topic::partition_infos`];
+//! - groups ([`groups`]): the Kafka group coordinator, broker-assigned members
+//!   ([`Broker::join_local_group`]), committed offsets and [`Broker::group_lag`];
+//! - lifecycle: [`Broker::open`] recovers the data directory and starts the background work
+//!   (group ticks, log maintenance); [`Broker::shut_down`] ends long polls;
+//!   [`Broker::close`] stops everything and flushes.
 //!
 //! Data directory layout:
 //!
@@ -9,11 +21,16 @@
 //! <data_dir>/topics/<topic>/<partition>/   one rivulet-log Log per partition
 //! <data_dir>/internal/__consumer_offsets/  committed offsets (compacted log)
 //! <data_dir>/producer_ids                  reserved producer-id block
-//! <data_dir>/trash/                         deleted topics whose files are still being freed
+//! <data_dir>/trash/                        deleted topics whose files are still being freed
 //! ```
 
+mod background;
+pub mod data;
 pub mod error;
 pub mod groups;
+mod lag;
+mod members;
+mod meta;
 pub mod offsets;
 pub mod partitioner;
 pub mod producers;
@@ -21,14 +38,26 @@ pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use rivulet_log::LogConfig;
+use rivulet_log::storage::{FsStorage, Storage};
+use rivulet_log::{FlushPool, LogConfig, LogContext};
+use rivulet_metrics::Metrics;
+use tokio::sync::watch;
 
+pub use data::{Appended, Create, DataWatch, NewRecord, ReadLimit, RecordPosition, RecordsRead, Woke};
 pub use error::{BrokerError, Result};
-pub use groups::{GroupCoordinator, GroupError, GroupLimits, GroupState};
+pub use groups::local::LocalClient;
+pub use groups::{GroupCoordinator, GroupDescription, GroupError, GroupLimits, GroupState};
+pub use lag::PartitionLag;
+pub use members::LocalMember;
 pub use offsets::{CommittedOffset, OffsetStore};
-pub use topics::{ConfigEntry, Topic};
+pub use rivulet_log::{
+    AppendOutcome, BatchError, Durable, LogError, ReadResult, StoredRecord, TimestampOffset, UndecodableBatch,
+};
+pub use topics::{ConfigEntry, PartitionInfo, Topic};
 
 /// Directory under the data directory where deleted topics wait to be freed.
 const TRASH_DIR: &str = "trash";
@@ -38,7 +67,8 @@ const TRASH_DIR: &str = "trash";
 pub struct BrokerConfig {
     /// Where topics, offsets and producer state live.
     pub data_dir: PathBuf,
-    /// Create unknown topics on Metadata/Produce.
+    /// Create unknown topics when a client writes to them or asks for their metadata (the
+    /// same for every front end).
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
     pub default_partitions: u32,
@@ -50,6 +80,12 @@ pub struct BrokerConfig {
     pub default_log_config: LogConfig,
     /// Consumer-group limits.
     pub group_limits: GroupLimits,
+    /// Threads that run fdatasync for all partitions (see [`rivulet_log::FlushPool`]).
+    pub flush_threads: usize,
+    /// Interval of group-session checks.
+    pub group_tick_ms: u64,
+    /// Interval of log maintenance (interval fsync, segment rolls, retention, compaction).
+    pub maintenance_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -62,6 +98,9 @@ impl Default for BrokerConfig {
             topics_max: 10_000,
             default_log_config: LogConfig::default(),
             group_limits: GroupLimits::default(),
+            flush_threads: rivulet_log::default_flush_threads(),
+            group_tick_ms: 250,
+            maintenance_interval_ms: 1_000,
         }
     }
 }
@@ -89,105 +128,86 @@ pub struct Broker {
     inner: Arc<Inner>,
 }
 
-/// Holds the function told about every fdatasync of a partition log (for metrics).
-struct ObserverSlot(std::sync::RwLock<Option<rivulet_log::FsyncObserver>>);
-
-impl std::fmt::Debug for ObserverSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FsyncObserver")
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
-    fsync_observer: ObserverSlot,
     config: BrokerConfig,
     /// Held open for the broker's lifetime: its exclusive lock keeps a second process out.
     _lock: std::fs::File,
+    context: LogContext,
     topics_dir: PathBuf,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     producer_ids: producers::ProducerIds,
     groups: GroupCoordinator,
+    metrics: Arc<Metrics>,
+    round_robin: AtomicUsize,
+    shutdown: watch::Sender<bool>,
+    background: background::Background,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.background.stop.stop();
+    }
 }
 
 impl Broker {
-    /// Opens the data directory, recovering every topic and the committed offsets.
-    /// Blocking I/O: call before serving or from a blocking context.
+    /// Opens the data directory on the real file system, recovering every topic and the
+    /// committed offsets, and starts the background work. Blocking I/O: call before
+    /// serving or from a blocking context.
     pub fn open(config: BrokerConfig) -> Result<Broker> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(BrokerError::io("create data dir", &config.data_dir))?;
+        Broker::open_with(config, Arc::new(FsStorage))
+    }
+
+    /// [`Broker::open`] on the given storage (tests inject faults through it).
+    pub fn open_with(config: BrokerConfig, storage: Arc<dyn Storage>) -> Result<Broker> {
+        let create = |dir: &std::path::Path| {
+            storage
+                .create_dir_all(dir)
+                .map_err(BrokerError::io("create data dir", dir))
+        };
+        create(&config.data_dir)?;
         let lock = lock_data_dir(&config.data_dir)?;
         let topics_dir = config.data_dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).map_err(BrokerError::io("create data dir", &topics_dir))?;
         let internal = config.data_dir.join("internal");
-        std::fs::create_dir_all(&internal).map_err(BrokerError::io("create data dir", &internal))?;
         let trash = config.data_dir.join(TRASH_DIR);
-        std::fs::create_dir_all(&trash).map_err(BrokerError::io("create data dir", &trash))?;
-        // Topics deleted before a restart whose files were not all freed yet.
-        let leftovers = std::fs::read_dir(&trash).map_err(BrokerError::io("list trash", &trash))?;
-        for entry in leftovers.flatten() {
-            tracing::info!(dir = %entry.path().display(), "Freeing a deleted topic left from before the restart");
-            rivulet_log::retire_dir(entry.path());
+        for dir in [&topics_dir, &internal, &trash] {
+            create(dir)?;
         }
-        let mut topics = HashMap::new();
-        let entries = std::fs::read_dir(&topics_dir).map_err(BrokerError::io("list topics", &topics_dir))?;
-        for entry in entries {
-            let entry = entry.map_err(BrokerError::io("list topics", &topics_dir))?;
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            match Topic::open(&path, &config.default_log_config)? {
-                Some(topic) => {
-                    tracing::info!(topic = %topic.name(), partitions = topic.partition_count(), "Opened topic");
-                    topics.insert(topic.name().to_string(), Arc::new(topic));
-                }
-                None => {
-                    tracing::warn!(dir = %path.display(), "Ignoring a topic directory without topic.json (interrupted create or delete)")
-                }
-            }
-        }
-        let producer_ids = producers::ProducerIds::open(&config.data_dir.join("producer_ids"))?;
-        let offsets = OffsetStore::open(&internal.join(offsets::OFFSETS_TOPIC))?;
+        free_trash(storage.as_ref(), &trash)?;
+        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+        let observer = metrics.clone();
+        let pool = FlushPool::new(
+            config.flush_threads,
+            Some(Arc::new(move |d| observer.observe_fsync(d))),
+        );
+        let context = LogContext { storage, pool };
+        let topics = open_topics(&context, &topics_dir, &config.default_log_config)?;
+        let producer_ids =
+            producers::ProducerIds::open(context.storage.clone(), &config.data_dir.join("producer_ids"))?;
+        let offsets = OffsetStore::open(&internal.join(offsets::OFFSETS_TOPIC), &context)?;
         let groups = GroupCoordinator::new(offsets, config.group_limits.clone());
-        Ok(Broker {
+        let tick = Duration::from_millis(config.group_tick_ms.max(10));
+        let maintain = Duration::from_millis(config.maintenance_interval_ms.max(10));
+        let broker = Broker {
             inner: Arc::new(Inner {
-                fsync_observer: ObserverSlot(std::sync::RwLock::new(None)),
                 config,
                 _lock: lock,
+                context,
                 topics_dir,
                 topics: RwLock::new(topics),
                 producer_ids,
                 groups,
+                metrics,
+                round_robin: AtomicUsize::new(0),
+                shutdown: watch::channel(false).0,
+                background: background::Background::default(),
             }),
-        })
-    }
-
-    /// Sets a function told the duration of every fdatasync of every partition log, now
-    /// and for topics created later.
-    pub fn set_fsync_observer(&self, observer: Option<rivulet_log::FsyncObserver>) {
-        *self
+        };
+        broker
             .inner
-            .fsync_observer
-            .0
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = observer;
-        for topic in self.topics() {
-            self.adopt(&topic);
-        }
-    }
-
-    fn adopt(&self, topic: &Topic) {
-        let observer = self
-            .inner
-            .fsync_observer
-            .0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for log in topic.partitions() {
-            log.set_fsync_observer(observer.clone());
-        }
+            .background
+            .start(Arc::downgrade(&broker.inner), tick, maintain);
+        Ok(broker)
     }
 
     /// The broker's settings.
@@ -198,6 +218,16 @@ impl Broker {
     /// The consumer-group coordinator.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.inner.groups
+    }
+
+    /// The process metrics the data plane records into; front ends add their own.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The flush pool syncing every partition.
+    pub fn flush_pool(&self) -> &FlushPool {
+        &self.inner.context.pool
     }
 
     /// A topic by name.
@@ -217,27 +247,33 @@ impl Broker {
         all
     }
 
+    /// Describes a group of either kind (see [`GroupCoordinator::describe`]).
+    pub fn describe_group(&self, group: &str) -> Option<GroupDescription> {
+        let partitions = |t: &str| self.topic(t).map_or(0, |t| t.partition_count());
+        self.groups().describe(group, &partitions)
+    }
+
     fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
-        match self.inner.topics.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.inner.topics.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
-        match self.inner.topics.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.inner.topics.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A topic by name, auto-creating it with default settings when `allow_create` and the
-    /// broker's auto-creation setting both allow it.
-    pub fn get_or_create_topic(&self, name: &str, allow_create: bool) -> Result<Arc<Topic>> {
+    /// A topic that must exist.
+    pub(crate) fn existing_topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
+    }
+
+    /// A topic by name, created with default settings when `create` and the broker's
+    /// `auto_create_topics` both allow it (the one auto-creation policy of every front end).
+    pub fn topic_for(&self, name: &str, create: Create) -> Result<Arc<Topic>> {
         if let Some(t) = self.topic(name) {
             return Ok(t);
         }
-        if !(allow_create && self.inner.config.auto_create_topics) {
+        if create == Create::Never || !self.inner.config.auto_create_topics {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         }
         match self.create_topic(name, -1, 1, BTreeMap::new(), false) {
@@ -245,9 +281,7 @@ impl Broker {
                 tracing::info!(topic = %name, partitions = t.partition_count(), "Auto-created topic");
                 Ok(t)
             }
-            Ok(None) | Err(BrokerError::TopicExists(_)) => self
-                .topic(name)
-                .ok_or_else(|| BrokerError::UnknownTopic(name.to_string())),
+            Ok(None) | Err(BrokerError::TopicExists(_)) => self.existing_topic(name),
             Err(e) => Err(e),
         }
     }
@@ -262,6 +296,36 @@ impl Broker {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Option<Arc<Topic>>> {
+        let count = self.check_new_topic(name, partitions, replication_factor)?;
+        let log_config = topics::build_log_config(&self.inner.config.default_log_config, &overrides)?;
+        let mut topics = self.write_topics();
+        if topics.contains_key(name) {
+            return Err(BrokerError::TopicExists(name.to_string()));
+        }
+        if topics.len() >= self.inner.config.topics_max {
+            return Err(BrokerError::LimitReached(format!(
+                "{} topics exist (topics_max)",
+                topics.len()
+            )));
+        }
+        if validate_only {
+            return Ok(None);
+        }
+        let topic = Arc::new(Topic::create(
+            &self.inner.context,
+            &self.inner.topics_dir,
+            name,
+            count,
+            overrides,
+            &log_config,
+        )?);
+        topics.insert(name.to_string(), topic.clone());
+        Ok(Some(topic))
+    }
+
+    /// Checks a new topic's name, partition count and replication factor; returns the
+    /// partition count.
+    fn check_new_topic(&self, name: &str, partitions: i32, replication_factor: i16) -> Result<u32> {
         topics::validate_topic_name(name)?;
         if name.starts_with("__") {
             return Err(BrokerError::InvalidTopicName {
@@ -284,30 +348,7 @@ impl Broker {
         if replication_factor != 1 && replication_factor != -1 {
             return Err(BrokerError::InvalidReplicationFactor(replication_factor));
         }
-        let log_config = topics::build_log_config(&self.inner.config.default_log_config, &overrides)?;
-        let mut topics = self.write_topics();
-        if topics.contains_key(name) {
-            return Err(BrokerError::TopicExists(name.to_string()));
-        }
-        if topics.len() >= self.inner.config.topics_max {
-            return Err(BrokerError::LimitReached(format!(
-                "{} topics exist (topics_max)",
-                topics.len()
-            )));
-        }
-        if validate_only {
-            return Ok(None);
-        }
-        let topic = Arc::new(Topic::create(
-            &self.inner.topics_dir,
-            name,
-            count,
-            overrides,
-            &log_config,
-        )?);
-        self.adopt(&topic);
-        topics.insert(name.to_string(), topic.clone());
-        Ok(Some(topic))
+        Ok(count)
     }
 
     /// Deletes a topic and its data.
@@ -323,10 +364,13 @@ impl Broker {
 
     /// Changes a topic's config overrides (applied at once and stored durably).
     pub fn set_topic_configs(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<()> {
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let topic = self.existing_topic(name)?;
         topic.set_overrides(overrides, &self.inner.config.default_log_config)
+    }
+
+    /// Checks topic config overrides without applying them.
+    pub fn validate_topic_configs(&self, overrides: &BTreeMap<String, String>) -> Result<()> {
+        topics::build_log_config(&self.inner.config.default_log_config, overrides).map(|_| ())
     }
 
     /// Allocates a producer id, or bumps the epoch of an existing one.
@@ -335,7 +379,7 @@ impl Broker {
     }
 
     /// Runs log maintenance (interval flushes, segment rolls, retention, compaction) on every
-    /// log and group-session expiry. Blocking I/O: run on a blocking thread.
+    /// log. The background thread calls this every `maintenance_interval_ms`. Blocking I/O.
     pub fn maintain(&self, now_ms: i64) {
         for topic in self.topics() {
             for (index, log) in topic.partitions().iter().enumerate() {
@@ -349,8 +393,21 @@ impl Broker {
         }
     }
 
-    /// Flushes and closes every log. Blocking I/O.
+    /// Starts shutting down: waits for data ([`DataWatch::wait`]) end at once, so long polls
+    /// answer and connections can drain. Reads and writes still work until [`Broker::close`].
+    pub fn shut_down(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// True once [`Broker::shut_down`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// Stops the background work, then flushes and closes every log. Blocking I/O.
     pub fn close(&self) -> Result<()> {
+        self.shut_down();
+        self.inner.background.stop_and_join();
         let mut result = Ok(());
         for topic in self.topics() {
             if let Err(e) = topic.close() {
@@ -363,6 +420,44 @@ impl Broker {
         }
         result
     }
+}
+
+/// Frees topics deleted before a restart whose files were not all freed yet.
+fn free_trash(storage: &dyn Storage, trash: &std::path::Path) -> Result<()> {
+    let leftovers = storage
+        .list_dir(trash)
+        .map_err(BrokerError::io("list trash", trash))?;
+    for name in leftovers {
+        let path = trash.join(name);
+        tracing::info!(dir = %path.display(), "Freeing a deleted topic left from before the restart");
+        rivulet_log::retire_dir(path);
+    }
+    Ok(())
+}
+
+fn open_topics(
+    context: &LogContext,
+    topics_dir: &std::path::Path,
+    defaults: &LogConfig,
+) -> Result<HashMap<String, Arc<Topic>>> {
+    let mut topics = HashMap::new();
+    let names = context
+        .storage
+        .list_dir(topics_dir)
+        .map_err(BrokerError::io("list topics", topics_dir))?;
+    for name in names {
+        let path = topics_dir.join(&name);
+        match Topic::open(context, &path, defaults)? {
+            Some(topic) => {
+                tracing::info!(topic = %topic.name(), partitions = topic.partition_count(), "Opened topic");
+                topics.insert(topic.name().to_string(), Arc::new(topic));
+            }
+            None => {
+                tracing::warn!(dir = %path.display(), "Ignoring a topic directory without topic.json (interrupted create or delete)")
+            }
+        }
+    }
+    Ok(topics)
 }
 
 #[cfg(test)]
@@ -424,7 +519,12 @@ mod tests {
             .collect();
         for record in records {
             let batch = rivulet_log::batch::build(0, rivulet_log::now_ms(), None, &[record]);
-            topic.partitions()[0].append(&batch).expect("append");
+            topic.partitions()[0]
+                .append(&batch)
+                .expect("append")
+                .durable
+                .wait_blocking()
+                .expect("durable");
         }
         broker.delete_topic("orders").expect("delete");
         assert!(broker.topic("orders").is_none());

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rivulet_log::record::Record;
-use rivulet_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig};
+use rivulet_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig, LogContext, Records};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
@@ -17,8 +17,6 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// Bytes read per step while replaying the offsets log at startup.
 const REPLAY_READ_BYTES: usize = 1 << 20;
-/// Size of the RecordBatch v2 header.
-const BATCH_HEADER_BYTES: usize = 61;
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +46,7 @@ fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
 
 impl OffsetStore {
     /// Opens the offsets log under `dir` and replays it into memory.
-    pub fn open(dir: &Path) -> Result<OffsetStore> {
+    pub fn open(dir: &Path, context: &LogContext) -> Result<OffsetStore> {
         let config = LogConfig {
             segment_bytes: 100 << 20,
             max_batch_bytes: 16 << 20,
@@ -58,7 +56,7 @@ impl OffsetStore {
             cleanup: CleanupPolicy::COMPACT,
             ..LogConfig::default()
         };
-        let log = Log::open(dir, config)?;
+        let log = Log::open_with(context, dir, config)?;
         let store = OffsetStore {
             log,
             state: Mutex::new(HashMap::new()),
@@ -79,43 +77,25 @@ impl OffsetStore {
         let end = self.log.high_watermark();
         let mut state = self.lock();
         let mut applied = 0usize;
+        // Every pass moves `offset` forward by at least one batch.
         while offset < end {
             let read = self.log.read(offset, REPLAY_READ_BYTES)?;
             if read.records.is_empty() {
                 break;
             }
-            let bytes = &read.records[..];
-            let mut pos = 0usize;
-            while pos + BATCH_HEADER_BYTES <= bytes.len() {
-                let b = &bytes[pos..];
-                let base = i64::from_be_bytes(b[0..8].try_into().unwrap_or([0; 8]));
-                let len = i32::from_be_bytes(b[8..12].try_into().unwrap_or([0; 4]));
-                let attributes = i16::from_be_bytes([b[21], b[22]]);
-                let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap_or([0; 4]));
-                let count = i32::from_be_bytes(b[57..61].try_into().unwrap_or([0; 4]));
-                let total = 12 + len.max(0) as usize;
-                if len < 49 || total > b.len() {
-                    return Err(BrokerError::CorruptMetadata {
-                        path: OFFSETS_TOPIC.into(),
-                        reason: format!("batch at offset {base} has a bad length {len}"),
-                    });
-                }
-                if attributes & 0x07 != 0 {
-                    tracing::warn!(offset = base, "Skipping a compressed batch in the offsets log");
-                } else {
-                    let records = rivulet_log::record::decode_all(&b[BATCH_HEADER_BYTES..total], count)
-                        .map_err(|e| BrokerError::CorruptMetadata {
-                            path: OFFSETS_TOPIC.into(),
-                            reason: e.to_string(),
-                        })?;
-                    for record in records {
-                        applied += 1;
-                        apply_record(&mut state, &record);
-                    }
-                }
-                offset = base + last_delta as i64 + 1;
-                pos += total;
+            let mut records = Records::new(read.records, offset);
+            for record in records.by_ref() {
+                let record = record.map_err(|e| BrokerError::CorruptMetadata {
+                    path: OFFSETS_TOPIC.into(),
+                    reason: e.to_string(),
+                })?;
+                applied += 1;
+                apply_record(&mut state, record.key.as_deref(), record.value.as_deref());
             }
+            if records.next_offset() <= offset {
+                break;
+            }
+            offset = records.next_offset();
         }
         tracing::info!(
             records = applied,
@@ -150,7 +130,7 @@ impl OffsetStore {
             }
             outcome
         };
-        self.log.wait_durable(outcome.last_offset + 1).await?;
+        outcome.durable.wait().await?;
         Ok(())
     }
 
@@ -194,7 +174,7 @@ impl OffsetStore {
             let batch = rivulet_log::batch::build(0, now_ms(), None, &records);
             self.log.append(&batch)?
         };
-        self.log.wait_durable(outcome.last_offset + 1).await?;
+        outcome.durable.wait().await?;
         Ok(())
     }
 
@@ -209,15 +189,15 @@ impl OffsetStore {
     }
 }
 
-fn apply_record(state: &mut HashMap<String, GroupOffsets>, record: &Record) {
-    let Some(key) = record.key.as_deref() else {
+fn apply_record(state: &mut HashMap<String, GroupOffsets>, key: Option<&[u8]>, value: Option<&[u8]>) {
+    let Some(key) = key else {
         return;
     };
     let Ok((group, topic, partition)) = serde_json::from_slice::<(String, String, i32)>(key) else {
         tracing::warn!("Skipping an offsets record with an unreadable key");
         return;
     };
-    match record.value.as_deref() {
+    match value {
         None => {
             if let Some(g) = state.get_mut(&group) {
                 g.remove(&(topic, partition));
@@ -235,10 +215,4 @@ fn apply_record(state: &mut HashMap<String, GroupOffsets>, record: &Record) {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use rivulet_log::now_ms;

@@ -4,10 +4,12 @@
 //! the broker only hands out producer ids that are never reused, even across restarts.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use rivulet_log::storage::Storage;
 
 use crate::error::{BrokerError, Result};
-use crate::topics::write_atomically;
+use crate::meta;
 
 /// Producer ids reserved on disk at a time; a restart skips the unused rest of a block.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
@@ -15,6 +17,7 @@ pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
 /// Hands out unique producer ids and bumps epochs.
 #[derive(Debug)]
 pub struct ProducerIds {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     state: Mutex<IdState>,
 }
@@ -27,19 +30,23 @@ struct IdState {
 
 impl ProducerIds {
     /// Opens (or creates) the allocator state stored at `path`.
-    pub fn open(path: &Path) -> Result<ProducerIds> {
-        let reserved_end = match std::fs::read_to_string(path) {
-            Ok(text) => text
+    pub fn open(storage: Arc<dyn Storage>, path: &Path) -> Result<ProducerIds> {
+        let corrupt = |reason: String| BrokerError::CorruptMetadata {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let reserved_end = match meta::read_file(storage.as_ref(), path)? {
+            Some(bytes) => String::from_utf8_lossy(&bytes)
                 .trim()
                 .parse::<i64>()
-                .map_err(|e| BrokerError::CorruptMetadata {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(BrokerError::io("read producer ids", path)(e)),
+                .map_err(|e| corrupt(e.to_string()))?,
+            None => 0,
         };
+        if reserved_end < 0 {
+            return Err(corrupt(format!("negative producer id block end {reserved_end}")));
+        }
         Ok(ProducerIds {
+            storage,
             path: path.to_path_buf(),
             state: Mutex::new(IdState {
                 next_id: reserved_end,
@@ -64,7 +71,7 @@ impl ProducerIds {
         }
         if state.next_id >= state.reserved_end {
             let new_end = state.reserved_end + PRODUCER_ID_BLOCK_SIZE;
-            write_atomically(&self.path, new_end.to_string().as_bytes())?;
+            meta::write_atomically(self.storage.as_ref(), &self.path, new_end.to_string().as_bytes())?;
             state.reserved_end = new_end;
         }
         let id = state.next_id;
@@ -81,14 +88,15 @@ mod tests {
     fn ids_are_unique_across_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("producer_ids");
-        let ids = ProducerIds::open(&path).expect("open");
+        let fs: Arc<dyn Storage> = Arc::new(rivulet_log::storage::FsStorage);
+        let ids = ProducerIds::open(fs.clone(), &path).expect("open");
         let (a, ea) = ids.init(None).expect("init");
         let (b, _) = ids.init(None).expect("init");
         assert_ne!(a, b);
         assert_eq!(ea, 0);
         assert_eq!(ids.init(Some((a, 0))).expect("bump"), (a, 1));
         drop(ids);
-        let ids = ProducerIds::open(&path).expect("reopen");
+        let ids = ProducerIds::open(fs, &path).expect("reopen");
         let (c, _) = ids.init(None).expect("init");
         assert!(c > b, "id {c} reused after restart");
     }

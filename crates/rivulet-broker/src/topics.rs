@@ -1,14 +1,15 @@
 //! Topics: names, per-topic configs, partition logs and their on-disk metadata.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use rivulet_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig};
+use rivulet_log::storage::Storage;
+use rivulet_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig, LogContext};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
+use crate::meta;
 
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -141,12 +142,31 @@ struct TopicMeta {
     configs: BTreeMap<String, String>,
 }
 
-/// A topic: its partition logs and config overrides.
+/// One partition's offsets and size, as admin views show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition index.
+    pub partition: i32,
+    /// First offset still stored.
+    pub log_start_offset: i64,
+    /// Offset after the last record readers may see.
+    pub high_watermark: i64,
+    /// Offset the next record will get.
+    pub log_end_offset: i64,
+    /// Bytes of the partition's segments.
+    pub size_bytes: u64,
+    /// Number of segments.
+    pub segments: usize,
+}
+
+/// A topic: its partition logs and config overrides. Front ends see its name, id, configs
+/// and partition figures; reading and writing go through the [`crate::Broker`]'s calls.
 #[derive(Debug)]
 pub struct Topic {
     name: String,
     id: u128,
     dir: PathBuf,
+    storage: Arc<dyn Storage>,
     partitions: Vec<Log>,
     overrides: std::sync::Mutex<BTreeMap<String, String>>,
 }
@@ -168,13 +188,37 @@ impl Topic {
     }
 
     /// The log of one partition, if the index is in range.
-    pub fn partition(&self, index: i32) -> Option<&Log> {
+    pub(crate) fn partition(&self, index: i32) -> Option<&Log> {
         usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
     }
 
     /// All partition logs, by index.
-    pub fn partitions(&self) -> &[Log] {
+    pub(crate) fn partitions(&self) -> &[Log] {
         &self.partitions
+    }
+
+    /// Offsets and size of one partition.
+    pub fn partition_info(&self, index: i32) -> Option<PartitionInfo> {
+        self.partition(index).map(|log| PartitionInfo {
+            partition: index,
+            log_start_offset: log.log_start_offset(),
+            high_watermark: log.high_watermark(),
+            log_end_offset: log.log_end_offset(),
+            size_bytes: log.size_bytes(),
+            segments: log.segment_count(),
+        })
+    }
+
+    /// Offsets and size of every partition.
+    pub fn partition_infos(&self) -> Vec<PartitionInfo> {
+        (0..self.partitions.len() as i32)
+            .filter_map(|i| self.partition_info(i))
+            .collect()
+    }
+
+    /// Bytes of all partitions' segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.partitions.iter().map(Log::size_bytes).sum()
     }
 
     /// The topic's config overrides.
@@ -205,49 +249,79 @@ impl Topic {
             .collect()
     }
 
-    /// Creates a topic on disk and opens its logs.
+    /// Creates a topic on disk and opens its logs. On failure nothing of it is left.
     pub(crate) fn create(
+        context: &LogContext,
         topics_dir: &Path,
         name: &str,
         partitions: u32,
         overrides: BTreeMap<String, String>,
         log_config: &LogConfig,
     ) -> Result<Topic> {
+        let storage = context.storage.clone();
         let dir = topics_dir.join(name);
-        if dir.exists() {
+        if storage.exists(&dir) {
             // Left over from an interrupted create or delete: start clean.
-            fs::remove_dir_all(&dir).map_err(BrokerError::io("remove stale topic dir", &dir))?;
+            storage
+                .remove_dir_all(&dir)
+                .map_err(BrokerError::io("remove stale topic dir", &dir))?;
         }
-        fs::create_dir_all(&dir).map_err(BrokerError::io("create topic dir", &dir))?;
+        let created = Topic::create_in(context, &dir, name, partitions, overrides, log_config)
+            .and_then(|topic| meta::sync_dir(storage.as_ref(), topics_dir).map(|()| topic));
+        if created.is_err() {
+            // Without its metadata the directory would be ignored on the next start anyway;
+            // remove it now so a retry starts clean.
+            let _ = storage.remove_dir_all(&dir);
+        }
+        created
+    }
+
+    fn create_in(
+        context: &LogContext,
+        dir: &Path,
+        name: &str,
+        partitions: u32,
+        overrides: BTreeMap<String, String>,
+        log_config: &LogConfig,
+    ) -> Result<Topic> {
+        context
+            .storage
+            .create_dir_all(dir)
+            .map_err(BrokerError::io("create topic dir", dir))?;
         let mut logs = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            logs.push(Log::open(dir.join(p.to_string()), log_config.clone())?);
+            logs.push(Log::open_with(
+                context,
+                dir.join(p.to_string()),
+                log_config.clone(),
+            )?);
         }
         let topic = Topic {
             name: name.to_string(),
             id: random_u128(),
-            dir,
+            dir: dir.to_path_buf(),
+            storage: context.storage.clone(),
             partitions: logs,
             overrides: std::sync::Mutex::new(overrides),
         };
-        topic.write_meta()?;
-        sync_dir(topics_dir)?;
+        topic.write_meta(&topic.overrides())?;
         Ok(topic)
     }
 
     /// Opens a topic from its directory. Returns `Ok(None)` for a directory without metadata.
-    pub(crate) fn open(dir: &Path, defaults: &LogConfig) -> Result<Option<Topic>> {
+    pub(crate) fn open(context: &LogContext, dir: &Path, defaults: &LogConfig) -> Result<Option<Topic>> {
         let meta_path = dir.join(META_FILE);
-        let text = match fs::read_to_string(&meta_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(BrokerError::io("read topic metadata", &meta_path)(e)),
+        let text = match meta::read_file(context.storage.as_ref(), &meta_path) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(None),
+            Err(BrokerError::Io { source, .. }) if source.raw_os_error() == Some(20) => return Ok(None),
+            Err(e) => return Err(e),
         };
         let corrupt = |reason: String| BrokerError::CorruptMetadata {
             path: meta_path.clone(),
             reason,
         };
-        let meta: TopicMeta = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        let meta: TopicMeta = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
         let id = u128::from_str_radix(&meta.id, 16).map_err(|e| corrupt(e.to_string()))?;
         let name = dir
             .file_name()
@@ -258,20 +332,31 @@ impl Topic {
         let log_config = build_log_config(defaults, &meta.configs)?;
         let mut logs = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            logs.push(Log::open(dir.join(p.to_string()), log_config.clone())?);
+            logs.push(Log::open_with(
+                context,
+                dir.join(p.to_string()),
+                log_config.clone(),
+            )?);
         }
         Ok(Some(Topic {
             name,
             id,
             dir: dir.to_path_buf(),
+            storage: context.storage.clone(),
             partitions: logs,
             overrides: std::sync::Mutex::new(meta.configs),
         }))
     }
 
-    /// Replaces the config overrides, applies them to every partition and stores them.
-    pub fn set_overrides(&self, overrides: BTreeMap<String, String>, defaults: &LogConfig) -> Result<()> {
+    /// Replaces the config overrides: validated, stored durably, then applied to every
+    /// partition. A failure to store leaves the topic as it was.
+    pub(crate) fn set_overrides(
+        &self,
+        overrides: BTreeMap<String, String>,
+        defaults: &LogConfig,
+    ) -> Result<()> {
         let config = build_log_config(defaults, &overrides)?;
+        self.write_meta(&overrides)?;
         for log in &self.partitions {
             log.set_config(config.clone())?;
         }
@@ -279,41 +364,46 @@ impl Topic {
             Ok(mut g) => *g = overrides,
             Err(poisoned) => *poisoned.into_inner() = overrides,
         }
-        self.write_meta()
+        Ok(())
     }
 
-    fn write_meta(&self) -> Result<()> {
+    fn write_meta(&self, overrides: &BTreeMap<String, String>) -> Result<()> {
         let meta = TopicMeta {
             id: format!("{:032x}", self.id),
             partitions: self.partitions.len() as u32,
-            configs: self.overrides(),
+            configs: overrides.clone(),
         };
         let text = serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::CorruptMetadata {
             path: self.dir.join(META_FILE),
             reason: e.to_string(),
         })?;
-        write_atomically(&self.dir.join(META_FILE), &text)
+        meta::write_atomically(self.storage.as_ref(), &self.dir.join(META_FILE), &text)
     }
 
     /// Closes the logs and deletes the topic's directory: it is moved into `trash` (durably:
     /// the topic is gone from then on, crash or not) and its files are freed gradually in
     /// the background, so deleting gigabytes does not stall the fdatasyncs of other topics.
     pub(crate) fn delete(&self, trash: &Path) -> Result<()> {
+        let storage = self.storage.as_ref();
         // Remove the metadata first: a crash midway leaves a directory that is not loaded.
-        let meta = self.dir.join(META_FILE);
-        fs::remove_file(&meta).map_err(BrokerError::io("remove topic metadata", &meta))?;
+        let meta_path = self.dir.join(META_FILE);
+        storage
+            .remove_file(&meta_path)
+            .map_err(BrokerError::io("remove topic metadata", &meta_path))?;
         for log in &self.partitions {
             log.mark_deleted();
         }
         let target = trash.join(format!("{}-{:016x}", self.name, random_u128() as u64));
-        if let Err(e) = fs::rename(&self.dir, &target) {
+        if let Err(e) = storage.rename(&self.dir, &target) {
             tracing::warn!(topic = %self.name, error = %e, "Cannot move a deleted topic to the trash; deleting it at once");
-            fs::remove_dir_all(&self.dir).map_err(BrokerError::io("remove topic dir", &self.dir))?;
+            storage
+                .remove_dir_all(&self.dir)
+                .map_err(BrokerError::io("remove topic dir", &self.dir))?;
             return Ok(());
         }
-        sync_dir(trash)?;
+        meta::sync_dir(storage, trash)?;
         if let Some(parent) = self.dir.parent() {
-            sync_dir(parent)?;
+            meta::sync_dir(storage, parent)?;
         }
         rivulet_log::retire_dir(target);
         Ok(())
@@ -330,25 +420,6 @@ impl Topic {
         }
         first_error.map_or(Ok(()), |e| Err(e.into()))
     }
-}
-
-/// Writes `bytes` to `path` via a temporary file, fsync and rename.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::File::create(&tmp).map_err(BrokerError::io("create", &tmp))?;
-    file.write_all(bytes).map_err(BrokerError::io("write", &tmp))?;
-    file.sync_all().map_err(BrokerError::io("fsync", &tmp))?;
-    fs::rename(&tmp, path).map_err(BrokerError::io("rename", path))?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-/// Fsyncs a directory so that entries created in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let d = fs::File::open(dir).map_err(BrokerError::io("open dir", dir))?;
-    d.sync_all().map_err(BrokerError::io("fsync dir", dir))
 }
 
 /// 128 random bits from the standard library's randomly seeded hasher and the clock.

@@ -1,0 +1,39 @@
+//! Appending batches a producer built.
+
+use rivulet_log::AppendOutcome;
+
+use super::Create;
+use crate::error::{BrokerError, Result};
+use crate::Broker;
+
+impl Broker {
+    /// Validates and appends one or more concatenated RecordBatch v2 (one partition of a
+    /// Kafka Produce request), creating the topic if `create` and the broker allow it.
+    ///
+    /// Returns at once: the outcome's `durable` handle resolves when the records are on
+    /// disk under the topic's fsync policy. Readers see them no later than that.
+    pub fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: &[u8],
+        create: Create,
+    ) -> Result<AppendOutcome> {
+        let t = self.topic_for(topic, create)?;
+        let log = t
+            .partition(partition)
+            .ok_or_else(|| BrokerError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                count: t.partition_count(),
+            })?;
+        let outcome = log.append(batches).inspect_err(|e| {
+            tracing::warn!(topic, partition, error = %e, code = e.code(), "Produce rejected");
+        })?;
+        if !outcome.duplicate {
+            self.metrics()
+                .record_produced(topic, outcome.record_count as u64, batches.len() as u64);
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,393 @@
+//! Consumer groups: one coordinator, one namespace, two kinds of group.
+//!
+//! - **Kafka groups** ([`classic`]): Kafka's classic group protocol. The broker only relays:
+//!   the leader member runs the assignor and sends every member's assignment bytes in
+//!   SyncGroup. Waiting requests (JoinGroup until every member rejoined, SyncGroup until the
+//!   leader assigned) park on oneshot channels; nothing sleep-polls.
+//! - **Broker-assigned groups** ([`local`]): members in this process that do not speak the
+//!   group protocol (the HTTP gateway's Server-Sent Events streams, the embedded SDK); the
+//!   broker splits the partitions between them.
+//!
+//! A group id belongs to one kind at a time; both are listed, described and deleted through
+//! the same calls, and both commit to the same [`OffsetStore`]. Time comes from a [`Clock`],
+//! and [`GroupCoordinator::tick`] (run by the broker's background thread) expires sessions,
+//! SyncGroups and rebalances that outlived their timeouts.
+
+mod classic;
+pub mod clock;
+pub mod local;
+pub(crate) mod protocol;
+#[cfg(test)]
+mod tests;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::offsets::{CommittedOffset, OffsetStore};
+use classic::{ClassicGroup, Joined, Synced};
+pub use clock::{Clock, ManualClock, SystemClock};
+use local::{LocalClient, LocalGroup};
+pub use types::{
+    GroupDescription, GroupError, GroupLimits, GroupState, JoinOutcome, JoinRequest, JoinedMember,
+    MemberDescription, SyncOutcome,
+};
+
+/// Every group of the node, under one lock.
+#[derive(Default)]
+struct Groups {
+    classic: HashMap<String, ClassicGroup>,
+    local: HashMap<String, LocalGroup>,
+}
+
+impl Groups {
+    fn len(&self) -> usize {
+        self.classic.len() + self.local.len()
+    }
+
+    fn contains(&self, group_id: &str) -> bool {
+        self.classic.contains_key(group_id) || self.local.contains_key(group_id)
+    }
+}
+
+/// Coordinates every consumer group of the node and owns their committed offsets.
+pub struct GroupCoordinator {
+    groups: Mutex<Groups>,
+    offsets: OffsetStore,
+    limits: GroupLimits,
+    clock: Arc<dyn Clock>,
+    next_local_member: AtomicU64,
+}
+
+impl std::fmt::Debug for GroupCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCoordinator")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupCoordinator {
+    /// A coordinator over an opened offset store, on the system clock.
+    pub fn new(offsets: OffsetStore, limits: GroupLimits) -> GroupCoordinator {
+        GroupCoordinator::with_clock(offsets, limits, Arc::new(SystemClock))
+    }
+
+    /// A coordinator whose timeouts follow `clock`.
+    pub fn with_clock(offsets: OffsetStore, limits: GroupLimits, clock: Arc<dyn Clock>) -> GroupCoordinator {
+        GroupCoordinator {
+            groups: Mutex::new(Groups::default()),
+            offsets,
+            limits,
+            clock,
+            next_local_member: AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Groups> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The committed-offset store.
+    pub fn offsets(&self) -> &OffsetStore {
+        &self.offsets
+    }
+
+    /// Handles JoinGroup; completes when the rebalance completes.
+    pub async fn join(&self, req: JoinRequest) -> JoinOutcome {
+        let now = self.clock.now();
+        let joined = {
+            let mut groups = self.lock();
+            if let Some(error) = self.check_join(&groups, &req) {
+                return JoinOutcome::error(error, &req.member_id);
+            }
+            let group = groups
+                .classic
+                .entry(req.group_id.clone())
+                .or_insert_with(ClassicGroup::new);
+            group.join(&req, &self.limits, now)
+        };
+        match joined {
+            Joined::Now(outcome) => outcome,
+            Joined::Wait(rx, member_id) => match rx.await {
+                Ok(outcome) => outcome,
+                Err(_) => JoinOutcome::error(GroupError::RebalanceInProgress, &member_id),
+            },
+        }
+    }
+
+    fn check_join(&self, groups: &Groups, req: &JoinRequest) -> Option<GroupError> {
+        if req.group_id.is_empty() {
+            return Some(GroupError::InvalidGroupId);
+        }
+        if req.session_timeout_ms < self.limits.session_timeout_ms_min
+            || req.session_timeout_ms > self.limits.session_timeout_ms_max
+        {
+            return Some(GroupError::InvalidSessionTimeout);
+        }
+        if groups.local.contains_key(&req.group_id) {
+            tracing::info!(group = %req.group_id, "Refusing a Kafka consumer: the group has broker-assigned members (SSE or embedded)");
+            return Some(GroupError::InconsistentGroupProtocol);
+        }
+        if !groups.contains(&req.group_id) && groups.len() >= self.limits.groups_max {
+            tracing::warn!(group = %req.group_id, limit = self.limits.groups_max, "Refusing a new group: too many groups");
+            return Some(GroupError::GroupMaxSizeReached);
+        }
+        None
+    }
+
+    /// Handles SyncGroup; followers wait until the leader has sent the assignments (or the
+    /// tick gives up on the leader).
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncOutcome {
+        let now = self.clock.now();
+        let synced = {
+            let mut groups = self.lock();
+            let Some(group) = groups.classic.get_mut(group_id) else {
+                return SyncOutcome::error(GroupError::UnknownMemberId);
+            };
+            group.sync(generation, member_id, assignments, now)
+        };
+        match synced {
+            Synced::Now(outcome) => outcome,
+            Synced::Wait(rx) => rx
+                .await
+                .unwrap_or_else(|_| SyncOutcome::error(GroupError::RebalanceInProgress)),
+        }
+    }
+
+    /// Handles Heartbeat.
+    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> Option<GroupError> {
+        let now = self.clock.now();
+        match self.lock().classic.get_mut(group_id) {
+            Some(group) => group.heartbeat(generation, member_id, now),
+            None => Some(GroupError::UnknownMemberId),
+        }
+    }
+
+    /// Handles LeaveGroup for each member id; returns per-member results.
+    pub fn leave(&self, group_id: &str, member_ids: &[String]) -> Vec<Option<GroupError>> {
+        let now = self.clock.now();
+        let mut groups = self.lock();
+        let Some(group) = groups.classic.get_mut(group_id) else {
+            return member_ids
+                .iter()
+                .map(|_| Some(GroupError::UnknownMemberId))
+                .collect();
+        };
+        member_ids
+            .iter()
+            .map(|id| {
+                if group.remove_member(id, now) {
+                    tracing::info!(group = %group_id, member = %id, "Member left the group");
+                    None
+                } else {
+                    Some(GroupError::UnknownMemberId)
+                }
+            })
+            .collect()
+    }
+
+    /// Checks whether a Kafka OffsetCommit may be applied. Generation -1 is a standalone
+    /// commit, allowed while the group has no members.
+    pub fn validate_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Option<GroupError> {
+        if group_id.is_empty() {
+            return Some(GroupError::InvalidGroupId);
+        }
+        let now = self.clock.now();
+        let mut groups = self.lock();
+        if groups.local.contains_key(group_id) {
+            // Broker-assigned members commit in process; a Kafka client may not.
+            return Some(GroupError::UnknownMemberId);
+        }
+        let group = groups.classic.get_mut(group_id);
+        if generation < 0 {
+            return match group {
+                Some(g) if !g.members.is_empty() => Some(GroupError::UnknownMemberId),
+                _ => None,
+            };
+        }
+        match group {
+            Some(group) => group.validate_commit(generation, member_id, now),
+            None => Some(GroupError::IllegalGeneration),
+        }
+    }
+
+    /// Durably commits offsets for a group (Kafka commits after
+    /// [`GroupCoordinator::validate_commit`]; broker-assigned members directly).
+    pub async fn commit(&self, group_id: &str, entries: Vec<(String, i32, CommittedOffset)>) -> Result<()> {
+        self.offsets.commit(group_id, entries).await
+    }
+
+    /// Describes a group of either kind; a group known only by its committed offsets is
+    /// `Empty`. `partitions` gives a topic's partition count.
+    pub fn describe(&self, group_id: &str, partitions: &dyn Fn(&str) -> usize) -> Option<GroupDescription> {
+        let groups = self.lock();
+        if let Some(group) = groups.classic.get(group_id) {
+            return Some(group.describe());
+        }
+        if let Some(group) = groups.local.get(group_id) {
+            return Some(group.describe(partitions));
+        }
+        if self.offsets.group_offsets(group_id).is_empty() {
+            return None;
+        }
+        Some(GroupDescription {
+            state: GroupState::Empty,
+            protocol_type: "consumer".to_string(),
+            protocol_name: String::new(),
+            members: Vec::new(),
+        })
+    }
+
+    /// Lists groups of both kinds and groups with committed offsets:
+    /// (group id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let groups = self.lock();
+        let mut out: BTreeMap<String, (String, GroupState)> = BTreeMap::new();
+        for id in self.offsets.groups() {
+            out.insert(id, ("consumer".to_string(), GroupState::Empty));
+        }
+        for (id, g) in &groups.classic {
+            out.insert(id.clone(), (g.protocol_type(), g.state));
+        }
+        for (id, g) in &groups.local {
+            let state = if g.len() > 0 {
+                GroupState::Stable
+            } else {
+                GroupState::Empty
+            };
+            out.insert(id.clone(), ("consumer".to_string(), state));
+        }
+        out.into_iter().map(|(id, (pt, st))| (id, pt, st)).collect()
+    }
+
+    /// Deletes a group and its committed offsets; refused while it has members.
+    pub async fn delete(&self, group_id: &str) -> Option<GroupError> {
+        {
+            let mut groups = self.lock();
+            let known = groups.contains(group_id) || !self.offsets.group_offsets(group_id).is_empty();
+            if !known {
+                return Some(GroupError::GroupIdNotFound);
+            }
+            let busy = groups
+                .classic
+                .get(group_id)
+                .is_some_and(|g| !g.members.is_empty())
+                || groups.local.get(group_id).is_some_and(|g| g.len() > 0);
+            if busy {
+                return Some(GroupError::NonEmptyGroup);
+            }
+            groups.classic.remove(group_id);
+            groups.local.remove(group_id);
+        }
+        match self.offsets.delete_group(group_id).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(group = %group_id, error = %e, "Deleting committed offsets failed");
+                Some(GroupError::StorageFailed)
+            }
+        }
+    }
+
+    /// Expires members whose session timed out, SyncGroups that waited too long and
+    /// rebalances that outlived their timeout. The broker calls this every few hundred
+    /// milliseconds.
+    pub fn tick(&self) {
+        let now = self.clock.now();
+        let mut groups = self.lock();
+        for (group_id, group) in groups.classic.iter_mut() {
+            group.tick(group_id, now);
+        }
+        groups.classic.retain(|_, g| !g.is_idle());
+    }
+
+    /// Adds a broker-assigned member to `group_id` (creating the group); refused when the
+    /// group is a Kafka group or a limit is reached. Returns the member id and a receiver
+    /// that changes whenever the group's membership does.
+    pub fn join_local(
+        &self,
+        group_id: &str,
+        topics: &[String],
+        client: LocalClient,
+    ) -> Result<(u64, watch::Receiver<u64>), GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let mut groups = self.lock();
+        if groups
+            .classic
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return Err(GroupError::InconsistentGroupProtocol);
+        }
+        if !groups.contains(group_id) && groups.len() >= self.limits.groups_max {
+            return Err(GroupError::GroupMaxSizeReached);
+        }
+        let group = groups
+            .local
+            .entry(group_id.to_string())
+            .or_insert_with(LocalGroup::new);
+        if group.len() >= self.limits.members_per_group_max {
+            return Err(GroupError::GroupMaxSizeReached);
+        }
+        let id = self.next_local_member.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(group = %group_id, member = id, client = %client.client_id, "Broker-assigned member joined");
+        let rx = group.join(id, topics, client);
+        groups.classic.remove(group_id);
+        Ok((id, rx))
+    }
+
+    /// Removes a broker-assigned member; its partitions go to the others.
+    pub fn leave_local(&self, group_id: &str, member: u64) {
+        let mut groups = self.lock();
+        let empty = groups.local.get_mut(group_id).is_some_and(|g| g.leave(member));
+        if empty {
+            groups.local.remove(group_id);
+        }
+        tracing::info!(group = %group_id, member, "Broker-assigned member left");
+    }
+
+    /// A broker-assigned member's share of the partitions.
+    pub fn local_assignment(
+        &self,
+        group_id: &str,
+        member: u64,
+        partitions: &dyn Fn(&str) -> usize,
+    ) -> Vec<(String, i32)> {
+        let groups = self.lock();
+        groups
+            .local
+            .get(group_id)
+            .and_then(|g| g.assignments(partitions).remove(&member))
+            .unwrap_or_default()
+    }
+
+    /// Takes a partition for a broker-assigned member once its previous holder released
+    /// it; false while another member still holds it.
+    pub fn claim_local(&self, group_id: &str, member: u64, topic: &str, partition: i32) -> bool {
+        let mut groups = self.lock();
+        match groups.local.get_mut(group_id) {
+            Some(g) => g.claim(member, (topic.to_string(), partition)),
+            None => false,
+        }
+    }
+
+    /// Gives a partition up.
+    pub fn release_local(&self, group_id: &str, member: u64, topic: &str, partition: i32) {
+        if let Some(g) = self.lock().local.get_mut(group_id) {
+            g.release(member, &(topic.to_string(), partition));
+        }
+    }
+}

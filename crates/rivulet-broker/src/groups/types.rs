@@ -1,0 +1,208 @@
+//! What group requests and answers look like, independent of any wire protocol.
+
+use bytes::Bytes;
+
+/// Why a group request was refused. The front end maps these to wire error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// The member id is not part of the group.
+    #[error("unknown member id")]
+    UnknownMemberId,
+    /// The generation does not match the group's current generation.
+    #[error("illegal generation")]
+    IllegalGeneration,
+    /// The group is rebalancing; the member must rejoin.
+    #[error("rebalance in progress")]
+    RebalanceInProgress,
+    /// The member's protocol type or protocols do not fit the group's.
+    #[error("inconsistent group protocol")]
+    InconsistentGroupProtocol,
+    /// First join without a member id: retry with the returned id.
+    #[error("member id required")]
+    MemberIdRequired,
+    /// The session timeout is outside the accepted range.
+    #[error("invalid session timeout")]
+    InvalidSessionTimeout,
+    /// The group does not exist.
+    #[error("group id not found")]
+    GroupIdNotFound,
+    /// The group still has members.
+    #[error("group is not empty")]
+    NonEmptyGroup,
+    /// The group id is empty.
+    #[error("invalid group id")]
+    InvalidGroupId,
+    /// The group already has the maximum number of members, or too many groups exist.
+    #[error("group max size reached")]
+    GroupMaxSizeReached,
+    /// Storing offsets failed.
+    #[error("coordinator storage failed")]
+    StorageFailed,
+}
+
+/// State of a group, named as Kafka names it in DescribeGroups/ListGroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members.
+    Empty,
+    /// Waiting for members to (re)join.
+    PreparingRebalance,
+    /// Waiting for the leader's assignment.
+    CompletingRebalance,
+    /// Every member has its assignment.
+    Stable,
+}
+
+impl GroupState {
+    /// Kafka's name for the state.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// Limits of the coordinator.
+#[derive(Debug, Clone)]
+pub struct GroupLimits {
+    /// Groups kept in memory at once.
+    pub groups_max: usize,
+    /// Members per group.
+    pub members_per_group_max: usize,
+    /// Smallest session timeout accepted.
+    pub session_timeout_ms_min: i32,
+    /// Largest session timeout accepted.
+    pub session_timeout_ms_max: i32,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        GroupLimits {
+            groups_max: 10_000,
+            members_per_group_max: 1_000,
+            session_timeout_ms_min: 1_000,
+            session_timeout_ms_max: 1_800_000,
+        }
+    }
+}
+
+/// A JoinGroup request.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// Group id.
+    pub group_id: String,
+    /// Member id, empty on first join.
+    pub member_id: String,
+    /// Static membership id (treated like a dynamic member).
+    pub group_instance_id: Option<String>,
+    /// Client id from the request header.
+    pub client_id: String,
+    /// Client address.
+    pub client_host: String,
+    /// Session timeout.
+    pub session_timeout_ms: i32,
+    /// Rebalance timeout.
+    pub rebalance_timeout_ms: i32,
+    /// Protocol type, e.g. `consumer`.
+    pub protocol_type: String,
+    /// Supported protocols (assignors) with their opaque metadata, in preference order.
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a first join without member id gets [`GroupError::MemberIdRequired`].
+    pub require_known_member_id: bool,
+}
+
+/// A member as the leader sees it in the JoinGroup response.
+#[derive(Debug, Clone)]
+pub struct JoinedMember {
+    /// Member id.
+    pub member_id: String,
+    /// Static membership id.
+    pub group_instance_id: Option<String>,
+    /// Metadata for the chosen protocol.
+    pub metadata: Bytes,
+}
+
+/// The answer to a JoinGroup.
+#[derive(Debug, Clone, Default)]
+pub struct JoinOutcome {
+    /// Error, if any.
+    pub error: Option<GroupError>,
+    /// Generation, -1 on error.
+    pub generation_id: i32,
+    /// Chosen protocol type.
+    pub protocol_type: Option<String>,
+    /// Chosen protocol.
+    pub protocol_name: Option<String>,
+    /// Leader member id.
+    pub leader: String,
+    /// This member's id.
+    pub member_id: String,
+    /// All members (only for the leader).
+    pub members: Vec<JoinedMember>,
+}
+
+impl JoinOutcome {
+    pub(crate) fn error(error: GroupError, member_id: &str) -> JoinOutcome {
+        JoinOutcome {
+            error: Some(error),
+            generation_id: -1,
+            member_id: member_id.to_string(),
+            ..JoinOutcome::default()
+        }
+    }
+}
+
+/// The answer to a SyncGroup.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOutcome {
+    /// Error, if any.
+    pub error: Option<GroupError>,
+    /// Protocol type.
+    pub protocol_type: Option<String>,
+    /// Protocol name.
+    pub protocol_name: Option<String>,
+    /// This member's assignment bytes (empty when the leader assigned nothing).
+    pub assignment: Bytes,
+}
+
+impl SyncOutcome {
+    pub(crate) fn error(error: GroupError) -> SyncOutcome {
+        SyncOutcome {
+            error: Some(error),
+            ..SyncOutcome::default()
+        }
+    }
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    /// Member id.
+    pub member_id: String,
+    /// Static membership id.
+    pub group_instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client address.
+    pub client_host: String,
+    /// Metadata for the chosen protocol.
+    pub metadata: Bytes,
+    /// Current assignment.
+    pub assignment: Bytes,
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    /// State.
+    pub state: GroupState,
+    /// Protocol type (empty when none).
+    pub protocol_type: String,
+    /// Chosen protocol (empty when none).
+    pub protocol_name: String,
+    /// Members.
+    pub members: Vec<MemberDescription>,
+}
