@@ -55,10 +55,22 @@ pub struct ServerConfig {
     pub write_stall_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_ms: u64,
-    /// Interval of group-session checks.
-    pub group_tick_ms: u64,
-    /// Interval of log maintenance (interval fsync, retention, compaction).
-    pub maintenance_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 9092))],
+            handler: HandlerConfig::default(),
+            request_bytes_max: 100 << 20,
+            request_memory_bytes_max: 256 << 20,
+            connections_max: 1024,
+            request_read_timeout_ms: 30_000,
+            idle_timeout_ms: 600_000,
+            write_stall_timeout_ms: 30_000,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// A bound, not yet running, Kafka server.
@@ -67,7 +79,6 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     config: ServerConfig,
     broker: Broker,
-    metrics: Option<Arc<rivulet_metrics::Metrics>>,
 }
 
 impl Server {
@@ -105,15 +116,7 @@ impl Server {
             listeners,
             config,
             broker,
-            metrics: None,
         })
-    }
-
-    /// Records connections, request durations per API and produced/fetched traffic into
-    /// `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<rivulet_metrics::Metrics>) -> Server {
-        self.metrics = Some(metrics);
-        self
     }
 
     /// The bound addresses.
@@ -125,7 +128,8 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
-    /// finish (up to the shutdown timeout) and returns. The caller closes the broker.
+    /// finish (up to the shutdown timeout) and returns. Connections, request durations and
+    /// errors are recorded in the broker's metrics. The caller closes the broker.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let handler = Handler::new(
@@ -133,8 +137,7 @@ impl Server {
             self.config.handler.clone(),
             stop_rx.clone(),
             self.config.request_memory_bytes_max,
-        )
-        .with_metrics(self.metrics.clone());
+        );
         let connections = Arc::new(Semaphore::new(self.config.connections_max));
         let memory = Arc::new(Semaphore::new(self.config.request_memory_bytes_max));
         let config = Arc::new(self.config);
@@ -149,7 +152,6 @@ impl Server {
                 stop_rx.clone(),
             ));
         }
-        tasks.spawn(background(self.broker.clone(), config.clone(), stop_rx.clone()));
         shutdown.await;
         tracing::info!("Shutting down: no new connections, finishing in-flight requests");
         let _ = stop_tx.send(true);
@@ -164,26 +166,6 @@ impl Server {
             tracing::warn!("Shutdown timeout: closing connections with requests still in flight");
         }
         Ok(())
-    }
-}
-
-async fn background(broker: Broker, config: Arc<ServerConfig>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(config.group_tick_ms.max(10)));
-    let mut maintain = tokio::time::interval(Duration::from_millis(config.maintenance_interval_ms.max(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => broker.groups().tick(),
-            _ = maintain.tick() => {
-                let b = broker.clone();
-                let now = rivulet_broker::offsets::now_ms();
-                if let Err(e) = tokio::task::spawn_blocking(move || b.maintain(now)).await {
-                    tracing::error!(error = %e, "Log maintenance task failed");
-                }
-            }
-            _ = stop.changed() => return,
-        }
     }
 }
 
@@ -219,17 +201,13 @@ async fn accept_loop(
         let stop = stop.clone();
         tokio::spawn(async move {
             tracing::debug!(peer = %peer, "Connection opened");
-            let metrics = handler.metrics().cloned();
-            if let Some(m) = &metrics {
-                m.connection_opened("kafka");
-            }
+            let metrics = handler.metrics().clone();
+            metrics.connection_opened("kafka");
             let served = serve_connection(stream, peer, handler, config, memory, stop).await;
-            if let Some(m) = &metrics {
-                m.connection_closed("kafka");
-                if let Err(e) = &served {
-                    if !matches!(e, crate::ProtocolError::Io(_)) {
-                        m.request_error("kafka", "malformed_request");
-                    }
+            metrics.connection_closed("kafka");
+            if let Err(e) = &served {
+                if !matches!(e, crate::ProtocolError::Io(_)) {
+                    metrics.request_error("kafka", "malformed_request");
                 }
             }
             match served {
@@ -349,48 +327,7 @@ async fn read_requests(
                 return Ok(());
             }
         }
-        let response: InFlight = match codec::decode_request(frame.freeze()) {
-            Ok(Decoded::ApiVersionsTooNew {
-                correlation_id,
-                version,
-            }) => {
-                tracing::debug!(peer = %peer, version, "ApiVersions request newer than supported");
-                let bytes = codec::api_versions_unsupported_response(correlation_id)?;
-                Box::pin(std::future::ready(Ok(Some((bytes, None)))))
-            }
-            Ok(Decoded::Request(request)) => {
-                let api_key = request.api_key;
-                let version = request.version;
-                let correlation_id = request.header.correlation_id;
-                tracing::trace!(peer = %peer, api = ?api_key, version, correlation_id, "Request");
-                let started = std::time::Instant::now();
-                let metrics = handler.metrics().cloned();
-                let finish = move |resp: Option<Response>| -> Result<Option<Encoded>, crate::ProtocolError> {
-                    if let Some(m) = &metrics {
-                        m.observe_request("kafka", &format!("{api_key:?}"), started.elapsed());
-                    }
-                    match resp {
-                        // Keep the record-bytes reservation until the response is written.
-                        Some(resp) => Ok(Some((
-                            codec::encode_response(api_key, version, correlation_id, &resp.body)?,
-                            resp.reservation,
-                        ))),
-                        None => Ok(None),
-                    }
-                };
-                match handler.start(*request, &client).await {
-                    Started::Done(resp) => Box::pin(std::future::ready(finish(resp.map(|r| *r)))),
-                    Started::Produce(in_flight) => Box::pin(async move {
-                        let resp = in_flight.finish().await.map(|body| Response {
-                            body: ResponseKind::Produce(body),
-                            reservation: None,
-                        });
-                        finish(resp)
-                    }),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let response = start_request(&handler, frame.freeze(), &client, peer).await?;
         // The request's bytes are no longer needed: a Produce's records are in the log.
         drop(permit);
         if responses.send(response).await.is_err() {
@@ -398,6 +335,54 @@ async fn read_requests(
             return Ok(());
         }
     }
+}
+
+/// Decodes one request frame and starts it: the returned future resolves to the encoded
+/// response when it can be written.
+async fn start_request(
+    handler: &Handler,
+    frame: Bytes,
+    client: &ClientInfo,
+    peer: SocketAddr,
+) -> Result<InFlight, crate::ProtocolError> {
+    let request = match codec::decode_request(frame)? {
+        Decoded::ApiVersionsTooNew {
+            correlation_id,
+            version,
+        } => {
+            tracing::debug!(peer = %peer, version, "ApiVersions request newer than supported");
+            let bytes = codec::api_versions_unsupported_response(correlation_id)?;
+            return Ok(Box::pin(std::future::ready(Ok(Some((bytes, None))))));
+        }
+        Decoded::Request(request) => request,
+    };
+    let api_key = request.api_key;
+    let version = request.version;
+    let correlation_id = request.header.correlation_id;
+    tracing::trace!(peer = %peer, api = ?api_key, version, correlation_id, "Request");
+    let started = std::time::Instant::now();
+    let metrics = handler.metrics().clone();
+    let finish = move |resp: Option<Response>| -> Result<Option<Encoded>, crate::ProtocolError> {
+        metrics.observe_request("kafka", &format!("{api_key:?}"), started.elapsed());
+        match resp {
+            // Keep the record-bytes reservation until the response is written.
+            Some(resp) => Ok(Some((
+                codec::encode_response(api_key, version, correlation_id, &resp.body)?,
+                resp.reservation,
+            ))),
+            None => Ok(None),
+        }
+    };
+    Ok(match handler.start(*request, client).await {
+        Started::Done(resp) => Box::pin(std::future::ready(finish(resp.map(|r| *r)))),
+        Started::Produce(in_flight) => Box::pin(async move {
+            let resp = in_flight.finish().await.map(|body| Response {
+                body: ResponseKind::Produce(body),
+                reservation: None,
+            });
+            finish(resp)
+        }),
+    })
 }
 
 /// Writes responses in request order as each becomes ready.

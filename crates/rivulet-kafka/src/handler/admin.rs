@@ -1,0 +1,264 @@
+//! Topic and config admin (CreateTopics, DeleteTopics, DescribeConfigs, AlterConfigs) and
+//! producer ids (InitProducerId).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::*;
+use rivulet_broker::BrokerError;
+
+use super::codes::broker_error_code;
+use super::{str_bytes, Handler};
+use crate::errors as ec;
+
+impl Handler {
+    pub(super) fn init_producer_id(&self, v: i16, r: InitProducerIdRequest) -> InitProducerIdResponse {
+        if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
+            tracing::warn!("InitProducerId with a transactional id: transactions are not supported");
+            return InitProducerIdResponse::default()
+                .with_error_code(ec::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+        }
+        let existing = (v >= 3 && r.producer_id.0 >= 0).then_some((r.producer_id.0, r.producer_epoch));
+        match self.broker.init_producer_id(existing) {
+            Ok((id, epoch)) => {
+                tracing::info!(
+                    producer_id = id,
+                    epoch,
+                    "Allocated a producer id for an idempotent producer"
+                );
+                InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(id))
+                    .with_producer_epoch(epoch)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Allocating a producer id failed");
+                InitProducerIdResponse::default()
+                    .with_error_code(broker_error_code(&e))
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+            }
+        }
+    }
+
+    pub(super) fn create_topics(&self, v: i16, r: CreateTopicsRequest) -> CreateTopicsResponse {
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let overrides: BTreeMap<String, String> = t
+                    .configs
+                    .iter()
+                    .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                    .collect();
+                let partitions = if t.assignments.is_empty() {
+                    t.num_partitions
+                } else {
+                    t.assignments.len() as i32
+                };
+                let result = self.broker.create_topic(
+                    &t.name.0,
+                    partitions,
+                    t.replication_factor,
+                    overrides,
+                    r.validate_only,
+                );
+                let mut out = CreatableTopicResult::default().with_name(t.name.clone());
+                out.error_message = None;
+                if v < 5 {
+                    // Fields of v5+ keep their defaults.
+                    out.configs = Some(Vec::new());
+                }
+                match result {
+                    Ok(created) => {
+                        tracing::info!(topic = %t.name.0, validate_only = r.validate_only, "CreateTopics");
+                        if v >= 5 {
+                            if let Some(topic) = created.or_else(|| self.broker.topic(&t.name.0)) {
+                                out.num_partitions = topic.partition_count() as i32;
+                                out.replication_factor = 1;
+                                out.configs = Some(
+                                    topic
+                                        .describe_configs()
+                                        .into_iter()
+                                        .map(|c| {
+                                            CreatableTopicConfigs::default()
+                                                .with_name(str_bytes(c.name))
+                                                .with_value(Some(str_bytes(c.value)))
+                                                .with_config_source(if c.is_default { 5 } else { 1 })
+                                        })
+                                        .collect(),
+                                );
+                            } else {
+                                out.num_partitions = partitions;
+                                out.replication_factor = 1;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(topic = %t.name.0, error = %e, "CreateTopics refused");
+                        out.error_code = broker_error_code(&e);
+                        out.error_message = Some(str_bytes(e.to_string()));
+                    }
+                }
+                out
+            })
+            .collect();
+        CreateTopicsResponse::default().with_topics(topics)
+    }
+
+    pub(super) fn delete_topics(&self, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let responses = r
+            .topic_names
+            .into_iter()
+            .map(|name| {
+                let code = match self.broker.delete_topic(&name.0) {
+                    Ok(()) => ec::NONE,
+                    Err(e) => {
+                        tracing::info!(topic = %name.0, error = %e, "DeleteTopics refused");
+                        broker_error_code(&e)
+                    }
+                };
+                DeletableTopicResult::default()
+                    .with_name(Some(name))
+                    .with_error_code(code)
+            })
+            .collect();
+        DeleteTopicsResponse::default().with_responses(responses)
+    }
+
+    /// AlterConfigs: replaces a topic's config overrides with the given set (Kafka's
+    /// non-incremental semantics: keys not given return to their defaults).
+    pub(super) async fn alter_configs(&self, r: AlterConfigsRequest) -> AlterConfigsResponse {
+        const TOPIC: i8 = 2;
+        let mut responses = Vec::with_capacity(r.resources.len());
+        for res in r.resources {
+            let mut out = AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            if res.resource_type != TOPIC {
+                out.error_code = ec::INVALID_REQUEST;
+                out.error_message = Some(str_bytes("only topic configs can be altered on Rivulet"));
+                responses.push(out);
+                continue;
+            }
+            let overrides: std::collections::BTreeMap<String, String> = res
+                .configs
+                .iter()
+                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .collect();
+            let name = res.resource_name.to_string();
+            let result = if self.broker.topic(&name).is_none() {
+                Err(BrokerError::UnknownTopic(name.clone()))
+            } else if r.validate_only {
+                self.broker.validate_topic_configs(&overrides)
+            } else {
+                let broker = self.broker.clone();
+                let topic = name.clone();
+                tokio::task::spawn_blocking(move || broker.set_topic_configs(&topic, overrides))
+                    .await
+                    .unwrap_or_else(|e| Err(BrokerError::LimitReached(format!("config task failed: {e}"))))
+            };
+            if let Err(e) = result {
+                tracing::info!(topic = %name, error = %e, "AlterConfigs refused");
+                out.error_code = match &e {
+                    BrokerError::InvalidConfig { .. } => ec::INVALID_CONFIG,
+                    other => broker_error_code(other),
+                };
+                out.error_message = Some(str_bytes(e.to_string()));
+            }
+            responses.push(out);
+        }
+        AlterConfigsResponse::default().with_responses(responses)
+    }
+
+    pub(super) fn describe_configs(&self, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+        const TOPIC: i8 = 2;
+        const BROKER: i8 = 4;
+        let results = r
+            .resources
+            .into_iter()
+            .map(|res| {
+                let mut out = DescribeConfigsResult::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                let wanted = |name: &str| {
+                    res.configuration_keys
+                        .as_ref()
+                        .is_none_or(|keys| keys.iter().any(|k| &**k == name))
+                };
+                let entry = |name: String, value: String, source: i8| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(str_bytes(name))
+                        .with_value(Some(str_bytes(value)))
+                        .with_config_source(source)
+                };
+                match res.resource_type {
+                    TOPIC => match self.broker.topic(&res.resource_name) {
+                        Some(topic) => {
+                            out.configs = topic
+                                .describe_configs()
+                                .into_iter()
+                                .filter(|c| wanted(&c.name))
+                                .map(|c| {
+                                    let source = if c.is_default { 5 } else { 1 };
+                                    entry(c.name, c.value, source)
+                                })
+                                .collect();
+                        }
+                        None => {
+                            out.error_code = ec::UNKNOWN_TOPIC_OR_PARTITION;
+                            out.error_message = Some(str_bytes("unknown topic"));
+                        }
+                    },
+                    BROKER => {
+                        let cfg = self.broker.config();
+                        let defaults = &cfg.default_log_config;
+                        let mut all = vec![
+                            (
+                                "auto.create.topics.enable".to_string(),
+                                cfg.auto_create_topics.to_string(),
+                            ),
+                            ("num.partitions".to_string(), cfg.default_partitions.to_string()),
+                            (
+                                "rivulet.version".to_string(),
+                                env!("CARGO_PKG_VERSION").to_string(),
+                            ),
+                            (
+                                "rivulet.log.dirs.size.bytes".to_string(),
+                                self.broker
+                                    .topics()
+                                    .iter()
+                                    .map(|t| t.size_bytes())
+                                    .sum::<u64>()
+                                    .to_string(),
+                            ),
+                        ];
+                        for key in rivulet_broker::topics::TOPIC_CONFIG_KEYS {
+                            if let Some(value) = rivulet_broker::topics::topic_config_value(defaults, key) {
+                                all.push((format!("log.{key}"), value));
+                            }
+                        }
+                        out.configs = all
+                            .into_iter()
+                            .filter(|(k, _)| wanted(k))
+                            .map(|(k, val)| entry(k, val, 4))
+                            .collect();
+                    }
+                    other => {
+                        out.error_code = ec::INVALID_REQUEST;
+                        out.error_message =
+                            Some(str_bytes(format!("resource type {other} is not supported")));
+                    }
+                }
+                out
+            })
+            .collect();
+        DescribeConfigsResponse::default().with_results(results)
+    }
+}

@@ -1,0 +1,128 @@
+//! Metadata and FindCoordinator: a single node that leads every partition and coordinates
+//! every group.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::*;
+use rivulet_broker::{BrokerError, Create, Topic};
+use uuid::Uuid;
+
+use super::codes::broker_error_code;
+use super::{str_bytes, Handler};
+use crate::errors as ec;
+
+impl Handler {
+    pub(super) fn metadata(&self, v: i16, r: MetadataRequest) -> MetadataResponse {
+        let allow_create = if v >= 4 { r.allow_auto_topic_creation } else { true };
+        let all = match &r.topics {
+            None => true,
+            Some(list) => v == 0 && list.is_empty(),
+        };
+        let mut topics = Vec::new();
+        if all {
+            for t in self.broker.topics() {
+                topics.push(self.metadata_topic(v, Ok(t), None));
+            }
+        } else {
+            for requested in r.topics.unwrap_or_default() {
+                match requested.name {
+                    Some(name) => {
+                        let create = if allow_create {
+                            Create::IfAllowed
+                        } else {
+                            Create::Never
+                        };
+                        let result = self.broker.topic_for(&name.0, create);
+                        topics.push(self.metadata_topic(v, result, Some(name)));
+                    }
+                    None => {
+                        let found = self.broker.topic_by_id(requested.topic_id.as_u128());
+                        let mut t = match found {
+                            Some(t) => self.metadata_topic(v, Ok(t), None),
+                            None => MetadataResponseTopic::default()
+                                .with_error_code(ec::UNKNOWN_TOPIC_ID)
+                                .with_name(None),
+                        };
+                        if v >= 10 {
+                            t.topic_id = requested.topic_id;
+                        }
+                        topics.push(t);
+                    }
+                }
+            }
+        }
+        let mut resp = MetadataResponse::default()
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(self.config.node_id))
+                .with_host(str_bytes(self.config.advertised_host.clone()))
+                .with_port(self.config.advertised_port as i32)])
+            .with_topics(topics);
+        if v >= 1 {
+            resp.controller_id = BrokerId(self.config.node_id);
+        }
+        if v >= 2 {
+            resp.cluster_id = Some(str_bytes(self.config.cluster_id.clone()));
+        }
+        resp
+    }
+
+    fn metadata_topic(
+        &self,
+        v: i16,
+        topic: Result<Arc<Topic>, BrokerError>,
+        requested: Option<TopicName>,
+    ) -> MetadataResponseTopic {
+        match topic {
+            Ok(t) => {
+                let node = BrokerId(self.config.node_id);
+                let partitions = (0..t.partition_count() as i32)
+                    .map(|p| {
+                        let mut part = MetadataResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_leader_id(node)
+                            .with_replica_nodes(vec![node])
+                            .with_isr_nodes(vec![node]);
+                        if v >= 7 {
+                            part.leader_epoch = 0;
+                        }
+                        part
+                    })
+                    .collect();
+                let mut out = MetadataResponseTopic::default()
+                    .with_name(Some(TopicName(str_bytes(t.name()))))
+                    .with_partitions(partitions);
+                if v >= 10 {
+                    out.topic_id = Uuid::from_u128(t.id());
+                }
+                out
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Metadata for a missing topic");
+                MetadataResponseTopic::default()
+                    .with_error_code(broker_error_code(&e))
+                    .with_name(requested)
+            }
+        }
+    }
+
+    pub(super) fn find_coordinator(&self, v: i16, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
+        let mut resp = FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(self.config.node_id))
+            .with_host(str_bytes(self.config.advertised_host.clone()))
+            .with_port(self.config.advertised_port as i32);
+        if r.key_type != 0 {
+            resp = resp
+                .with_error_code(ec::COORDINATOR_NOT_AVAILABLE)
+                .with_node_id(BrokerId(-1))
+                .with_host(str_bytes(""))
+                .with_port(-1);
+            if v >= 1 {
+                resp.error_message = Some(str_bytes("transactions are not supported"));
+            }
+        }
+        resp
+    }
+}

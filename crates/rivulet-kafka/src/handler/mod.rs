@@ -1,0 +1,199 @@
+//! Request handlers: translate decoded Kafka requests into broker calls and build responses.
+//! One module per API area:
+//!
+//! - [`produce`]: Produce (appends in request order, answers after durability);
+//! - [`fetch`]: Fetch (long poll on the broker's data watch) and ListOffsets;
+//! - [`metadata`]: Metadata and FindCoordinator;
+//! - [`groups`]: the group protocol, OffsetCommit/OffsetFetch and group admin;
+//! - [`admin`]: topics, configs and producer ids;
+//! - [`codes`]: broker errors as Kafka error codes.
+//!
+//! Responses only set fields that exist in the negotiated version (the codec refuses to
+//! encode a non-default value in a version that lacks the field).
+
+mod admin;
+pub mod codes;
+mod fetch;
+mod groups;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use rivulet_broker::Broker;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::codec::Request;
+use crate::versions;
+pub use codes::{broker_error_code, group_error_code, log_error_code};
+pub use produce::ProduceInFlight;
+
+/// Settings the handlers need beyond the broker.
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    /// This node's id.
+    pub node_id: i32,
+    /// Host clients are told to connect to.
+    pub advertised_host: String,
+    /// Port clients are told to connect to.
+    pub advertised_port: u16,
+    /// Cluster id reported in Metadata.
+    pub cluster_id: String,
+    /// Upper bound on a Fetch response's record bytes, whatever the client asks.
+    pub fetch_bytes_max: usize,
+    /// Upper bound on how long a Fetch waits for data, whatever the client asks.
+    pub fetch_wait_ms_max: u64,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        HandlerConfig {
+            node_id: 0,
+            advertised_host: "localhost".to_string(),
+            advertised_port: 9092,
+            cluster_id: "rivulet".to_string(),
+            fetch_bytes_max: 50 << 20,
+            fetch_wait_ms_max: 30_000,
+        }
+    }
+}
+
+/// A response and the memory reservation it holds until it is written.
+#[derive(Debug)]
+pub struct Response {
+    /// The response body.
+    pub body: ResponseKind,
+    /// Memory reserved for the body's record bytes; release after writing.
+    pub reservation: Option<OwnedSemaphorePermit>,
+}
+
+/// Handles decoded requests against a [`Broker`].
+#[derive(Debug, Clone)]
+pub struct Handler {
+    broker: Broker,
+    config: Arc<HandlerConfig>,
+    shutdown: watch::Receiver<bool>,
+    fetch_memory: Arc<Semaphore>,
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The peer address.
+    pub host: String,
+}
+
+/// What [`Handler::start`] returns.
+#[derive(Debug)]
+pub enum Started {
+    /// The request is complete; `None` means no response is sent.
+    Done(Option<Box<Response>>),
+    /// A Produce whose records are appended and whose response waits for durability.
+    Produce(ProduceInFlight),
+}
+
+fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+impl Handler {
+    /// A handler; `shutdown` flips to true when the server stops (long polls return early).
+    /// `fetch_memory_bytes_max` bounds the Fetch response bytes held in memory across all
+    /// connections (read from the log until written to the socket); it is raised to at least
+    /// `config.fetch_bytes_max`.
+    pub fn new(
+        broker: Broker,
+        config: HandlerConfig,
+        shutdown: watch::Receiver<bool>,
+        fetch_memory_bytes_max: usize,
+    ) -> Handler {
+        let fetch_memory = Arc::new(Semaphore::new(fetch_memory_bytes_max.max(config.fetch_bytes_max)));
+        Handler {
+            broker,
+            config: Arc::new(config),
+            shutdown,
+            fetch_memory,
+        }
+    }
+
+    /// The broker this handler serves.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The process metrics (the broker's).
+    pub fn metrics(&self) -> &Arc<rivulet_metrics::Metrics> {
+        self.broker.metrics()
+    }
+
+    /// Starts one request. A Produce is validated and appended to its logs here, in the
+    /// order requests arrive, and what is returned only waits for durability: a connection
+    /// can read and append its next request while earlier ones sync, and answers in order.
+    /// Every other request is handled to the end.
+    pub async fn start(&self, request: Request, client: &ClientInfo) -> Started {
+        match request.body {
+            RequestKind::Produce(r) => Started::Produce(self.produce_append(request.version, r)),
+            body => {
+                let request = Request { body, ..request };
+                Started::Done(self.handle(request, client).await.map(Box::new))
+            }
+        }
+    }
+
+    /// Handles one request. `None` means no response is sent (Produce with acks=0).
+    pub async fn handle(&self, request: Request, client: &ClientInfo) -> Option<Response> {
+        if let RequestKind::Fetch(r) = request.body {
+            let (body, reservation) = self.fetch(request.version, r).await;
+            return Some(Response {
+                body: ResponseKind::Fetch(body),
+                reservation,
+            });
+        }
+        let body = self.handle_other(request, client).await?;
+        Some(Response {
+            body,
+            reservation: None,
+        })
+    }
+
+    async fn handle_other(&self, request: Request, client: &ClientInfo) -> Option<ResponseKind> {
+        let v = request.version;
+        let client_id = request
+            .header
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        Some(match request.body {
+            RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::api_versions_response(v)),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(v, r)),
+            RequestKind::Produce(r) => ResponseKind::Produce(self.produce_append(v, r).finish().await?),
+            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(v, r)),
+            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(self.find_coordinator(v, r)),
+            RequestKind::JoinGroup(r) => {
+                ResponseKind::JoinGroup(self.join_group(v, r, client_id, client).await)
+            }
+            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r).await),
+            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r)),
+            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(v, r)),
+            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(v, r).await),
+            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(v, r)),
+            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(v, r)),
+            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(v, r)),
+            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r)),
+            RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r).await),
+            RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(v, r)),
+            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(v, r)),
+            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
+            other => {
+                // Unreachable in practice: the codec only decodes served APIs.
+                tracing::warn!(api = ?request.api_key, "Request for an API without a handler");
+                drop(other);
+                return None;
+            }
+        })
+    }
+}
