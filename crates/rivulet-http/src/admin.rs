@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use rivulet_broker::Topic;
-use rivulet_log::Log;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -18,21 +17,20 @@ use crate::produce::body_error;
 use crate::AppState;
 
 fn topic_summary(t: &Topic) -> Value {
-    let size: u64 = t.partitions().iter().map(Log::size_bytes).sum();
-    json!({"name": t.name(), "partitions": t.partition_count(), "size_bytes": size})
+    json!({"name": t.name(), "partitions": t.partition_count(), "size_bytes": t.size_bytes()})
 }
 
 fn topic_detail(t: &Topic) -> Value {
     let partitions: Vec<Value> = t
-        .partitions()
+        .partition_infos()
         .iter()
-        .enumerate()
-        .map(|(i, log)| {
+        .map(|p| {
             json!({
-                "partition": i,
-                "log_start_offset": log.log_start_offset(),
-                "high_watermark": log.high_watermark(),
-                "size_bytes": log.size_bytes(),
+                "partition": p.partition,
+                "log_start_offset": p.log_start_offset,
+                "high_watermark": p.high_watermark,
+                "size_bytes": p.size_bytes,
+                "segments": p.segments,
             })
         })
         .collect();
@@ -127,59 +125,30 @@ pub(crate) async fn list_groups(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"groups": groups}))
 }
 
-/// Lag of one committed position: records behind the high watermark, and seconds since the
-/// oldest unconsumed record was written (0 when caught up).
-pub(crate) fn lag_of(log: &Log, committed: i64) -> (i64, f64) {
-    let hwm = log.high_watermark();
-    let lag = (hwm - committed.max(log.log_start_offset())).max(0);
-    if lag == 0 {
-        return (0, 0.0);
-    }
-    let at = committed.max(log.log_start_offset());
-    let ts = log
-        .read(at, 1)
-        .ok()
-        .and_then(|r| crate::records::decode("", 0, r.records, at, 1).ok())
-        .and_then(|recs| recs.first().map(|r| r.timestamp));
-    let seconds = ts.map_or(0.0, |ts| ((rivulet_log::now_ms() - ts).max(0) as f64) / 1000.0);
-    (lag, seconds)
-}
-
 pub(crate) async fn describe_group(
     State(state): State<AppState>,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let groups = state.broker.groups();
-    let description = groups.describe(&group);
-    let offsets = groups.offsets().group_offsets(&group);
-    if description.is_none() && offsets.is_empty() {
+    let description = state.broker.describe_group(&group);
+    let lags = state.broker.group_lag(&group);
+    if description.is_none() && lags.is_empty() {
         return Err(ApiError::unknown_group(&group));
     }
-    let mut total_lag = 0i64;
-    let mut partitions = Vec::new();
-    for (topic, partition, committed) in offsets {
-        let log = state
-            .broker
-            .topic(&topic)
-            .and_then(|t| t.partition(partition).cloned());
-        let (end, lag, lag_seconds) = match &log {
-            Some(log) => {
-                let (lag, secs) = lag_of(log, committed.offset);
-                (json!(log.high_watermark()), json!(lag), json!(secs))
-            }
-            None => (Value::Null, Value::Null, Value::Null),
-        };
-        total_lag += lag.as_i64().unwrap_or(0);
-        partitions.push(json!({
-            "topic": topic,
-            "partition": partition,
-            "current_offset": committed.offset,
-            "log_end_offset": end,
-            "lag": lag,
-            "lag_seconds": lag_seconds,
-            "metadata": committed.metadata,
-        }));
-    }
+    let total_lag: i64 = lags.iter().filter_map(|l| l.lag).sum();
+    let partitions: Vec<Value> = lags
+        .iter()
+        .map(|l| {
+            json!({
+                "topic": l.topic,
+                "partition": l.partition,
+                "current_offset": l.committed,
+                "log_end_offset": l.high_watermark,
+                "lag": l.lag,
+                "lag_seconds": l.lag_seconds,
+                "metadata": l.metadata,
+            })
+        })
+        .collect();
     let (state_name, protocol, members) = match description {
         Some(d) => (
             d.state.as_str().to_string(),
@@ -207,25 +176,14 @@ pub(crate) async fn delete_group(
 ) -> Result<StatusCode, ApiError> {
     match state.broker.groups().delete(&group).await {
         None => Ok(StatusCode::NO_CONTENT),
-        Some(rivulet_broker::GroupError::GroupIdNotFound) => Err(ApiError::unknown_group(&group)),
-        Some(rivulet_broker::GroupError::NonEmptyGroup) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            40902,
-            format!("group {group:?} has active members; stop them first"),
-        )),
-        Some(e) => Err(ApiError::internal(format!(
-            "deleting group {group:?} failed: {e:?}"
-        ))),
+        Some(e) => Err(crate::error::group_error(&group, e)),
     }
 }
 
 pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
     let topics = state.broker.topics();
     let partitions: usize = topics.iter().map(|t| t.partition_count()).sum();
-    let disk: u64 = topics
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(Log::size_bytes))
-        .sum();
+    let disk: u64 = topics.iter().map(|t| t.size_bytes()).sum();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "kafka_listeners": state.config.kafka_addresses,

@@ -5,11 +5,12 @@ use std::time::Duration;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use rivulet_broker::Woke;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::records::decode;
+use crate::records::JsonRecord;
 use crate::AppState;
 
 /// Query of a long-poll read.
@@ -40,13 +41,12 @@ pub(crate) async fn poll(
         .broker
         .topic(&topic_name)
         .ok_or_else(|| ApiError::unknown_topic(&topic_name))?;
-    let log = topic
-        .partition(partition)
-        .ok_or_else(|| ApiError::unknown_partition(&topic_name, partition, topic.partition_count()))?
-        .clone();
+    let info = topic
+        .partition_info(partition)
+        .ok_or_else(|| ApiError::unknown_partition(&topic_name, partition, topic.partition_count()))?;
     let offset = match q.offset.as_deref().unwrap_or("start") {
-        "start" | "beginning" | "earliest" => log.log_start_offset(),
-        "end" | "latest" => log.high_watermark(),
+        "start" | "beginning" | "earliest" => info.log_start_offset,
+        "end" | "latest" => info.high_watermark,
         n => n
             .parse::<i64>()
             .map_err(|_| ApiError::bad_request(format!("offset {n:?}: expected start, end or a number")))?,
@@ -55,34 +55,29 @@ pub(crate) async fn poll(
     let max_records = q.max_records.unwrap_or(500).clamp(1, MAX_RECORDS_CAP);
     let wait = Duration::from_millis(q.timeout_ms.unwrap_or(0).min(state.config.poll_wait_ms_max));
     let deadline = tokio::time::Instant::now() + wait;
-    let mut rx = log.subscribe();
+    // Woken by the broker when the partition grows; no polling.
+    let mut watch = state.broker.watch([(topic_name.as_str(), partition)]);
+    let mut last_pass = false;
+    // Each pass either answers or waits; the deadline (or shutdown) bounds the waits.
     loop {
-        let read = log.read(offset, max_bytes)?;
-        let records = decode(&topic_name, partition, read.records, offset, max_records)?;
-        let now = tokio::time::Instant::now();
-        if !records.is_empty() || now >= deadline {
-            let next = records
-                .last()
-                .map_or(offset.max(read.log_start_offset), |r| r.offset + 1);
-            if let Some(m) = state.broker_metrics() {
-                let bytes: usize = records
-                    .iter()
-                    .map(|r| r.value.as_ref().map_or(0, String::len))
-                    .sum();
-                m.record_fetched(&topic_name, records.len() as u64, bytes as u64);
-            }
+        let read = state
+            .broker
+            .read_records(&topic_name, partition, offset, max_bytes, max_records)?;
+        if !read.records.is_empty() || last_pass || tokio::time::Instant::now() >= deadline {
+            let records: Vec<JsonRecord> = read
+                .records
+                .iter()
+                .map(|r| JsonRecord::from_stored(&topic_name, partition, r))
+                .collect();
             return Ok(Json(json!({
                 "topic": topic_name,
                 "partition": partition,
                 "records": records,
-                "next_offset": next,
+                "next_offset": read.next_offset.max(read.log_start_offset),
                 "high_watermark": read.high_watermark,
                 "log_start_offset": read.log_start_offset,
             })));
         }
-        // Woken by the log when the high watermark moves; no polling.
-        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-            continue;
-        }
+        last_pass = watch.wait(deadline).await == Woke::ShuttingDown;
     }
 }

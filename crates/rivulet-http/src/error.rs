@@ -6,8 +6,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rivulet_broker::BrokerError;
-use rivulet_log::LogError;
+use rivulet_broker::{BatchError, BrokerError, GroupError, LogError};
 use serde_json::json;
 
 /// An error answered to an HTTP client.
@@ -72,22 +71,34 @@ impl ApiError {
 
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> ApiError {
+        if e.is_disk_full() {
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                50701,
+                format!("{e}; free disk space, then retry"),
+            );
+        }
         match &e {
-            LogError::InvalidBatch(rivulet_log::BatchError::TooLarge { .. }) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, 41302, e.to_string())
-            }
+            LogError::InvalidBatch(BatchError::TooLarge { .. }) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                41302,
+                format!("{e}; send smaller records"),
+            ),
             LogError::InvalidBatch(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, 42201, e.to_string())
             }
             LogError::OffsetOutOfRange { .. } => {
                 ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, 41601, e.to_string())
             }
-            _ if e.is_disk_full() => ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                50701,
-                format!("{e}; free disk space, then retry"),
+            LogError::OutOfOrderSequence { .. } | LogError::ProducerFenced { .. } => {
+                ApiError::new(StatusCode::CONFLICT, 40903, e.to_string())
+            }
+            LogError::Closed { .. } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                40405,
+                format!("{e}; the topic was deleted"),
             ),
-            _ => {
+            LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Config(_) => {
                 tracing::error!(error = %e, "Storage error");
                 ApiError::internal(e.to_string())
             }
@@ -100,21 +111,62 @@ impl From<BrokerError> for ApiError {
         match e {
             BrokerError::Log(e) => e.into(),
             BrokerError::UnknownTopic(t) => ApiError::unknown_topic(&t),
+            BrokerError::UnknownPartition {
+                topic,
+                partition,
+                count,
+            } => ApiError::unknown_partition(&topic, partition, count),
             BrokerError::TopicExists(_) => ApiError::new(StatusCode::CONFLICT, 40901, e.to_string()),
             BrokerError::InvalidTopicName { .. }
             | BrokerError::InvalidPartitions { .. }
             | BrokerError::InvalidReplicationFactor(_)
-            | BrokerError::InvalidConfig { .. } => {
+            | BrokerError::InvalidConfig { .. }
+            | BrokerError::InvalidRecord(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, 42202, e.to_string())
             }
             BrokerError::LimitReached(_) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, 42901, e.to_string())
             }
-            other => {
-                tracing::error!(error = %other, "Broker error");
-                ApiError::internal(other.to_string())
+            BrokerError::Group { ref group, error } => group_error(group, error),
+            BrokerError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 50302, e.to_string()),
+            BrokerError::Io { .. }
+            | BrokerError::CorruptMetadata { .. }
+            | BrokerError::DataDirLocked { .. } => {
+                tracing::error!(error = %e, "Broker error");
+                ApiError::internal(e.to_string())
             }
         }
+    }
+}
+
+/// A group's refusal as an HTTP error.
+pub(crate) fn group_error(group: &str, error: GroupError) -> ApiError {
+    match error {
+        GroupError::InconsistentGroupProtocol => ApiError::new(
+            StatusCode::CONFLICT,
+            40904,
+            format!("group {group:?} is in use by Kafka consumers; use another group name"),
+        ),
+        GroupError::NonEmptyGroup => ApiError::new(
+            StatusCode::CONFLICT,
+            40902,
+            format!("group {group:?} has active members; stop them first"),
+        ),
+        GroupError::GroupIdNotFound => ApiError::unknown_group(group),
+        GroupError::GroupMaxSizeReached => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            42902,
+            format!("group {group:?}: too many members or groups"),
+        ),
+        GroupError::InvalidGroupId => ApiError::bad_request("the group name is empty"),
+        GroupError::UnknownMemberId
+        | GroupError::IllegalGeneration
+        | GroupError::RebalanceInProgress
+        | GroupError::MemberIdRequired
+        | GroupError::InvalidSessionTimeout => {
+            ApiError::new(StatusCode::CONFLICT, 40905, format!("group {group:?}: {error}"))
+        }
+        GroupError::StorageFailed => ApiError::internal(format!("group {group:?}: storing offsets failed")),
     }
 }
 

@@ -50,8 +50,6 @@ pub struct GatewayConfig {
     pub sse_streams_max: usize,
     /// The Kafka listener addresses, shown by `/v1/status`.
     pub kafka_addresses: Vec<String>,
-    /// Process metrics; `/metrics` renders them with the broker's state read at scrape time.
-    pub metrics: Option<Arc<rivulet_metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -73,7 +71,6 @@ impl Default for GatewayConfig {
             poll_wait_ms_max: 30_000,
             sse_streams_max: 1_000,
             kafka_addresses: Vec::new(),
-            metrics: None,
         }
     }
 }
@@ -83,16 +80,8 @@ impl Default for GatewayConfig {
 pub(crate) struct AppState {
     pub broker: Broker,
     pub config: Arc<GatewayConfig>,
-    pub round_robin: Arc<AtomicUsize>,
     pub sse_streams: Arc<AtomicUsize>,
-    pub sse_groups: Arc<sse::SseGroups>,
     pub started: Instant,
-}
-
-impl AppState {
-    pub(crate) fn broker_metrics(&self) -> Option<&rivulet_metrics::Metrics> {
-        self.config.metrics.as_deref()
-    }
 }
 
 /// The gateway's routes over a broker.
@@ -101,9 +90,7 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
     let state = AppState {
         broker,
         config: Arc::new(config),
-        round_robin: Arc::new(AtomicUsize::new(0)),
         sse_streams: Arc::new(AtomicUsize::new(0)),
-        sse_groups: Arc::new(sse::SseGroups::default()),
         started: Instant::now(),
     };
     Router::new()
@@ -143,9 +130,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(address = ?addr, "HTTP gateway listening");
-    axum::serve(listener, router(broker, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(broker, config).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 /// Records each request's duration under its route (bounded: routes, not raw paths).
@@ -163,11 +149,10 @@ async fn observe(
         );
     let started = Instant::now();
     let response = next.run(request).await;
-    if let Some(m) = state.broker_metrics() {
-        m.observe_request("http", &route, started.elapsed());
-        if response.status().is_client_error() || response.status().is_server_error() {
-            m.request_error("http", response.status().as_str());
-        }
+    let m = state.broker.metrics();
+    m.observe_request("http", &route, started.elapsed());
+    if response.status().is_client_error() || response.status().is_server_error() {
+        m.request_error("http", response.status().as_str());
     }
     response
 }
@@ -184,17 +169,14 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    match &state.config.metrics {
-        Some(m) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            scrape::render(&state.broker, m),
-        )
-            .into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, 40404, "metrics are not enabled").into_response(),
-    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        scrape::render(&state.broker, state.broker.metrics()),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {

@@ -1,19 +1,16 @@
-//! `POST /v1/topics/{topic}/records`.
-
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+//! `POST /v1/topics/{topic}/records`: JSON records appended through the broker (which
+//! partitions, batches and creates the topic under its auto-creation setting).
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
-use rivulet_log::batch;
-use rivulet_log::record::Record;
+use rivulet_broker::{BrokerError, Create};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::records::{partition_for_key, EncodedRecord, ProduceRecord};
+use crate::records::ProduceRecord;
 use crate::AppState;
 
 /// Maps a body extraction failure to a JSON error.
@@ -70,66 +67,28 @@ pub(crate) async fn produce(
                 .map_err(|e| ApiError::bad_request(format!("record {i}: {}", e.message)))?,
         );
     }
-    let topic = state
+    let appended = match state
         .broker
-        .topic(&topic_name)
-        .ok_or_else(|| ApiError::unknown_topic(&topic_name))?;
-    let partitions = topic.partition_count();
-    let now = rivulet_log::now_ms();
-    // Group by partition, remembering each record's place in the request.
-    let mut by_partition: BTreeMap<i32, Vec<(usize, EncodedRecord)>> = BTreeMap::new();
-    for (i, r) in records.into_iter().enumerate() {
-        let p = match (r.partition, &r.key) {
-            (Some(p), _) => {
-                if p < 0 || p as usize >= partitions {
-                    return Err(ApiError::unknown_partition(&topic_name, p, partitions));
-                }
-                p
-            }
-            (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => (state.round_robin.fetch_add(1, Ordering::Relaxed) % partitions) as i32,
-        };
-        by_partition.entry(p).or_default().push((i, r));
-    }
-    let mut results: Vec<Option<Value>> = vec![None; by_partition.values().map(Vec::len).sum()];
-    let mut appended = Vec::with_capacity(by_partition.len());
-    for (p, group) in by_partition {
-        let log = topic
-            .partition(p)
-            .ok_or_else(|| ApiError::unknown_partition(&topic_name, p, partitions))?;
-        let base_ts = group[0].1.timestamp_ms.unwrap_or(now);
-        let recs: Vec<Record> = group
-            .iter()
-            .map(|(_, r)| Record {
-                timestamp_delta: r.timestamp_ms.unwrap_or(now) - base_ts,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-                ..Record::default()
-            })
-            .collect();
-        let bytes = batch::build(0, base_ts, None, &recs);
-        let out = log.append(&bytes)?;
-        // Sync now; the waits below then overlap, one per partition.
-        log.request_sync(out.last_offset + 1);
-        appended.push((log, out.last_offset + 1));
-        if let Some(m) = state.broker_metrics() {
-            m.record_produced(&topic_name, recs.len() as u64, bytes.len() as u64);
+        .append_records(&topic_name, records, Create::IfAllowed)
+    {
+        Ok(a) => a,
+        Err(BrokerError::UnknownTopic(_)) if !state.broker.config().auto_create_topics => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                40401,
+                format!(
+                    "topic {topic_name:?} does not exist and automatic topic creation is off \
+                     (auto_create_topics = false); create it with POST /v1/topics"
+                ),
+            ))
         }
-        for (k, (i, r)) in group.iter().enumerate() {
-            results[*i] = Some(json!({
-                "partition": p,
-                "offset": out.base_offset + k as i64,
-                "timestamp": r.timestamp_ms.unwrap_or(now),
-            }));
-        }
-    }
+        Err(e) => return Err(e.into()),
+    };
     // Answered only once every record is durable (acks=all).
-    for (log, next_offset) in appended {
-        log.wait_durable(next_offset).await?;
-    }
-    Ok(Json(json!({
-        "topic": topic_name,
-        "offsets": results.into_iter().map(|r| r.unwrap_or(Value::Null)).collect::<Vec<_>>(),
-    })))
+    let positions = appended.durable().await?;
+    let offsets: Vec<Value> = positions
+        .iter()
+        .map(|p| json!({"partition": p.partition, "offset": p.offset, "timestamp": p.timestamp_ms}))
+        .collect();
+    Ok(Json(json!({"topic": topic_name, "offsets": offsets})))
 }

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use rivulet_broker::{NewRecord, StoredRecord};
+
 use crate::error::ApiError;
 
 /// Headers a record may carry in one request.
@@ -44,21 +46,6 @@ pub struct ProduceRecord {
     pub timestamp: Option<i64>,
 }
 
-/// The bytes of a record to produce.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodedRecord {
-    /// Key bytes.
-    pub key: Option<Vec<u8>>,
-    /// Value bytes.
-    pub value: Option<Vec<u8>>,
-    /// Headers in order.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-    /// Requested partition.
-    pub partition: Option<i32>,
-    /// Timestamp.
-    pub timestamp_ms: Option<i64>,
-}
-
 /// A JSON string is stored as its text; any other JSON exactly as written.
 fn json_bytes(raw: &RawValue) -> Result<Option<Vec<u8>>, ApiError> {
     let text = raw.get();
@@ -88,7 +75,7 @@ fn field(json: Option<Box<RawValue>>, b64: Option<String>, name: &str) -> Result
 
 impl ProduceRecord {
     /// Validates and encodes the record.
-    pub fn encode(self) -> Result<EncodedRecord, ApiError> {
+    pub fn encode(self) -> Result<NewRecord, ApiError> {
         let key = field(self.key, self.key_base64, "key")?;
         let value = field(self.value, self.value_base64, "value")?;
         let mut headers = Vec::new();
@@ -127,7 +114,7 @@ impl ProduceRecord {
                 "timestamp {ts} is negative; give milliseconds since the Unix epoch"
             )));
         }
-        Ok(EncodedRecord {
+        Ok(NewRecord {
             key,
             value,
             headers,
@@ -183,57 +170,35 @@ fn text_or_base64(b: Option<&Bytes>) -> (Option<String>, Option<String>) {
     }
 }
 
-/// Decodes stored batches into JSON records, skipping offsets below `from` and control
-/// batches, at most `max_records`.
-pub fn decode(
-    topic: &str,
-    partition: i32,
-    batches: Bytes,
-    from: i64,
-    max_records: usize,
-) -> Result<Vec<JsonRecord>, ApiError> {
-    let mut buf = batches;
-    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
-        .map_err(|e| ApiError::internal(format!("stored batch does not decode: {e}")))?;
-    let mut out = Vec::new();
-    for set in sets {
-        for r in set.records {
-            if r.offset < from || r.control {
-                continue;
-            }
-            if out.len() >= max_records {
-                return Ok(out);
-            }
-            let (key, key_base64) = text_or_base64(r.key.as_ref());
-            let (value, value_base64) = text_or_base64(r.value.as_ref());
-            let mut headers = Map::new();
-            for (k, v) in r.headers {
-                let v = match v {
-                    None => Value::Null,
-                    Some(b) => match std::str::from_utf8(&b) {
-                        Ok(s) => Value::String(s.to_string()),
-                        Err(_) => Value::String(B64.encode(&b)),
-                    },
-                };
-                headers.insert(k.to_string(), v);
-            }
-            out.push(JsonRecord {
-                topic: topic.to_string(),
-                partition,
-                offset: r.offset,
-                timestamp: r.timestamp,
-                key,
-                key_base64,
-                value,
-                value_base64,
-                headers,
-            });
+impl JsonRecord {
+    /// A stored record as JSON.
+    pub fn from_stored(topic: &str, partition: i32, r: &StoredRecord) -> JsonRecord {
+        let (key, key_base64) = text_or_base64(r.key.as_ref());
+        let (value, value_base64) = text_or_base64(r.value.as_ref());
+        let mut headers = Map::new();
+        for (k, v) in &r.headers {
+            let v = match v {
+                None => Value::Null,
+                Some(b) => match std::str::from_utf8(b) {
+                    Ok(s) => Value::String(s.to_string()),
+                    Err(_) => Value::String(B64.encode(b)),
+                },
+            };
+            headers.insert(k.clone(), v);
+        }
+        JsonRecord {
+            topic: topic.to_string(),
+            partition,
+            offset: r.offset,
+            timestamp: r.timestamp_ms,
+            key,
+            key_base64,
+            value,
+            value_base64,
+            headers,
         }
     }
-    Ok(out)
 }
-
-pub use rivulet_broker::partitioner::partition_for_key;
 
 #[cfg(test)]
 mod tests {

@@ -5,90 +5,39 @@
 //! stream reads, e.g. `0:42,1:17`. A browser's `EventSource` sends that id back as
 //! `Last-Event-ID` when it reconnects, and the stream resumes exactly there.
 //!
-//! With `group=G` the stream is a member of consumer group `G`: it starts from the group's
-//! committed offsets, commits its position as events are delivered, and streams of the same
-//! group on this gateway split the topic's partitions between them (partition `p` goes to
-//! member `p % members`; a member joining or leaving reassigns at once). These members do
-//! not take part in the Kafka group protocol; Kafka consumers and SSE streams should not
-//! share one group.
+//! With `group=G` the stream is a member of consumer group `G`, assigned partitions by the
+//! broker: it starts from the group's committed offsets, commits its position as events
+//! are delivered, and shares the topic's partitions with the group's other streams and
+//! embedded-SDK members (a partition moves only after its previous holder committed and let
+//! it go). Such groups are listed and described with the Kafka groups (`rivulet group
+//! describe G` shows each stream as a member with its partitions); a Kafka consumer cannot
+//! join a group that SSE streams use, nor the other way round.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use rivulet_broker::{CommittedOffset, Topic};
+use rivulet_broker::{BrokerError, LocalClient, LocalMember, LogError, Topic, Woke};
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use crate::error::ApiError;
-use crate::records::decode;
+use crate::records::JsonRecord;
 use crate::AppState;
 
 const READ_BYTES: usize = 256 * 1024;
 const RECORDS_PER_READ: usize = 500;
 const IDLE_WAIT: Duration = Duration::from_secs(30);
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
-
-/// Members of SSE consumer groups on this gateway.
-#[derive(Debug, Default)]
-pub(crate) struct SseGroups {
-    groups: Mutex<HashMap<String, GroupEntry>>,
-    next_member: AtomicU64,
-}
-
-#[derive(Debug)]
-struct GroupEntry {
-    members: BTreeSet<u64>,
-    generation: watch::Sender<u64>,
-}
-
-impl SseGroups {
-    fn join(&self, group: &str) -> (u64, watch::Receiver<u64>) {
-        let id = self.next_member.fetch_add(1, Ordering::Relaxed);
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = groups.entry(group.to_string()).or_insert_with(|| GroupEntry {
-            members: BTreeSet::new(),
-            generation: watch::channel(0).0,
-        });
-        entry.members.insert(id);
-        entry.generation.send_modify(|g| *g += 1);
-        (id, entry.generation.subscribe())
-    }
-
-    fn leave(&self, group: &str, member: u64) {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = groups.get_mut(group) {
-            entry.members.remove(&member);
-            entry.generation.send_modify(|g| *g += 1);
-            if entry.members.is_empty() {
-                groups.remove(group);
-            }
-        }
-    }
-
-    fn assignment(&self, group: &str, member: u64, partitions: usize) -> Vec<i32> {
-        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = groups.get(group) else {
-            return Vec::new();
-        };
-        let n = entry.members.len().max(1);
-        let Some(index) = entry.members.iter().position(|m| *m == member) else {
-            return Vec::new();
-        };
-        (0..partitions)
-            .filter(|p| p % n == index)
-            .map(|p| p as i32)
-            .collect()
-    }
-}
+/// How soon a stream looks again for a partition its previous holder has not released.
+const CLAIM_RETRY: Duration = Duration::from_millis(20);
 
 /// Query of an event stream.
 #[derive(Debug, Deserialize)]
@@ -143,67 +92,95 @@ fn parse_position(text: &str) -> Result<HashMap<i32, i64>, ApiError> {
     Ok(out)
 }
 
-struct GroupMember {
-    name: String,
-    id: u64,
-    generation: watch::Receiver<u64>,
-}
-
 struct Session {
     state: AppState,
     topic: Arc<Topic>,
     from: From,
     only_partition: Option<i32>,
     positions: HashMap<i32, i64>,
+    /// Partitions this stream reads now.
     assigned: Vec<i32>,
-    group: Option<GroupMember>,
+    /// Partitions assigned to this stream whose previous holder has not released them.
+    waiting: Vec<i32>,
+    member: Option<LocalMember>,
     pending: VecDeque<Event>,
     committed: HashMap<i32, i64>,
     last_commit: Instant,
+    /// The broker is shutting down: end the stream once `pending` is sent.
+    ended: bool,
 }
 
 impl Session {
+    fn topic_name(&self) -> &str {
+        self.topic.name()
+    }
+
     fn initial_position(&self, partition: i32) -> i64 {
-        let Some(log) = self.topic.partition(partition) else {
+        let Some(info) = self.topic.partition_info(partition) else {
             return 0;
         };
-        if let Some(g) = &self.group {
-            if let Some(c) = self
+        if let Some(m) = &self.member {
+            if let Some(offset) = self
                 .state
                 .broker
-                .groups()
-                .offsets()
-                .fetch(&g.name, self.topic.name(), partition)
+                .committed_offset(m.group(), self.topic_name(), partition)
             {
-                return c.offset;
+                return offset;
             }
         }
         match self.from {
-            From::Start => log.log_start_offset(),
-            From::End => log.high_watermark(),
-            From::Offset(o) => o.clamp(log.log_start_offset(), log.high_watermark()),
+            From::Start => info.log_start_offset,
+            From::End => info.high_watermark,
+            From::Offset(o) => o.clamp(info.log_start_offset, info.high_watermark),
         }
     }
 
+    /// Takes the partitions this stream should read: all (or one) without a group, its
+    /// share of the group's partitions with one.
     fn refresh_assignment(&mut self) {
-        let count = self.topic.partition_count();
-        let assigned = match (&self.group, self.only_partition) {
-            (Some(g), _) => self.state.sse_groups.assignment(&g.name, g.id, count),
+        let topic = self.topic_name().to_string();
+        let share: Vec<i32> = match (self.member.as_mut(), self.only_partition) {
+            (Some(member), _) => member
+                .assignment()
+                .into_iter()
+                .filter(|(t, _)| *t == topic)
+                .map(|(_, p)| p)
+                .collect(),
             (None, Some(p)) => vec![p],
-            (None, None) => (0..count as i32).collect(),
+            (None, None) => (0..self.topic.partition_count() as i32).collect(),
         };
-        for &p in &assigned {
-            if !self.assigned.contains(&p) || !self.positions.contains_key(&p) {
+        let lost: Vec<i32> = self
+            .assigned
+            .iter()
+            .copied()
+            .filter(|p| !share.contains(p))
+            .collect();
+        for p in lost {
+            if let Some(m) = &self.member {
+                m.release(&topic, p);
+            }
+            self.positions.remove(&p);
+            self.committed.remove(&p);
+        }
+        self.assigned.retain(|p| share.contains(p));
+        self.waiting = share.into_iter().filter(|p| !self.assigned.contains(p)).collect();
+        self.claim_waiting();
+    }
+
+    /// Starts reading the waiting partitions whose previous holder let go.
+    fn claim_waiting(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        for p in waiting {
+            let claimed = self.member.as_ref().is_none_or(|m| m.claim(self.topic.name(), p));
+            if claimed {
                 let pos = self.initial_position(p);
                 self.positions.entry(p).or_insert(pos);
-                if self.group.is_some() && !self.assigned.contains(&p) {
-                    // Newly assigned: continue from what the group committed.
-                    self.positions.insert(p, pos);
-                }
+                self.assigned.push(p);
+            } else {
+                self.waiting.push(p);
             }
         }
-        self.positions.retain(|p, _| assigned.contains(p));
-        self.assigned = assigned;
+        self.assigned.sort_unstable();
     }
 
     fn event_id(&self) -> String {
@@ -216,28 +193,17 @@ impl Session {
             .join(",")
     }
 
-    /// Positions delivered but not yet committed, as commit entries.
-    fn uncommitted(&self) -> Vec<(String, i32, CommittedOffset)> {
+    /// Positions delivered but not yet committed, as `(topic, partition, offset)`.
+    fn uncommitted(&self) -> Vec<(String, i32, i64)> {
         self.positions
             .iter()
             .filter(|(p, o)| self.committed.get(p) != Some(o))
-            .map(|(p, o)| {
-                (
-                    self.topic.name().to_string(),
-                    *p,
-                    CommittedOffset {
-                        offset: *o,
-                        leader_epoch: -1,
-                        metadata: None,
-                        commit_timestamp_ms: rivulet_log::now_ms(),
-                    },
-                )
-            })
+            .map(|(p, o)| (self.topic_name().to_string(), *p, *o))
             .collect()
     }
 
     async fn commit(&mut self, force: bool) {
-        let Some(g) = &self.group else { return };
+        let Some(m) = &self.member else { return };
         if !force && self.last_commit.elapsed() < COMMIT_EVERY {
             return;
         }
@@ -245,118 +211,118 @@ impl Session {
         if changed.is_empty() {
             return;
         }
-        match self.state.broker.groups().commit(&g.name, changed.clone()).await {
+        match m.commit(changed.clone()).await {
             Ok(()) => {
-                for (_, p, c) in changed {
-                    self.committed.insert(p, c.offset);
+                for (_, p, o) in changed {
+                    self.committed.insert(p, o);
                 }
                 self.last_commit = Instant::now();
             }
-            Err(e) => tracing::warn!(group = %g.name, error = %e, "SSE offset commit failed"),
+            Err(e) => tracing::warn!(group = %m.group(), error = %e, "SSE offset commit failed"),
         }
+    }
+
+    /// Reads the next records of one partition into `pending`.
+    fn read_partition(&mut self, p: i32) {
+        let pos = self.positions.get(&p).copied().unwrap_or(0);
+        let topic = self.topic.clone();
+        let read = self
+            .state
+            .broker
+            .read_records(topic.name(), p, pos, READ_BYTES, RECORDS_PER_READ);
+        let read = match read {
+            Ok(r) => r,
+            Err(BrokerError::Log(LogError::OffsetOutOfRange { log_start_offset, .. })) => {
+                self.positions.insert(p, log_start_offset);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(topic = %topic.name(), partition = p, error = %e, "SSE read failed");
+                self.pending
+                    .push_back(Event::default().event("error").data(e.to_string()));
+                return;
+            }
+        };
+        for bad in &read.skipped {
+            self.pending
+                .push_back(Event::default().event("error").data(bad.to_string()));
+        }
+        for r in &read.records {
+            self.positions.insert(p, r.offset + 1);
+            let record = JsonRecord::from_stored(topic.name(), p, r);
+            match Event::default()
+                .event("record")
+                .id(self.event_id())
+                .json_data(&record)
+            {
+                Ok(ev) => self.pending.push_back(ev),
+                Err(e) => tracing::warn!(error = %e, "SSE event encoding failed"),
+            }
+        }
+        // Past control batches and compacted gaps too.
+        self.positions.insert(p, pos.max(read.next_offset));
     }
 
     /// Reads the next records into `pending`, waiting for new data when there is none.
     async fn fill(&mut self) {
         // Everything yielded so far has been handed to the connection: commit it.
         self.commit(false).await;
-        let generation_changed = self
-            .group
-            .as_mut()
-            .is_some_and(|g| g.generation.has_changed().unwrap_or(false));
-        if generation_changed || self.assigned.is_empty() {
-            if let Some(g) = self.group.as_mut() {
-                g.generation.borrow_and_update();
-            }
+        let changed = self.member.as_ref().is_some_and(LocalMember::assignment_changed);
+        if changed || (self.assigned.is_empty() && self.waiting.is_empty()) {
             self.commit(true).await;
             self.refresh_assignment();
+        } else if !self.waiting.is_empty() {
+            self.claim_waiting();
         }
-        let mut receivers = Vec::new();
+        let topic = self.topic.clone();
+        let mut watch = self
+            .state
+            .broker
+            .watch(self.assigned.iter().map(|p| (topic.name(), *p)));
         for p in self.assigned.clone() {
-            let Some(log) = self.topic.partition(p).cloned() else {
-                continue;
-            };
-            let rx = log.subscribe();
-            let pos = self.positions.get(&p).copied().unwrap_or(0);
-            let read = match log.read(pos, READ_BYTES) {
-                Ok(r) => r,
-                Err(rivulet_log::LogError::OffsetOutOfRange { log_start_offset, .. }) => {
-                    self.positions.insert(p, log_start_offset);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %self.topic.name(), partition = p, error = %e, "SSE read failed");
-                    self.pending
-                        .push_back(Event::default().event("error").data(e.to_string()));
-                    continue;
-                }
-            };
-            if read.records.is_empty() {
-                receivers.push(rx);
-                continue;
-            }
-            let bytes = read.records.len() as u64;
-            let records = match decode(self.topic.name(), p, read.records, pos, RECORDS_PER_READ) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.pending
-                        .push_back(Event::default().event("error").data(e.message));
-                    continue;
-                }
-            };
-            if let Some(m) = self.state.broker_metrics() {
-                m.record_fetched(self.topic.name(), records.len() as u64, bytes);
-            }
-            for r in records {
-                self.positions.insert(p, r.offset + 1);
-                let id = self.event_id();
-                match Event::default().event("record").id(id).json_data(&r) {
-                    Ok(ev) => self.pending.push_back(ev),
-                    Err(e) => tracing::warn!(error = %e, "SSE event encoding failed"),
-                }
-            }
+            self.read_partition(p);
         }
         if !self.pending.is_empty() {
             return;
         }
         // Nothing to send: wait for any assigned partition to grow, a rebalance, or a while.
-        let mut waits: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
-        for mut rx in receivers {
-            waits.push(Box::pin(async move {
-                let _ = rx.changed().await;
-            }));
+        let wait = if self.waiting.is_empty() {
+            IDLE_WAIT
+        } else {
+            CLAIM_RETRY
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.member.as_ref().map(LocalMember::changes);
+        let rebalanced = async {
+            match changes.as_mut() {
+                Some(rx) => {
+                    let _ = rx.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            woke = watch.wait(deadline) => self.ended = woke == Woke::ShuttingDown,
+            _ = rebalanced => {}
         }
-        if let Some(g) = &self.group {
-            let mut rx = g.generation.clone();
-            waits.push(Box::pin(async move {
-                let _ = rx.changed().await;
-            }));
-        }
-        if waits.is_empty() {
-            tokio::time::sleep(IDLE_WAIT).await;
-            return;
-        }
-        let _ = tokio::time::timeout(IDLE_WAIT, futures_util::future::select_all(waits)).await;
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.state.sse_streams.fetch_sub(1, Ordering::Relaxed);
-        if let Some(g) = &self.group {
-            self.state.sse_groups.leave(&g.name, g.id);
-            let pending = self.uncommitted();
-            if !pending.is_empty() {
-                let broker = self.state.broker.clone();
-                let group = g.name.clone();
-                if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                    handle.spawn(async move {
-                        if let Err(e) = broker.groups().commit(&group, pending).await {
-                            tracing::warn!(group = %group, error = %e, "Final SSE offset commit failed");
-                        }
-                    });
+        let Some(member) = self.member.take() else { return };
+        let pending = self.uncommitted();
+        if pending.is_empty() {
+            return;
+        }
+        // Commit what was delivered, then leave (the member leaves the group when dropped).
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = member.commit(pending).await {
+                    tracing::warn!(group = %member.group(), error = %e, "Final SSE offset commit failed");
                 }
-            }
+            });
         }
     }
 }
@@ -364,6 +330,7 @@ impl Drop for Session {
 pub(crate) async fn events(
     State(state): State<AppState>,
     Path(topic_name): Path<String>,
+    extensions: axum::http::Extensions,
     query: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -373,7 +340,7 @@ pub(crate) async fn events(
         .topic(&topic_name)
         .ok_or_else(|| ApiError::unknown_topic(&topic_name))?;
     if let Some(p) = q.partition {
-        if topic.partition(p).is_none() {
+        if topic.partition_info(p).is_none() {
             return Err(ApiError::unknown_partition(
                 &topic_name,
                 p,
@@ -400,10 +367,27 @@ pub(crate) async fn events(
             format!("{max} event streams are open; retry later"),
         ));
     }
-    let group = q.group.map(|name| {
-        let (id, generation) = state.sse_groups.join(&name);
-        GroupMember { name, id, generation }
-    });
+    let member = match q.group {
+        Some(group) => {
+            let client = LocalClient {
+                client_id: "sse".to_string(),
+                client_host: extensions
+                    .get::<ConnectInfo<std::net::SocketAddr>>()
+                    .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string()),
+            };
+            let joined = state
+                .broker
+                .join_local_group(&group, std::slice::from_ref(&topic_name), client);
+            match joined {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    state.sse_streams.fetch_sub(1, Ordering::Relaxed);
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
     let mut session = Session {
         state,
         topic,
@@ -411,10 +395,12 @@ pub(crate) async fn events(
         only_partition: q.partition,
         positions: HashMap::new(),
         assigned: Vec::new(),
-        group,
+        waiting: Vec::new(),
+        member,
         pending: VecDeque::new(),
         committed: HashMap::new(),
         last_commit: Instant::now(),
+        ended: false,
     };
     session.refresh_assignment();
     for (p, o) in resume {
@@ -428,10 +414,14 @@ pub(crate) async fn events(
 
 fn event_stream(session: Session) -> impl Stream<Item = Result<Event, Infallible>> {
     stream::unfold(session, |mut s| async move {
-        // Bounded: each pass either yields, or waits (woken by data or the idle timeout).
+        // Bounded: each pass either yields, ends, or waits (woken by data, a rebalance, the
+        // idle timeout or shutdown).
         loop {
             if let Some(ev) = s.pending.pop_front() {
                 return Some((Ok(ev), s));
+            }
+            if s.ended {
+                return None;
             }
             s.fill().await;
         }

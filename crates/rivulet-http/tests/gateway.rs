@@ -2,7 +2,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_broker::{Broker, BrokerConfig};
@@ -17,10 +16,14 @@ struct Gateway {
 }
 
 async fn start() -> Gateway {
+    start_with(BrokerConfig::default()).await
+}
+
+async fn start_with(config: BrokerConfig) -> Gateway {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::open(BrokerConfig {
         data_dir: dir.path().to_path_buf(),
-        ..BrokerConfig::default()
+        ..config
     })
     .expect("broker");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -28,7 +31,6 @@ async fn start() -> Gateway {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let config = GatewayConfig {
         body_bytes_max: 64 * 1024,
-        metrics: Some(Arc::new(rivulet_metrics::Metrics::new("test"))),
         ..GatewayConfig::default()
     };
     let b = broker.clone();
@@ -81,6 +83,7 @@ async fn send(g: &Gateway, method: &str, path: &str, body: &str) -> (u16, Value)
     (code, serde_json::from_str(&body).unwrap_or(Value::String(body)))
 }
 
+// Longer than most functions: one walk through every route on one gateway, each step reading what the last one wrote; kept whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_poll_and_admin_round_trip() {
     let g = start().await;
@@ -170,8 +173,6 @@ async fn bad_input_gets_clear_json_errors() {
     let (code, e) = send(&g, "POST", "/v1/topics/t/records", "{not json").await;
     assert_eq!((code, e["error_code"].as_i64()), (400, Some(40001)), "{e}");
     assert!(e["message"].as_str().expect("message").contains("not valid JSON"));
-    let (code, e) = send(&g, "POST", "/v1/topics/missing/records", r#"{"value":"x"}"#).await;
-    assert_eq!((code, e["error_code"].as_i64()), (404, Some(40401)));
     let (code, e) = send(
         &g,
         "POST",
@@ -215,9 +216,9 @@ async fn bad_input_gets_clear_json_errors() {
         g.broker
             .topic("t")
             .expect("t")
-            .partition(0)
+            .partition_info(0)
             .expect("p0")
-            .log_end_offset(),
+            .log_end_offset,
         0
     );
 }
@@ -392,4 +393,35 @@ async fn metrics_move_with_traffic() {
     let (code, api) = get(&g, "/openapi.json").await;
     assert_eq!(code, 200);
     assert!(api["paths"]["/v1/topics/{topic}/records"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_to_a_new_topic_follows_the_auto_creation_setting() {
+    // On (the default, as for Kafka clients): the first record creates the topic.
+    let g = start().await;
+    let (code, body) = send(
+        &g,
+        "POST",
+        "/v1/topics/fresh/records",
+        r#"{"key":"k","value":"v"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["offsets"][0]["offset"], 0);
+    let (code, topic) = get(&g, "/v1/topics/fresh").await;
+    assert_eq!(code, 200, "{topic}");
+    assert_eq!(topic["partitions"][0]["high_watermark"], 1);
+
+    // Off: a clear 404 that says why and what to do; nothing is created.
+    let g = start_with(BrokerConfig {
+        auto_create_topics: false,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let (code, e) = send(&g, "POST", "/v1/topics/fresh/records", r#"{"value":"v"}"#).await;
+    assert_eq!((code, e["error_code"].as_i64()), (404, Some(40401)), "{e}");
+    let message = e["message"].as_str().expect("message");
+    assert!(message.contains("automatic topic creation is off"), "{message}");
+    assert!(message.contains("POST /v1/topics"), "{message}");
+    assert!(g.broker.topic("fresh").is_none());
 }
