@@ -1,15 +1,16 @@
 //! The entry point: publish events and subscribe handlers over either transport.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
 use crate::dlq::{self, DeadLetter};
+#[cfg(feature = "embedded")]
 use crate::embedded::EmbeddedTransport;
 use crate::error::{Result, SdkError};
 use crate::event::Event;
+#[cfg(feature = "kafka")]
 use crate::kafka::KafkaTransport;
 use crate::subscriber::{self, Handler, SubscribeOptions, Subscription};
 use crate::transport::{Delivery, OutRecord, TopicSpec, Transport};
@@ -44,18 +45,22 @@ impl Client {
     }
 
     /// A client over a Kafka-protocol cluster (Rivulet, Kafka, Redpanda).
+    #[cfg(feature = "kafka")]
     pub fn kafka(brokers: &str) -> Result<Client> {
         Ok(Client::new(Arc::new(KafkaTransport::new(brokers)?)))
     }
 
     /// A client over a broker in this process.
+    #[cfg(feature = "embedded")]
     pub fn embedded(broker: rivulet_broker::Broker) -> Client {
         Client::new(Arc::new(EmbeddedTransport::new(broker)))
     }
 
     /// Opens (or creates) an embedded broker's data directory and returns a client over it.
+    /// The broker runs its own maintenance (retention, compaction) in the background.
     /// Blocking I/O: call before the service starts or from a blocking context.
-    pub fn open_embedded(data_dir: impl AsRef<Path>) -> Result<Client> {
+    #[cfg(feature = "embedded")]
+    pub fn open_embedded(data_dir: impl AsRef<std::path::Path>) -> Result<Client> {
         let config = rivulet_broker::BrokerConfig {
             data_dir: data_dir.as_ref().to_path_buf(),
             ..rivulet_broker::BrokerConfig::default()

@@ -6,12 +6,11 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum SdkError {
     /// The embedded broker refused or failed a request.
+    #[cfg(feature = "embedded")]
     #[error("embedded broker: {0}")]
     Broker(#[from] rivulet_broker::BrokerError),
-    /// The embedded broker's log failed.
-    #[error("embedded log: {0}")]
-    Log(#[from] rivulet_log::LogError),
     /// The Kafka client failed.
+    #[cfg(feature = "kafka")]
     #[error("kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// An event's data did not serialize.

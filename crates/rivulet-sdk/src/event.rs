@@ -56,7 +56,7 @@ impl<T> Event<T> {
             id: uuid::Uuid::new_v4().to_string(),
             source: source.into(),
             ty: ty.into(),
-            time: Some(rfc3339(rivulet_log::now_ms())),
+            time: Some(rfc3339(crate::now_ms())),
             subject: None,
             data_content_type: JSON.to_string(),
             data,

@@ -83,7 +83,7 @@ impl HandledStore {
     /// Reads ids recorded since the last refresh (by this or any other member).
     pub async fn refresh(&self) -> Result<usize> {
         let mut positions = self.positions.lock().await;
-        let now = rivulet_log::now_ms();
+        let now = crate::now_ms();
         let mut loaded = 0;
         // Each pass reads up to LOAD_RECORDS_PER_PASS; stops at the end the topic had.
         loop {
@@ -124,13 +124,13 @@ impl HandledStore {
 
     /// True when the event was handled within the time to live.
     pub fn contains(&self, id: &str) -> bool {
-        let now = rivulet_log::now_ms();
+        let now = crate::now_ms();
         self.seen().get(id).is_some_and(|at| now - at < self.ttl_ms)
     }
 
     /// Durably records that the event was handled.
     pub async fn mark(&self, id: &str) -> Result<()> {
-        let now = rivulet_log::now_ms();
+        let now = crate::now_ms();
         let record = OutRecord {
             key: Some(id.as_bytes().to_vec()),
             value: Some(now.to_string().into_bytes()),
@@ -157,7 +157,7 @@ impl HandledStore {
 
     /// Drops expired ids, then the oldest ones beyond `ids_max`.
     fn trim(&self) {
-        let now = rivulet_log::now_ms();
+        let now = crate::now_ms();
         let mut seen = self.seen();
         seen.retain(|_, at| now - *at < self.ttl_ms);
         if seen.len() > self.ids_max {

@@ -9,8 +9,11 @@
 //!   handling, retries with exponential backoff and jitter, a dead-letter topic
 //!   `<topic>.dlq`, durable deduplication of event ids (`<group>.handled`), per-key order
 //!   over N workers, bounded in-flight events per partition, and graceful shutdown.
-//! * **Transports**: [`KafkaTransport`] (any Kafka-protocol cluster, Rivulet included) and
-//!   [`EmbeddedTransport`] (the broker inside this process), behind one API.
+//! * **Transports**: `KafkaTransport` (any Kafka-protocol cluster, Rivulet included; cargo
+//!   feature `kafka`) and `EmbeddedTransport` (the broker inside this process; feature
+//!   `embedded`), behind one API. Both features are on by default; an application that only
+//!   talks to a cluster turns `embedded` off and compiles no broker, one that only embeds
+//!   turns `kafka` off and compiles no librdkafka.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rivulet_sdk::SdkError> {
@@ -32,19 +35,30 @@
 
 mod client;
 pub mod dlq;
+#[cfg(feature = "embedded")]
 mod embedded;
 pub mod error;
 pub mod event;
 pub mod handled;
+#[cfg(feature = "kafka")]
 mod kafka;
 pub mod progress;
 mod subscriber;
 pub mod transport;
 
 pub use client::{Client, DEFAULT_PARTITIONS};
+#[cfg(feature = "embedded")]
 pub use embedded::EmbeddedTransport;
 pub use error::{HandlerError, Result, SdkError};
 pub use event::{Event, Received};
+#[cfg(feature = "kafka")]
 pub use kafka::KafkaTransport;
 pub use subscriber::{Handler, SubscribeOptions, Subscription, SubscriptionStats};
 pub use transport::{Delivery, InRecord, OutRecord, TopicPartition, Transport};
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,5 +1,6 @@
 //! The transport abstraction: what the SDK needs from a broker, implemented over the Kafka
-//! protocol ([`crate::KafkaTransport`]) and in process ([`crate::EmbeddedTransport`]).
+//! protocol (`KafkaTransport`, feature `kafka`) and in process (`EmbeddedTransport`,
+//! feature `embedded`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -122,8 +123,8 @@ pub enum Polled {
 
 /// A broker connection: publishing, reading, topic creation and group membership.
 ///
-/// Implementations: [`crate::KafkaTransport`] (any Kafka-protocol broker) and
-/// [`crate::EmbeddedTransport`] (a [`rivulet_broker::Broker`] in this process).
+/// Implementations: `KafkaTransport` (any Kafka-protocol broker) and `EmbeddedTransport`
+/// (a Rivulet broker in this process).
 pub trait Transport: Send + Sync + 'static {
     /// Publishes records to one topic and resolves when every one is durable (acks=all).
     fn publish<'a>(&'a self, topic: &'a str, records: Vec<OutRecord>)
@@ -180,10 +181,4 @@ pub trait GroupMember: Send {
 
     /// Commits `offsets` and leaves the group.
     fn close(&mut self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'_, Result<()>>;
-}
-
-/// Kafka's default partitioner (murmur2), so both transports and Java/librdkafka producers
-/// put a key on the same partition.
-pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
-    rivulet_broker::partitioner::partition_for_key(key, usize::try_from(partitions).unwrap_or(1))
 }

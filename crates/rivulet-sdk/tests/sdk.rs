@@ -153,6 +153,7 @@ async fn per_key_order_holds_across_workers_and_partitions() {
     assert_in_order(&seen, keys, steps);
 }
 
+// Longer than most functions: one scenario (publish, crash, rewind, republish) on one broker; kept whole so it reads top to bottom.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_and_republished_events_are_handled_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -599,8 +600,6 @@ mod kafka {
             idle_timeout_ms: 600_000,
             write_stall_timeout_ms: 30_000,
             shutdown_timeout_ms: 2_000,
-            group_tick_ms: 100,
-            maintenance_interval_ms: 1_000,
         };
         let server = Server::from_listeners(vec![listener], config, broker).expect("server");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

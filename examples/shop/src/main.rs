@@ -193,9 +193,7 @@ async fn run_all(brokers: Option<String>, data_dir: PathBuf, args: RunArgs) -> R
             let dir = data_dir.clone();
             let b = tokio::task::spawn_blocking(move || open_broker(&dir)).await??;
             broker = Some(b.clone());
-            let transport = rivulet_sdk::EmbeddedTransport::new(b);
-            transport.maintain_every(Duration::from_secs(1));
-            Client::new(std::sync::Arc::new(transport))
+            Client::embedded(b)
         }
     };
     if let (Some(b), Some(listen)) = (&broker, args.kafka_listen) {

@@ -107,6 +107,7 @@ async fn publish_orders(client: &Client, orders: &[OrderPlaced]) -> usize {
     events.len()
 }
 
+// Longer than most functions: one end-to-end run of the three services; kept whole so it reads top to bottom.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_orders_with_duplicates_get_one_email_each_and_consistent_stock() {
     let started = Instant::now();
@@ -413,6 +414,7 @@ fn rivulet(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+// Longer than most functions: one scenario (poison, list, redrive, consume) on one server; kept whole so it reads top to bottom.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rivulet_cli_lists_and_redrives_dead_letters() {
     let dir = tempfile::tempdir().expect("tempdir");
