@@ -1,8 +1,8 @@
-//! `rivulet bench nats`: NATS JetStream through async-nats.
+//! `rivulet bench nats`: NATS JetStream through async-nats, through the shared run loop.
 //!
 //! One file-backed JetStream stream per partition (`{prefix}-{i}`, bound to the subject
 //! `{prefix}.{i}`), one replica, limits retention. Every producer task opens its own
-//! connection and publishes asynchronously, keeping up to [`IN_FLIGHT_CAP`] publish acks
+//! connection and publishes asynchronously, keeping up to `IN_FLIGHT_CAP` publish acks
 //! outstanding; every consumer task opens its own connection and reads its streams from the
 //! beginning through ephemeral pull consumers with `AckPolicy::None` (nothing is redelivered,
 //! so the consumers' throughput is not spent on acks).
@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::{GetStreamErrorKind, PublishAckFuture, PublishError};
 use async_nats::jetstream::publish::PublishAck;
@@ -24,8 +23,13 @@ use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, Reten
 use async_nats::jetstream::{self, ErrorCode};
 use futures_util::stream::{self, FuturesUnordered, StreamExt};
 
-use super::peer::{self, ConsumerCtx, PeerArgs, PeerDriver, Prepared, ProducerCtx};
-use super::{AckSink, Durability, FLUSH_SECS_MAX};
+use crate::ctx::{ConsumerCtx, ProducerCtx};
+use crate::driver::{Driver, Prepared, Setup};
+use crate::error::{bail, err, Context, Result};
+use crate::peer::{self, PeerArgs};
+use crate::report::Report;
+use crate::run::FLUSH_SECS_MAX;
+use crate::workload::{AckSink, Durability};
 
 /// Most publish acks one producer keeps outstanding. The harness allows up to 65,536 (1 KiB
 /// records); on a 2-core box with nats-server 2.9 throughput peaked at 4,096 (256: 18k/s,
@@ -38,21 +42,23 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How the client is configured, for the report.
-pub(super) const CLIENT_DESCRIPTION: &str = "async-nats 0.46 JetStream async publish, up to 4096 acks in flight per \
+pub(crate) const CLIENT_DESCRIPTION: &str = "async-nats 0.46 JetStream async publish, up to 4096 acks in flight per \
                                   producer; ephemeral pull consumers, AckPolicy::None, 4096 messages per pull";
 
 /// Arguments of `rivulet bench nats`.
-#[derive(Debug, clap::Args)]
-pub(super) struct NatsArgs {
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
     /// NATS server URL
     #[arg(long, default_value = "nats://127.0.0.1:4222", env = "RIVULET_BENCH_NATS_URL")]
     pub url: String,
+    /// The workload, name prefix and output format.
     #[command(flatten)]
     pub common: PeerArgs,
 }
 
-/// Runs `rivulet bench nats`.
-pub(super) fn run(args: NatsArgs) -> Result<()> {
+/// Runs `rivulet bench nats`: the baselines (unless `--baseline false`), then each durability
+/// level.
+pub fn run(args: &NatsArgs) -> Result<Report> {
     peer::run_peer(
         NatsDriver::new(&args.url),
         &args.common,
@@ -63,15 +69,15 @@ pub(super) fn run(args: NatsArgs) -> Result<()> {
 
 /// The NATS JetStream driver: each task connects on its own.
 #[derive(Debug)]
-pub(super) struct NatsDriver {
+pub(crate) struct NatsDriver {
     url: String,
-    /// Subject of each stream [`PeerDriver::prepare`] created, by stream name.
+    /// Subject of each stream [`Driver::prepare`] created, by stream name.
     subjects: Mutex<HashMap<String, String>>,
 }
 
 impl NatsDriver {
     /// A driver for the server at `url` (connects only when used).
-    pub(super) fn new(url: &str) -> NatsDriver {
+    pub(crate) fn new(url: &str) -> NatsDriver {
         NatsDriver {
             url: url.to_string(),
             subjects: Mutex::new(HashMap::new()),
@@ -100,10 +106,10 @@ impl NatsDriver {
     fn subject_of(&self, stream: &str) -> Result<String> {
         self.subjects
             .lock()
-            .map_err(|_| anyhow!("subject map poisoned"))?
+            .map_err(|_| err!("subject map poisoned"))?
             .get(stream)
             .cloned()
-            .ok_or_else(|| anyhow!("no subject known for stream {stream}"))
+            .ok_or_else(|| err!("no subject known for stream {stream}"))
     }
 
     /// Deletes `names`, ignoring streams that do not exist; returns the first error.
@@ -124,7 +130,7 @@ async fn delete_stream(js: &jetstream::Context, name: &str) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) => match e.kind() {
             GetStreamErrorKind::JetStream(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => Ok(()),
-            _ => Err(anyhow!("deleting stream {name}: {e}")),
+            _ => Err(err!("deleting stream {name}: {e}")),
         },
     }
 }
@@ -204,7 +210,7 @@ fn settle(acks: &AckSink, intended: u64, result: Result<PublishAck, PublishError
     }
 }
 
-impl PeerDriver for NatsDriver {
+impl Driver for NatsDriver {
     fn name(&self) -> &'static str {
         "nats-jetstream"
     }
@@ -213,12 +219,7 @@ impl PeerDriver for NatsDriver {
         find_nats_server()
     }
 
-    async fn prepare(
-        &self,
-        level: Durability,
-        prefix: &str,
-        partitions: usize,
-    ) -> Result<Result<Prepared, String>> {
+    async fn prepare(&self, level: Durability, prefix: &str, partitions: usize) -> Result<Setup> {
         let client = self.connect().await?;
         let info = client.server_info();
         if !info.jetstream {
@@ -228,7 +229,7 @@ impl PeerDriver for NatsDriver {
             );
         }
         if level == Durability::D1 {
-            return Ok(Err(d1_reason(&info.version)));
+            return Ok(Setup::Unavailable(vec![d1_reason(&info.version)]));
         }
         let js = Self::jetstream(client, 1);
         let base = sanitize(prefix);
@@ -249,12 +250,15 @@ impl PeerDriver for NatsDriver {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| anyhow!("creating stream {name}: {e}"))
+                .map_err(|e| err!("creating stream {name}: {e}"))
             }
             .await;
             if let Err(e) = result {
                 if let Err(cleanup) = Self::delete_streams(&js, &created).await {
-                    eprintln!("warning: cleaning up after a failed prepare: {cleanup:#}");
+                    eprintln!(
+                        "warning: cleaning up after a failed prepare: {}",
+                        cleanup.describe()
+                    );
                 }
                 return Err(e);
             }
@@ -263,9 +267,9 @@ impl PeerDriver for NatsDriver {
         }
         self.subjects
             .lock()
-            .map_err(|_| anyhow!("subject map poisoned"))?
+            .map_err(|_| err!("subject map poisoned"))?
             .extend(subjects);
-        Ok(Ok(Prepared {
+        Ok(Setup::Ready(Prepared {
             destinations: created,
             settings: vec![
                 format!("nats-server {}", info.version),
@@ -311,7 +315,7 @@ impl PeerDriver for NatsDriver {
             };
             let subject = subjects
                 .get(ctx.next_destination())
-                .ok_or_else(|| anyhow!("destination out of range"))?
+                .ok_or_else(|| err!("destination out of range"))?
                 .clone();
             match js.publish(subject, payload.into()).await {
                 Ok(ack) => pending.push(async move {
@@ -356,13 +360,13 @@ impl PeerDriver for NatsDriver {
                     name,
                 )
                 .await
-                .map_err(|e| anyhow!("creating a pull consumer on stream {name}: {e}"))?;
+                .map_err(|e| err!("creating a pull consumer on stream {name}: {e}"))?;
             let messages = consumer
                 .stream()
                 .max_messages_per_batch(FETCH_BATCH)
                 .messages()
                 .await
-                .map_err(|e| anyhow!("pulling from stream {name}: {e}"))?;
+                .map_err(|e| err!("pulling from stream {name}: {e}"))?;
             streams.push(messages);
         }
         ctx.ready();

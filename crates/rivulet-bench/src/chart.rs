@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 /// One line of the chart.
 #[derive(Debug, Clone)]
-pub(super) struct Series {
+pub(crate) struct Series {
     /// Legend text, e.g. `rivulet D1`.
     pub label: String,
     /// Index into the palette: the same system keeps its colour across durability levels.
@@ -69,31 +69,58 @@ fn format_ms(v: f64) -> String {
     }
 }
 
-/// Renders `series` as an SVG document titled `title`, y being `y_label`.
-pub(super) fn render(title: &str, subtitle: &str, y_label: &str, series: &[Series]) -> String {
-    let series = &series[..series.len().min(SERIES_MAX)];
-    let points = || {
-        series
-            .iter()
-            .flat_map(|s| s.points.iter().copied())
-            .filter(|(x, y)| x.is_finite() && y.is_finite() && *y > 0.0)
-    };
-    let x_max = points().map(|(x, _)| x).fold(0.0, f64::max).max(1.0) * 1.05;
-    let y_min = points().map(|(_, y)| y).fold(f64::INFINITY, f64::min);
-    let y_max = points().map(|(_, y)| y).fold(0.0, f64::max);
-    let (lo, hi) = if y_min.is_finite() && y_max > 0.0 {
-        (
-            y_min.log10().floor(),
-            y_max.log10().ceil().max(y_min.log10().floor() + 1.0),
-        )
-    } else {
-        (-1.0, 3.0)
-    };
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let sx = |x: f64| LEFT + x / x_max * plot_w;
-    let sy = |y: f64| TOP + plot_h - (y.max(10f64.powf(lo)).log10() - lo) / (hi - lo) * plot_h;
+/// The plot area and its scales: linear x from 0 to `x_max`, logarithmic y over the decades
+/// `lo..=hi` (powers of ten).
+struct Plot {
+    x_max: f64,
+    lo: f64,
+    hi: f64,
+    w: f64,
+    h: f64,
+}
 
+impl Plot {
+    /// Scales that fit every finite point with a positive y.
+    fn fit(series: &[Series]) -> Plot {
+        let points = || {
+            series
+                .iter()
+                .flat_map(|s| s.points.iter().copied())
+                .filter(|(x, y)| x.is_finite() && y.is_finite() && *y > 0.0)
+        };
+        let x_max = points().map(|(x, _)| x).fold(0.0, f64::max).max(1.0) * 1.05;
+        let y_min = points().map(|(_, y)| y).fold(f64::INFINITY, f64::min);
+        let y_max = points().map(|(_, y)| y).fold(0.0, f64::max);
+        let (lo, hi) = if y_min.is_finite() && y_max > 0.0 {
+            (
+                y_min.log10().floor(),
+                y_max.log10().ceil().max(y_min.log10().floor() + 1.0),
+            )
+        } else {
+            (-1.0, 3.0)
+        };
+        Plot {
+            x_max,
+            lo,
+            hi,
+            w: WIDTH - LEFT - RIGHT,
+            h: HEIGHT - TOP - BOTTOM,
+        }
+    }
+
+    fn sx(&self, x: f64) -> f64 {
+        LEFT + x / self.x_max * self.w
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        TOP + self.h - (y.max(10f64.powf(self.lo)).log10() - self.lo) / (self.hi - self.lo) * self.h
+    }
+}
+
+/// Renders `series` as an SVG document titled `title`, y being `y_label`.
+pub(crate) fn render(title: &str, subtitle: &str, y_label: &str, series: &[Series]) -> String {
+    let series = &series[..series.len().min(SERIES_MAX)];
+    let plot = Plot::fit(series);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -112,12 +139,22 @@ pub(super) fn render(title: &str, subtitle: &str, y_label: &str, series: &[Serie
         LEFT,
         escape(subtitle)
     );
-    // Grid and axes.
-    let step = nice_step(x_max, 6.0);
+    grid(&mut svg, &plot, y_label);
+    for (i, s) in series.iter().enumerate() {
+        line(&mut svg, &plot, i, s);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The grid, the axes and their labels.
+fn grid(svg: &mut String, plot: &Plot, y_label: &str) {
+    let (plot_w, plot_h) = (plot.w, plot.h);
+    let step = nice_step(plot.x_max, 6.0);
     let mut x = 0.0;
     let mut ticks = 0;
-    while x <= x_max && ticks <= 20 {
-        let px = sx(x);
+    while x <= plot.x_max && ticks <= 20 {
+        let px = plot.sx(x);
         let _ = writeln!(
             svg,
             r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#e5e5e5"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
@@ -128,10 +165,10 @@ pub(super) fn render(title: &str, subtitle: &str, y_label: &str, series: &[Serie
         x += step;
         ticks += 1;
     }
-    let mut decade = lo;
-    while decade <= hi {
+    let mut decade = plot.lo;
+    while decade <= plot.hi {
         let value = 10f64.powf(decade);
-        let py = sy(value);
+        let py = plot.sy(value);
         let _ = writeln!(
             svg,
             r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#d0d0d0"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
@@ -158,57 +195,56 @@ pub(super) fn render(title: &str, subtitle: &str, y_label: &str, series: &[Serie
         TOP + plot_h / 2.0,
         escape(y_label)
     );
-    // Series and legend.
-    for (i, s) in series.iter().enumerate() {
-        let color = PALETTE[s.color % PALETTE.len()];
-        let mut pts: Vec<(f64, f64)> = s
-            .points
+}
+
+/// Series `i`: its line, its points and its legend entry.
+fn line(svg: &mut String, plot: &Plot, i: usize, s: &Series) {
+    let color = PALETTE[s.color % PALETTE.len()];
+    let mut pts: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && *y > 0.0)
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let dash = if s.dashed {
+        r#" stroke-dasharray="6 4""#
+    } else {
+        ""
+    };
+    if pts.len() > 1 {
+        let path: Vec<String> = pts
             .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite() && *y > 0.0)
+            .map(|&(x, y)| format!("{:.1},{:.1}", plot.sx(x), plot.sy(y)))
             .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let dash = if s.dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
-        if pts.len() > 1 {
-            let path: Vec<String> = pts
-                .iter()
-                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-                .collect();
-            let _ = writeln!(
-                svg,
-                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
-                path.join(" ")
-            );
-        }
-        for &(x, y) in &pts {
-            let _ = writeln!(
-                svg,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{color}"><title>{}: {} records/s, {:.2} ms</title></circle>"#,
-                sx(x),
-                sy(y),
-                escape(&s.label),
-                format_rate(x),
-                y
-            );
-        }
-        let ly = TOP + 10.0 + i as f64 * 20.0;
-        let lx = WIDTH - RIGHT + 20.0;
         let _ = writeln!(
             svg,
-            r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/><circle cx="{:.1}" cy="{ly}" r="4" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            lx + 30.0,
-            lx + 15.0,
-            lx + 38.0,
-            ly + 4.0,
-            escape(&s.label)
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+            path.join(" ")
         );
     }
-    svg.push_str("</svg>\n");
-    svg
+    for &(x, y) in &pts {
+        let _ = writeln!(
+            svg,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{color}"><title>{}: {} records/s, {:.2} ms</title></circle>"#,
+            plot.sx(x),
+            plot.sy(y),
+            escape(&s.label),
+            format_rate(x),
+            y
+        );
+    }
+    let ly = TOP + 10.0 + i as f64 * 20.0;
+    let lx = WIDTH - RIGHT + 20.0;
+    let _ = writeln!(
+        svg,
+        r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/><circle cx="{:.1}" cy="{ly}" r="4" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+        lx + 30.0,
+        lx + 15.0,
+        lx + 38.0,
+        ly + 4.0,
+        escape(&s.label)
+    );
 }
 
 #[cfg(test)]

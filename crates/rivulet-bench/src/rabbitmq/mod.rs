@@ -1,5 +1,5 @@
-//! `rivulet bench rabbitmq-stream` and `rabbitmq-quorum`: the RabbitMQ drivers of the peer
-//! harness in [`super::peer`].
+//! `rivulet bench rabbitmq-stream` and `rabbitmq-quorum`: the RabbitMQ drivers of the shared
+//! run loop ([`crate::run`]).
 //!
 //! Both go through AMQP 0-9-1 (`lapin`) with publisher confirms, one queue per partition:
 //!
@@ -18,10 +18,11 @@
 //! [`ProducerCtx::in_flight_max`] records published but unconfirmed, and after the run waits a
 //! bounded time for the rest, counting those that never come as failed.
 
-use std::sync::{Arc, Mutex};
+mod in_flight;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -30,16 +31,21 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tokio::sync::Semaphore;
 
-use super::peer::{self, ConsumerCtx, PeerArgs, PeerDriver, Prepared, ProducerCtx};
-use super::{AckSink, Durability, FLUSH_SECS_MAX};
+use self::in_flight::InFlight;
+use crate::ctx::{ConsumerCtx, ProducerCtx};
+use crate::driver::{Driver, Prepared, Setup};
+use crate::error::{err, BenchError, Context, Result};
+use crate::peer::{self, PeerArgs};
+use crate::report::Report;
+use crate::run::FLUSH_SECS_MAX;
+use crate::workload::Durability;
 
 /// The client's settings for streams, for the report.
-pub(super) const STREAM_CLIENT_DESCRIPTION: &str = "lapin 2 over AMQP 0-9-1: one connection per task, \
+pub(crate) const STREAM_CLIENT_DESCRIPTION: &str = "lapin 2 over AMQP 0-9-1: one connection per task, \
      publisher confirms, consumers from offset first with prefetch=2000 and multiple acks every 500";
 /// The AMQP client's settings, for the report.
-pub(super) const QUORUM_CLIENT_DESCRIPTION: &str = "lapin 2: one connection per task, publisher confirms, \
+pub(crate) const QUORUM_CLIENT_DESCRIPTION: &str = "lapin 2: one connection per task, publisher confirms, \
      persistent messages, consumers prefetch=2000 with multiple acks every 500";
 
 /// Unacknowledged deliveries a consumer may hold (`basic.qos`).
@@ -49,26 +55,29 @@ const QUORUM_ACK_EVERY: u64 = 500;
 
 /// Arguments of `rivulet bench rabbitmq-stream`.
 #[derive(Debug, Clone, clap::Args)]
-pub(super) struct StreamArgs {
+pub struct StreamArgs {
     /// AMQP URL of the broker
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub url: String,
+    /// The workload, name prefix and output format.
     #[command(flatten)]
     pub common: PeerArgs,
 }
 
 /// Arguments of `rivulet bench rabbitmq-quorum`.
 #[derive(Debug, Clone, clap::Args)]
-pub(super) struct QuorumArgs {
+pub struct QuorumArgs {
     /// AMQP URL of the broker
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub url: String,
+    /// The workload, name prefix and output format.
     #[command(flatten)]
     pub common: PeerArgs,
 }
 
-/// Runs `rivulet bench rabbitmq-stream`.
-pub(super) fn run_stream(args: StreamArgs) -> Result<()> {
+/// Runs `rivulet bench rabbitmq-stream`: the baselines (unless `--baseline false`), then
+/// each durability level.
+pub fn run_stream(args: &StreamArgs) -> Result<Report> {
     let server = redact_url(&args.url);
     peer::run_peer(
         QueueDriver::stream(&args.url),
@@ -78,8 +87,9 @@ pub(super) fn run_stream(args: StreamArgs) -> Result<()> {
     )
 }
 
-/// Runs `rivulet bench rabbitmq-quorum`.
-pub(super) fn run_quorum(args: QuorumArgs) -> Result<()> {
+/// Runs `rivulet bench rabbitmq-quorum`: the baselines (unless `--baseline false`), then
+/// each durability level.
+pub fn run_quorum(args: &QuorumArgs) -> Result<Report> {
     let server = redact_url(&args.url);
     peer::run_peer(
         QueueDriver::quorum(&args.url),
@@ -90,7 +100,7 @@ pub(super) fn run_quorum(args: QuorumArgs) -> Result<()> {
 }
 
 /// `url` without its password, for the report.
-pub(super) fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -127,91 +137,6 @@ fn find_beam_pid() -> Option<u32> {
     first
 }
 
-/// Records published but not yet settled, bounded by a window: a producer takes a slot before
-/// publishing and the confirmation (or its failure) gives it back.
-struct InFlight {
-    slots: Semaphore,
-    window: usize,
-    state: Mutex<Outstanding>,
-    acks: Arc<AckSink>,
-}
-
-/// What [`InFlight`] tracks besides the slots.
-#[derive(Debug, Default)]
-struct Outstanding {
-    /// Records published and not yet settled.
-    count: u64,
-    /// Set once the producer stopped waiting: late confirmations are then ignored, the
-    /// records having been counted as failed.
-    abandoned: bool,
-}
-
-impl InFlight {
-    fn new(window: usize, acks: Arc<AckSink>) -> Self {
-        let window = window.clamp(1, Semaphore::MAX_PERMITS);
-        InFlight {
-            slots: Semaphore::new(window),
-            window,
-            state: Mutex::new(Outstanding::default()),
-            acks,
-        }
-    }
-
-    /// Waits for a free slot and counts one more record in flight.
-    async fn begin(&self) -> Result<()> {
-        self.slots
-            .acquire()
-            .await
-            .map_err(|_| anyhow!("the in-flight window was closed"))?
-            .forget();
-        if let Ok(mut state) = self.state.lock() {
-            state.count += 1;
-        }
-        Ok(())
-    }
-
-    /// The record sent for `intended` was confirmed (`ok`) or refused; frees its slot.
-    fn settle(&self, intended: u64, ok: bool) {
-        let Ok(mut state) = self.state.lock() else {
-            self.acks.failed();
-            return;
-        };
-        if state.abandoned {
-            return;
-        }
-        state.count = state.count.saturating_sub(1);
-        if ok {
-            self.acks.acked(intended);
-        } else {
-            self.acks.failed();
-        }
-        drop(state);
-        self.slots.add_permits(1);
-    }
-
-    /// Waits up to `limit` for every record in flight to settle; counts those that did not as
-    /// failed and returns how many they were.
-    async fn drain(&self, limit: Duration) -> u64 {
-        let window = u32::try_from(self.window).unwrap_or(u32::MAX);
-        if let Ok(Ok(all)) = tokio::time::timeout(limit, self.slots.acquire_many(window)).await {
-            drop(all);
-            return 0;
-        }
-        let Ok(mut state) = self.state.lock() else {
-            return 0;
-        };
-        state.abandoned = true;
-        let lost = state.count;
-        state.count = 0;
-        drop(state);
-        for _ in 0..lost {
-            self.acks.failed();
-        }
-        lost
-    }
-}
-
-/// RabbitMQ quorum queues through AMQP 0-9-1.
 /// Which kind of RabbitMQ queue a [`QueueDriver`] measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -221,14 +146,14 @@ enum Kind {
 
 /// RabbitMQ streams or quorum queues through AMQP 0-9-1.
 #[derive(Debug)]
-pub(super) struct QueueDriver {
+pub(crate) struct QueueDriver {
     url: String,
     kind: Kind,
 }
 
 impl QueueDriver {
     /// Streams on the broker at AMQP `url`; connects only when used.
-    pub(super) fn stream(url: &str) -> QueueDriver {
+    pub(crate) fn stream(url: &str) -> QueueDriver {
         QueueDriver {
             url: url.to_string(),
             kind: Kind::Stream,
@@ -236,7 +161,7 @@ impl QueueDriver {
     }
 
     /// Quorum queues on the broker at AMQP `url`; connects only when used.
-    pub(super) fn quorum(url: &str) -> QueueDriver {
+    pub(crate) fn quorum(url: &str) -> QueueDriver {
         QueueDriver {
             url: url.to_string(),
             kind: Kind::Quorum,
@@ -277,7 +202,7 @@ async fn close_connection(connection: &Connection) {
     }
 }
 
-impl PeerDriver for QueueDriver {
+impl Driver for QueueDriver {
     fn name(&self) -> &'static str {
         match self.kind {
             Kind::Stream => "rabbitmq-stream",
@@ -289,22 +214,17 @@ impl PeerDriver for QueueDriver {
         find_beam_pid()
     }
 
-    async fn prepare(
-        &self,
-        level: Durability,
-        prefix: &str,
-        partitions: usize,
-    ) -> Result<Result<Prepared, String>> {
+    async fn prepare(&self, level: Durability, prefix: &str, partitions: usize) -> Result<Setup> {
         match (self.kind, level) {
             (Kind::Quorum, Durability::D0) => {
-                return Ok(Err(
+                return Ok(Setup::Unavailable(vec![
                     "quorum queues always fsync before confirming; there is no D0 setting".into(),
-                ))
+                ]))
             }
             (Kind::Stream, Durability::D1) => {
-                return Ok(Err(
+                return Ok(Setup::Unavailable(vec![
                     "RabbitMQ streams confirm without fsync; no stream setting makes them sync".into(),
-                ))
+                ]))
             }
             _ => {}
         }
@@ -331,7 +251,7 @@ impl PeerDriver for QueueDriver {
                     .await
                     .with_context(|| format!("declaring {queue_type} queue {queue}"))?;
             }
-            anyhow::Ok(())
+            Ok::<_, BenchError>(())
         }
         .await;
         close_connection(&connection).await;
@@ -351,7 +271,7 @@ impl PeerDriver for QueueDriver {
                 format!("{consumer}, from x-stream-offset=first"),
             ],
         };
-        Ok(Ok(Prepared {
+        Ok(Setup::Ready(Prepared {
             destinations,
             settings,
         }))
@@ -378,7 +298,7 @@ impl PeerDriver for QueueDriver {
             }
             if !channel.status().connected() {
                 flight.settle(intended, false);
-                result = Err(anyhow!("the AMQP channel closed during the run"));
+                result = Err(err!("the AMQP channel closed during the run"));
                 break;
             }
             // Each publish in its own task: lapin's publish waits for the frames to be
@@ -401,7 +321,7 @@ impl PeerDriver for QueueDriver {
         let lost = flight.drain(Duration::from_secs(FLUSH_SECS_MAX)).await;
         close_connection(&connection).await;
         if lost > 0 && result.is_ok() {
-            result = Err(anyhow!(
+            result = Err(err!(
                 "{lost} records were not confirmed within {FLUSH_SECS_MAX} s after the run"
             ));
         }
@@ -435,7 +355,7 @@ impl PeerDriver for QueueDriver {
                     .with_context(|| format!("consuming from queue {queue}"))?;
                 consumers.push(consumer);
             }
-            anyhow::Ok(consumers)
+            Ok::<_, BenchError>(consumers)
         }
         .await;
         let consumers = match subscribed {
@@ -474,7 +394,7 @@ impl PeerDriver for QueueDriver {
                         }
                     }
                     Some(Err(_)) => ctx.error(),
-                    None => break Err(anyhow!("the queue consumers closed before the run ended")),
+                    None => break Err(err!("the queue consumers closed before the run ended")),
                 },
             }
         };

@@ -1,0 +1,220 @@
+//! `rivulet bench kafka`: drives any Kafka-compatible broker through librdkafka with N
+//! producers and M consumers (one group) over one topic per durability level, through the
+//! shared run loop ([`crate::run`]), and measures the same machine's raw limits in the same
+//! run, so results read as fractions of them.
+//!
+//! On a Rivulet broker (recognised by its `rivulet.version` broker config) D0 and D1 are the
+//! topic's `fsync.policy` (`none`, `always`); on another broker they are the topic configs
+//! given with `--d0-configs` and `--d1-configs`, and D1 without them is not controllable.
+
+mod client;
+mod conn;
+
+use std::sync::Arc;
+
+use clap::Args;
+use rdkafka::config::ClientConfig;
+
+use self::conn::parse_key_value;
+pub use self::conn::KafkaConn;
+use crate::baseline::{run_baselines, Baseline};
+use crate::ctx::{ConsumerCtx, ProducerCtx};
+use crate::driver::{Driver, Prepared, Setup};
+use crate::error::{bail, Context, Result};
+use crate::report::Report;
+use crate::run::{self, default_prefix, Target};
+use crate::workload::{Durability, WorkloadArgs};
+
+/// librdkafka's producer queue, per producer: bounds the backlog a max-rate run builds up.
+const PRODUCER_QUEUE_KIB_MAX: u64 = 65_536;
+/// The configuration key of a topic's fsync policy on a Rivulet broker.
+const RIVULET_FSYNC_KEY: &str = "fsync.policy";
+
+/// Arguments of `rivulet bench kafka`.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// How to reach the broker, and the output format.
+    #[command(flatten)]
+    pub conn: KafkaConn,
+    /// The workload.
+    #[command(flatten)]
+    pub load: WorkloadArgs,
+    /// librdkafka batch.size: most bytes per partition batch
+    #[arg(long, default_value_t = 1_000_000, value_name = "BYTES")]
+    pub batch_size: usize,
+    /// librdkafka linger.ms: how long a batch may wait to fill
+    #[arg(long, default_value_t = 1, value_name = "MS")]
+    pub linger_ms: u64,
+    /// Producer acks: all, 1 or 0
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+    /// Topic config KEY=VALUE for D0 on a non-Rivulet broker (repeatable) [default: broker default]
+    #[arg(long = "d0-configs", value_name = "KEY=VALUE")]
+    pub d0_configs: Vec<String>,
+    /// Topic config KEY=VALUE that makes a non-Rivulet broker fsync before acking (repeatable);
+    /// without it D1 is reported as not controllable
+    #[arg(long = "d1-configs", value_name = "KEY=VALUE")]
+    pub d1_configs: Vec<String>,
+    /// Topic name prefix [default: rivulet-bench-<pid>]
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Keep the benchmark topics instead of deleting them after each run
+    #[arg(long)]
+    pub keep: bool,
+}
+
+impl KafkaArgs {
+    /// The arguments `rivulet bench compare` measures a Rivulet at `brokers` with: the
+    /// command line's defaults and `load`.
+    pub fn with_defaults(brokers: &str, load: &WorkloadArgs) -> KafkaArgs {
+        KafkaArgs {
+            conn: KafkaConn::to(brokers),
+            load: load.clone(),
+            batch_size: 1_000_000,
+            linger_ms: 1,
+            acks: "all".to_string(),
+            d0_configs: Vec::new(),
+            d1_configs: Vec::new(),
+            topic: None,
+            keep: false,
+        }
+    }
+
+    /// Fails with [`crate::BenchError::Config`] when a setting is out of range.
+    pub fn validate(&self) -> Result<()> {
+        self.load.validate()?;
+        if self.batch_size == 0 {
+            bail!(config, "--batch-size must be at least 1 byte");
+        }
+        if !matches!(self.acks.as_str(), "all" | "-1" | "1" | "0") {
+            bail!(config, "--acks must be all, 1 or 0");
+        }
+        for c in self.d0_configs.iter().chain(&self.d1_configs) {
+            parse_key_value(c)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `rivulet bench kafka`: the baselines (unless `--baseline false`), then every
+/// durability level.
+pub fn run(args: &KafkaArgs) -> Result<Report> {
+    args.validate()?;
+    let baseline = if args.load.baseline {
+        // Disk writes of one full producer batch.
+        let write_size = (args.batch_size / args.load.record_size).max(1) * args.load.record_size;
+        Some(run_baselines(&args.load, write_size)?)
+    } else {
+        None
+    };
+    measure(args, baseline)
+}
+
+/// Runs every durability level of `args` against a Kafka-compatible broker; `baseline` is
+/// the machine's limits measured earlier in the same run, if any.
+pub fn measure(args: &KafkaArgs, baseline: Option<Baseline>) -> Result<Report> {
+    args.validate()?;
+    let driver = KafkaDriver {
+        is_rivulet: args.conn.broker_is_rivulet()?,
+        args: args.clone(),
+    };
+    let target = Target {
+        server: args.conn.brokers.clone(),
+        client: format!(
+            "librdkafka acks={} batch.size={} linger.ms={}",
+            args.acks, args.batch_size, args.linger_ms
+        ),
+        prefix: args.topic.clone().unwrap_or_else(default_prefix),
+    };
+    run::measure(driver, &args.load, &target, baseline)
+}
+
+/// The Kafka driver: one topic per level, librdkafka clients on blocking threads.
+#[derive(Debug)]
+struct KafkaDriver {
+    args: KafkaArgs,
+    /// Rivulet sets durability per topic through `fsync.policy`.
+    is_rivulet: bool,
+}
+
+impl KafkaDriver {
+    fn producer_config(&self) -> Result<ClientConfig> {
+        let args = &self.args;
+        let mut cfg = args.conn.client_config();
+        cfg.set("client.id", "rivulet-bench")
+            .set("acks", &args.acks)
+            .set("batch.size", args.batch_size.to_string())
+            .set("linger.ms", args.linger_ms.to_string())
+            .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KIB_MAX.to_string());
+        if args.batch_size > 1_000_000 {
+            cfg.set("message.max.bytes", (args.batch_size + 65_536).to_string());
+        }
+        args.conn.finish(cfg)
+    }
+
+    fn consumer_config(&self, group: &str) -> Result<ClientConfig> {
+        let mut cfg = self.args.conn.client_config();
+        cfg.set("client.id", "rivulet-bench")
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest");
+        self.args.conn.finish(cfg)
+    }
+}
+
+impl Driver for KafkaDriver {
+    fn name(&self) -> &'static str {
+        if self.is_rivulet {
+            "rivulet"
+        } else {
+            "kafka-compatible"
+        }
+    }
+
+    async fn prepare(&self, level: Durability, name: &str, partitions: usize) -> Result<Setup> {
+        let configs = match (level, self.is_rivulet) {
+            (Durability::D0, true) => vec![format!("{RIVULET_FSYNC_KEY}=none")],
+            (Durability::D1, true) => vec![format!("{RIVULET_FSYNC_KEY}=always")],
+            (Durability::D0, false) => self.args.d0_configs.clone(),
+            (Durability::D1, false) if self.args.d1_configs.is_empty() => {
+                return Ok(Setup::Unavailable(Vec::new()))
+            }
+            (Durability::D1, false) => self.args.d1_configs.clone(),
+        };
+        self.args.conn.create_topic(name, partitions, &configs).await?;
+        Ok(Setup::Ready(Prepared {
+            destinations: vec![name.to_string()],
+            settings: configs,
+        }))
+    }
+
+    /// Every consumer subscribes to the topic; the group spreads the partitions.
+    fn consumer_destinations(&self, prepared: &Prepared, _index: usize, _consumers: usize) -> Vec<String> {
+        prepared.destinations.clone()
+    }
+
+    async fn produce(self: Arc<Self>, ctx: ProducerCtx) -> Result<()> {
+        let config = self.producer_config()?;
+        tokio::task::spawn_blocking(move || client::produce(&config, ctx))
+            .await
+            .context("a producer thread failed")?
+    }
+
+    async fn consume(self: Arc<Self>, ctx: ConsumerCtx) -> Result<()> {
+        let topic = ctx.destinations().join(",");
+        let config = self.consumer_config(&format!("{topic}-{:x}", ctx.run_id()))?;
+        tokio::task::spawn_blocking(move || client::consume(&self.args.conn, &config, ctx))
+            .await
+            .context("a consumer thread failed")?
+    }
+
+    async fn cleanup(&self, prepared: &Prepared) -> Result<()> {
+        if self.args.keep {
+            return Ok(());
+        }
+        for topic in &prepared.destinations {
+            self.args.conn.delete_topic(topic).await?;
+        }
+        Ok(())
+    }
+}
