@@ -228,18 +228,8 @@ fn list(conn: &ConnArgs, topic: &str, max: usize) -> Result<()> {
     emit(&table.render())
 }
 
-#[derive(Debug, Serialize)]
-struct RedriveOut {
-    dlq_topic: String,
-    redriven: usize,
-    dry_run: bool,
-    to_topics: BTreeMap<String, usize>,
-}
-
-fn redrive(conn: &ConnArgs, topic: &str, max: usize, dry_run: bool) -> Result<()> {
-    let group = format!("{topic}{REDRIVE_GROUP_SUFFIX}");
-    let consumer = conn.consumer(Some(&group))?;
-    // Where the last redrive stopped.
+/// Where the last redrive of `topic` stopped, per partition.
+fn redrive_progress(conn: &ConnArgs, consumer: &BaseConsumer, topic: &str) -> Result<BTreeMap<i32, i64>> {
     let mut from = BTreeMap::new();
     let metadata = consumer
         .fetch_metadata(Some(topic), conn.timeout())
@@ -260,6 +250,70 @@ fn redrive(conn: &ConnArgs, topic: &str, max: usize, dry_run: bool) -> Result<()
             }
         }
     }
+    Ok(from)
+}
+
+/// Publishes every dead letter back to its target topic (and original partition), without
+/// the dead-letter headers, waiting for each acknowledgement.
+fn republish(conn: &ConnArgs, letters: &[Letter], targets: &[String]) -> Result<()> {
+    let mut cfg = conn.client_config();
+    cfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random");
+    let producer: FutureProducer = conn
+        .finish(cfg)?
+        .create()
+        .map_err(|e| anyhow!("cannot create a Kafka producer: {e}; check -b/--brokers and -X"))?;
+    runtime()?.block_on(async {
+        for (letter, target) in letters.iter().zip(targets) {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in letter
+                .headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with(HEADER_PREFIX))
+            {
+                headers = headers.insert(Header {
+                    key: k.as_str(),
+                    value: v.as_deref(),
+                });
+            }
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(target).headers(headers);
+            if let Some(k) = &letter.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(v) = &letter.value {
+                record = record.payload(v.as_slice());
+            }
+            // Back to the partition it came from, next to its key's other records.
+            if letter.header(ORIGINAL_TOPIC).is_some() {
+                if let Some(p) = letter
+                    .header(ORIGINAL_PARTITION)
+                    .and_then(|p| p.parse::<i32>().ok())
+                {
+                    record = record.partition(p);
+                }
+            }
+            producer
+                .send(record, conn.timeout())
+                .await
+                .map_err(|(e, _)| conn.error(e, &format!("publishing to {target}")))?;
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct RedriveOut {
+    dlq_topic: String,
+    redriven: usize,
+    dry_run: bool,
+    to_topics: BTreeMap<String, usize>,
+}
+
+fn redrive(conn: &ConnArgs, topic: &str, max: usize, dry_run: bool) -> Result<()> {
+    let group = format!("{topic}{REDRIVE_GROUP_SUFFIX}");
+    let consumer = conn.consumer(Some(&group))?;
+    let from = redrive_progress(conn, &consumer, topic)?;
     let (letters, next) = read(conn, &consumer, topic, &from, max)?;
     let fallback = topic.strip_suffix(".dlq").unwrap_or(topic).to_string();
     let mut to_topics: BTreeMap<String, usize> = BTreeMap::new();
@@ -271,53 +325,7 @@ fn redrive(conn: &ConnArgs, topic: &str, max: usize, dry_run: bool) -> Result<()
         *to_topics.entry(t.clone()).or_insert(0) += 1;
     }
     if !dry_run && !letters.is_empty() {
-        let producer: FutureProducer = conn
-            .finish({
-                let mut cfg = conn.client_config();
-                cfg.set("enable.idempotence", "true")
-                    .set("acks", "all")
-                    .set("partitioner", "murmur2_random");
-                cfg
-            })?
-            .create()
-            .map_err(|e| anyhow!("cannot create a Kafka producer: {e}; check -b/--brokers and -X"))?;
-        let rt = runtime()?;
-        rt.block_on(async {
-            for (letter, target) in letters.iter().zip(&targets) {
-                let mut headers = OwnedHeaders::new();
-                for (k, v) in letter
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| !k.starts_with(HEADER_PREFIX))
-                {
-                    headers = headers.insert(Header {
-                        key: k.as_str(),
-                        value: v.as_deref(),
-                    });
-                }
-                let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(target).headers(headers);
-                if let Some(k) = &letter.key {
-                    record = record.key(k.as_slice());
-                }
-                if let Some(v) = &letter.value {
-                    record = record.payload(v.as_slice());
-                }
-                // Back to the partition it came from, next to its key's other records.
-                if letter.header(ORIGINAL_TOPIC).is_some() {
-                    if let Some(p) = letter
-                        .header(ORIGINAL_PARTITION)
-                        .and_then(|p| p.parse::<i32>().ok())
-                    {
-                        record = record.partition(p);
-                    }
-                }
-                producer
-                    .send(record, conn.timeout())
-                    .await
-                    .map_err(|(e, _)| conn.error(e, &format!("publishing to {target}")))?;
-            }
-            Ok::<(), anyhow::Error>(())
-        })?;
+        republish(conn, &letters, &targets)?;
         let mut done = TopicPartitionList::new();
         for (p, o) in &next {
             done.add_partition_offset(topic, *p, Offset::Offset(*o))

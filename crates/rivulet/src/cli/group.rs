@@ -417,21 +417,53 @@ fn seek(conn: &ConnArgs, group: &str, to: &str, topics: &[String], dry_run: bool
             state.state
         );
     }
-    let selected: BTreeSet<String> = if topics.is_empty() {
-        let offsets = committed(conn, &consumer, &metadata, None)?;
+    let selected = seek_topics(conn, &consumer, &metadata, group, topics)?;
+    let current = committed(conn, &consumer, &metadata, Some(&selected))?;
+    let rows = plan_seek(conn, &consumer, &metadata, &selected, &current, position)?;
+    if !dry_run {
+        commit_seek(conn, &consumer, group, &rows)?;
+    }
+    print_seek(
+        conn,
+        SeekPlan {
+            group: group.to_string(),
+            dry_run,
+            partitions: rows,
+        },
+    )
+}
+
+/// The topics a seek moves: those named, or every topic the group committed.
+fn seek_topics(
+    conn: &ConnArgs,
+    consumer: &BaseConsumer,
+    metadata: &Metadata,
+    group: &str,
+    topics: &[String],
+) -> Result<BTreeSet<String>> {
+    if topics.is_empty() {
+        let offsets = committed(conn, consumer, metadata, None)?;
         let set: BTreeSet<String> = offsets.keys().map(|(t, _)| t.clone()).collect();
         if set.is_empty() {
             bail!("group {group:?} has no committed offsets; name the topics to seek with --topics");
         }
-        set
-    } else {
-        for t in topics {
-            find_topic(&metadata, t)?;
-        }
-        topics.iter().cloned().collect()
-    };
-    let current = committed(conn, &consumer, &metadata, Some(&selected))?;
+        return Ok(set);
+    }
+    for t in topics {
+        find_topic(metadata, t)?;
+    }
+    Ok(topics.iter().cloned().collect())
+}
 
+/// The new offset of every partition of the selected topics.
+fn plan_seek(
+    conn: &ConnArgs,
+    consumer: &BaseConsumer,
+    metadata: &Metadata,
+    selected: &BTreeSet<String>,
+    current: &BTreeMap<(String, i32), i64>,
+    position: Position,
+) -> Result<Vec<SeekRow>> {
     let mut rows = Vec::new();
     let mut by_time = TopicPartitionList::new();
     for t in metadata.topics().iter().filter(|t| selected.contains(t.name())) {
@@ -478,33 +510,32 @@ fn seek(conn: &ConnArgs, group: &str, to: &str, topics: &[String], dry_run: bool
             }
         }
     }
+    Ok(rows)
+}
 
-    if !dry_run {
-        let mut tpl = TopicPartitionList::with_capacity(rows.len());
-        for r in &rows {
-            tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.new_offset))
-                .map_err(|e| conn.error(e, "building the commit"))?;
-        }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| match e.rdkafka_error_code() {
-                Some(RDKafkaErrorCode::UnknownMemberId | RDKafkaErrorCode::RebalanceInProgress) => {
-                    anyhow::anyhow!(
-                        "committing the new offsets of group {group:?}: {e}; a consumer joined \
-                         the group meanwhile, stop it and retry"
-                    )
-                }
-                _ => conn.error(e, &format!("committing the new offsets of group {group:?}")),
-            })?;
+fn commit_seek(conn: &ConnArgs, consumer: &BaseConsumer, group: &str, rows: &[SeekRow]) -> Result<()> {
+    let mut tpl = TopicPartitionList::with_capacity(rows.len());
+    for r in rows {
+        tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.new_offset))
+            .map_err(|e| conn.error(e, "building the commit"))?;
     }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::UnknownMemberId | RDKafkaErrorCode::RebalanceInProgress) => {
+                anyhow::anyhow!(
+                    "committing the new offsets of group {group:?}: {e}; a consumer joined \
+                     the group meanwhile, stop it and retry"
+                )
+            }
+            _ => conn.error(e, &format!("committing the new offsets of group {group:?}")),
+        })?;
+    Ok(())
+}
 
-    let plan = SeekPlan {
-        group: group.to_string(),
-        dry_run,
-        partitions: rows,
-    };
+fn print_seek(conn: &ConnArgs, plan: SeekPlan) -> Result<()> {
     match conn.format {
-        Format::Json => emit_json(&plan)?,
+        Format::Json => emit_json(&plan),
         Format::Text => {
             let mut t = Table::new(&["topic", "partition", "current-offset", "new-offset", "new-lag"]);
             for r in &plan.partitions {
@@ -517,13 +548,12 @@ fn seek(conn: &ConnArgs, group: &str, to: &str, topics: &[String], dry_run: bool
                 ]);
             }
             let mut out = t.render();
-            if dry_run {
+            if plan.dry_run {
                 out.push_str("\nDry run: nothing was committed. Run again without --dry-run to apply.\n");
             }
-            emit(&out)?;
+            emit(&out)
         }
     }
-    Ok(())
 }
 
 fn delete(conn: &ConnArgs, groups: &[String]) -> Result<()> {

@@ -207,54 +207,21 @@ impl ProducerContext for Reporter {
 pub fn run(args: ProduceArgs) -> Result<()> {
     let conn = &args.conn;
     let pieces = parse_format(&args.record_format)?;
-    let headers = args
-        .headers
-        .iter()
-        .map(|h| {
-            let split = h.split_once('=').or_else(|| h.split_once(':'));
-            match split {
-                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-                _ => bail!("invalid header {h:?}: expected KEY=VALUE"),
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-    let consumer = conn.consumer(None)?;
-    let metadata = conn.metadata(&consumer)?;
+    let headers = parse_headers(&args.headers)?;
     let partitions = if args.allow_auto_topic_creation {
         None
     } else {
+        let consumer = conn.consumer(None)?;
+        let metadata = conn.metadata(&consumer)?;
         Some(find_topic(&metadata, &args.topic)?.partitions().len())
     };
-    drop(consumer);
-
-    let mut cfg = conn.client_config();
-    cfg.set("acks", "all")
-        .set("message.timeout.ms", conn.timeout().as_millis().to_string())
-        .set(
-            "allow.auto.create.topics",
-            if args.allow_auto_topic_creation {
-                "true"
-            } else {
-                "false"
-            },
-        )
-        .set("linger.ms", "5");
-    let reporter = Reporter {
-        format: conn.format,
-        delivered: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-    };
-    let producer: ThreadedProducer<Reporter> = conn
-        .finish(cfg)?
-        .create_with_context(reporter)
-        .map_err(|e| conn.error(e, "creating a producer (check -X)"))?;
-
+    let producer = create_producer(&args)?;
     let stdin = std::io::stdin();
     let mut reader = BufReader::new(stdin.lock());
     let mut buf = Vec::new();
     let mut line_no = 0usize;
     let mut sent = 0u64;
+    // One record per input line, until end of input.
     loop {
         buf.clear();
         let n = reader.read_until(b'\n', &mut buf).context("reading stdin")?;
@@ -271,65 +238,138 @@ pub fn run(args: ProduceArgs) -> Result<()> {
                 args.record_format
             );
         };
-        let partition =
-            match fields.partition {
-                Some(p) => {
-                    let text = String::from_utf8_lossy(p);
-                    Some(text.trim().parse::<i32>().with_context(|| {
-                        format!("input line {line_no}: partition {text:?} is not a number")
-                    })?)
-                }
-                None => args.partition,
-            };
-        if let (Some(p), Some(count)) = (partition, partitions) {
-            if p < 0 || p as usize >= count {
-                bail!(
-                    "input line {line_no}: topic {:?} has partitions 0..{}, not {p}",
-                    args.topic,
-                    count.saturating_sub(1)
-                );
-            }
-        }
-        let key: Option<&[u8]> = fields.key.or(args.key.as_deref().map(str::as_bytes));
-        let value: Option<&[u8]> = match fields.value {
-            Some(v) if v.is_empty() && args.tombstone => None,
-            Some(v) => Some(v),
-            None if args.tombstone => None,
-            None => Some(&[]),
-        };
-        let mut record: BaseRecord<[u8], [u8], usize> = BaseRecord::with_opaque_to(&args.topic, line_no);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        if !headers.is_empty() {
-            let mut owned = OwnedHeaders::new_with_capacity(headers.len());
-            for (k, v) in &headers {
-                owned = owned.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                });
-            }
-            record = record.headers(owned);
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(conn.error(e, &format!("producing input line {line_no}"))),
-            }
-        }
+        let partition = line_partition(&args, &fields, line_no, partitions)?;
+        let record = build_record(&args, &fields, &headers, partition, line_no);
+        send(&producer, conn, record, line_no)?;
         sent += 1;
     }
+    finish(&producer, conn, sent)
+}
 
+fn parse_headers(headers: &[String]) -> Result<Vec<(String, String)>> {
+    headers
+        .iter()
+        .map(|h| {
+            let split = h.split_once('=').or_else(|| h.split_once(':'));
+            match split {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => bail!("invalid header {h:?}: expected KEY=VALUE"),
+            }
+        })
+        .collect()
+}
+
+fn create_producer(args: &ProduceArgs) -> Result<ThreadedProducer<Reporter>> {
+    let conn = &args.conn;
+    let mut cfg = conn.client_config();
+    let auto_create = if args.allow_auto_topic_creation {
+        "true"
+    } else {
+        "false"
+    };
+    cfg.set("acks", "all")
+        .set("message.timeout.ms", conn.timeout().as_millis().to_string())
+        .set("allow.auto.create.topics", auto_create)
+        .set("linger.ms", "5");
+    let reporter = Reporter {
+        format: conn.format,
+        delivered: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    };
+    conn.finish(cfg)?
+        .create_with_context(reporter)
+        .map_err(|e| conn.error(e, "creating a producer (check -X)"))
+}
+
+/// The partition of one input line: its own field, else `--partition`; checked against the
+/// topic's partition count when known.
+fn line_partition(
+    args: &ProduceArgs,
+    fields: &Fields<'_>,
+    line_no: usize,
+    partitions: Option<usize>,
+) -> Result<Option<i32>> {
+    let partition = match fields.partition {
+        Some(p) => {
+            let text = String::from_utf8_lossy(p);
+            Some(
+                text.trim()
+                    .parse::<i32>()
+                    .with_context(|| format!("input line {line_no}: partition {text:?} is not a number"))?,
+            )
+        }
+        None => args.partition,
+    };
+    if let (Some(p), Some(count)) = (partition, partitions) {
+        if p < 0 || p as usize >= count {
+            bail!(
+                "input line {line_no}: topic {:?} has partitions 0..{}, not {p}",
+                args.topic,
+                count.saturating_sub(1)
+            );
+        }
+    }
+    Ok(partition)
+}
+
+fn build_record<'a>(
+    args: &'a ProduceArgs,
+    fields: &Fields<'a>,
+    headers: &[(String, String)],
+    partition: Option<i32>,
+    line_no: usize,
+) -> BaseRecord<'a, [u8], [u8], usize> {
+    let key: Option<&[u8]> = fields.key.or(args.key.as_deref().map(str::as_bytes));
+    let value: Option<&[u8]> = match fields.value {
+        Some(v) if v.is_empty() && args.tombstone => None,
+        Some(v) => Some(v),
+        None if args.tombstone => None,
+        None => Some(&[]),
+    };
+    let mut record: BaseRecord<[u8], [u8], usize> = BaseRecord::with_opaque_to(&args.topic, line_no);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    if !headers.is_empty() {
+        let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+        for (k, v) in headers {
+            owned = owned.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        record = record.headers(owned);
+    }
+    record
+}
+
+/// Queues one record, waiting while librdkafka's queue is full.
+fn send(
+    producer: &ThreadedProducer<Reporter>,
+    conn: &ConnArgs,
+    mut record: BaseRecord<'_, [u8], [u8], usize>,
+    line_no: usize,
+) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(conn.error(e, &format!("producing input line {line_no}"))),
+        }
+    }
+}
+
+/// Waits for every delivery report; fails when a record was not delivered.
+fn finish(producer: &ThreadedProducer<Reporter>, conn: &ConnArgs, sent: u64) -> Result<()> {
     let flushed = producer.flush(conn.timeout() + Duration::from_secs(5));
     let ctx = producer.context();
     let delivered = ctx.delivered.load(Ordering::Relaxed);

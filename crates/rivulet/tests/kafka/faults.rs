@@ -159,6 +159,7 @@ impl ProducerContext for Recorder {
 const KILL_ROUNDS: usize = 20;
 const KEYS: u64 = 24;
 
+// Longer than most functions: one scenario of kill -9 rounds whose state (acknowledged records, committed offsets) carries across rounds; kept whole so it reads top to bottom.
 #[test]
 fn kill9_under_load_loses_no_acknowledged_record_and_groups_resume() {
     let topic = "kill9";
@@ -406,6 +407,7 @@ fn flood_producer(bootstrap: &str, acks: &str) -> FutureProducer {
         .expect("producer")
 }
 
+// Longer than most functions: one scenario on one server whose phases (stall, flood, check) build on each other; kept whole so it reads top to bottom.
 #[test]
 fn stuck_consumers_and_a_producer_flood_keep_memory_bounded_and_others_served() {
     const MIB: u64 = 1024 * 1024;
@@ -862,6 +864,7 @@ fn hostile_frame(rng: &mut Rng, templates: &[Vec<u8>]) -> Vec<u8> {
     }
 }
 
+// Longer than most functions: one scenario: hostile connections and a working client run at once against one server; kept whole.
 #[test]
 fn random_and_truncated_frames_never_crash_the_broker_while_clients_work() {
     let mut server = Rivulet::start_with(&["--fetch-wait-ms-max", "200"], &[]);

@@ -2,6 +2,7 @@
 //! one real `rivulet serve`, each reading what another wrote; and `/metrics` moving with
 //! traffic.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -242,4 +243,89 @@ fn metrics_move_as_traffic_flows() {
     );
     assert!(metric(&after, r#"rivulet_connections_total{protocol="kafka"}"#).unwrap_or(0.0) >= 2.0);
     assert!(metric(&after, "rivulet_disk_used_bytes").unwrap_or(0.0) > 0.0);
+}
+
+/// Opens an SSE stream as a member of `group`.
+fn sse_member(server: &Rivulet, topic: &str, group: &str) -> std::process::Child {
+    let url = format!("{}/v1/topics/{topic}/events?group={group}", server.http_base());
+    Command::new("curl")
+        .args(["-s", "-N", "--max-time", "60", &url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl -N")
+}
+
+#[test]
+fn server_sent_event_members_show_in_group_describe_with_their_partitions() {
+    let server = Rivulet::start();
+    let (code, out, err) = cli(&server, &["topic", "create", "wall", "-p", "4"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut streams = vec![
+        sse_member(&server, "wall", "screens"),
+        sse_member(&server, "wall", "screens"),
+    ];
+    let mut described = Value::Null;
+    for _ in 0..100 {
+        let (code, out, _) = cli(&server, &["group", "describe", "screens", "--format", "json"]);
+        if code == 0 {
+            described = serde_json::from_str::<Value>(&out).expect("group json")[0].clone();
+            if described["members"] == 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(described["members"], 2, "{described}");
+    assert_eq!(described["state"], "Stable", "{described}");
+    let partitions = described["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 4, "{described}");
+    let mut per_member: BTreeMap<String, usize> = BTreeMap::new();
+    for p in partitions {
+        assert_eq!(p["client_id"], "sse", "{p}");
+        *per_member
+            .entry(p["member_id"].as_str().expect("owner").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_member.values().copied().collect::<Vec<_>>(),
+        vec![2, 2],
+        "each stream reads half: {described}"
+    );
+    let (code, out, _) = cli(&server, &["group", "list", "--format", "json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("screens"), "{out}");
+    let (code, body) = curl(&[&format!("{}/v1/groups", server.http_base())]);
+    assert_eq!(code, 200);
+    assert!(body.contains("\"screens\""), "{body}");
+    // A stream that goes away leaves the group; the other takes every partition.
+    let mut gone = streams.remove(0);
+    let _ = gone.kill();
+    let _ = gone.wait();
+    let mut owners = BTreeMap::new();
+    for _ in 0..100 {
+        let (_, out, _) = cli(&server, &["group", "describe", "screens", "--format", "json"]);
+        let v: Value = serde_json::from_str(&out).expect("group json");
+        owners = v[0]["partitions"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| (p["partition"].to_string(), p["member_id"].to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if v[0]["members"] == 1 && owners.values().collect::<std::collections::BTreeSet<_>>().len() == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(owners.len(), 4);
+    assert_eq!(
+        owners.values().collect::<std::collections::BTreeSet<_>>().len(),
+        1,
+        "{owners:?}"
+    );
+    for mut s in streams {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
 }

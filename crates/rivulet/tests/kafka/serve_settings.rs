@@ -27,6 +27,7 @@ fn serve_help_documents_every_setting() {
         "--fsync",
         "--request-bytes-max",
         "--connections-max",
+        "--flush-threads",
         "RIVULET_LISTEN",
         "RIVULET_DATA_DIR",
     ] {
@@ -91,4 +92,15 @@ fn serves_ipv4_and_ipv6_loopback_together() {
         assert_eq!(md.brokers().len(), 1);
     }
     assert!(server.log().contains(&format!("[::1]:{port}")));
+}
+
+#[test]
+fn logs_to_a_file_are_plain_text_without_colour_codes() {
+    let server = Rivulet::start_with(&["--flush-threads", "3"], &[]);
+    let log = server.log();
+    assert!(log.contains("Rivulet is serving"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log written to a file:\n{log}"
+    );
 }

@@ -1,0 +1,157 @@
+//! `rivulet serve`: the server lifecycle. Settings are resolved in [`settings`] first.
+
+mod settings;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use rivulet_broker::Broker;
+use rivulet_kafka::Server;
+pub use settings::ServeArgs;
+use settings::{LogFormat, Settings};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs `rivulet serve` until SIGTERM or Ctrl-C.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(&args)?;
+    init_logging(settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(mut settings: Settings) -> Result<()> {
+    let data_dir = settings.broker.data_dir.clone();
+    let broker_config = settings.broker.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config))
+        .await
+        .context("opening the data directory")?
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    // Bind first so that an advertised port follows a listen port of 0.
+    let listeners = bind_all(&settings.kafka.listen).await?;
+    let first = listeners[0].local_addr().context("listener address")?;
+    let (host, port) = settings.advertised(first)?;
+    settings.kafka.handler.advertised_host = host.clone();
+    settings.kafka.handler.advertised_port = port;
+    let server = Server::from_listeners(listeners, settings.kafka, broker.clone())
+        .context("starting the Kafka listener")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let gateway = match settings.http {
+        Some(addr) => {
+            settings.gateway.kafka_addresses = server.local_addrs().iter().map(ToString::to_string).collect();
+            Some(start_gateway(addr, broker.clone(), settings.gateway, stop_rx.clone()).await?)
+        }
+        None => None,
+    };
+    let signalled = broker.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        // Long polls and event streams answer now, so connections drain quickly.
+        signalled.shut_down();
+        let _ = stop_tx.send(true);
+    });
+    for addr in server.local_addrs() {
+        tracing::info!(address = %addr, "Listening for Kafka clients");
+    }
+    tracing::info!(advertised = %format!("{host}:{port}"), data_dir = %data_dir.display(), "Rivulet is serving");
+    let mut stop = stop_rx.clone();
+    server
+        .run(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("serving")?;
+    if let Some(gateway) = gateway {
+        // Event streams end at shutdown; give the gateway a moment, no more.
+        match tokio::time::timeout(std::time::Duration::from_secs(2), gateway).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP gateway stopped with an error"),
+            Err(_) => tracing::info!("HTTP gateway: closing open streams"),
+            _ => {}
+        }
+    }
+    tokio::task::spawn_blocking(move || broker.close())
+        .await
+        .context("closing logs")?
+        .context("flushing logs")?;
+    tracing::info!("Rivulet stopped");
+    Ok(())
+}
+
+async fn start_gateway(
+    addr: SocketAddr,
+    broker: Broker,
+    config: rivulet_http::GatewayConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("HTTP gateway: listening on {addr}"))?;
+    let local = listener.local_addr().context("HTTP listener address")?;
+    tracing::info!(address = %local, "Listening for HTTP");
+    Ok(tokio::spawn(async move {
+        rivulet_http::serve(listener, broker, config, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+    }))
+}
+
+async fn bind_all(listen: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>> {
+    let mut out = Vec::new();
+    let mut port = None;
+    for addr in listen {
+        let mut addr = *addr;
+        // With port 0, every listener shares the port the first one got.
+        if addr.port() == 0 {
+            if let Some(p) = port {
+                addr.set_port(p);
+            }
+        }
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        port.get_or_insert(l.local_addr().map(|a| a.port()).unwrap_or(0));
+        out.push(l);
+    }
+    Ok(out)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("Shutdown requested");
+}

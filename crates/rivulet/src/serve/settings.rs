@@ -1,0 +1,361 @@
+//! `rivulet serve`'s settings: each from a flag, else its environment variable, else the
+//! config file, else the library's default (`BrokerConfig`, `LogConfig`, `ServerConfig`,
+//! `GatewayConfig`), resolved once before anything starts.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rivulet_broker::BrokerConfig;
+use rivulet_http::GatewayConfig;
+use rivulet_kafka::{HandlerConfig, ServerConfig};
+use rivulet_log::FsyncPolicy;
+use serde::Deserialize;
+
+const DEFAULT_LISTEN: &[&str] = &["127.0.0.1:9092", "[::1]:9092"];
+const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+
+/// Settings of `rivulet serve`. Each comes from a flag, else its environment variable, else
+/// the config file (same names in snake_case, e.g. `data_dir = "/var/lib/rivulet"`), else
+/// the default shown. Log verbosity follows `RUST_LOG` (default `info`).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file with any of the settings below (snake_case keys).
+    #[arg(long, env = "RIVULET_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Addresses to listen on for Kafka clients, comma-separated
+    /// [default: 127.0.0.1:9092,[::1]:9092 (IPv6 skipped when unavailable)]
+    #[arg(long, env = "RIVULET_LISTEN", value_name = "ADDR,...", value_delimiter = ',')]
+    listen: Option<Vec<String>>,
+
+    /// host:port clients are told to connect to in Metadata and FindCoordinator
+    /// [default: the first listen address; 0.0.0.0 and :: become localhost]
+    #[arg(long, env = "RIVULET_ADVERTISED_ADDRESS", value_name = "HOST:PORT")]
+    advertised_address: Option<String>,
+
+    /// Directory holding topics, committed offsets and producer state [default: ./data]
+    #[arg(long, env = "RIVULET_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Node id reported to clients [default: 0]
+    #[arg(long, env = "RIVULET_NODE_ID", value_name = "ID")]
+    node_id: Option<i32>,
+
+    /// Create unknown topics on Metadata and Produce requests [default: true]
+    #[arg(long, env = "RIVULET_AUTO_CREATE_TOPICS", value_name = "BOOL")]
+    auto_create_topics: Option<bool>,
+
+    /// Partitions of auto-created topics [default: 1]
+    #[arg(long, env = "RIVULET_DEFAULT_PARTITIONS", value_name = "N")]
+    default_partitions: Option<u32>,
+
+    /// Default fsync policy of topics: always (acks=all waits for a group-committed
+    /// fdatasync), interval:<ms>, or none [default: always]
+    #[arg(long, env = "RIVULET_FSYNC", value_name = "POLICY")]
+    fsync: Option<String>,
+
+    /// Default retention.ms of topics; -1 keeps data forever [default: 604800000]
+    #[arg(long, env = "RIVULET_RETENTION_MS", value_name = "MS")]
+    retention_ms: Option<i64>,
+
+    /// Default retention.bytes per partition; -1 for no size limit [default: -1]
+    #[arg(long, env = "RIVULET_RETENTION_BYTES", value_name = "BYTES")]
+    retention_bytes: Option<i64>,
+
+    /// Default segment.bytes of topics [default: 1073741824]
+    #[arg(long, env = "RIVULET_SEGMENT_BYTES", value_name = "BYTES")]
+    segment_bytes: Option<u64>,
+
+    /// Default max.message.bytes (largest record batch) of topics [default: 1048588]
+    #[arg(long, env = "RIVULET_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+
+    /// Largest request accepted; larger frames close the connection [default: 104857600]
+    #[arg(long, env = "RIVULET_REQUEST_BYTES_MAX", value_name = "BYTES")]
+    request_bytes_max: Option<usize>,
+
+    /// Request bytes held in memory across all connections; Fetch response bytes get a
+    /// separate budget of the same size [default: 268435456]
+    #[arg(long, env = "RIVULET_REQUEST_MEMORY_BYTES_MAX", value_name = "BYTES")]
+    request_memory_bytes_max: Option<usize>,
+
+    /// Concurrent client connections; more are refused [default: 1024]
+    #[arg(long, env = "RIVULET_CONNECTIONS_MAX", value_name = "N")]
+    connections_max: Option<usize>,
+
+    /// Record bytes in one Fetch response, whatever the client asks [default: 52428800]
+    #[arg(long, env = "RIVULET_FETCH_BYTES_MAX", value_name = "BYTES")]
+    fetch_bytes_max: Option<usize>,
+
+    /// Longest Fetch long-poll, whatever the client asks [default: 30000]
+    #[arg(long, env = "RIVULET_FETCH_WAIT_MS_MAX", value_name = "MS")]
+    fetch_wait_ms_max: Option<u64>,
+
+    /// Close connections idle this long [default: 600000]
+    #[arg(long, env = "RIVULET_IDLE_TIMEOUT_MS", value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
+
+    /// Close a connection whose client accepts no response bytes for this long; it would
+    /// otherwise hold Fetch response memory shared by all connections [default: 30000]
+    #[arg(long, env = "RIVULET_WRITE_STALL_TIMEOUT_MS", value_name = "MS")]
+    write_stall_timeout_ms: Option<u64>,
+
+    /// On SIGTERM/Ctrl-C, wait this long for in-flight requests [default: 10000]
+    #[arg(long, env = "RIVULET_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+    shutdown_timeout_ms: Option<u64>,
+
+    /// Address of the HTTP gateway (JSON produce/consume, Server-Sent Events, admin,
+    /// /metrics); `off` disables it [default: 127.0.0.1:8080]
+    #[arg(long, env = "RIVULET_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<String>,
+
+    /// Largest HTTP request body accepted [default: 8388608]
+    #[arg(long, env = "RIVULET_HTTP_BODY_BYTES_MAX", value_name = "BYTES")]
+    http_body_bytes_max: Option<usize>,
+
+    /// Threads that run fdatasync for all partitions together [default: 4 per CPU, 4-64]
+    #[arg(long, env = "RIVULET_FLUSH_THREADS", value_name = "N")]
+    flush_threads: Option<usize>,
+
+    /// Log output format: text (colours only on a terminal, never with NO_COLOR) or json
+    /// [default: text]
+    #[arg(long, env = "RIVULET_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+/// The config file: the same settings as the flags, snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Vec<String>>,
+    advertised_address: Option<String>,
+    data_dir: Option<PathBuf>,
+    node_id: Option<i32>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<u32>,
+    fsync: Option<String>,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<i64>,
+    segment_bytes: Option<u64>,
+    max_message_bytes: Option<usize>,
+    request_bytes_max: Option<usize>,
+    request_memory_bytes_max: Option<usize>,
+    connections_max: Option<usize>,
+    fetch_bytes_max: Option<usize>,
+    fetch_wait_ms_max: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    write_stall_timeout_ms: Option<u64>,
+    shutdown_timeout_ms: Option<u64>,
+    http_listen: Option<String>,
+    http_body_bytes_max: Option<usize>,
+    flush_threads: Option<usize>,
+    log_format: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines; colours only when stderr is a terminal and NO_COLOR is unset.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `rivulet serve` runs with.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub broker: BrokerConfig,
+    /// The Kafka listener; `handler.advertised_*` is final only once the listeners are bound
+    /// (see [`Settings::advertised`]).
+    pub kafka: ServerConfig,
+    /// `host:port` given for clients, if any.
+    pub advertised: Option<String>,
+    /// The HTTP gateway's address, `None` when it is off.
+    pub http: Option<SocketAddr>,
+    pub gateway: GatewayConfig,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Resolves every setting from flags, environment, the config file and defaults.
+    pub(crate) fn resolve(args: &ServeArgs) -> Result<Settings> {
+        let file: FileConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        macro_rules! setting {
+            ($name:ident) => {
+                args.$name.clone().or(file.$name.clone())
+            };
+        }
+        let log_format = match setting!(log_format).as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log format {other:?}: expected text or json"),
+        };
+        let broker = broker_config(args, &file)?;
+        let kafka = kafka_config(args, &file)?;
+        let http = match setting!(http_listen)
+            .as_deref()
+            .unwrap_or(DEFAULT_HTTP_LISTEN)
+            .trim()
+        {
+            "off" | "none" | "" => None,
+            addr => Some(resolve(addr)?),
+        };
+        let defaults = GatewayConfig::default();
+        let gateway = GatewayConfig {
+            body_bytes_max: setting!(http_body_bytes_max).unwrap_or(defaults.body_bytes_max),
+            ..defaults
+        };
+        Ok(Settings {
+            broker,
+            kafka,
+            advertised: setting!(advertised_address),
+            http,
+            gateway,
+            log_format,
+        })
+    }
+
+    /// The host and port clients are told to connect to: the given advertised address, or
+    /// the first bound listener (0.0.0.0 and :: become localhost).
+    pub(crate) fn advertised(&self, first_bound: SocketAddr) -> Result<(String, u16)> {
+        match &self.advertised {
+            Some(a) => split_host_port(a),
+            None => {
+                let host = if first_bound.ip().is_unspecified() {
+                    "localhost".to_string()
+                } else {
+                    first_bound.ip().to_string()
+                };
+                Ok((host, first_bound.port()))
+            }
+        }
+    }
+}
+
+fn broker_config(args: &ServeArgs, file: &FileConfig) -> Result<BrokerConfig> {
+    macro_rules! setting {
+        ($name:ident) => {
+            args.$name.clone().or(file.$name.clone())
+        };
+    }
+    let defaults = BrokerConfig::default();
+    let mut log = defaults.default_log_config.clone();
+    if let Some(text) = setting!(fsync) {
+        log.fsync = FsyncPolicy::parse(&text).context("--fsync")?;
+    }
+    if let Some(ms) = setting!(retention_ms) {
+        log.retention_ms = u64::try_from(ms).ok();
+    }
+    if let Some(bytes) = setting!(retention_bytes) {
+        log.retention_bytes = u64::try_from(bytes).ok();
+    }
+    log.segment_bytes = setting!(segment_bytes).unwrap_or(log.segment_bytes);
+    log.max_batch_bytes = setting!(max_message_bytes).unwrap_or(log.max_batch_bytes);
+    log.validate().context("topic defaults")?;
+    let default_partitions = setting!(default_partitions).unwrap_or(defaults.default_partitions);
+    if default_partitions == 0 {
+        bail!("--default-partitions must be at least 1");
+    }
+    let flush_threads = setting!(flush_threads).unwrap_or(defaults.flush_threads);
+    if flush_threads == 0 || flush_threads > rivulet_log::FLUSH_THREADS_MAX {
+        bail!(
+            "--flush-threads must be within [1, {}]",
+            rivulet_log::FLUSH_THREADS_MAX
+        );
+    }
+    Ok(BrokerConfig {
+        data_dir: setting!(data_dir).unwrap_or(defaults.data_dir.clone()),
+        auto_create_topics: setting!(auto_create_topics).unwrap_or(defaults.auto_create_topics),
+        default_partitions,
+        default_log_config: log,
+        flush_threads,
+        ..defaults
+    })
+}
+
+fn kafka_config(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
+    macro_rules! setting {
+        ($name:ident) => {
+            args.$name.clone().or(file.$name.clone())
+        };
+    }
+    let defaults = ServerConfig::default();
+    let handler = HandlerConfig::default();
+    let listen_strings: Vec<String> = match setting!(listen) {
+        Some(list) => list,
+        None => DEFAULT_LISTEN
+            .iter()
+            .filter(|a| !a.starts_with('[') || ipv6_loopback_available())
+            .map(|a| a.to_string())
+            .collect(),
+    };
+    let listen = listen_strings
+        .iter()
+        .map(|a| resolve(a.trim()))
+        .collect::<Result<Vec<_>>>()?;
+    if listen.is_empty() {
+        bail!("no listen address given");
+    }
+    let config = ServerConfig {
+        listen,
+        handler: HandlerConfig {
+            node_id: setting!(node_id).unwrap_or(handler.node_id),
+            fetch_bytes_max: setting!(fetch_bytes_max).unwrap_or(handler.fetch_bytes_max),
+            fetch_wait_ms_max: setting!(fetch_wait_ms_max).unwrap_or(handler.fetch_wait_ms_max),
+            ..handler
+        },
+        request_bytes_max: setting!(request_bytes_max).unwrap_or(defaults.request_bytes_max),
+        request_memory_bytes_max: setting!(request_memory_bytes_max)
+            .unwrap_or(defaults.request_memory_bytes_max),
+        connections_max: setting!(connections_max).unwrap_or(defaults.connections_max),
+        idle_timeout_ms: setting!(idle_timeout_ms).unwrap_or(defaults.idle_timeout_ms),
+        write_stall_timeout_ms: setting!(write_stall_timeout_ms).unwrap_or(defaults.write_stall_timeout_ms),
+        shutdown_timeout_ms: setting!(shutdown_timeout_ms).unwrap_or(defaults.shutdown_timeout_ms),
+        ..defaults
+    };
+    if config.request_bytes_max > config.request_memory_bytes_max {
+        bail!(
+            "request_bytes_max ({}) must not exceed request_memory_bytes_max ({})",
+            config.request_bytes_max,
+            config.request_memory_bytes_max
+        );
+    }
+    if config.connections_max == 0 {
+        bail!("connections_max must be at least 1");
+    }
+    Ok(config)
+}
+
+fn ipv6_loopback_available() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("listen address {addr:?}"))?
+        .next()
+        .with_context(|| format!("listen address {addr:?} resolves to nothing"))
+}
+
+fn split_host_port(text: &str) -> Result<(String, u16)> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("advertised address {text:?}: expected host:port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("advertised address {text:?}: bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("advertised address {text:?}: empty host");
+    }
+    Ok((host.to_string(), port))
+}
