@@ -180,7 +180,11 @@ impl Broker {
             config.flush_threads,
             Some(Arc::new(move |d| observer.observe_fsync(d))),
         );
-        let context = LogContext { storage, pool };
+        let context = LogContext {
+            storage,
+            pool,
+            activity: rivulet_log::Activity::default(),
+        };
         let topics = open_topics(&context, &topics_dir, &config.default_log_config)?;
         let producer_ids =
             producers::ProducerIds::open(context.storage.clone(), &config.data_dir.join("producer_ids"))?;
@@ -261,8 +265,8 @@ impl Broker {
         self.inner.topics.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A topic that must exist.
-    pub(crate) fn existing_topic(&self, name: &str) -> Result<Arc<Topic>> {
+    /// A topic that must exist (`UnknownTopic` otherwise).
+    pub fn existing_topic(&self, name: &str) -> Result<Arc<Topic>> {
         self.topic(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
     }

@@ -197,6 +197,11 @@ impl Topic {
         &self.partitions
     }
 
+    /// `(log start offset, high watermark)` of one partition: two numbers, one lock.
+    pub fn offsets(&self, index: i32) -> Option<(i64, i64)> {
+        self.partition(index).map(Log::offsets)
+    }
+
     /// Offsets and size of one partition.
     pub fn partition_info(&self, index: i32) -> Option<PartitionInfo> {
         self.partition(index).map(|log| PartitionInfo {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -227,6 +227,10 @@ async fn accept_loop(
     }
 }
 
+/// Bytes each connection reads ahead; larger request bodies are read straight into their
+/// frame. Bounded by `connections_max * READ_BUFFER_BYTES` in all.
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Most responses one connection may have in flight: appended Produce requests waiting for
 /// their syncs, and the responses queued behind them. librdkafka keeps at most 5 requests
 /// in flight with idempotence (more without); further requests wait in the socket buffer.
@@ -267,7 +271,7 @@ async fn serve_connection(
 /// Reads requests one after another and starts each: Produce appends happen here, in
 /// request order; the responses go to the writer in the same order.
 async fn read_requests(
-    mut stream: OwnedReadHalf,
+    stream: OwnedReadHalf,
     responses: mpsc::Sender<InFlight>,
     peer: SocketAddr,
     handler: Handler,
@@ -279,6 +283,8 @@ async fn read_requests(
         host: peer.ip().to_string(),
     };
     let idle = Duration::from_millis(config.idle_timeout_ms);
+    // One receive usually brings a small request's length and body together.
+    let mut stream = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     loop {
         let mut prefix = [0u8; 4];
         let read = tokio::select! {

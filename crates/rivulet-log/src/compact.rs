@@ -56,10 +56,22 @@ fn for_each_batch(
     Ok(())
 }
 
-pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<u64> {
+/// What one compaction pass did and saw.
+#[derive(Debug, Default)]
+pub(crate) struct Pass {
+    /// Records removed.
+    pub removed: u64,
+    /// Base offset of the newest sealed segment the pass covered.
+    pub last_sealed_base: Option<i64>,
+    /// Timestamp of the oldest batch with a tombstone the pass kept.
+    pub oldest_tombstone_ms: Option<i64>,
+}
+
+pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<Pass> {
     let _cleaner = log.cleaner_lock();
     let config = log.config();
     let sealed = log.sealed_segments()?;
+    let mut pass = Pass::default();
     // Pass 1: latest offset of every key.
     let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
     let mut covered = 0usize;
@@ -82,7 +94,7 @@ pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<u64> {
         covered += 1;
     }
     let tombstone_horizon_ms = now_ms - config.delete_retention_ms as i64;
-    let mut removed_total = 0u64;
+    pass.last_sealed_base = sealed.iter().take(covered).map(|(base, ..)| *base).next_back();
     // Pass 2: rewrite segments that hold superseded records.
     for (base, file, path, len) in sealed.iter().take(covered) {
         let mut out = Vec::new();
@@ -104,6 +116,10 @@ pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<u64> {
                     is_latest && !expired_tombstone
                 })
                 .collect();
+            if kept.iter().any(|r| r.value.is_none()) {
+                let ts = header.max_timestamp;
+                pass.oldest_tombstone_ms = Some(pass.oldest_tombstone_ms.map_or(ts, |t: i64| t.min(ts)));
+            }
             removed += (total - kept.len()) as u64;
             if kept.len() == total {
                 out.extend_from_slice(bytes);
@@ -115,6 +131,7 @@ pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<u64> {
         if removed == 0 {
             continue;
         }
+        pass.removed += removed;
         let cleaned = path.with_extension("log.cleaned");
         let storage = log.storage();
         let f = storage
@@ -128,9 +145,8 @@ pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<u64> {
             .map_err(LogError::io("sync compacted segment", &cleaned))?;
         log.replace_segment(*base, &cleaned)?;
         info!(segment = %path.display(), removed_records = removed, bytes_before = len, bytes_after = out.len(), "Compacted segment");
-        removed_total += removed;
     }
-    Ok(removed_total)
+    Ok(pass)
 }
 
 /// Re-encodes an uncompressed batch with a subset of its records, keeping the base offset,

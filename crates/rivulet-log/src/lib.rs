@@ -41,6 +41,8 @@ pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
 pub use durable::Durable;
 pub use error::{BatchError, LogError, Result};
 pub use flusher::{default_flush_threads, FlushPool, FsyncObserver, FLUSH_THREADS_MAX};
-pub use log::{now_ms, AppendOutcome, Log, LogContext, ReadResult, TimestampOffset, WRITEBACK_BYTES};
+pub use log::{
+    now_ms, Activity, AppendOutcome, Log, LogContext, ReadResult, TimestampOffset, WRITEBACK_BYTES,
+};
 pub use reaper::retire_dir;
 pub use records::{Records, StoredRecord, UndecodableBatch};

@@ -192,3 +192,37 @@ fn retention_retires_segments_at_once_frees_them_in_the_background_and_reopen_re
     assert_eq!(log.log_start_offset(), start);
     assert_eq!(read_all(&log, start), left);
 }
+
+#[test]
+fn an_idle_log_is_left_alone_until_its_next_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_ms: Some(3_600_000),
+        retention_ms: Some(7_200_000),
+        ..small(FsyncPolicy::None)
+    };
+    let log = Log::open(dir.path(), config).expect("open");
+    let now = rivulet_log::now_ms();
+    for i in 0..20 {
+        log.append(&batch_of(&format!("r{i}"), 3, 3, now))
+            .expect("append");
+    }
+    assert_eq!(log.maintenance_due_ms(), 0, "an append asks for maintenance");
+    log.maintain(now).expect("maintain");
+    let due = log.maintenance_due_ms();
+    // The earliest deadline: the oldest sealed segment leaves retention (now + 2 h), the
+    // active one rolls at its creation + 1 h.
+    assert!(
+        due > now + 3_000_000 && due <= now + 3_601_000,
+        "due {due} vs now {now}"
+    );
+    log.maintain(now + 1_000).expect("idle pass");
+    assert_eq!(log.maintenance_due_ms(), due, "an idle pass changes nothing");
+    let segments = log.segment_count();
+    log.maintain(due).expect("due pass");
+    assert_eq!(
+        log.segment_count(),
+        segments + 1,
+        "the aged active segment rolled"
+    );
+}

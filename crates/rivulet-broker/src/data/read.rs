@@ -3,7 +3,7 @@
 use rivulet_log::{batch, ReadResult, Records, StoredRecord, TimestampOffset, UndecodableBatch};
 
 use crate::error::{BrokerError, Result};
-use crate::Broker;
+use crate::{Broker, Topic};
 
 /// How many bytes a read may return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,17 +41,37 @@ impl Broker {
     /// its CRC check again; bytes are as the producer wrote them, with only the base offset
     /// set. Unknown topics and partitions are errors; nothing is created.
     pub fn read(&self, topic: &str, partition: i32, offset: i64, limit: ReadLimit) -> Result<ReadResult> {
+        let t = self.existing_topic(topic)?;
+        self.read_topic(&t, partition, offset, limit)
+    }
+
+    /// [`Broker::read`] of a topic already looked up (a reader of many partitions looks each
+    /// topic up once).
+    pub fn read_topic(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        offset: i64,
+        limit: ReadLimit,
+    ) -> Result<ReadResult> {
         let max_bytes = match limit {
             ReadLimit::AtLeastOneBatch(n) | ReadLimit::Within(n) => n,
         };
-        let mut read = self.read_unmetered(topic, partition, offset, max_bytes)?;
+        let log = topic
+            .partition(partition)
+            .ok_or_else(|| BrokerError::UnknownPartition {
+                topic: topic.name().to_string(),
+                partition,
+                count: topic.partition_count(),
+            })?;
+        let mut read = log.read(offset, max_bytes)?;
         if matches!(limit, ReadLimit::Within(_)) && read.records.len() > max_bytes {
             read.records = bytes::Bytes::new();
         }
         if !read.records.is_empty() {
             let records = batch::count_records_from(&read.records, offset);
             self.metrics()
-                .record_fetched(topic, records, read.records.len() as u64);
+                .record_fetched(topic.name(), records, read.records.len() as u64);
         }
         Ok(read)
     }

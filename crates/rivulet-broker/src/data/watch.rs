@@ -23,39 +23,66 @@ pub enum Woke {
     ShuttingDown,
 }
 
+/// Partitions beyond which a watch waits on the broker-wide activity signal (any
+/// partition's high watermark moving) instead of on one channel per partition: a reader of
+/// thousands of partitions then costs one subscription, and re-checks its partitions when
+/// anything moved.
+pub const WATCH_PARTITIONS_MAX: usize = 64;
+
 /// The high-watermark channels of a set of partitions. Create it before reading: a change
 /// between the read and the wait is not missed.
 #[derive(Debug)]
 pub struct DataWatch {
     receivers: Vec<watch::Receiver<i64>>,
+    /// Set instead of `receivers` for large sets.
+    any: Option<watch::Receiver<u64>>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Broker {
-    /// Watches the given partitions; unknown topics and partitions are left out.
+    /// Watches the given partitions; unknown topics and partitions are left out. Sets of
+    /// more than [`WATCH_PARTITIONS_MAX`] partitions wake on any partition's data.
     pub fn watch<'a>(&self, partitions: impl IntoIterator<Item = (&'a str, i32)>) -> DataWatch {
         let mut receivers = Vec::new();
+        let mut current: Option<(&str, std::sync::Arc<crate::Topic>)> = None;
         for (topic, partition) in partitions {
-            if let Some(log) = self.topic(topic).and_then(|t| t.partition(partition).cloned()) {
+            if current.as_ref().is_none_or(|(name, _)| *name != topic) {
+                current = self.topic(topic).map(|t| (topic, t));
+            }
+            let Some((_, t)) = &current else { continue };
+            if let Some(log) = t.partition(partition) {
                 receivers.push(log.subscribe());
+            }
+            if receivers.len() > WATCH_PARTITIONS_MAX {
+                return DataWatch {
+                    receivers: Vec::new(),
+                    any: Some(self.inner.context.activity.subscribe()),
+                    shutdown: self.inner.shutdown.subscribe(),
+                };
             }
         }
         DataWatch {
             receivers,
+            any: None,
             shutdown: self.inner.shutdown.subscribe(),
         }
     }
 }
 
 impl DataWatch {
-    /// Number of partitions watched.
+    /// Number of partitions watched one by one (0 for a watch on all activity).
     pub fn len(&self) -> usize {
         self.receivers.len()
     }
 
-    /// True when no partition is watched (waits end only at the deadline or shutdown).
+    /// True when nothing is watched (waits end only at the deadline or shutdown).
     pub fn is_empty(&self) -> bool {
-        self.receivers.is_empty()
+        self.receivers.is_empty() && self.any.is_none()
+    }
+
+    /// True when this watch wakes on any partition's data (a large set).
+    pub fn watches_all(&self) -> bool {
+        self.any.is_some()
     }
 
     /// Waits until a watched partition's high watermark moves, the deadline passes or the
@@ -63,6 +90,19 @@ impl DataWatch {
     pub async fn wait(&mut self, deadline: Instant) -> Woke {
         if *self.shutdown.borrow() {
             return Woke::ShuttingDown;
+        }
+        if let Some(any) = self.any.as_mut() {
+            let changed = async {
+                if any.changed().await.is_err() {
+                    // The broker is gone: nothing more will arrive.
+                    std::future::pending::<()>().await;
+                }
+            };
+            return tokio::select! {
+                _ = changed => Woke::Data,
+                _ = tokio::time::sleep_until(deadline) => Woke::Deadline,
+                _ = self.shutdown.wait_for(|stop| *stop) => Woke::ShuttingDown,
+            };
         }
         // Every `changed()` future stays alive while waiting so each keeps its waker
         // registered; the first change of any partition wakes the wait.

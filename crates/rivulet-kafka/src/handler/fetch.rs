@@ -11,7 +11,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
-use rivulet_broker::{BrokerError, LogError, ReadLimit, TimestampOffset, Woke};
+use rivulet_broker::{BrokerError, LogError, ReadLimit, TimestampOffset, Topic, Woke};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
@@ -84,9 +84,11 @@ impl Handler {
             errored: false,
         };
         for (name, parts) in requested {
+            // Looked up once per topic and pass, not per partition.
+            let topic = self.broker.existing_topic(&name.0);
             let partitions = parts
                 .iter()
-                .map(|p| self.fetch_partition(v, &name.0, p, max_bytes, &mut pass))
+                .map(|p| self.fetch_partition(v, &name.0, topic.as_deref(), p, max_bytes, &mut pass))
                 .collect();
             pass.topics.push(
                 FetchableTopicResponse::default()
@@ -100,7 +102,8 @@ impl Handler {
     fn fetch_partition(
         &self,
         v: i16,
-        topic: &str,
+        name: &str,
+        topic: Result<&Topic, &BrokerError>,
         p: &FetchPartition,
         max_bytes: usize,
         pass: &mut Pass,
@@ -108,6 +111,16 @@ impl Handler {
         let mut data = PartitionData::default()
             .with_partition_index(p.partition)
             .with_records(Some(Bytes::new()));
+        let topic = match topic {
+            Ok(t) => t,
+            Err(e) => {
+                data.error_code = broker_error_code(e);
+                data.high_watermark = -1;
+                data.last_stable_offset = -1;
+                pass.errored = true;
+                return data;
+            }
+        };
         let remaining = max_bytes.saturating_sub(pass.bytes);
         let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
         // The first batch of a response may exceed the limits (so a consumer can always make
@@ -121,40 +134,29 @@ impl Handler {
             Ok(None)
         } else {
             self.broker
-                .read(topic, p.partition, p.fetch_offset, limit)
+                .read_topic(topic, p.partition, p.fetch_offset, limit)
                 .map(Some)
         };
-        let info = self
-            .broker
-            .topic(topic)
-            .and_then(|t| t.partition_info(p.partition));
+        let (start, hw) = match &read {
+            Ok(Some(r)) => (r.log_start_offset, r.high_watermark),
+            _ => topic.offsets(p.partition).unwrap_or((-1, -1)),
+        };
+        data.high_watermark = hw;
+        data.last_stable_offset = hw;
+        if v >= 5 {
+            data.log_start_offset = start;
+        }
         match read {
-            Ok(read) => {
-                let (hw, start) = match (&read, info) {
-                    (Some(r), _) => (r.high_watermark, r.log_start_offset),
-                    (None, Some(i)) => (i.high_watermark, i.log_start_offset),
-                    (None, None) => (-1, -1),
-                };
-                data.high_watermark = hw;
-                data.last_stable_offset = hw;
-                if v >= 5 {
-                    data.log_start_offset = start;
-                }
-                if let Some(read) = read {
-                    pass.bytes += read.records.len();
-                    data.records = Some(read.records);
-                }
+            Ok(Some(read)) => {
+                pass.bytes += read.records.len();
+                data.records = Some(read.records);
             }
+            Ok(None) => {}
             Err(e) => {
                 if !matches!(e, BrokerError::Log(LogError::OffsetOutOfRange { .. })) {
-                    tracing::warn!(topic, partition = p.partition, error = %e, "Fetch read failed");
+                    tracing::warn!(topic = name, partition = p.partition, error = %e, "Fetch read failed");
                 }
                 data.error_code = broker_error_code(&e);
-                data.high_watermark = info.map_or(-1, |i| i.high_watermark);
-                data.last_stable_offset = data.high_watermark;
-                if v >= 5 {
-                    data.log_start_offset = info.map_or(-1, |i| i.log_start_offset);
-                }
                 pass.errored = true;
             }
         }

@@ -70,6 +70,9 @@ impl Log {
         let sync_to = self.after_write(&mut st, &config, &written, records.len());
         let log_start_offset = st.log_start_offset;
         drop(st);
+        if !written.all_duplicate {
+            self.maintenance_now();
+        }
         if let Some(next_offset) = sync_to {
             self.request_durable(next_offset);
         }
@@ -168,11 +171,9 @@ impl Log {
             .ok_or_else(|| LogError::Config("no segment".into()))?;
         let position = active.size();
         let file = active.file(storage.as_ref())?;
-        // Two writes instead of copying the batch to patch its first 8 bytes. A crash between
-        // them leaves a batch whose offset does not follow its predecessor: recovery cuts it.
-        let written = file
-            .write_all_at(&head, position)
-            .and_then(|()| file.write_all_at(&bytes[8..], position + 8));
+        // One vectored write with the patched first 8 bytes instead of copying the batch. A
+        // torn write leaves a batch that fails its checks: recovery cuts it.
+        let written = file.write_all_vectored_at(&[&head, &bytes[8..]], position);
         if let Err(e) = written {
             // Remove whatever part of the batch reached the file so no torn batch stays behind.
             if let Err(e2) = file.set_len(position) {

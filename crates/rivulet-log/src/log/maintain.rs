@@ -1,11 +1,12 @@
 //! Periodic work: segment rolls, interval flushes, retention and compaction.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
 use tracing::{debug, info};
 
-use super::{lock, now_ms, Log, SealedSegment, State, Visible};
+use super::{lock, now_ms, CompactionMark, Log, SealedSegment, State, Visible};
 use crate::config::FsyncPolicy;
 use crate::error::{LogError, Result};
 use crate::reaper::{self, Retired, DELETED_SUFFIX};
@@ -51,14 +52,36 @@ impl Log {
             segment_base: next,
             position: 0,
         };
-        self.shared.hwm_tx.send_replace(next);
+        self.publish_hwm(next);
         debug!(dir = %self.shared.dir.display(), sealed_base, new_base = next, "Rolled segment");
         self.close_idle_handles(st);
         Ok(())
     }
 
-    /// Blocking; call it from a background thread or `spawn_blocking`.
+    /// Periodic work: the interval flush, rolling an aged segment, retention and compaction.
+    /// Returns at once (one atomic load) while nothing can be due: an idle partition costs
+    /// nothing per pass. Blocking; call it from a background thread or `spawn_blocking`.
     pub fn maintain(&self, now_ms: i64) -> Result<()> {
+        let due = &self.shared.maintenance_due_ms;
+        if now_ms < due.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // Claimed for this pass; an append meanwhile stores 0, which the end keeps.
+        due.store(i64::MAX, Ordering::Relaxed);
+        match self.maintain_pass(now_ms) {
+            Ok(next) => {
+                let _ = due.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.min(next)));
+                Ok(())
+            }
+            Err(e) => {
+                due.store(0, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// One maintenance pass; returns when the next one can have work.
+    fn maintain_pass(&self, now_ms: i64) -> Result<i64> {
         let config = self.config();
         if let FsyncPolicy::Interval(every) = config.fsync {
             let due = now_ms - lock(&self.shared.state).last_flush_ms >= every.as_millis() as i64;
@@ -81,10 +104,56 @@ impl Log {
         if config.cleanup.delete {
             self.enforce_retention(now_ms)?;
         }
-        if config.cleanup.compact {
+        if config.cleanup.compact && self.compaction_due(now_ms) {
             self.compact(now_ms)?;
         }
-        Ok(())
+        Ok(self.next_maintenance_ms(&config, now_ms))
+    }
+
+    /// The earliest time maintenance can have work, absent appends: an interval flush, an
+    /// aged active segment, the oldest sealed segment passing `retention.ms`, a tombstone
+    /// becoming removable; now while a directory sync is pending.
+    fn next_maintenance_ms(&self, config: &crate::LogConfig, now_ms: i64) -> i64 {
+        let st = lock(&self.shared.state);
+        if st.dir_unsynced {
+            return now_ms;
+        }
+        let mut next = i64::MAX;
+        if let FsyncPolicy::Interval(every) = config.fsync {
+            next = next.min(st.last_flush_ms + every.as_millis() as i64);
+        }
+        if let (Some(segment_ms), Some(active)) = (config.segment_ms, st.segments.values().next_back()) {
+            if active.size() > 0 {
+                next = next.min(active.created_ms.saturating_add(segment_ms as i64));
+            }
+        }
+        if let (true, Some(retention_ms)) = (config.cleanup.delete, config.retention_ms) {
+            if let Some(oldest) = st.segments.values().find(|s| s.sealed) {
+                next = next.min(oldest.index.max_timestamp.saturating_add(retention_ms as i64 + 1));
+            }
+        }
+        drop(st);
+        if config.cleanup.compact {
+            if let Some(due) = lock(&self.shared.compaction).tombstones_due_ms {
+                next = next.min(due);
+            }
+        }
+        next
+    }
+
+    /// True when a compaction pass can remove something: a segment was sealed since the
+    /// last pass, or a tombstone the last pass kept is old enough to go.
+    fn compaction_due(&self, now_ms: i64) -> bool {
+        let newest_sealed = lock(&self.shared.state)
+            .segments
+            .values()
+            .filter(|s| s.sealed)
+            .map(|s| s.base_offset)
+            .next_back();
+        let mark = *lock(&self.shared.compaction);
+        newest_sealed.is_some()
+            && (mark.last_sealed_base != newest_sealed
+                || mark.tombstones_due_ms.is_some_and(|due| now_ms >= due))
     }
 
     /// Deletes whole sealed segments beyond `retention.ms` and `retention.bytes`. Returns
@@ -160,7 +229,14 @@ impl Log {
     /// Compacts sealed segments: keeps the latest record per key, and tombstones until they
     /// are older than `delete.retention.ms`. Returns the number of records removed.
     pub fn compact(&self, now_ms: i64) -> Result<u64> {
-        crate::compact::compact(self, now_ms)
+        let pass = crate::compact::compact(self, now_ms)?;
+        *lock(&self.shared.compaction) = CompactionMark {
+            last_sealed_base: pass.last_sealed_base,
+            tombstones_due_ms: pass
+                .oldest_tombstone_ms
+                .map(|ts| ts.saturating_add(self.config().delete_retention_ms as i64 + 1)),
+        };
+        Ok(pass.removed)
     }
 
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {

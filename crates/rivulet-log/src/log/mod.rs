@@ -14,7 +14,7 @@ mod sync;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -74,21 +74,54 @@ pub struct TimestampOffset {
 }
 
 /// What a log is opened with besides its directory and settings: the storage its files live
-/// on and the flush pool that syncs them.
+/// on, the flush pool that syncs them and the activity signal readers of many logs wait on.
 #[derive(Debug, Clone)]
 pub struct LogContext {
     /// The file system (or a fault-injecting wrapper).
     pub storage: Arc<dyn Storage>,
     /// Flusher threads shared with other logs.
     pub pool: FlushPool,
+    /// Changes whenever the high watermark of any log of this context moves.
+    pub activity: Activity,
 }
 
 impl Default for LogContext {
-    /// The real file system and the process-wide flush pool.
+    /// The real file system, the process-wide flush pool and a new activity signal.
     fn default() -> Self {
         LogContext {
             storage: Arc::new(FsStorage),
             pool: FlushPool::global(),
+            activity: Activity::default(),
+        }
+    }
+}
+
+/// A signal that changes whenever the high watermark of any of a set of logs moves: a
+/// reader of many partitions waits on it instead of on one channel per partition, and
+/// checks its partitions again when it changes.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    tx: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            tx: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl Activity {
+    /// A receiver that changes with the next high-watermark move of any log.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    fn bump(&self) {
+        // Only worth the write lock when somebody waits.
+        if self.tx.receiver_count() > 0 {
+            self.tx.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 }
@@ -138,6 +171,22 @@ pub(crate) struct Shared {
     fsyncs: AtomicU64,
     fsync_nanos: AtomicU64,
     hwm_tx: watch::Sender<i64>,
+    activity: Activity,
+    /// When maintenance next has something to do (ms since the epoch; 0: at once). Appends,
+    /// rolls and config changes reset it, so an idle partition costs one atomic load per
+    /// maintenance pass.
+    maintenance_due_ms: AtomicI64,
+    /// What the last compaction pass covered.
+    compaction: Mutex<CompactionMark>,
+}
+
+/// What the last compaction pass saw, so a pass runs only when it can remove something.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CompactionMark {
+    /// Base offset of the newest sealed segment the last pass covered.
+    pub last_sealed_base: Option<i64>,
+    /// When the oldest tombstone the last pass kept becomes removable.
+    pub tombstones_due_ms: Option<i64>,
 }
 
 /// `(base offset, file, path, valid bytes)` of a sealed segment.
@@ -181,6 +230,7 @@ impl Log {
         config.validate()?;
         let was_always = self.config().fsync == FsyncPolicy::Always;
         *self.shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
+        self.maintenance_now();
         if was_always && config.fsync != FsyncPolicy::Always {
             // Data written but not yet synced becomes visible under the new policy.
             let mut st = lock(&self.shared.state);
@@ -198,6 +248,12 @@ impl Log {
     /// durable records are visible.
     pub fn high_watermark(&self) -> i64 {
         lock(&self.shared.state).visible.offset
+    }
+
+    /// `(log start offset, high watermark)`, read together.
+    pub fn offsets(&self) -> (i64, i64) {
+        let st = lock(&self.shared.state);
+        (st.log_start_offset, st.visible.offset)
     }
 
     /// Offset the next appended record will get.
@@ -255,6 +311,22 @@ impl Log {
             .storage
             .remove_dir_all(&self.shared.dir)
             .map_err(LogError::io("delete log directory", &self.shared.dir))
+    }
+
+    /// When [`Log::maintain`] next has work (ms since the epoch; 0: at once).
+    pub fn maintenance_due_ms(&self) -> i64 {
+        self.shared.maintenance_due_ms.load(Ordering::Relaxed)
+    }
+
+    /// Announces a new high watermark to this log's readers and to the context's activity.
+    pub(crate) fn publish_hwm(&self, offset: i64) {
+        self.shared.hwm_tx.send_replace(offset);
+        self.shared.activity.bump();
+    }
+
+    /// Makes the next maintenance pass look at this log.
+    pub(crate) fn maintenance_now(&self) {
+        self.shared.maintenance_due_ms.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn durability(&self) -> &Durability {

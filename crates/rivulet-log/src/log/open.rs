@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{now_ms, Log, LogContext, Shared, State, Visible};
+use super::{now_ms, CompactionMark, Log, LogContext, Shared, State, Visible};
 use crate::batch::HEADER_BYTES;
 use crate::config::LogConfig;
 use crate::durable::Durability;
@@ -93,6 +93,9 @@ impl Log {
                 fsyncs: AtomicU64::new(0),
                 fsync_nanos: AtomicU64::new(0),
                 hwm_tx: watch::channel(next_offset).0,
+                activity: context.activity.clone(),
+                maintenance_due_ms: AtomicI64::new(0),
+                compaction: Mutex::new(CompactionMark::default()),
             }),
         })
     }

@@ -77,7 +77,7 @@ impl Log {
                     segment_base: plan.segment_base,
                     position: plan.position,
                 };
-                self.shared.hwm_tx.send_replace(plan.target);
+                self.publish_hwm(plan.target);
             }
         }
         self.shared.durability.mark_durable(plan.target);
@@ -142,7 +142,7 @@ impl Log {
                 segment_base: active.base_offset,
                 position: active.size(),
             };
-            self.shared.hwm_tx.send_replace(st.next_offset);
+            self.publish_hwm(st.next_offset);
         }
     }
 }
