@@ -237,19 +237,71 @@ pub(crate) fn cpu_secs(pid: &str) -> Option<f64> {
     Some((utime + stime) / CLOCK_TICKS_PER_SEC)
 }
 
-/// CPU seconds of this process and of the broker at one instant.
+/// CPU seconds of this process and the broker's resource counters at one instant.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CpuSample {
     pub generator: Option<f64>,
     pub broker: Option<f64>,
+    /// Context switches of all the broker's threads, voluntary and not.
+    pub broker_context_switches: Option<f64>,
+    /// Read- and write-family system calls of the broker (`syscr` + `syscw` of
+    /// `/proc/<pid>/io`: read, pread, recv..., write, pwrite, send...; not futex, epoll or
+    /// fdatasync).
+    pub broker_rw_syscalls: Option<f64>,
 }
 
-/// CPU time of this process and, when its pid is known, of the broker.
+/// CPU time of this process and, when its pid is known, the broker's counters.
 pub(crate) fn sample_cpu(broker_pid: Option<u32>) -> CpuSample {
     CpuSample {
         generator: cpu_secs("self"),
         broker: broker_pid.and_then(|pid| cpu_secs(&pid.to_string())),
+        broker_context_switches: broker_pid.and_then(context_switches),
+        broker_rw_syscalls: broker_pid.and_then(rw_syscalls),
     }
+}
+
+/// Context switches summed over every thread of `pid`.
+fn context_switches(pid: u32) -> Option<f64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if line.starts_with("voluntary_ctxt_switches:") || line.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                total += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Some(total as f64)
+}
+
+/// `syscr` + `syscw` of `/proc/<pid>/io`.
+fn rw_syscalls(pid: u32) -> Option<f64> {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        io.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("syscr:")? + field("syscw:")?) as f64)
+}
+
+/// Threads of `pid` now.
+pub(crate) fn threads(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("Threads:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
 
 /// Resident set size of a process in MiB, from /proc/<pid>/status.
@@ -290,6 +342,15 @@ mod tests {
     fn reads_this_process() {
         assert!(cpu_secs("self").is_some_and(|s| s >= 0.0));
         assert!(rss_mib(std::process::id()).is_some_and(|m| m > 0.0));
+        let me = std::process::id();
+        assert!(threads(me).is_some_and(|n| n >= 1));
+        assert!(context_switches(me).is_some());
+        let before = rw_syscalls(me).expect("syscalls counted");
+        let _ = std::fs::read_to_string("/proc/self/stat");
+        assert!(
+            rw_syscalls(me).expect("syscalls counted") > before,
+            "a read was counted"
+        );
         assert_eq!(broker_data_dir(std::process::id()), None);
     }
 }

@@ -90,6 +90,39 @@ impl ProducerCtx {
         Some((intended, payload))
     }
 
+    /// This producer's index, 0-based.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Bytes per record.
+    pub fn record_size(&self) -> usize {
+        self.record_size
+    }
+
+    /// The run clock now, in nanoseconds.
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    /// The next record's intended send time, or `None` once the run's sending time is over.
+    pub fn next_slot_ns(&self) -> Option<u64> {
+        self.next_slot()
+    }
+
+    /// For a producer that batches by time: takes the next record if its slot is due at
+    /// `now_ns` (at max rate it always is), writes its header into `buf` and returns its
+    /// intended send time.
+    pub fn take_due(&mut self, buf: &mut [u8], now_ns: u64) -> Option<u64> {
+        let intended = self.next_slot()?;
+        if self.schedule.is_some() && intended > now_ns {
+            return None;
+        }
+        write_header(buf, intended, self.run_id);
+        self.sent += 1;
+        Some(intended)
+    }
+
     /// A payload of the run's record size, for [`ProducerCtx::next_record_blocking`].
     pub fn record_buffer(&self) -> Vec<u8> {
         vec![b'r'; self.record_size]

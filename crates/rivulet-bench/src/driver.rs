@@ -13,6 +13,9 @@ use crate::workload::Durability;
 pub struct Prepared {
     /// Topic, stream or queue names (peers: one per partition).
     pub destinations: Vec<String>,
+    /// Partitions the consumers must own together before producing starts (Kafka: topics
+    /// times partitions; peers: one per destination).
+    pub partitions: usize,
     /// How the system is configured for this level, for the report.
     pub settings: Vec<String>,
 }

@@ -270,6 +270,7 @@ impl Driver for NatsDriver {
             .map_err(|_| err!("subject map poisoned"))?
             .extend(subjects);
         Ok(Setup::Ready(Prepared {
+            partitions: created.len(),
             destinations: created,
             settings: vec![
                 format!("nats-server {}", info.version),

@@ -119,6 +119,19 @@ pub struct Measured {
     pub cpu_secs_generator: f64,
     /// CPU seconds of the broker while measuring, when its pid is known.
     pub cpu_secs_broker: Option<f64>,
+    /// Broker CPU microseconds per record produced (and consumed) while measuring.
+    pub broker_cpu_us_per_record: Option<f64>,
+    /// Load generator CPU microseconds per record while measuring.
+    pub generator_cpu_us_per_record: Option<f64>,
+    /// Context switches of all the broker's threads per record while measuring.
+    pub broker_context_switches_per_record: Option<f64>,
+    /// The broker's read- and write-family system calls per record while measuring
+    /// (`/proc/<pid>/io` syscr + syscw; futex, epoll and fdatasync are not counted there).
+    pub broker_rw_syscalls_per_record: Option<f64>,
+    /// The broker's threads at the end of the measured window.
+    pub broker_threads: Option<u64>,
+    /// The broker's resident memory at the end of the measured window, MiB.
+    pub broker_rss_mib: Option<f64>,
     /// Produce MB/s over the disk baseline of the same durability (D0: write, D1: write+fdatasync).
     pub fraction_of_disk_baseline: Option<f64>,
     /// Produce MB/s over loopback TCP MB/s.
@@ -135,6 +148,8 @@ pub(crate) struct Tally<'a> {
     pub e2e: &'a Histogram<u64>,
     pub cpu: (Option<CpuSample>, Option<CpuSample>),
     pub intervals: Vec<IntervalRow>,
+    /// The broker's threads and RSS (MiB) at the end of the window.
+    pub broker_end: (Option<u64>, Option<f64>),
 }
 
 impl Measured {
@@ -161,6 +176,11 @@ impl Measured {
             Durability::D1 => b.disk_write_fdatasync_mb_per_sec,
         });
         let ratio = |reference: Option<f64>| reference.filter(|r| *r > 0.0).map(|r| produce_mb_per_sec / r);
+        let per_record = |total: Option<f64>, scale: f64| {
+            total
+                .filter(|_| acked_measured > 0)
+                .map(|t| t * scale / acked_measured as f64)
+        };
         Measured {
             topic,
             produced_records: counters.acked_total.load(Ordering::Relaxed),
@@ -175,6 +195,12 @@ impl Measured {
             e2e_latency_ms: Latency::of(tally.e2e),
             cpu_secs_generator: cpu_delta(|s| s.generator).unwrap_or(0.0),
             cpu_secs_broker: cpu_delta(|s| s.broker),
+            broker_cpu_us_per_record: per_record(cpu_delta(|s| s.broker), 1e6),
+            generator_cpu_us_per_record: per_record(cpu_delta(|s| s.generator), 1e6),
+            broker_context_switches_per_record: per_record(cpu_delta(|s| s.broker_context_switches), 1.0),
+            broker_rw_syscalls_per_record: per_record(cpu_delta(|s| s.broker_rw_syscalls), 1.0),
+            broker_threads: tally.broker_end.0,
+            broker_rss_mib: tally.broker_end.1,
             fraction_of_disk_baseline: ratio(disk_reference),
             fraction_of_loopback_tcp: ratio(baseline.map(|b| b.loopback_tcp_mb_per_sec)),
             intervals: tally.intervals,

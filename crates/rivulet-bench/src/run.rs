@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::task::JoinHandle;
 
-use crate::baseline::{sample_cpu, settle_disk, Baseline, CpuSample};
+use crate::baseline::{rss_mib, sample_cpu, settle_disk, threads, Baseline, CpuSample};
 use crate::ctx::{ConsumerCtx, ProducerCtx, Stop};
 use crate::driver::{Driver, Prepared, Setup};
 use crate::error::{bail, err, Context, Result};
@@ -161,8 +161,7 @@ async fn drive<D: Driver>(driver: Arc<D>, run: &Level<'_>, prepared: &Prepared) 
         tty: std::io::stderr().is_terminal(),
     };
     let (consumers, consumer_hists) = spawn_consumers(&driver, &shared, prepared, load.consumers)?;
-    let partitions = usize::try_from(load.partitions).unwrap_or(1).max(1);
-    if let Err(e) = wait_for_owners(&shared, &consumers, partitions).await {
+    if let Err(e) = wait_for_owners(&shared, &consumers, prepared.partitions.max(1)).await {
         stop_consumers(&shared.stop, consumers)
             .await
             .context("starting consumers")?;
@@ -180,6 +179,9 @@ async fn drive<D: Driver>(driver: Arc<D>, run: &Level<'_>, prepared: &Prepared) 
     let interval = Arc::new(IntervalReporter::new(load.report_interval, shared.broker_pid)?);
     let (producers, sinks) = spawn_producers(&driver, &shared, load, prepared, window, &interval)?;
     let cpu = watch(&shared, window, load, &interval, &producers).await;
+    let broker_end = shared
+        .broker_pid
+        .map_or((None, None), |pid| (threads(pid), rss_mib(pid)));
     if let Err(e) = join_producers(producers).await {
         let _ = stop_consumers(&shared.stop, consumers).await;
         return Err(e);
@@ -208,6 +210,7 @@ async fn drive<D: Driver>(driver: Arc<D>, run: &Level<'_>, prepared: &Prepared) 
         e2e: &e2e,
         cpu,
         intervals: interval.finish(),
+        broker_end,
     };
     let topic = prepared.destinations.join(",");
     Ok(Measured::new(topic, load, run.level, tally, run.baseline))

@@ -35,6 +35,7 @@ impl Driver for Memory {
             self.receivers.lock().expect("lock").insert(d.clone(), rx);
         }
         Ok(Setup::Ready(Prepared {
+            partitions: destinations.len(),
             destinations,
             settings: vec!["in memory".to_string()],
         }))

@@ -59,15 +59,16 @@ pub(super) fn produce(config: &ClientConfig, mut ctx: ProducerCtx) -> Result<()>
     let producer: ThreadedProducer<DeliveryContext> = config
         .create_with_context(context)
         .map_err(|e| err!("cannot create a Kafka producer: {e}"))?;
-    let topic = ctx
-        .destinations()
-        .first()
-        .cloned()
-        .ok_or_else(|| err!("no topic to produce to"))?;
+    let topics: Vec<String> = ctx.destinations().to_vec();
+    if topics.is_empty() {
+        bail!("no topic to produce to");
+    }
     let mut buf = ctx.record_buffer();
     while ctx.next_record_blocking(&mut buf).is_some() {
+        // Round robin over the topics (one topic: always it).
+        let topic = &topics[ctx.next_destination() % topics.len()];
         loop {
-            match producer.send(BaseRecord::<(), [u8]>::to(&topic).payload(&buf[..])) {
+            match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&buf[..])) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     thread::sleep(Duration::from_millis(1));

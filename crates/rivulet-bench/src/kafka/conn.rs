@@ -161,9 +161,9 @@ impl KafkaConn {
     }
 
     /// Creates `topic` with `partitions` and the `KEY=VALUE` `configs`.
-    pub(crate) async fn create_topic(
+    pub(crate) async fn create_topics(
         &self,
-        topic: &str,
+        topics: &[String],
         partitions: usize,
         configs: &[String],
     ) -> Result<()> {
@@ -172,13 +172,19 @@ impl KafkaConn {
             .map(|c| parse_key_value(c))
             .collect::<Result<Vec<_>>>()?;
         let partitions = i32::try_from(partitions).map_err(|_| err!("too many partitions"))?;
-        let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-        for (k, v) in &pairs {
-            new_topic = new_topic.set(k, v);
-        }
+        let new_topics: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|topic| {
+                let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+                for (k, v) in &pairs {
+                    new_topic = new_topic.set(k, v);
+                }
+                new_topic
+            })
+            .collect();
         let admin = self.admin()?;
         let results = admin
-            .create_topics([&new_topic], &self.admin_options())
+            .create_topics(new_topics.iter(), &self.admin_options())
             .await
             .map_err(|e| self.error(e, "creating the benchmark topic"))?;
         for result in results {
@@ -189,11 +195,12 @@ impl KafkaConn {
         Ok(())
     }
 
-    /// Deletes `topic`.
-    pub(crate) async fn delete_topic(&self, topic: &str) -> Result<()> {
+    /// Deletes `topics`.
+    pub(crate) async fn delete_topics(&self, topics: &[String]) -> Result<()> {
         let admin = self.admin()?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let results = admin
-            .delete_topics(&[topic], &self.admin_options())
+            .delete_topics(&names, &self.admin_options())
             .await
             .map_err(|e| self.error(e, "deleting the benchmark topic"))?;
         for result in results {

@@ -9,6 +9,7 @@
 
 mod client;
 mod conn;
+mod native;
 
 use std::sync::Arc;
 
@@ -27,6 +28,10 @@ use crate::workload::{Durability, WorkloadArgs};
 
 /// librdkafka's producer queue, per producer: bounds the backlog a max-rate run builds up.
 const PRODUCER_QUEUE_KIB_MAX: u64 = 65_536;
+/// Most topics one run creates per durability level.
+const TOPICS_MAX: usize = 10_000;
+/// Topics created (or deleted) per admin request.
+const TOPICS_PER_REQUEST: usize = 100;
 /// The configuration key of a topic's fsync policy on a Rivulet broker.
 const RIVULET_FSYNC_KEY: &str = "fsync.policy";
 
@@ -55,12 +60,30 @@ pub struct KafkaArgs {
     /// without it D1 is reported as not controllable
     #[arg(long = "d1-configs", value_name = "KEY=VALUE")]
     pub d1_configs: Vec<String>,
+    /// Kafka client: librdkafka, or native (a minimal producer and consumer written on the
+    /// kafka-protocol crate, for thousands of partitions where librdkafka's per-partition
+    /// work saturates the load generator; first bootstrap address only)
+    #[arg(long, value_enum, default_value = "librdkafka")]
+    pub client: ClientKind,
+    /// Topics per durability level, each with --partitions partitions; records go to them
+    /// in turn and every consumer subscribes to all of them
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub topics: usize,
     /// Topic name prefix [default: rivulet-bench-<pid>]
     #[arg(long)]
     pub topic: Option<String>,
     /// Keep the benchmark topics instead of deleting them after each run
     #[arg(long)]
     pub keep: bool,
+}
+
+/// Which Kafka client drives the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientKind {
+    /// librdkafka (through rust-rdkafka), what most applications use.
+    Librdkafka,
+    /// The benchmark's own minimal client.
+    Native,
 }
 
 impl KafkaArgs {
@@ -75,6 +98,8 @@ impl KafkaArgs {
             acks: "all".to_string(),
             d0_configs: Vec::new(),
             d1_configs: Vec::new(),
+            client: ClientKind::Librdkafka,
+            topics: 1,
             topic: None,
             keep: false,
         }
@@ -85,6 +110,9 @@ impl KafkaArgs {
         self.load.validate()?;
         if self.batch_size == 0 {
             bail!(config, "--batch-size must be at least 1 byte");
+        }
+        if !(1..=TOPICS_MAX).contains(&self.topics) {
+            bail!(config, "--topics must be between 1 and {TOPICS_MAX}");
         }
         if !matches!(self.acks.as_str(), "all" | "-1" | "1" | "0") {
             bail!(config, "--acks must be all, 1 or 0");
@@ -120,10 +148,17 @@ pub fn measure(args: &KafkaArgs, baseline: Option<Baseline>) -> Result<Report> {
     };
     let target = Target {
         server: args.conn.brokers.clone(),
-        client: format!(
-            "librdkafka acks={} batch.size={} linger.ms={}",
-            args.acks, args.batch_size, args.linger_ms
-        ),
+        client: match args.client {
+            ClientKind::Librdkafka => format!(
+                "librdkafka acks={} batch.size={} linger.ms={}",
+                args.acks, args.batch_size, args.linger_ms
+            ),
+            ClientKind::Native => format!(
+                "native acks=all, one request per tick, {} requests in flight, {} topics",
+                native::IN_FLIGHT_REQUESTS_MAX,
+                args.topics
+            ),
+        },
         prefix: args.topic.clone().unwrap_or_else(default_prefix),
     };
     run::measure(driver, &args.load, &target, baseline)
@@ -150,6 +185,15 @@ impl KafkaDriver {
             cfg.set("message.max.bytes", (args.batch_size + 65_536).to_string());
         }
         args.conn.finish(cfg)
+    }
+
+    /// Every partition of `topics`, topic by topic.
+    fn topic_partitions(&self, topics: &[String]) -> Vec<native::TopicPartition> {
+        let partitions = self.args.load.partitions.max(1);
+        topics
+            .iter()
+            .flat_map(|t| (0..partitions).map(move |p| (t.clone(), p)))
+            .collect()
     }
 
     fn consumer_config(&self, group: &str) -> Result<ClientConfig> {
@@ -181,9 +225,17 @@ impl Driver for KafkaDriver {
             }
             (Durability::D1, false) => self.args.d1_configs.clone(),
         };
-        self.args.conn.create_topic(name, partitions, &configs).await?;
+        let topics: Vec<String> = if self.args.topics == 1 {
+            vec![name.to_string()]
+        } else {
+            (0..self.args.topics).map(|i| format!("{name}-{i}")).collect()
+        };
+        for chunk in topics.chunks(TOPICS_PER_REQUEST) {
+            self.args.conn.create_topics(chunk, partitions, &configs).await?;
+        }
         Ok(Setup::Ready(Prepared {
-            destinations: vec![name.to_string()],
+            partitions: partitions * topics.len(),
+            destinations: topics,
             settings: configs,
         }))
     }
@@ -194,6 +246,10 @@ impl Driver for KafkaDriver {
     }
 
     async fn produce(self: Arc<Self>, ctx: ProducerCtx) -> Result<()> {
+        if self.args.client == ClientKind::Native {
+            let tps = Arc::new(self.topic_partitions(ctx.destinations()));
+            return native::produce(&self.args.conn.brokers, tps, ctx).await;
+        }
         let config = self.producer_config()?;
         tokio::task::spawn_blocking(move || client::produce(&config, ctx))
             .await
@@ -201,8 +257,19 @@ impl Driver for KafkaDriver {
     }
 
     async fn consume(self: Arc<Self>, ctx: ConsumerCtx) -> Result<()> {
-        let topic = ctx.destinations().join(",");
-        let config = self.consumer_config(&format!("{topic}-{:x}", ctx.run_id()))?;
+        if self.args.client == ClientKind::Native {
+            let consumers = self.args.load.consumers.max(1);
+            let tps: Vec<_> = self
+                .topic_partitions(ctx.destinations())
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| i % consumers == ctx.index())
+                .map(|(_, tp)| tp)
+                .collect();
+            return native::consume(&self.args.conn.brokers, tps, ctx).await;
+        }
+        let first = ctx.destinations().first().cloned().unwrap_or_default();
+        let config = self.consumer_config(&format!("{first}-{:x}", ctx.run_id()))?;
         tokio::task::spawn_blocking(move || client::consume(&self.args.conn, &config, ctx))
             .await
             .context("a consumer thread failed")?
@@ -212,8 +279,8 @@ impl Driver for KafkaDriver {
         if self.args.keep {
             return Ok(());
         }
-        for topic in &prepared.destinations {
-            self.args.conn.delete_topic(topic).await?;
+        for chunk in prepared.destinations.chunks(TOPICS_PER_REQUEST) {
+            self.args.conn.delete_topics(chunk).await?;
         }
         Ok(())
     }

@@ -272,6 +272,7 @@ impl Driver for QueueDriver {
             ],
         };
         Ok(Setup::Ready(Prepared {
+            partitions: destinations.len(),
             destinations,
             settings,
         }))

@@ -131,6 +131,63 @@ fn bench_kafka_json_reports_throughput_latency_and_baselines() {
     }
 }
 
+/// The native client over several topics: every record crosses, the topics are created and
+/// deleted in batches, and the run reports what the broker spent per record.
+#[test]
+fn bench_kafka_native_client_spreads_a_rate_over_topics_and_reports_cost_per_record() {
+    let server = Rivulet::start();
+    let pid = server.pid().to_string();
+    let report = run_json(&[
+        "bench",
+        "kafka",
+        "-b",
+        &server.bootstrap(),
+        "--format",
+        "json",
+        "--client",
+        "native",
+        "--durability",
+        "d1",
+        "--topics",
+        "5",
+        "--partitions",
+        "3",
+        "--warmup",
+        "1",
+        "--duration",
+        "1",
+        "--rate",
+        "3000",
+        "--baseline",
+        "false",
+        "--broker-pid",
+        &pid,
+    ]);
+    let run = &report["runs"][0];
+    assert_measured(run);
+    let produced = run["produced_records"].as_u64().expect("produced");
+    assert!(
+        produced >= 2_000,
+        "a 3,000/s run for 1 s produced {produced}: {run}"
+    );
+    for key in [
+        "broker_cpu_us_per_record",
+        "generator_cpu_us_per_record",
+        "broker_context_switches_per_record",
+    ] {
+        let v = number(&run[key], key);
+        assert!(v > 0.0 && v.is_finite(), "{key} = {v}: {run}");
+    }
+    assert!(number(&run["broker_threads"], "threads") >= 1.0, "{run}");
+    // The run's topics are gone afterwards: only internal topics remain.
+    let list = run_json(&["topic", "list", "-b", &server.bootstrap(), "--format", "json"]);
+    let text = list.to_string();
+    assert!(
+        !text.contains("rivulet-bench"),
+        "bench topics left behind: {text}"
+    );
+}
+
 /// Peer drivers against the NATS and RabbitMQ servers of this machine (127.0.0.1:4222 and
 /// 127.0.0.1:5672), briefly: they must move records end to end and
 /// report D1 honestly as not measurable where the peer cannot fsync per message.

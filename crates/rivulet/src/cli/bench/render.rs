@@ -102,6 +102,18 @@ fn results(runs: &[RunReport]) -> Table {
         ("broker CPU s", |m| {
             m.cpu_secs_broker.map_or("-".to_string(), |c| format!("{c:.2}"))
         }),
+        ("broker CPU us/record", |m| opt2(m.broker_cpu_us_per_record)),
+        ("generator CPU us/record", |m| opt2(m.generator_cpu_us_per_record)),
+        ("broker ctx switches/record", |m| {
+            opt3(m.broker_context_switches_per_record)
+        }),
+        ("broker r/w syscalls/record", |m| {
+            opt3(m.broker_rw_syscalls_per_record)
+        }),
+        ("broker threads", |m| {
+            m.broker_threads.map_or("-".to_string(), |t| t.to_string())
+        }),
+        ("broker RSS MiB", |m| opt2(m.broker_rss_mib)),
         ("of disk baseline", |m| {
             m.fraction_of_disk_baseline
                 .map_or("-".to_string(), |f| format!("{f:.2}"))
@@ -300,4 +312,12 @@ fn fixed_rates(points: &[Point]) -> Table {
         ]);
     }
     fixed
+}
+
+fn opt2(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.2}"))
+}
+
+fn opt3(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.3}"))
 }

@@ -1,0 +1,276 @@
+//! The native Kafka client (`--client native`): a minimal producer and consumer written on
+//! the `kafka-protocol` crate, for workloads where librdkafka itself is the bottleneck (its
+//! broker thread visits every partition it knows on every wake-up, so with thousands of
+//! partitions the load generator, not the broker, saturates).
+//!
+//! The producer sends every due record in one Produce request per tick (one uncompressed
+//! batch per partition, `acks=all`), at most [`IN_FLIGHT_REQUESTS_MAX`] requests in flight on
+//! one connection, and acknowledges each record from its response. The consumer fetches its
+//! partitions directly (no group) from offset 0 with `min_bytes=1`. Both talk to the first
+//! bootstrap address only: meant for single-node brokers.
+
+mod batch;
+mod wire;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::io::AsyncRead;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::ctx::{ConsumerCtx, ProducerCtx};
+use crate::error::{err, Result};
+use crate::workload::AckSink;
+
+/// Produce requests one producer keeps in flight.
+pub const IN_FLIGHT_REQUESTS_MAX: usize = 5;
+/// Records one Produce request carries at most (max rate).
+const REQUEST_RECORDS_MAX: usize = 1_000;
+/// Produce and Fetch versions used.
+const PRODUCE_VERSION: i16 = 8;
+const FETCH_VERSION: i16 = 11;
+/// Fetch settings.
+const FETCH_WAIT_MS: i32 = 500;
+const FETCH_BYTES_MAX: i32 = 50 << 20;
+const PARTITION_FETCH_BYTES_MAX: i32 = 1 << 20;
+
+/// A topic and partition of the run.
+pub type TopicPartition = (String, i32);
+
+/// The records of one request in flight: per partition, the intended send times.
+type InFlight = Vec<(usize, Vec<u64>)>;
+
+async fn connect(brokers: &str) -> Result<TcpStream> {
+    let first = brokers.split(',').next().unwrap_or(brokers).trim();
+    let stream = TcpStream::connect(first)
+        .await
+        .map_err(|e| err!("connecting to {first}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Sends records until the run's sending time is over, then waits for every response.
+pub(super) async fn produce(
+    brokers: &str,
+    tps: Arc<Vec<TopicPartition>>,
+    mut ctx: ProducerCtx,
+) -> Result<()> {
+    let (reader, mut writer) = connect(brokers).await?.into_split();
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT_REQUESTS_MAX));
+    let (tx, rx) = mpsc::unbounded_channel::<(i32, InFlight)>();
+    let acks = ctx.acks();
+    let responses = tokio::spawn(read_produce_responses(
+        tps.clone(),
+        reader,
+        rx,
+        acks,
+        permits.clone(),
+    ));
+    let mut buf = ctx.record_buffer();
+    let mut correlation_id = 0i32;
+    let mut next = ctx.index();
+    // Each pass sends one request or sleeps until the next slot.
+    loop {
+        let now = ctx.now_ns();
+        let mut records: BTreeMap<usize, (Vec<u64>, Vec<u8>)> = BTreeMap::new();
+        let mut taken = 0;
+        while taken < REQUEST_RECORDS_MAX {
+            let Some(intended) = ctx.take_due(&mut buf, now) else {
+                break;
+            };
+            let entry = records.entry(next % tps.len()).or_default();
+            entry.0.push(intended);
+            entry.1.extend_from_slice(&buf);
+            next += 1;
+            taken += 1;
+        }
+        if records.is_empty() {
+            match ctx.next_slot_ns() {
+                None => break,
+                Some(slot) => {
+                    let wait = slot.saturating_sub(ctx.now_ns());
+                    tokio::time::sleep(Duration::from_nanos(wait.max(100_000))).await;
+                    continue;
+                }
+            }
+        }
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| err!("producer closed"))?;
+        permit.forget();
+        correlation_id = correlation_id.wrapping_add(1);
+        let (frame, in_flight) = produce_request(&tps, records, ctx.record_size(), correlation_id)?;
+        tx.send((correlation_id, in_flight))
+            .map_err(|_| err!("the response reader stopped"))?;
+        wire::write_frame(&mut writer, &frame).await?;
+    }
+    drop(tx);
+    responses
+        .await
+        .map_err(|e| err!("the response reader failed: {e}"))?
+}
+
+fn produce_request(
+    tps: &[TopicPartition],
+    records: BTreeMap<usize, (Vec<u64>, Vec<u8>)>,
+    record_size: usize,
+    correlation_id: i32,
+) -> Result<(Bytes, InFlight)> {
+    let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
+    let mut in_flight = Vec::with_capacity(records.len());
+    for (tp, (intended, payloads)) in records {
+        let values: Vec<&[u8]> = payloads.chunks(record_size).collect();
+        let mut bytes = Vec::with_capacity(payloads.len() + 64 + values.len() * 8);
+        batch::encode(&mut bytes, &values, now_ms());
+        let (topic, partition) = &tps[tp];
+        topics.entry(topic).or_default().push(
+            PartitionProduceData::default()
+                .with_index(*partition)
+                .with_records(Some(Bytes::from(bytes))),
+        );
+        in_flight.push((tp, intended));
+    }
+    let topic_data = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_partition_data(partitions)
+        })
+        .collect();
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(topic_data);
+    Ok((
+        wire::encode(&request, PRODUCE_VERSION, correlation_id)?,
+        in_flight,
+    ))
+}
+
+async fn read_produce_responses(
+    tps: Arc<Vec<TopicPartition>>,
+    mut reader: impl AsyncRead + Unpin,
+    mut rx: mpsc::UnboundedReceiver<(i32, InFlight)>,
+    acks: Arc<AckSink>,
+    permits: Arc<Semaphore>,
+) -> Result<()> {
+    let mut waiting: VecDeque<(i32, InFlight)> = VecDeque::new();
+    // Each pass answers one request; ends when the producer is done and nothing waits.
+    loop {
+        while let Ok(entry) = rx.try_recv() {
+            waiting.push_back(entry);
+        }
+        if waiting.is_empty() {
+            match rx.recv().await {
+                Some(entry) => waiting.push_back(entry),
+                None => return Ok(()),
+            }
+        }
+        let frame = wire::read_frame(&mut reader)
+            .await?
+            .ok_or_else(|| err!("the broker closed the connection"))?;
+        let (correlation_id, response) = wire::decode::<ProduceRequest>(frame, PRODUCE_VERSION)?;
+        let Some((expected, in_flight)) = waiting.pop_front() else {
+            return Err(err!("a response nobody asked for"));
+        };
+        if expected != correlation_id {
+            return Err(err!("response {correlation_id} where {expected} was due"));
+        }
+        let failed: Vec<(String, i32)> = response
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(move |p| (t, p)))
+            .filter(|(_, p)| p.error_code != 0)
+            .map(|(t, p)| (t.name.0.to_string(), p.index))
+            .collect();
+        for (tp, intended) in in_flight {
+            let refused = failed.contains(&tps[tp]);
+            for t in intended {
+                if refused {
+                    acks.failed();
+                } else {
+                    acks.acked(t);
+                }
+            }
+        }
+        permits.add_permits(1);
+    }
+}
+
+/// Fetches `tps` from offset 0 and hands every value to `ctx` until it stops.
+pub(super) async fn consume(brokers: &str, tps: Vec<TopicPartition>, mut ctx: ConsumerCtx) -> Result<()> {
+    let mut stream = connect(brokers).await?;
+    ctx.owns(tps.len());
+    let mut offsets: Vec<i64> = vec![0; tps.len()];
+    let index: BTreeMap<(&str, i32), usize> = tps
+        .iter()
+        .enumerate()
+        .map(|(i, (t, p))| ((t.as_str(), *p), i))
+        .collect();
+    let mut correlation_id = 0i32;
+    while !ctx.stopped() {
+        correlation_id = correlation_id.wrapping_add(1);
+        let frame = wire::encode(&fetch_request(&tps, &offsets), FETCH_VERSION, correlation_id)?;
+        wire::write_frame(&mut stream, &frame).await?;
+        let frame = tokio::select! {
+            frame = wire::read_frame(&mut stream) => frame?.ok_or_else(|| err!("the broker closed the connection"))?,
+            _ = ctx.wait_stopped() => break,
+        };
+        let (_, response) = wire::decode::<FetchRequest>(frame, FETCH_VERSION)?;
+        for topic in &response.responses {
+            for p in &topic.partitions {
+                let Some(&i) = index.get(&(&*topic.topic.0, p.partition_index)) else {
+                    continue;
+                };
+                let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) else {
+                    continue;
+                };
+                match batch::for_each_value(records, offsets[i], |v| ctx.received(v)) {
+                    Some(next) => offsets[i] = next,
+                    None => ctx.error(),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fetch_request(tps: &[TopicPartition], offsets: &[i64]) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for ((topic, partition), offset) in tps.iter().zip(offsets) {
+        if topics.last().is_none_or(|t| *t.topic.0 != **topic) {
+            topics.push(FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.clone()))));
+        }
+        if let Some(t) = topics.last_mut() {
+            t.partitions.push(
+                FetchPartition::default()
+                    .with_partition(*partition)
+                    .with_fetch_offset(*offset)
+                    .with_partition_max_bytes(PARTITION_FETCH_BYTES_MAX),
+            );
+        }
+    }
+    FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(FETCH_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_BYTES_MAX)
+        .with_session_epoch(-1)
+        .with_topics(topics)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
