@@ -44,6 +44,16 @@ impl SegmentIndex {
         }
     }
 
+    /// Position of the last indexed batch start at or before `position` (0 when none).
+    pub fn batch_at_or_before(&self, position: u64) -> u64 {
+        let i = self.offsets.partition_point(|&(_, p)| u64::from(p) <= position);
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.offsets[i - 1].1)
+        }
+    }
+
     /// Relative offset from which to scan for the first record with a timestamp >= `ts`.
     pub fn offset_for_time(&self, timestamp: i64) -> u32 {
         let i = self.times.partition_point(|&(t, _)| t < timestamp);

@@ -29,9 +29,11 @@ mod durable;
 pub mod error;
 mod flusher;
 mod index;
+pub mod journal;
 mod log;
 mod producer;
 mod reaper;
+mod recent;
 pub mod record;
 pub mod records;
 mod segment;
@@ -41,8 +43,10 @@ pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
 pub use durable::Durable;
 pub use error::{BatchError, LogError, Result};
 pub use flusher::{default_flush_threads, FlushPool, FsyncObserver, FLUSH_THREADS_MAX};
+pub use journal::{Journal, JournalConfig, JournalStats};
 pub use log::{
-    now_ms, Activity, AppendOutcome, Log, LogContext, ReadResult, TimestampOffset, WRITEBACK_BYTES,
+    now_ms, Activity, AppendOutcome, FileSlice, Log, LogContext, ReadResult, SliceRead, TimestampOffset,
+    WRITEBACK_BYTES,
 };
 pub use reaper::retire_dir;
 pub use records::{Records, StoredRecord, UndecodableBatch};

@@ -8,6 +8,7 @@ use tracing::warn;
 use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD_BYTES};
 use crate::error::{LogError, Result};
 use crate::index::SegmentIndex;
+use crate::recent::RecentBatches;
 use crate::storage::{offset_file, Storage, StorageFile};
 
 /// Suffix of segment files.
@@ -35,6 +36,8 @@ pub(crate) struct Segment {
     /// A sealed segment whose bytes from here on failed validation; they are never served.
     pub corrupt_from: Option<u64>,
     pub last_used: u64,
+    /// Where the latest batches start (see [`RecentBatches`]).
+    pub recent: RecentBatches,
 }
 
 /// Result of scanning a segment file batch by batch.
@@ -91,6 +94,7 @@ impl Segment {
             sealed: false,
             corrupt_from: None,
             last_used: 0,
+            recent: RecentBatches::default(),
         })
     }
 
@@ -121,6 +125,7 @@ impl Segment {
             sealed: !is_last,
             corrupt_from: None,
             last_used: 0,
+            recent: RecentBatches::default(),
         };
         if let Some(index) = SegmentIndex::load(storage, &segment.index_path, len)
             .filter(|index| index_matches(file.as_ref(), base_offset, index))
@@ -185,6 +190,7 @@ impl Segment {
 
     /// Records a batch just written at `position` in the in-memory indexes.
     pub fn note_batch(&mut self, header: &BatchHeader, position: u64, interval_bytes: u32) {
+        self.recent.push(header.base_offset, position);
         note_batch(
             &mut self.index,
             &mut self.bytes_since_index,

@@ -37,6 +37,17 @@ pub trait StorageFile: Send + Sync + Debug {
     }
     /// Truncates or extends to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's descriptor, where it has one: lets a reader send file bytes to a socket
+    /// without copying them through user space (sendfile). `None` makes readers copy.
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+    /// Starts writing `len` bytes from `position` back to disk without waiting (a later
+    /// sync then has less to write). A hint: storage without it does nothing.
+    fn start_writeback(&self, position: u64, len: u64) -> io::Result<()> {
+        let _ = (position, len);
+        Ok(())
+    }
 
     /// Reads exactly `buf.len()` bytes at `position`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut position: u64) -> io::Result<()> {
@@ -71,6 +82,16 @@ pub trait Storage: Send + Sync + Debug {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// True when the path exists.
     fn exists(&self, path: &Path) -> bool;
+    /// Opens an existing file for writes that are on disk when they return: direct I/O with
+    /// `O_DSYNC` where the file system allows it (writes must then be aligned to 4 KiB in
+    /// memory, position and length), otherwise a write followed by fdatasync. For the
+    /// journal, whose files are preallocated so such writes change no metadata.
+    fn open_durable(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+    /// Makes every file of the file system holding `path` durable (syncfs): one call where
+    /// many files would each need an fdatasync.
+    fn sync_file_system(&self, path: &Path) -> io::Result<()>;
+    /// Bytes an unprivileged writer may still use on the file system holding `path`.
+    fn available_bytes(&self, path: &Path) -> io::Result<u64>;
 }
 
 /// The real file system.
@@ -103,6 +124,79 @@ impl StorageFile for FsFile {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(std::os::fd::AsFd::as_fd(&self.0))
+    }
+    /// `POSIX_FADV_DONTNEED`: Linux starts writeback of the range's dirty pages without
+    /// waiting, and drops only pages that are already clean. Called on freshly appended
+    /// (dirty) ranges, it starts their writeback and leaves them cached.
+    fn start_writeback(&self, position: u64, len: u64) -> io::Result<()> {
+        let Some(len) = std::num::NonZeroU64::new(len) else {
+            return Ok(());
+        };
+        rustix::fs::fadvise(&self.0, position, Some(len), rustix::fs::Advice::DontNeed)
+            .map_err(io::Error::from)
+    }
+}
+
+/// A file opened by [`Storage::open_durable`].
+#[derive(Debug)]
+struct DurableFile {
+    file: File,
+    /// Opened with `O_DIRECT | O_DSYNC`: each write is durable on return.
+    direct: bool,
+}
+
+impl StorageFile for DurableFile {
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        self.file.read_at(buf, position)
+    }
+    fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, position)?;
+        if self.direct {
+            Ok(())
+        } else {
+            self.file.sync_data()
+        }
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.direct {
+            Ok(())
+        } else {
+            self.file.sync_data()
+        }
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+/// `O_DSYNC` (rustix's `OFlags::DSYNC` is `O_SYNC`, which would also sync timestamps).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+const O_DSYNC: i32 = 0o10000;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+const O_DSYNC: i32 = rustix::fs::OFlags::DSYNC.bits() as i32;
+
+fn open_durable(path: &Path) -> io::Result<DurableFile> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let direct = rustix::fs::OFlags::DIRECT.bits() as i32 | O_DSYNC;
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(direct)
+        .open(path)
+    {
+        Ok(file) => Ok(DurableFile { file, direct: true }),
+        // A file system without direct I/O (tmpfs): write, then fdatasync.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            let file = OpenOptions::new().read(true).write(true).open(path)?;
+            Ok(DurableFile { file, direct: false })
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -176,6 +270,17 @@ impl Storage for FsStorage {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+    fn open_durable(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(open_durable(path)?))
+    }
+    fn sync_file_system(&self, path: &Path) -> io::Result<()> {
+        let dir = File::open(path)?;
+        rustix::fs::syncfs(&dir).map_err(io::Error::from)
+    }
+    fn available_bytes(&self, path: &Path) -> io::Result<u64> {
+        let stat = rustix::fs::statvfs(path)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
 }
 
 /// Shared switches of a [`FaultyStorage`].
@@ -224,6 +329,8 @@ impl FaultyStorage {
 struct FaultyFile {
     inner: Arc<dyn StorageFile>,
     faults: Arc<Faults>,
+    /// Opened by `open_durable`: a write is also a sync, and fails when syncs do.
+    durable_writes: bool,
 }
 
 impl StorageFile for FaultyFile {
@@ -231,6 +338,9 @@ impl StorageFile for FaultyFile {
         self.inner.read_at(buf, position)
     }
     fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()> {
+        if self.durable_writes && self.faults.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
         let len = buf.len() as i64;
         let taken = self
             .faults
@@ -267,6 +377,12 @@ impl StorageFile for FaultyFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)
     }
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.inner.as_fd()
+    }
+    fn start_writeback(&self, position: u64, len: u64) -> io::Result<()> {
+        self.inner.start_writeback(position, len)
+    }
 }
 
 impl Storage for FaultyStorage {
@@ -280,6 +396,7 @@ impl Storage for FaultyStorage {
         Ok(Arc::new(FaultyFile {
             inner: self.inner.open(path, create)?,
             faults: self.faults.clone(),
+            durable_writes: false,
         }))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -296,6 +413,24 @@ impl Storage for FaultyStorage {
     }
     fn exists(&self, path: &Path) -> bool {
         self.inner.exists(path)
+    }
+    fn open_durable(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(FaultyFile {
+            inner: self.inner.open_durable(path)?,
+            faults: self.faults.clone(),
+            durable_writes: true,
+        }))
+    }
+    fn sync_file_system(&self, path: &Path) -> io::Result<()> {
+        if self.faults.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.inner.sync_file_system(path)
+    }
+    fn available_bytes(&self, path: &Path) -> io::Result<u64> {
+        let real = self.inner.available_bytes(path)?;
+        let budget = self.faults.write_budget_bytes.load(Ordering::SeqCst);
+        Ok(if budget < 0 { real } else { real.min(budget as u64) })
     }
 }
 

@@ -7,5 +7,7 @@ mod cleanup;
 mod corruption;
 mod crash;
 mod faults;
+mod journal;
 mod model;
 mod records;
+mod slice;

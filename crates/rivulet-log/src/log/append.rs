@@ -18,11 +18,11 @@ use crate::producer::Check;
 pub const WRITEBACK_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What the batches of one append added up to.
-struct Written {
-    first: Option<i64>,
-    last: i64,
-    count: i64,
-    all_duplicate: bool,
+pub(super) struct Written {
+    pub first: Option<i64>,
+    pub last: i64,
+    pub count: i64,
+    pub all_duplicate: bool,
 }
 
 impl Log {
@@ -45,6 +45,8 @@ impl Log {
             count: 0,
             all_duplicate: true,
         };
+        // The batches written, with their assigned base offsets, for the journal.
+        let mut new_batches: Vec<(i64, &[u8])> = Vec::new();
         for (header, bytes) in batches {
             if let Check::Duplicate(meta) = st.producers.check(&header)? {
                 debug!(
@@ -60,6 +62,7 @@ impl Log {
             written.all_duplicate = false;
             let header = self.write_batch(&mut st, &config, header, bytes, now)?;
             st.producers.record(&header, now);
+            new_batches.push((header.base_offset, bytes));
             written.first.get_or_insert(header.base_offset);
             written.last = header.last_offset();
             written.count += i64::from(header.record_count);
@@ -67,7 +70,13 @@ impl Log {
         let base_offset = written
             .first
             .ok_or(LogError::InvalidBatch(BatchError::TooShort { len_bytes: 0 }))?;
-        let sync_to = self.after_write(&mut st, &config, &written, records.len());
+        let mut sync_to = self.after_write(&mut st, &config, &written, records.len());
+        // Only `always` appends wait for a sync; the others' background writeback stays
+        // with the flush pool.
+        let waited_for = config.fsync == FsyncPolicy::Always && sync_to.is_some();
+        if waited_for && self.made_durable_by_journal(&mut st, &written, &new_batches) {
+            sync_to = None;
+        }
         let log_start_offset = st.log_start_offset;
         drop(st);
         if !written.all_duplicate {
@@ -150,7 +159,7 @@ impl Log {
     }
 
     /// Writes one validated batch at the end of the active segment, rolling first if needed.
-    fn write_batch(
+    pub(super) fn write_batch(
         &self,
         st: &mut State,
         config: &LogConfig,
@@ -217,7 +226,7 @@ fn needs_roll(st: &State, config: &LogConfig, header: &BatchHeader, len: usize, 
 }
 
 /// Splits concatenated batches and validates each one.
-fn split_batches(records: &[u8], max_batch_bytes: usize) -> Result<Vec<(BatchHeader, &[u8])>> {
+pub(super) fn split_batches(records: &[u8], max_batch_bytes: usize) -> Result<Vec<(BatchHeader, &[u8])>> {
     let mut out = Vec::new();
     let mut rest = records;
     if rest.is_empty() {

@@ -191,6 +191,9 @@ impl Log {
             }
             if !doomed.is_empty() {
                 st.log_start_offset = st.segments.keys().next().copied().unwrap_or(st.next_offset);
+                self.shared
+                    .log_start
+                    .store(st.log_start_offset, Ordering::Release);
             }
         }
         // Rename, sync the directory (from here on the segment is gone, crash or not), then

@@ -5,11 +5,14 @@
 //! - `sync`: fdatasync, durability and visibility.
 //! - `read`: reading batches back, lookups by timestamp.
 //! - `maintain`: segment rolls, retention, compaction hooks, interval flushes.
+//! - `journaled`: appends made durable through the shared journal, and replay from it.
 
 mod append;
+mod journaled;
 mod maintain;
 mod open;
 mod read;
+mod slice;
 mod sync;
 
 use std::collections::BTreeMap;
@@ -25,11 +28,13 @@ use crate::config::{FsyncPolicy, LogConfig};
 use crate::durable::{Durability, Durable};
 use crate::error::{LogError, Result};
 use crate::flusher::FlushPool;
+use crate::journal::{Journal, Link};
 use crate::producer::ProducerState;
 use crate::segment::Segment;
 use crate::storage::{FsStorage, Storage, StorageFile};
 
 pub use append::WRITEBACK_BYTES;
+pub use slice::{FileSlice, SliceRead};
 
 /// Where an append landed, and the handle to wait for its durability.
 #[derive(Debug, Clone)]
@@ -83,6 +88,9 @@ pub struct LogContext {
     pub pool: FlushPool,
     /// Changes whenever the high watermark of any log of this context moves.
     pub activity: Activity,
+    /// The shared journal logs opened with [`Log::open_journaled`] make appends durable
+    /// through; `None`: every log syncs its own segments.
+    pub journal: Option<Journal>,
 }
 
 impl Default for LogContext {
@@ -92,6 +100,7 @@ impl Default for LogContext {
             storage: Arc::new(FsStorage),
             pool: FlushPool::global(),
             activity: Activity::default(),
+            journal: None,
         }
     }
 }
@@ -128,7 +137,7 @@ impl Activity {
 
 /// The visible end of the log (high watermark) and where it falls in the segments.
 #[derive(Debug, Clone, Copy)]
-struct Visible {
+pub(crate) struct Visible {
     offset: i64,
     segment_base: i64,
     position: u64,
@@ -152,6 +161,13 @@ struct State {
     /// Bytes appended under `FsyncPolicy::None` since the flusher was last asked to write
     /// them back (see [`WRITEBACK_BYTES`]).
     unflushed_bytes: u64,
+    /// Offset below which every record is durable or in the journal's pending record: an
+    /// append may go through the journal only when nothing before it waits for a sync of
+    /// the segment (the journal would otherwise report it durable too early).
+    journaled_to: i64,
+    /// `(segment base, position)` up to which writeback of the active segment was started
+    /// (see [`Log::start_writeback`]).
+    writeback_started: (i64, u64),
 }
 
 /// The state behind every clone of one [`Log`].
@@ -171,6 +187,10 @@ pub(crate) struct Shared {
     fsyncs: AtomicU64,
     fsync_nanos: AtomicU64,
     hwm_tx: watch::Sender<i64>,
+    /// Copies of the high watermark and log start offset, readable without the state lock
+    /// (a reader of thousands of partitions checks each for new data).
+    hwm: AtomicI64,
+    log_start: AtomicI64,
     activity: Activity,
     /// When maintenance next has something to do (ms since the epoch; 0: at once). Appends,
     /// rolls and config changes reset it, so an idle partition costs one atomic load per
@@ -178,6 +198,8 @@ pub(crate) struct Shared {
     maintenance_due_ms: AtomicI64,
     /// What the last compaction pass covered.
     compaction: Mutex<CompactionMark>,
+    /// The journal this log's appends go through, when opened with a key.
+    journal: Option<Link>,
 }
 
 /// What the last compaction pass saw, so a pass runs only when it can remove something.
@@ -250,10 +272,13 @@ impl Log {
         lock(&self.shared.state).visible.offset
     }
 
-    /// `(log start offset, high watermark)`, read together.
+    /// `(log start offset, high watermark)` without taking the log's lock; a moment old
+    /// at most.
     pub fn offsets(&self) -> (i64, i64) {
-        let st = lock(&self.shared.state);
-        (st.log_start_offset, st.visible.offset)
+        (
+            self.shared.log_start.load(Ordering::Acquire),
+            self.shared.hwm.load(Ordering::Acquire),
+        )
     }
 
     /// Offset the next appended record will get.
@@ -320,6 +345,7 @@ impl Log {
 
     /// Announces a new high watermark to this log's readers and to the context's activity.
     pub(crate) fn publish_hwm(&self, offset: i64) {
+        self.shared.hwm.store(offset, Ordering::Release);
         self.shared.hwm_tx.send_replace(offset);
         self.shared.activity.bump();
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
@@ -13,6 +13,7 @@ use crate::batch::HEADER_BYTES;
 use crate::config::LogConfig;
 use crate::durable::Durability;
 use crate::error::{LogError, Result};
+use crate::journal::Link;
 use crate::producer::ProducerState;
 use crate::reaper::DELETED_SUFFIX;
 use crate::segment::{Segment, CLEANED_SUFFIX, LOG_SUFFIX};
@@ -45,8 +46,39 @@ impl Log {
     /// offsets) and its index rebuilt; the last segment's torn tail is truncated. Producer
     /// state for idempotent producers is rebuilt from the batch headers.
     pub fn open_with(context: &LogContext, dir: impl Into<PathBuf>, config: LogConfig) -> Result<Log> {
+        Log::open_in(context, dir.into(), config, None)
+    }
+
+    /// [`Log::open_with`] for a log whose appends go through `context`'s journal (when it
+    /// has one) under `key`, after appending what the journal holds for that key and the
+    /// segments lack (records acknowledged before a crash whose segment writes were lost).
+    ///
+    /// The key names the log in the journal: it must stay the same across restarts and must
+    /// never name a later log that replaces this one (a deleted and re-created topic), or a
+    /// restart would replay the old log's records into the new one.
+    pub fn open_journaled(
+        context: &LogContext,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        key: &[u8],
+    ) -> Result<Log> {
+        if key.len() > crate::journal::KEY_BYTES_MAX {
+            return Err(LogError::Config(format!(
+                "journal key of {} bytes (at most {})",
+                key.len(),
+                crate::journal::KEY_BYTES_MAX
+            )));
+        }
+        let log = Log::open_in(context, dir.into(), config, Some(key))?;
+        if let Some(link) = &log.shared.journal {
+            let entries = link.journal.take_recovered(key)?;
+            log.replay(entries)?;
+        }
+        Ok(log)
+    }
+
+    fn open_in(context: &LogContext, dir: PathBuf, config: LogConfig, key: Option<&[u8]>) -> Result<Log> {
         config.validate()?;
-        let dir = dir.into();
         let storage = context.storage.clone();
         storage
             .create_dir_all(&dir)
@@ -73,6 +105,7 @@ impl Log {
                 .map_err(LogError::io("sync segment", &active.log_path))?;
         }
         let next_offset = state.next_offset;
+        let log_start_offset = state.log_start_offset;
         info!(
             dir = %dir.display(),
             segments = state.segments.len(),
@@ -93,9 +126,16 @@ impl Log {
                 fsyncs: AtomicU64::new(0),
                 fsync_nanos: AtomicU64::new(0),
                 hwm_tx: watch::channel(next_offset).0,
+                hwm: AtomicI64::new(next_offset),
+                log_start: AtomicI64::new(log_start_offset),
                 activity: context.activity.clone(),
                 maintenance_due_ms: AtomicI64::new(0),
                 compaction: Mutex::new(CompactionMark::default()),
+                journal: context.journal.clone().zip(key).map(|(journal, key)| Link {
+                    journal,
+                    key: key.into(),
+                    dirty: AtomicBool::new(false),
+                }),
             }),
         })
     }
@@ -158,6 +198,8 @@ fn initial_state(segments: BTreeMap<i64, Segment>, now: i64) -> Result<State> {
         poisoned: None,
         dir_unsynced: false,
         unflushed_bytes: 0,
+        journaled_to: next_offset,
+        writeback_started: (visible.segment_base, visible.position),
     })
 }
 

@@ -8,25 +8,31 @@ use bytes::{Bytes, BytesMut};
 use super::{lock, Log, ReadResult, State, TimestampOffset};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::{LogError, Result};
+use crate::recent::VisibleEnd;
 use crate::records::Records;
 use crate::storage::StorageFile;
 
 /// Where one read looks, captured under the state lock.
-struct ReadPlan {
-    file: Arc<dyn StorageFile>,
-    path: PathBuf,
+pub(super) struct ReadPlan {
+    pub file: Arc<dyn StorageFile>,
+    pub path: PathBuf,
     /// Position of the index entry at or before the offset.
-    start: u32,
+    pub start: u32,
     /// End of the bytes readers may see in this segment.
-    end: u64,
+    pub end: u64,
+    /// Indexed batch start at or before `start + max_bytes` (within `end`).
+    pub cut_hint: u64,
+    /// `(position, length, next offset)` of the batches to return, when the segment's
+    /// recent batches tell without reading headers (a reader following the log).
+    pub exact: Option<(u64, u64, i64)>,
     /// Offset after the segment's last batch.
-    segment_next: i64,
+    pub segment_next: i64,
     /// The offset lies in bytes that failed validation when the log was opened.
-    corrupt: bool,
-    high_watermark: i64,
-    log_start_offset: i64,
+    pub corrupt: bool,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
     /// Base offset of the following segment (or the high watermark).
-    next_base: i64,
+    pub next_base: i64,
 }
 
 /// A segment range a timestamp lookup scans.
@@ -39,7 +45,7 @@ impl Log {
         let mut offset = offset;
         // Each pass moves to a later segment; bounded by the number of segments.
         for _ in 0..=self.segment_count() {
-            let plan = match self.plan_read(offset)? {
+            let plan = match self.plan_read(offset, max_bytes)? {
                 Ok(plan) => plan,
                 Err(nothing_yet) => return Ok(nothing_yet),
             };
@@ -50,14 +56,18 @@ impl Log {
                     reason: format!("offset {offset} lies in bytes that failed validation at open"),
                 });
             }
-            match read_from(
-                plan.file.as_ref(),
-                &plan.path,
-                offset,
-                plan.start,
-                plan.end,
-                max_bytes,
-            )? {
+            let read = match plan.exact {
+                Some((position, len, _)) => Some(read_exact(plan.file.as_ref(), &plan.path, position, len)?),
+                None => read_from(
+                    plan.file.as_ref(),
+                    &plan.path,
+                    offset,
+                    plan.start,
+                    plan.end,
+                    max_bytes,
+                )?,
+            };
+            match read {
                 Some(records) => {
                     return Ok(ReadResult {
                         records,
@@ -79,7 +89,7 @@ impl Log {
 
     /// The segment to read `offset` from, or (as `Ok(Err)`) an empty result when the offset
     /// is at the high watermark.
-    fn plan_read(&self, offset: i64) -> Result<Result<ReadPlan, ReadResult>> {
+    pub(super) fn plan_read(&self, offset: i64, max_bytes: usize) -> Result<Result<ReadPlan, ReadResult>> {
         let mut st = lock(&self.shared.state);
         let out_of_range = |st: &State| LogError::OffsetOutOfRange {
             offset,
@@ -117,11 +127,24 @@ impl Log {
         let end = segment.corrupt_from.map_or(end, |c| end.min(c));
         let rel = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
         segment.last_used = tick;
+        let start = segment.index.position_for(rel);
+        let cut = end.min(u64::from(start).saturating_add(max_bytes as u64));
+        let exact = (segment.base_offset == visible.segment_base)
+            .then(|| {
+                let end = VisibleEnd {
+                    offset: visible.offset,
+                    position: visible.position,
+                };
+                segment.recent.plan(offset, end, max_bytes as u64)
+            })
+            .flatten();
         let plan = ReadPlan {
             file: segment.file(storage.as_ref())?,
             path: segment.log_path.clone(),
-            start: segment.index.position_for(rel),
+            start,
             end,
+            cut_hint: segment.index.batch_at_or_before(cut),
+            exact,
             segment_next: segment.index.next_offset,
             corrupt: segment.corrupt_from.is_some() && offset >= segment.index.next_offset,
             high_watermark: visible.offset,
@@ -272,6 +295,30 @@ pub(super) fn read_header(file: &dyn StorageFile, path: &Path, position: u64) ->
         return Err(corrupt(path, position, format!("bad batch header {header:?}")));
     }
     Ok(header)
+}
+
+/// Reads the whole batches known to lie at `[position, position + len)`, checking each.
+fn read_exact(file: &dyn StorageFile, path: &Path, position: u64, len: u64) -> Result<Bytes> {
+    let mut buf = BytesMut::zeroed(len as usize);
+    file.read_exact_at(&mut buf, position)
+        .map_err(LogError::io("read segment", path))?;
+    let mut at = 0usize;
+    // Bounded by the bytes read: each pass moves past one batch.
+    while at < buf.len() {
+        let header =
+            BatchHeader::parse(&buf[at..]).map_err(|e| corrupt(path, position + at as u64, e.to_string()))?;
+        let total = header.total_bytes();
+        let batch = buf.get(at..at + total).ok_or_else(|| {
+            corrupt(
+                path,
+                position + at as u64,
+                "batch runs past its recorded end".into(),
+            )
+        })?;
+        batch::validate_framing(batch).map_err(|e| corrupt(path, position + at as u64, e.to_string()))?;
+        at += total;
+    }
+    Ok(buf.freeze())
 }
 
 /// Reads batches from one segment; `None` when no batch in `[start, end)` reaches `offset`.

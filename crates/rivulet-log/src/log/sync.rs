@@ -53,6 +53,19 @@ impl Log {
         if self.durable_offset() >= next_offset {
             return Ok(());
         }
+        self.sync_locked()
+    }
+
+    /// Syncs the active segment even when every offset is already durable (through the
+    /// journal): a journal checkpoint needs the records in the segment itself on disk.
+    pub(crate) fn sync_segment(&self) -> Result<()> {
+        let _sync = lock(&self.shared.sync_lock);
+        self.sync_locked()
+    }
+
+    /// One fdatasync of the active segment (and its directory when a roll created it);
+    /// the caller holds the sync lock.
+    fn sync_locked(&self) -> Result<()> {
         let plan = self.plan_sync()?;
         let started = Instant::now();
         // A segment created by a roll since the last sync has its directory entry synced
