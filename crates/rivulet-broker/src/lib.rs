@@ -21,6 +21,7 @@
 //! <data_dir>/topics/<topic>/<partition>/   one rivulet-log Log per partition
 //! <data_dir>/internal/__consumer_offsets/  committed offsets (compacted log)
 //! <data_dir>/producer_ids                  reserved producer-id block
+//! <data_dir>/journal/                       shared journal of `fsync=always` appends
 //! <data_dir>/trash/                        deleted topics whose files are still being freed
 //! ```
 
@@ -43,11 +44,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rivulet_log::storage::{FsStorage, Storage};
-use rivulet_log::{FlushPool, LogConfig, LogContext};
+use rivulet_log::{FlushPool, Journal, JournalConfig, LogConfig, LogContext};
 use rivulet_metrics::Metrics;
 use tokio::sync::watch;
 
-pub use data::{Appended, Create, DataWatch, NewRecord, ReadLimit, RecordPosition, RecordsRead, Woke};
+pub use data::{
+    Appended, Create, DataWatch, NewRecord, ReadLimit, RecordPosition, RecordsRead, Woke,
+    WATCH_PARTITIONS_MAX,
+};
 pub use error::{BrokerError, Result};
 pub use groups::local::LocalClient;
 pub use groups::{GroupCoordinator, GroupDescription, GroupError, GroupLimits, GroupState};
@@ -55,12 +59,15 @@ pub use lag::PartitionLag;
 pub use members::LocalMember;
 pub use offsets::{CommittedOffset, OffsetStore};
 pub use rivulet_log::{
-    AppendOutcome, BatchError, Durable, LogError, ReadResult, StoredRecord, TimestampOffset, UndecodableBatch,
+    AppendOutcome, BatchError, Durable, FileSlice, LogError, ReadResult, SliceRead, StoredRecord,
+    TimestampOffset, UndecodableBatch,
 };
 pub use topics::{ConfigEntry, PartitionInfo, Topic};
 
 /// Directory under the data directory where deleted topics wait to be freed.
 const TRASH_DIR: &str = "trash";
+/// Directory under the data directory holding the shared journal.
+const JOURNAL_DIR: &str = "journal";
 
 /// Settings of the broker core.
 #[derive(Debug, Clone)]
@@ -86,6 +93,9 @@ pub struct BrokerConfig {
     pub group_tick_ms: u64,
     /// Interval of log maintenance (interval fsync, segment rolls, retention, compaction).
     pub maintenance_interval_ms: u64,
+    /// The shared journal `fsync=always` appends go through (see [`rivulet_log::Journal`]);
+    /// `None`: every partition syncs its own segments.
+    pub journal: Option<JournalConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -101,6 +111,7 @@ impl Default for BrokerConfig {
             flush_threads: rivulet_log::default_flush_threads(),
             group_tick_ms: 250,
             maintenance_interval_ms: 1_000,
+            journal: Some(JournalConfig::default()),
         }
     }
 }
@@ -176,19 +187,30 @@ impl Broker {
         free_trash(storage.as_ref(), &trash)?;
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
         let observer = metrics.clone();
-        let pool = FlushPool::new(
-            config.flush_threads,
-            Some(Arc::new(move |d| observer.observe_fsync(d))),
-        );
+        let observer: rivulet_log::FsyncObserver = Arc::new(move |d| observer.observe_fsync(d));
+        let pool = FlushPool::new(config.flush_threads, Some(observer.clone()));
+        let journal = open_journal(&config, storage.clone(), observer)?;
         let context = LogContext {
             storage,
             pool,
             activity: rivulet_log::Activity::default(),
+            journal,
         };
         let topics = open_topics(&context, &topics_dir, &config.default_log_config)?;
         let producer_ids =
             producers::ProducerIds::open(context.storage.clone(), &config.data_dir.join("producer_ids"))?;
         let offsets = OffsetStore::open(&internal.join(offsets::OFFSETS_TOPIC), &context)?;
+        // Every log that uses the journal took its entries: checkpoints may run.
+        if let Some(journal) = &context.journal {
+            journal.finish_recovery();
+            if config.journal.is_none() {
+                retire_journal(
+                    journal,
+                    context.storage.as_ref(),
+                    &config.data_dir.join(JOURNAL_DIR),
+                )?;
+            }
+        }
         let groups = GroupCoordinator::new(offsets, config.group_limits.clone());
         let tick = Duration::from_millis(config.group_tick_ms.max(10));
         let maintain = Duration::from_millis(config.maintenance_interval_ms.max(10));
@@ -232,6 +254,11 @@ impl Broker {
     /// The flush pool syncing every partition.
     pub fn flush_pool(&self) -> &FlushPool {
         &self.inner.context.pool
+    }
+
+    /// The shared journal's counters; `None` when it is off.
+    pub fn journal_stats(&self) -> Option<rivulet_log::JournalStats> {
+        self.inner.context.journal.as_ref().map(Journal::stats)
     }
 
     /// A topic by name.
@@ -422,8 +449,50 @@ impl Broker {
             tracing::error!(error = %e, "Closing the offsets log failed");
             result = Err(e);
         }
+        if let Some(journal) = &self.inner.context.journal {
+            // Every log is synced: the last checkpoint leaves nothing to replay.
+            if let Err(e) = journal.close() {
+                tracing::error!(error = %e, "Closing the journal failed");
+                result = Err(e.into());
+            }
+        }
         result
     }
+}
+
+/// The journal: opened when configured, and also when it is not but one exists, so its
+/// records are replayed before it is retired. A new journal that cannot be created (a
+/// nearly full disk) leaves the broker running without one.
+fn open_journal(
+    config: &BrokerConfig,
+    storage: Arc<dyn Storage>,
+    observer: rivulet_log::FsyncObserver,
+) -> Result<Option<Journal>> {
+    let dir = config.data_dir.join(JOURNAL_DIR);
+    let exists = storage.exists(&dir.join("checkpoint"));
+    if config.journal.is_none() && !exists {
+        return Ok(None);
+    }
+    let settings = config.journal.clone().unwrap_or_default();
+    match Journal::open(storage, &dir, &config.data_dir, settings, Some(observer)) {
+        Ok(journal) => Ok(Some(journal)),
+        Err(e) if !exists => {
+            tracing::warn!(error = %e, "Running without the journal: every partition syncs its own segments");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Closes a journal that is no longer configured once its records are replayed (the close
+/// syncs every partition), and removes it.
+fn retire_journal(journal: &Journal, storage: &dyn Storage, dir: &std::path::Path) -> Result<()> {
+    journal.close()?;
+    storage
+        .remove_dir_all(dir)
+        .map_err(BrokerError::io("remove the journal", dir))?;
+    tracing::info!("The journal is off: its records are in the partitions' segments and it was removed");
+    Ok(())
 }
 
 /// Frees topics deleted before a restart whose files were not all freed yet.

@@ -56,7 +56,7 @@ impl OffsetStore {
             cleanup: CleanupPolicy::COMPACT,
             ..LogConfig::default()
         };
-        let log = Log::open_with(context, dir, config)?;
+        let log = Log::open_journaled(context, dir, config, OFFSETS_TOPIC.as_bytes())?;
         let store = OffsetStore {
             log,
             state: Mutex::new(HashMap::new()),

@@ -293,17 +293,14 @@ impl Topic {
             .storage
             .create_dir_all(dir)
             .map_err(BrokerError::io("create topic dir", dir))?;
+        let id = random_u128();
         let mut logs = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            logs.push(Log::open_with(
-                context,
-                dir.join(p.to_string()),
-                log_config.clone(),
-            )?);
+            logs.push(open_partition(context, dir, id, p, log_config)?);
         }
         let topic = Topic {
             name: name.to_string(),
-            id: random_u128(),
+            id,
             dir: dir.to_path_buf(),
             storage: context.storage.clone(),
             partitions: logs,
@@ -337,11 +334,7 @@ impl Topic {
         let log_config = build_log_config(defaults, &meta.configs)?;
         let mut logs = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            logs.push(Log::open_with(
-                context,
-                dir.join(p.to_string()),
-                log_config.clone(),
-            )?);
+            logs.push(open_partition(context, dir, id, p, &log_config)?);
         }
         Ok(Some(Topic {
             name,
@@ -440,6 +433,21 @@ pub(crate) fn random_u128() -> u128 {
     let mut b = RandomState::new().build_hasher();
     b.write_u64(a.finish());
     ((a.finish() as u128) << 64) | b.finish() as u128
+}
+
+/// Opens partition `p` of the topic with id `id`. Its journal key is the topic id and the
+/// partition: a re-created topic has a new id, so the journal never replays a deleted
+/// topic's records into it.
+fn open_partition(context: &LogContext, dir: &Path, id: u128, p: u32, config: &LogConfig) -> Result<Log> {
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(&id.to_be_bytes());
+    key[16..].copy_from_slice(&p.to_be_bytes());
+    Ok(Log::open_journaled(
+        context,
+        dir.join(p.to_string()),
+        config.clone(),
+        &key,
+    )?)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ mod watch;
 
 pub use append::{Appended, NewRecord, RecordPosition, BATCH_RECORDS_MAX};
 pub use read::{ReadLimit, RecordsRead};
-pub use watch::{DataWatch, Woke};
+pub use watch::{DataWatch, Woke, WATCH_PARTITIONS_MAX};
 
 /// Whether a call may create the topic it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

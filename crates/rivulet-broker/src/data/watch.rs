@@ -69,6 +69,17 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// A watch woken by any partition's data (for readers of very many partitions).
+    pub fn watch_all(&self) -> DataWatch {
+        DataWatch {
+            receivers: Vec::new(),
+            any: Some(self.inner.context.activity.subscribe()),
+            shutdown: self.inner.shutdown.subscribe(),
+        }
+    }
+}
+
 impl DataWatch {
     /// Number of partitions watched one by one (0 for a watch on all activity).
     pub fn len(&self) -> usize {

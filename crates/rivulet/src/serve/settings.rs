@@ -119,6 +119,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RIVULET_FLUSH_THREADS", value_name = "N")]
     flush_threads: Option<usize>,
 
+    /// Make `fsync=always` appends durable through the shared journal: one durable write
+    /// per commit for any number of partitions, instead of an fdatasync per partition
+    /// [default: true]
+    #[arg(long, env = "RIVULET_JOURNAL", value_name = "BOOL")]
+    journal: Option<bool>,
+
     /// Log output format: text (colours only on a terminal, never with NO_COLOR) or json
     /// [default: text]
     #[arg(long, env = "RIVULET_LOG_FORMAT", value_name = "FORMAT")]
@@ -151,6 +157,7 @@ struct FileConfig {
     http_listen: Option<String>,
     http_body_bytes_max: Option<usize>,
     flush_threads: Option<usize>,
+    journal: Option<bool>,
     log_format: Option<String>,
 }
 
@@ -278,6 +285,10 @@ fn broker_config(args: &ServeArgs, file: &FileConfig) -> Result<BrokerConfig> {
         default_partitions,
         default_log_config: log,
         flush_threads,
+        journal: match setting!(journal) {
+            Some(false) => None,
+            _ => defaults.journal.clone(),
+        },
         ..defaults
     })
 }
