@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -90,6 +91,7 @@ pub(crate) fn render(broker: &Broker, metrics: &Metrics) -> String {
         "Consumer groups known to the broker",
         lags.groups,
     );
+    register_journal(&mut reg, broker);
     reg.register(
         "metrics_series_dropped",
         "Series left out of this scrape to bound cardinality",
@@ -153,4 +155,42 @@ fn lag_families(broker: &Broker, dropped: &Gauge) -> LagFamilies {
     }
     out.groups.set(group_list.len() as i64);
     out
+}
+
+/// The shared journal's counters, when the broker has one.
+fn register_journal(reg: &mut Registry, broker: &Broker) {
+    let Some(stats) = broker.journal_stats() else {
+        return;
+    };
+    let counter = |v: u64| {
+        let c: Counter = Counter::default();
+        c.inc_by(v);
+        c
+    };
+    reg.register(
+        "journal_commits",
+        "Durable writes of the shared journal",
+        counter(stats.commits),
+    );
+    reg.register(
+        "journal_entries",
+        "Appends made durable through the shared journal",
+        counter(stats.entries),
+    );
+    reg.register_with_unit(
+        "journal_written",
+        "Bytes written to the shared journal",
+        Unit::Bytes,
+        counter(stats.bytes),
+    );
+    reg.register(
+        "journal_checkpoints",
+        "Journal checkpoints completed",
+        counter(stats.checkpoints),
+    );
+    reg.register(
+        "journal_overflows",
+        "Appends that synced their own segment because the journal was full or failed",
+        counter(stats.overflows),
+    );
 }

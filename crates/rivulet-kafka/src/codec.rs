@@ -118,7 +118,7 @@ pub fn encode_response(
     } else {
         api_key.response_header_version(version)
     };
-    let mut out = BytesMut::with_capacity(256);
+    let mut out = BytesMut::with_capacity(256 + body_size_hint(response, version));
     out.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
@@ -130,6 +130,15 @@ pub fn encode_response(
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out.freeze())
+}
+
+/// Bytes a response body will take where that is large (Fetch), so its buffer is
+/// allocated once instead of growing through copies of the record bytes.
+fn body_size_hint(response: &ResponseKind, version: i16) -> usize {
+    match response {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// The response to an ApiVersions request newer than supported: error 35

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod error;
 pub mod errors;
+pub mod frame;
 pub mod handler;
 pub mod server;
 pub mod versions;

@@ -17,12 +17,14 @@ use std::time::Duration;
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
+use rivulet_broker::FileSlice;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::{self, Decoded};
+use crate::frame::{self, Frame, Piece};
 use crate::handler::{ClientInfo, Handler, HandlerConfig, Response, Started};
 use kafka_protocol::messages::ResponseKind;
 use rivulet_broker::Broker;
@@ -237,7 +239,7 @@ pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 pub const PIPELINE_DEPTH_MAX: usize = 16;
 
 /// An encoded response and the memory reservation it holds until written.
-type Encoded = (Bytes, Option<OwnedSemaphorePermit>);
+type Encoded = (Frame, Option<OwnedSemaphorePermit>);
 
 /// A response on its way: resolves when it can be written (`None`: nothing to write).
 type InFlight = Pin<Box<dyn Future<Output = Result<Option<Encoded>, crate::ProtocolError>> + Send>>;
@@ -315,14 +317,15 @@ async fn read_requests(
                     .map_err(|_| io::Error::other("request memory budget closed"))?,
             )
         };
-        let mut frame = BytesMut::zeroed(len);
-        match tokio::time::timeout(
+        // Read into uninitialised capacity: no zeroing of bytes about to be overwritten.
+        let mut frame = BytesMut::with_capacity(len);
+        let body = (&mut stream).take(len as u64);
+        let read = tokio::time::timeout(
             Duration::from_millis(config.request_read_timeout_ms),
-            stream.read_exact(&mut frame),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
+            read_frame_body(body, &mut frame, len),
+        );
+        match read.await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 tracing::warn!(peer = %peer, expected_bytes = len, "Connection closed in the middle of a request frame");
                 return Ok(());
@@ -343,6 +346,22 @@ async fn read_requests(
     }
 }
 
+/// Reads exactly `len` bytes (the limit of `reader`) into `frame`'s spare capacity; fails
+/// with `UnexpectedEof` when the stream ends sooner.
+async fn read_frame_body(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    frame: &mut BytesMut,
+    len: usize,
+) -> io::Result<()> {
+    // Each pass reads at least one byte or ends: bounded by `len`.
+    while frame.len() < len {
+        if reader.read_buf(frame).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
 /// Decodes one request frame and starts it: the returned future resolves to the encoded
 /// response when it can be written.
 async fn start_request(
@@ -358,7 +377,7 @@ async fn start_request(
         } => {
             tracing::debug!(peer = %peer, version, "ApiVersions request newer than supported");
             let bytes = codec::api_versions_unsupported_response(correlation_id)?;
-            return Ok(Box::pin(std::future::ready(Ok(Some((bytes, None))))));
+            return Ok(Box::pin(std::future::ready(Ok(Some((Frame::from(bytes), None))))));
         }
         Decoded::Request(request) => request,
     };
@@ -372,10 +391,11 @@ async fn start_request(
         metrics.observe_request("kafka", &format!("{api_key:?}"), started.elapsed());
         match resp {
             // Keep the record-bytes reservation until the response is written.
-            Some(resp) => Ok(Some((
-                codec::encode_response(api_key, version, correlation_id, &resp.body)?,
-                resp.reservation,
-            ))),
+            Some(resp) => {
+                let frame =
+                    frame::encode_response(api_key, version, correlation_id, &resp.body, resp.slices)?;
+                Ok(Some((frame, resp.reservation)))
+            }
             None => Ok(None),
         }
     };
@@ -384,6 +404,7 @@ async fn start_request(
         Started::Produce(in_flight) => Box::pin(async move {
             let resp = in_flight.finish().await.map(|body| Response {
                 body: ResponseKind::Produce(body),
+                slices: Vec::new(),
                 reservation: None,
             });
             finish(resp)
@@ -400,13 +421,13 @@ async fn write_responses(
 ) -> Result<(), crate::ProtocolError> {
     let stall = Duration::from_millis(config.write_stall_timeout_ms);
     while let Some(response) = responses.recv().await {
-        let Some((bytes, reservation)) = response.await? else {
+        let Some((frame, reservation)) = response.await? else {
             continue;
         };
-        if !write_unless_stalled(&mut stream, &bytes, stall).await? {
+        if !write_frame(&mut stream, &frame, stall).await? {
             tracing::warn!(
                 peer = %peer,
-                response_bytes = bytes.len(),
+                response_bytes = frame.len(),
                 stall_ms = config.write_stall_timeout_ms,
                 "Closing connection: the client stopped reading responses"
             );
@@ -415,6 +436,57 @@ async fn write_responses(
         drop(reservation);
     }
     Ok(())
+}
+
+/// Writes a frame's pieces; `Ok(false)` when the socket accepted nothing for `stall`.
+async fn write_frame(stream: &mut OwnedWriteHalf, frame: &Frame, stall: Duration) -> io::Result<bool> {
+    for piece in &frame.pieces {
+        let written = match piece {
+            Piece::Bytes(bytes) => write_unless_stalled(stream, bytes, stall).await?,
+            Piece::File(slice) => send_file(stream, slice, stall).await?,
+        };
+        if !written {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Sends a segment-file slice with sendfile: the bytes go from the page cache to the
+/// socket without a copy through this process. Storage without a file descriptor is read
+/// and written instead. A slice of data not in the page cache blocks this thread while
+/// the kernel reads it, as a read would.
+async fn send_file(stream: &mut OwnedWriteHalf, slice: &FileSlice, stall: Duration) -> io::Result<bool> {
+    let Some(fd) = slice.file().as_fd() else {
+        let bytes = slice.read().map_err(io::Error::other)?;
+        return write_unless_stalled(stream, &bytes, stall).await;
+    };
+    let socket: &tokio::net::TcpStream = stream.as_ref();
+    let mut offset = slice.position();
+    let end = slice.position() + slice.len();
+    // Each pass sends at least one byte or waits for the socket: bounded by the length.
+    while offset < end {
+        match tokio::time::timeout(stall, socket.writable()).await {
+            Err(_) => return Ok(false),
+            Ok(ready) => ready?,
+        }
+        let count = usize::try_from(end - offset).unwrap_or(usize::MAX);
+        let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::fs::sendfile(socket, fd, Some(&mut offset), count).map_err(io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "segment file shorter than its slice",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Writes all of `bytes`; `Ok(false)` when the socket accepted nothing for `stall`.

@@ -21,7 +21,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use rivulet_broker::{Broker, BrokerConfig};
-use rivulet_kafka::codec::{decode_request, encode_response, Decoded};
+use rivulet_kafka::codec::{decode_request, Decoded};
 use rivulet_kafka::handler::ClientInfo;
 use rivulet_kafka::{versions, Handler, HandlerConfig};
 use rivulet_log::record::Record;
@@ -229,9 +229,13 @@ async fn every_advertised_version_round_trips() {
                 .handle(*decoded, &client)
                 .await
                 .unwrap_or_else(|| panic!("{key:?} v{version} got no response"));
-            let bytes = encode_response(*key, version, 42, &response.body)
-                .unwrap_or_else(|e| panic!("{key:?} v{version} response: {e}"));
-            assert_eq!(&bytes[4..8], &42i32.to_be_bytes());
+            let frame =
+                rivulet_kafka::frame::encode_response(*key, version, 42, &response.body, response.slices)
+                    .unwrap_or_else(|e| panic!("{key:?} v{version} response: {e}"));
+            let Some(rivulet_kafka::frame::Piece::Bytes(head)) = frame.pieces.first() else {
+                panic!("{key:?} v{version}: a frame starts with bytes");
+            };
+            assert_eq!(&head[4..8], &42i32.to_be_bytes());
             checked += 1;
         }
     }

@@ -77,6 +77,7 @@ pub struct Metrics {
     connections_open: Family<ProtocolLabels, Gauge>,
     connections_total: Family<ProtocolLabels, Counter>,
     fsync_duration: Histogram,
+    fetch_sessions: Gauge,
     known_topics: Mutex<HashSet<String>>,
 }
 
@@ -95,6 +96,7 @@ impl Metrics {
         let connections_open = Family::<ProtocolLabels, Gauge>::default();
         let connections_total = Family::<ProtocolLabels, Counter>::default();
         let fsync_duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 18));
+        let fetch_sessions = Gauge::default();
         root.register(
             "records_produced",
             "Records appended to topics",
@@ -140,9 +142,14 @@ impl Metrics {
         );
         root.register_with_unit(
             "fsync_duration",
-            "fdatasync calls of partition logs",
+            "Durable writes: fdatasync of partition segments and writes of the shared journal",
             Unit::Seconds,
             fsync_duration.clone(),
+        );
+        root.register(
+            "fetch_sessions",
+            "Incremental fetch sessions (KIP-227) cached now",
+            fetch_sessions.clone(),
         );
         root.register(
             "build",
@@ -162,6 +169,7 @@ impl Metrics {
             connections_open,
             connections_total,
             fsync_duration,
+            fetch_sessions,
             known_topics: Mutex::new(HashSet::new()),
         }
     }
@@ -231,7 +239,13 @@ impl Metrics {
             .dec();
     }
 
-    /// Observes one fdatasync.
+    /// Sets the number of cached fetch sessions.
+    pub fn set_fetch_sessions(&self, sessions: usize) {
+        self.fetch_sessions
+            .set(i64::try_from(sessions).unwrap_or(i64::MAX));
+    }
+
+    /// Observes one durable write (an fdatasync, or a journal commit).
     pub fn observe_fsync(&self, elapsed: Duration) {
         self.fsync_duration.observe(elapsed.as_secs_f64());
     }

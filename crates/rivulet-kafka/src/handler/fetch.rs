@@ -11,13 +11,38 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
-use rivulet_broker::{BrokerError, LogError, ReadLimit, TimestampOffset, Topic, Woke};
+use rivulet_broker::{
+    BrokerError, DataWatch, FileSlice, LogError, ReadLimit, TimestampOffset, Topic, Woke,
+    WATCH_PARTITIONS_MAX,
+};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::codes::broker_error_code;
+use super::sessions::{Answer, Plan};
 use super::Handler;
 use crate::errors as ec;
+
+/// Slices up to this size are copied into the response: one read and no separate send is
+/// cheaper for them than sendfile. Larger ones are sent from the file without a copy.
+const INLINE_SLICE_BYTES_MAX: u64 = 16 * 1024;
+
+/// A partition's records in a response.
+enum Records {
+    /// Copied into the response.
+    Inline(Bytes),
+    /// Sent from the segment file.
+    File(FileSlice),
+}
+
+/// Reads small slices into memory (see [`INLINE_SLICE_BYTES_MAX`]).
+fn inline_small(slice: Option<FileSlice>) -> Result<Records, BrokerError> {
+    match slice {
+        None => Ok(Records::Inline(Bytes::new())),
+        Some(s) if s.len() <= INLINE_SLICE_BYTES_MAX => Ok(Records::Inline(s.read()?)),
+        Some(s) => Ok(Records::File(s)),
+    }
+}
 
 /// ListOffsets' special timestamps.
 const EARLIEST: i64 = -2;
@@ -27,46 +52,82 @@ const MAX_TIMESTAMP: i64 = -3;
 /// What one pass over the requested partitions produced.
 struct Pass {
     topics: Vec<FetchableTopicResponse>,
+    /// Each partition's records, left in their segment file (topic, then partition order).
+    slices: Vec<Option<FileSlice>>,
     bytes: usize,
     errored: bool,
 }
 
+/// A Fetch response whose record bytes stay in the segment files until written.
+#[derive(Debug)]
+pub struct FetchAnswer {
+    /// The response, `records: None` where a slice holds them.
+    pub body: FetchResponse,
+    /// The partitions' records in topic, then partition order.
+    pub slices: Vec<Option<FileSlice>>,
+    /// Memory reserved for the response until it is written.
+    pub reservation: Option<OwnedSemaphorePermit>,
+}
+
 impl Handler {
-    pub(super) async fn fetch(
-        &self,
-        v: i16,
-        r: FetchRequest,
-    ) -> (FetchResponse, Option<OwnedSemaphorePermit>) {
+    pub(super) async fn fetch(&self, v: i16, r: FetchRequest) -> FetchAnswer {
         let wait_ms = (r.max_wait_ms.max(0) as u64).min(self.config.fetch_wait_ms_max);
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
         let min_bytes = r.min_bytes.max(0) as usize;
         let max_bytes = (r.max_bytes.max(0) as usize).min(self.config.fetch_bytes_max);
-        let requested: Vec<(TopicName, Vec<FetchPartition>)> =
-            r.topics.into_iter().map(|t| (t.topic, t.partitions)).collect();
-        // Watching starts before the first read, so an append in between is not missed.
-        let mut watch = self.broker.watch(
-            requested
-                .iter()
-                .flat_map(|(name, parts)| parts.iter().map(move |p| (&*name.0, p.partition))),
+        let begun = self.sessions.begin(
+            v,
+            r.session_id,
+            r.session_epoch,
+            r.topics,
+            &r.forgotten_topics_data,
         );
+        self.metrics().set_fetch_sessions(self.sessions.len());
+        let plan = match begun {
+            Ok(plan) => plan,
+            Err(code) => {
+                return FetchAnswer {
+                    body: FetchResponse::default().with_error_code(code),
+                    slices: Vec::new(),
+                    reservation: None,
+                }
+            }
+        };
+        // Watching starts before the first read, so an append in between is not missed.
+        let mut watch = self.watch_for(&plan);
         let mut shutdown = self.shutdown.clone();
         loop {
             // Reserve memory for the largest response before reading; give back what the
             // read did not use. Under memory pressure this waits (backpressure).
             let permits = u32::try_from(max_bytes).unwrap_or(u32::MAX);
             let Ok(mut reservation) = self.fetch_memory.clone().acquire_many_owned(permits).await else {
-                return (FetchResponse::default(), None);
+                return FetchAnswer {
+                    body: FetchResponse::default(),
+                    slices: Vec::new(),
+                    reservation: None,
+                };
             };
-            let pass = self.fetch_once(v, &requested, max_bytes);
+            let pass = if plan.incremental {
+                let candidates = self.sessions.candidates(plan.session_id, |name| {
+                    self.broker.topic(&name.0).map(|t| move |p| t.offsets(p))
+                });
+                self.fetch_once(v, &candidates, max_bytes)
+            } else {
+                self.fetch_once(v, &plan.partitions, max_bytes)
+            };
             let done =
                 pass.bytes >= min_bytes || pass.errored || Instant::now() >= deadline || *shutdown.borrow();
             if done {
                 let unused = reservation.num_permits().saturating_sub(pass.bytes);
                 drop(reservation.split(unused));
-                return (
-                    FetchResponse::default().with_responses(pass.topics),
-                    Some(reservation),
-                );
+                let (topics, slices) = self.session_answer(&plan, pass);
+                return FetchAnswer {
+                    body: FetchResponse::default()
+                        .with_session_id(plan.session_id)
+                        .with_responses(topics),
+                    slices,
+                    reservation: Some(reservation),
+                };
             }
             drop(reservation);
             let woke = tokio::select! {
@@ -77,9 +138,70 @@ impl Handler {
         }
     }
 
+    /// What wakes a long poll: the partitions read, or for a large session any data.
+    fn watch_for(&self, plan: &Plan) -> DataWatch {
+        if !plan.incremental {
+            let partitions = plan
+                .partitions
+                .iter()
+                .flat_map(|(name, parts)| parts.iter().map(move |p| (&*name.0, p.partition)));
+            return self.broker.watch(partitions);
+        }
+        match self.sessions.partitions(plan.session_id, WATCH_PARTITIONS_MAX) {
+            Some(list) => self.broker.watch(list.iter().map(|(name, p)| (&*name.0, *p))),
+            None => self.broker.watch_all(),
+        }
+    }
+
+    /// The partitions a response carries: all of them, or in an incremental session only
+    /// those with something new (see [`sessions::FetchSessions::select`]).
+    fn session_answer(
+        &self,
+        plan: &Plan,
+        pass: Pass,
+    ) -> (Vec<FetchableTopicResponse>, Vec<Option<FileSlice>>) {
+        if plan.session_id == 0 {
+            return (pass.topics, pass.slices);
+        }
+        let mut answers = Vec::with_capacity(pass.slices.len());
+        let mut slices = pass.slices.iter();
+        for topic in &pass.topics {
+            for p in &topic.partitions {
+                let sliced = slices.next().is_some_and(Option::is_some);
+                let answer = Answer {
+                    has_records: sliced || p.records.as_ref().is_some_and(|r| !r.is_empty()),
+                    error_code: p.error_code,
+                    high_watermark: p.high_watermark,
+                    log_start_offset: p.log_start_offset,
+                };
+                answers.push((topic.topic.clone(), p.partition_index, answer));
+            }
+        }
+        let keep = self.sessions.select(plan, &answers);
+        let mut keep = keep.into_iter();
+        let mut slices = pass.slices.into_iter();
+        let mut kept_slices = Vec::new();
+        let mut topics = Vec::new();
+        for mut topic in pass.topics {
+            let partitions = std::mem::take(&mut topic.partitions);
+            for p in partitions {
+                let slice = slices.next().flatten();
+                if keep.next().unwrap_or(true) {
+                    topic.partitions.push(p);
+                    kept_slices.push(slice);
+                }
+            }
+            if !topic.partitions.is_empty() {
+                topics.push(topic);
+            }
+        }
+        (topics, kept_slices)
+    }
+
     fn fetch_once(&self, v: i16, requested: &[(TopicName, Vec<FetchPartition>)], max_bytes: usize) -> Pass {
         let mut pass = Pass {
             topics: Vec::with_capacity(requested.len()),
+            slices: Vec::new(),
             bytes: 0,
             errored: false,
         };
@@ -118,6 +240,7 @@ impl Handler {
                 data.high_watermark = -1;
                 data.last_stable_offset = -1;
                 pass.errored = true;
+                pass.slices.push(None);
                 return data;
             }
         };
@@ -134,7 +257,7 @@ impl Handler {
             Ok(None)
         } else {
             self.broker
-                .read_topic(topic, p.partition, p.fetch_offset, limit)
+                .read_topic_slice(topic, p.partition, p.fetch_offset, limit)
                 .map(Some)
         };
         let (start, hw) = match &read {
@@ -146,12 +269,17 @@ impl Handler {
         if v >= 5 {
             data.log_start_offset = start;
         }
-        match read {
-            Ok(Some(read)) => {
-                pass.bytes += read.records.len();
-                data.records = Some(read.records);
+        let mut slice = None;
+        match read.and_then(|r| inline_small(r.map(|r| r.slice).unwrap_or_default())) {
+            Ok(Records::File(s)) => {
+                pass.bytes += usize::try_from(s.len()).unwrap_or(usize::MAX);
+                data.records = None;
+                slice = Some(s);
             }
-            Ok(None) => {}
+            Ok(Records::Inline(bytes)) => {
+                pass.bytes += bytes.len();
+                data.records = Some(bytes);
+            }
             Err(e) => {
                 if !matches!(e, BrokerError::Log(LogError::OffsetOutOfRange { .. })) {
                     tracing::warn!(topic = name, partition = p.partition, error = %e, "Fetch read failed");
@@ -160,6 +288,7 @@ impl Handler {
                 pass.errored = true;
             }
         }
+        pass.slices.push(slice);
         data
     }
 

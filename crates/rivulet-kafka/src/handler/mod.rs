@@ -17,6 +17,7 @@ mod fetch;
 mod groups;
 mod metadata;
 mod produce;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -63,8 +64,12 @@ impl Default for HandlerConfig {
 /// A response and the memory reservation it holds until it is written.
 #[derive(Debug)]
 pub struct Response {
-    /// The response body.
+    /// The response body. A Fetch's partitions have `records: None` where `slices` holds
+    /// them.
     pub body: ResponseKind,
+    /// Fetch only: each partition's records in their segment file, in topic then partition
+    /// order (see [`crate::frame::encode_fetch`]).
+    pub slices: Vec<Option<rivulet_broker::FileSlice>>,
     /// Memory reserved for the body's record bytes; release after writing.
     pub reservation: Option<OwnedSemaphorePermit>,
 }
@@ -76,6 +81,7 @@ pub struct Handler {
     config: Arc<HandlerConfig>,
     shutdown: watch::Receiver<bool>,
     fetch_memory: Arc<Semaphore>,
+    sessions: Arc<sessions::FetchSessions>,
 }
 
 /// Who sent a request.
@@ -115,6 +121,7 @@ impl Handler {
             config: Arc::new(config),
             shutdown,
             fetch_memory,
+            sessions: Arc::new(sessions::FetchSessions::default()),
         }
     }
 
@@ -145,15 +152,17 @@ impl Handler {
     /// Handles one request. `None` means no response is sent (Produce with acks=0).
     pub async fn handle(&self, request: Request, client: &ClientInfo) -> Option<Response> {
         if let RequestKind::Fetch(r) = request.body {
-            let (body, reservation) = self.fetch(request.version, r).await;
+            let answer = self.fetch(request.version, r).await;
             return Some(Response {
-                body: ResponseKind::Fetch(body),
-                reservation,
+                body: ResponseKind::Fetch(answer.body),
+                slices: answer.slices,
+                reservation: answer.reservation,
             });
         }
         let body = self.handle_other(request, client).await?;
         Some(Response {
             body,
+            slices: Vec::new(),
             reservation: None,
         })
     }

@@ -95,6 +95,28 @@ fn kafka_python_default_producer_and_group_consumer() {
 }
 
 #[test]
+fn kafka_python_consumes_many_partitions_through_an_incremental_fetch_session() {
+    let Some(python) = python() else {
+        println!("SKIPPED kafka_python_consumes_many_partitions_through_an_incremental_fetch_session: python3 is not installed");
+        return;
+    };
+    let server = Rivulet::start();
+    let metrics = format!("{}/metrics", server.http_base());
+    let script = repo_root().join("tests/clients/kafka_python_sessions.py");
+    let output = Command::new(python)
+        .arg(script)
+        .args([&server.bootstrap(), &metrics, "python-sessions", "48", "600"])
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "kafka-python sessions failed: {}",
+        show(&output)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("OK 600 records over 48 partitions"));
+}
+
+#[test]
 fn kafkajs_readme_example_produces_and_consumes() {
     if which("node").is_none() {
         println!("SKIPPED kafkajs_readme_example_produces_and_consumes: node is not installed");
