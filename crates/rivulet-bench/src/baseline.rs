@@ -248,6 +248,25 @@ pub(crate) struct CpuSample {
     /// `/proc/<pid>/io`: read, pread, recv..., write, pwrite, send...; not futex, epoll or
     /// fdatasync).
     pub broker_rw_syscalls: Option<f64>,
+    /// CPU seconds every CPU of the machine spent busy (`/proc/stat`: all but idle and
+    /// iowait), kernel threads included: writeback, interrupts and other processes too.
+    pub machine: Option<f64>,
+}
+
+/// Busy CPU seconds of the whole machine since boot.
+fn machine_busy_secs() -> Option<f64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Some(busy as f64 / CLOCK_TICKS_PER_SEC)
 }
 
 /// CPU time of this process and, when its pid is known, the broker's counters.
@@ -257,6 +276,7 @@ pub(crate) fn sample_cpu(broker_pid: Option<u32>) -> CpuSample {
         broker: broker_pid.and_then(|pid| cpu_secs(&pid.to_string())),
         broker_context_switches: broker_pid.and_then(context_switches),
         broker_rw_syscalls: broker_pid.and_then(rw_syscalls),
+        machine: machine_busy_secs(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::ctx::{ConsumerCtx, ProducerCtx};
 use crate::error::Result;
+use crate::report::CatchUp;
 use crate::workload::Durability;
 
 /// What a driver set up for one durability level.
@@ -69,6 +70,13 @@ pub trait Driver: Send + Sync + 'static {
     /// Receives records from `ctx.destinations()` (from their beginning) until `ctx` stops,
     /// reporting through [`ConsumerCtx::ready`] or [`ConsumerCtx::owns`] what it owns.
     fn consume(self: Arc<Self>, ctx: ConsumerCtx) -> impl Future<Output = Result<()>> + Send;
+
+    /// Reads everything the run produced with one consumer, from the start and as fast as
+    /// the system serves it; `None` where the driver does not measure that.
+    fn catch_up(&self, prepared: &Prepared) -> impl Future<Output = Result<Option<CatchUp>>> + Send {
+        let _ = prepared;
+        async { Ok(None) }
+    }
 
     /// Deletes what [`Driver::prepare`] created.
     fn cleanup(&self, prepared: &Prepared) -> impl Future<Output = Result<()>> + Send;

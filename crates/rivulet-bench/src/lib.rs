@@ -38,7 +38,7 @@ pub use driver::{Driver, Prepared, Setup};
 pub use error::{BenchError, Result};
 #[cfg(feature = "peers")]
 pub use peer::PeerArgs;
-pub use report::{IntervalRow, Measured, Report, RunReport, Workload};
+pub use report::{CatchUp, IntervalRow, Measured, Report, RunReport, Workload};
 pub use workload::{AckSink, Durability, DurabilityChoice, Latency, WorkloadArgs, HEADER_BYTES};
 
 /// How results are printed (`--format`).

@@ -123,6 +123,9 @@ pub struct Measured {
     pub broker_cpu_us_per_record: Option<f64>,
     /// Load generator CPU microseconds per record while measuring.
     pub generator_cpu_us_per_record: Option<f64>,
+    /// Busy CPU microseconds of the whole machine per record while measuring: broker,
+    /// generator, kernel writeback and interrupts, and anything else running.
+    pub machine_cpu_us_per_record: Option<f64>,
     /// Context switches of all the broker's threads per record while measuring.
     pub broker_context_switches_per_record: Option<f64>,
     /// The broker's read- and write-family system calls per record while measuring
@@ -136,9 +139,26 @@ pub struct Measured {
     pub fraction_of_disk_baseline: Option<f64>,
     /// Produce MB/s over loopback TCP MB/s.
     pub fraction_of_loopback_tcp: Option<f64>,
+    /// One consumer reading the whole run back from the start (`--catch-up`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
     /// Per-interval figures when `--report-interval` is set.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub intervals: Vec<IntervalRow>,
+}
+
+/// One consumer reading everything a run produced, from the first offset, as fast as the
+/// broker serves it (the records are in the page cache: they were just written).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CatchUp {
+    /// Record-batch bytes received.
+    pub bytes: u64,
+    /// Records received.
+    pub records: u64,
+    /// Seconds from the first request to the last record.
+    pub secs: f64,
+    /// Bytes per second, in MB (10^6).
+    pub mb_per_sec: f64,
 }
 
 /// The raw results of one run, which [`Measured::new`] turns into figures.
@@ -150,6 +170,7 @@ pub(crate) struct Tally<'a> {
     pub intervals: Vec<IntervalRow>,
     /// The broker's threads and RSS (MiB) at the end of the window.
     pub broker_end: (Option<u64>, Option<f64>),
+    pub catch_up: Option<CatchUp>,
 }
 
 impl Measured {
@@ -197,12 +218,14 @@ impl Measured {
             cpu_secs_broker: cpu_delta(|s| s.broker),
             broker_cpu_us_per_record: per_record(cpu_delta(|s| s.broker), 1e6),
             generator_cpu_us_per_record: per_record(cpu_delta(|s| s.generator), 1e6),
+            machine_cpu_us_per_record: per_record(cpu_delta(|s| s.machine), 1e6),
             broker_context_switches_per_record: per_record(cpu_delta(|s| s.broker_context_switches), 1.0),
             broker_rw_syscalls_per_record: per_record(cpu_delta(|s| s.broker_rw_syscalls), 1.0),
             broker_threads: tally.broker_end.0,
             broker_rss_mib: tally.broker_end.1,
             fraction_of_disk_baseline: ratio(disk_reference),
             fraction_of_loopback_tcp: ratio(baseline.map(|b| b.loopback_tcp_mb_per_sec)),
+            catch_up: tally.catch_up,
             intervals: tally.intervals,
         }
     }

@@ -197,6 +197,7 @@ async fn drive<D: Driver>(driver: Arc<D>, run: &Level<'_>, prepared: &Prepared) 
 
     drain(&shared).await;
     stop_consumers(&shared.stop, consumers).await?;
+    let catch_up = driver.catch_up(prepared).await?;
     let mut e2e = new_histogram()?;
     for hist in &consumer_hists {
         let hist = hist
@@ -211,6 +212,7 @@ async fn drive<D: Driver>(driver: Arc<D>, run: &Level<'_>, prepared: &Prepared) 
         cpu,
         intervals: interval.finish(),
         broker_end,
+        catch_up,
     };
     let topic = prepared.destinations.join(",");
     Ok(Measured::new(topic, load, run.level, tally, run.baseline))

@@ -22,7 +22,7 @@ use crate::baseline::{run_baselines, Baseline};
 use crate::ctx::{ConsumerCtx, ProducerCtx};
 use crate::driver::{Driver, Prepared, Setup};
 use crate::error::{bail, Context, Result};
-use crate::report::Report;
+use crate::report::{CatchUp, Report};
 use crate::run::{self, default_prefix, Target};
 use crate::workload::{Durability, WorkloadArgs};
 
@@ -75,6 +75,11 @@ pub struct KafkaArgs {
     /// Keep the benchmark topics instead of deleting them after each run
     #[arg(long)]
     pub keep: bool,
+    /// After each run, read everything it produced with one consumer from the first
+    /// offset, as fast as the broker serves it, and report the rate (catch-up from the page
+    /// cache)
+    #[arg(long)]
+    pub catch_up: bool,
 }
 
 /// Which Kafka client drives the run.
@@ -102,6 +107,7 @@ impl KafkaArgs {
             topics: 1,
             topic: None,
             keep: false,
+            catch_up: false,
         }
     }
 
@@ -154,7 +160,8 @@ pub fn measure(args: &KafkaArgs, baseline: Option<Baseline>) -> Result<Report> {
                 args.acks, args.batch_size, args.linger_ms
             ),
             ClientKind::Native => format!(
-                "native acks=all, one request per tick, {} requests in flight, {} topics",
+                "native acks=all linger.ms={}, {} requests in flight, {} topics",
+                args.linger_ms,
                 native::IN_FLIGHT_REQUESTS_MAX,
                 args.topics
             ),
@@ -248,7 +255,8 @@ impl Driver for KafkaDriver {
     async fn produce(self: Arc<Self>, ctx: ProducerCtx) -> Result<()> {
         if self.args.client == ClientKind::Native {
             let tps = Arc::new(self.topic_partitions(ctx.destinations()));
-            return native::produce(&self.args.conn.brokers, tps, ctx).await;
+            let linger = std::time::Duration::from_millis(self.args.linger_ms);
+            return native::produce(&self.args.conn.brokers, tps, linger, ctx).await;
         }
         let config = self.producer_config()?;
         tokio::task::spawn_blocking(move || client::produce(&config, ctx))
@@ -273,6 +281,14 @@ impl Driver for KafkaDriver {
         tokio::task::spawn_blocking(move || client::consume(&self.args.conn, &config, ctx))
             .await
             .context("a consumer thread failed")?
+    }
+
+    async fn catch_up(&self, prepared: &Prepared) -> Result<Option<CatchUp>> {
+        if !self.args.catch_up {
+            return Ok(None);
+        }
+        let tps = self.topic_partitions(&prepared.destinations);
+        native::catch_up(&self.args.conn.brokers, &tps).await.map(Some)
     }
 
     async fn cleanup(&self, prepared: &Prepared) -> Result<()> {

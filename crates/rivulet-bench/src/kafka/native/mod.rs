@@ -3,9 +3,10 @@
 //! broker thread visits every partition it knows on every wake-up, so with thousands of
 //! partitions the load generator, not the broker, saturates).
 //!
-//! The producer sends every due record in one Produce request per tick (one uncompressed
-//! batch per partition, `acks=all`), at most [`IN_FLIGHT_REQUESTS_MAX`] requests in flight on
-//! one connection, and acknowledges each record from its response. The consumer fetches its
+//! The producer sends every due record in one Produce request (one uncompressed batch per
+//! partition, `acks=all`), then lingers (`--linger-ms`, as librdkafka's `linger.ms`) before
+//! gathering the next; at most [`IN_FLIGHT_REQUESTS_MAX`] requests are in flight on one
+//! connection, and each record is acknowledged from its response. The consumer fetches its
 //! partitions directly (no group) from offset 0 with `min_bytes=1`. Both talk to the first
 //! bootstrap address only: meant for single-node brokers.
 
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::ctx::{ConsumerCtx, ProducerCtx};
 use crate::error::{err, Result};
+use crate::report::CatchUp;
 use crate::workload::AckSink;
 
 /// Produce requests one producer keeps in flight.
@@ -60,6 +62,7 @@ async fn connect(brokers: &str) -> Result<TcpStream> {
 pub(super) async fn produce(
     brokers: &str,
     tps: Arc<Vec<TopicPartition>>,
+    linger: Duration,
     mut ctx: ProducerCtx,
 ) -> Result<()> {
     let (reader, mut writer) = connect(brokers).await?.into_split();
@@ -112,6 +115,9 @@ pub(super) async fn produce(
         tx.send((correlation_id, in_flight))
             .map_err(|_| err!("the response reader stopped"))?;
         wire::write_frame(&mut writer, &frame).await?;
+        if !linger.is_zero() {
+            tokio::time::sleep(linger).await;
+        }
     }
     drop(tx);
     responses
@@ -207,7 +213,46 @@ async fn read_produce_responses(
     }
 }
 
-/// Fetches `tps` from offset 0 and hands every value to `ctx` until it stops.
+/// An incremental fetch session (KIP-227) as a client keeps it: after a full fetch that
+/// opens it, requests carry only the partitions whose position moved.
+#[derive(Debug, Default)]
+struct Session {
+    /// 0 while there is none (the next request is a full fetch that asks for one).
+    id: i32,
+    epoch: i32,
+    /// Each partition's offset as the broker last heard it.
+    sent: Vec<Option<i64>>,
+}
+
+impl Session {
+    /// The partitions the next request must carry.
+    fn changed(&self, offsets: &[i64]) -> Vec<usize> {
+        (0..offsets.len())
+            .filter(|&i| self.id == 0 || self.sent.get(i).copied().flatten() != Some(offsets[i]))
+            .collect()
+    }
+
+    /// Takes in the broker's answer to a request that carried `carried` at `offsets`.
+    fn answered(&mut self, error_code: i16, session_id: i32, carried: &[usize], offsets: &[i64]) {
+        if error_code != 0 || session_id == 0 {
+            // Not found, a wrong epoch, or no session granted: full fetches from here.
+            *self = Session::default();
+            return;
+        }
+        if self.id != session_id {
+            self.id = session_id;
+            self.epoch = 0;
+            self.sent = vec![None; offsets.len()];
+        }
+        self.epoch = if self.epoch == i32::MAX { 1 } else { self.epoch + 1 };
+        for &i in carried {
+            self.sent[i] = Some(offsets[i]);
+        }
+    }
+}
+
+/// Fetches `tps` from offset 0 and hands every value to `ctx` until it stops, in an
+/// incremental fetch session when the broker grants one.
 pub(super) async fn consume(brokers: &str, tps: Vec<TopicPartition>, mut ctx: ConsumerCtx) -> Result<()> {
     let mut stream = connect(brokers).await?;
     ctx.owns(tps.len());
@@ -217,16 +262,25 @@ pub(super) async fn consume(brokers: &str, tps: Vec<TopicPartition>, mut ctx: Co
         .enumerate()
         .map(|(i, (t, p))| ((t.as_str(), *p), i))
         .collect();
+    let mut session = Session::default();
     let mut correlation_id = 0i32;
     while !ctx.stopped() {
         correlation_id = correlation_id.wrapping_add(1);
-        let frame = wire::encode(&fetch_request(&tps, &offsets), FETCH_VERSION, correlation_id)?;
-        wire::write_frame(&mut stream, &frame).await?;
+        let carried = session.changed(&offsets);
+        let request = fetch_request_of(&tps, &offsets, &carried)
+            .with_session_id(session.id)
+            .with_session_epoch(session.epoch);
+        wire::write_frame(
+            &mut stream,
+            &wire::encode(&request, FETCH_VERSION, correlation_id)?,
+        )
+        .await?;
         let frame = tokio::select! {
             frame = wire::read_frame(&mut stream) => frame?.ok_or_else(|| err!("the broker closed the connection"))?,
             _ = ctx.wait_stopped() => break,
         };
         let (_, response) = wire::decode::<FetchRequest>(frame, FETCH_VERSION)?;
+        session.answered(response.error_code, response.session_id, &carried, &offsets);
         for topic in &response.responses {
             for p in &topic.partitions {
                 let Some(&i) = index.get(&(&*topic.topic.0, p.partition_index)) else {
@@ -245,9 +299,99 @@ pub(super) async fn consume(brokers: &str, tps: Vec<TopicPartition>, mut ctx: Co
     Ok(())
 }
 
+/// Bytes a catch-up fetch asks for per partition and in all.
+const CATCH_UP_PARTITION_BYTES_MAX: i32 = 16 << 20;
+const CATCH_UP_FETCH_BYTES_MAX: i32 = 64 << 20;
+
+/// Reads `tps` from offset 0 up to the high watermarks the first response reports, as fast
+/// as the broker answers, counting record-batch bytes and records.
+pub(super) async fn catch_up(brokers: &str, tps: &[TopicPartition]) -> Result<CatchUp> {
+    let mut stream = connect(brokers).await?;
+    let index: BTreeMap<(&str, i32), usize> = tps
+        .iter()
+        .enumerate()
+        .map(|(i, (t, p))| ((t.as_str(), *p), i))
+        .collect();
+    let mut offsets: Vec<i64> = vec![0; tps.len()];
+    let mut ends: Vec<Option<i64>> = vec![None; tps.len()];
+    let (mut bytes, mut records) = (0u64, 0u64);
+    let started = std::time::Instant::now();
+    let mut correlation_id = 0i32;
+    // Each pass is one fetch; ends when every partition reached its end (bounded by them).
+    while ends
+        .iter()
+        .zip(&offsets)
+        .any(|(end, at)| end.is_none_or(|e| *at < e))
+    {
+        correlation_id = correlation_id.wrapping_add(1);
+        let request = fetch_request(tps, &offsets)
+            .with_max_bytes(CATCH_UP_FETCH_BYTES_MAX)
+            .with_max_wait_ms(0);
+        let mut request = request;
+        for t in &mut request.topics {
+            for p in &mut t.partitions {
+                p.partition_max_bytes = CATCH_UP_PARTITION_BYTES_MAX;
+            }
+        }
+        wire::write_frame(
+            &mut stream,
+            &wire::encode(&request, FETCH_VERSION, correlation_id)?,
+        )
+        .await?;
+        let frame = wire::read_frame(&mut stream)
+            .await?
+            .ok_or_else(|| err!("the broker closed the connection"))?;
+        let (_, response) = wire::decode::<FetchRequest>(frame, FETCH_VERSION)?;
+        for topic in &response.responses {
+            for p in &topic.partitions {
+                let Some(&i) = index.get(&(&*topic.topic.0, p.partition_index)) else {
+                    continue;
+                };
+                if p.error_code != 0 {
+                    return Err(err!(
+                        "catch-up fetch of {}/{}: error {}",
+                        topic.topic.0.as_str(),
+                        p.partition_index,
+                        p.error_code
+                    ));
+                }
+                ends[i].get_or_insert(p.high_watermark);
+                let Some(data) = p.records.as_ref().filter(|r| !r.is_empty()) else {
+                    continue;
+                };
+                let mut n = 0u64;
+                let next = batch::for_each_value(data, offsets[i], |_| n += 1).ok_or_else(|| {
+                    err!(
+                        "an undecodable batch in {}/{}",
+                        topic.topic.0.as_str(),
+                        p.partition_index
+                    )
+                })?;
+                bytes += data.len() as u64;
+                records += n;
+                offsets[i] = next;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(CatchUp {
+        bytes,
+        records,
+        secs,
+        mb_per_sec: bytes as f64 / 1e6 / secs.max(1e-9),
+    })
+}
+
 fn fetch_request(tps: &[TopicPartition], offsets: &[i64]) -> FetchRequest {
+    let all: Vec<usize> = (0..tps.len()).collect();
+    fetch_request_of(tps, offsets, &all)
+}
+
+/// A fetch of the partitions `which` (indexes into `tps`, ascending).
+fn fetch_request_of(tps: &[TopicPartition], offsets: &[i64], which: &[usize]) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for ((topic, partition), offset) in tps.iter().zip(offsets) {
+    for (&i, (topic, partition)) in which.iter().map(|i| (i, &tps[*i])) {
+        let offset = &offsets[i];
         if topics.last().is_none_or(|t| *t.topic.0 != **topic) {
             topics.push(FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.clone()))));
         }

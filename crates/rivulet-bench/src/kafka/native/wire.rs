@@ -43,11 +43,20 @@ pub(super) async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin)) -> Resu
     if len > RESPONSE_BYTES_MAX {
         return Err(err!("response of {len} bytes is over {RESPONSE_BYTES_MAX}"));
     }
-    let mut frame = BytesMut::zeroed(len);
-    stream
-        .read_exact(&mut frame)
-        .await
-        .map_err(|e| err!("reading a response: {e}"))?;
+    // Read into uninitialised capacity: zeroing a large response first would cost as much
+    // as reading it.
+    let mut frame = BytesMut::with_capacity(len);
+    let mut body = stream.take(len as u64);
+    // Each pass reads at least one byte or fails: bounded by `len`.
+    while frame.len() < len {
+        let n = body
+            .read_buf(&mut frame)
+            .await
+            .map_err(|e| err!("reading a response: {e}"))?;
+        if n == 0 {
+            return Err(err!("the broker closed the connection in a response"));
+        }
+    }
     Ok(Some(frame.freeze()))
 }
 

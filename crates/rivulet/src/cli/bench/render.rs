@@ -104,6 +104,7 @@ fn results(runs: &[RunReport]) -> Table {
         }),
         ("broker CPU us/record", |m| opt2(m.broker_cpu_us_per_record)),
         ("generator CPU us/record", |m| opt2(m.generator_cpu_us_per_record)),
+        ("machine CPU us/record", |m| opt2(m.machine_cpu_us_per_record)),
         ("broker ctx switches/record", |m| {
             opt3(m.broker_context_switches_per_record)
         }),
@@ -121,6 +122,10 @@ fn results(runs: &[RunReport]) -> Table {
         ("of loopback TCP", |m| {
             m.fraction_of_loopback_tcp
                 .map_or("-".to_string(), |f| format!("{f:.2}"))
+        }),
+        ("catch-up MB/s (one consumer)", |m| {
+            m.catch_up
+                .map_or("-".to_string(), |c| format!("{:.0}", c.mb_per_sec))
         }),
     ];
     let mut config_row = vec!["topic configs".to_string()];
