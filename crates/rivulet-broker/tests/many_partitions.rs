@@ -1,9 +1,10 @@
-//! 2,000 partitions under `fsync=always`: a flush pool of 4 threads syncs them all, the
-//! thread count stays within the bound, and every acknowledged record survives kill -9.
+//! 2,000 partitions under `fsync=always`, once through the shared journal (the default) and
+//! once through a flush pool of 4 threads alone: the durability threads stay within their
+//! bound and every acknowledged record survives kill -9.
 //!
 //! The parent re-runs this test binary as a child (`many_partitions_child`, ignored in
 //! normal runs) that produces one record to every partition per round, waits for all of
-//! them to be durable, prints each acknowledgement and its flusher-thread count, and is
+//! them to be durable, prints each acknowledgement and its durability-thread counts, and is
 //! killed with SIGKILL at a random moment. The parent then reopens the data directory and
 //! reads every acknowledged record back.
 
@@ -17,28 +18,33 @@ use rand::Rng;
 use rivulet_broker::{Broker, BrokerConfig, Create, NewRecord};
 
 const CHILD_DIR_ENV: &str = "RIVULET_MANY_PARTITIONS_DIR";
+/// Set to "1" when the child writes through the shared journal.
+const CHILD_JOURNAL_ENV: &str = "RIVULET_MANY_PARTITIONS_JOURNAL";
 const TOPICS: usize = 4;
 const PARTITIONS_PER_TOPIC: usize = 500;
 const FLUSH_THREADS: usize = 4;
 const KILL_ROUNDS: usize = 3;
 
-fn config(dir: &std::path::Path) -> BrokerConfig {
+fn config(dir: &std::path::Path, journal: bool) -> BrokerConfig {
+    let defaults = BrokerConfig::default();
+    assert!(defaults.journal.is_some(), "the journal is on by default");
     BrokerConfig {
         data_dir: dir.to_path_buf(),
         flush_threads: FLUSH_THREADS,
-        ..BrokerConfig::default()
+        journal: if journal { defaults.journal.clone() } else { None },
+        ..defaults
     }
 }
 
-/// Threads of this process named like the flush pool's.
-fn flusher_threads() -> usize {
+/// Threads of this process whose name is one of `names`.
+fn threads_named(names: &[&str]) -> usize {
     std::fs::read_dir("/proc/self/task")
         .map(|tasks| {
             tasks
                 .flatten()
                 .filter(|t| {
                     std::fs::read_to_string(t.path().join("comm"))
-                        .is_ok_and(|name| name.trim() == "rivulet-fsync")
+                        .is_ok_and(|name| names.contains(&name.trim()))
                 })
                 .count()
         })
@@ -52,7 +58,8 @@ async fn many_partitions_child() {
     let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
         return;
     };
-    let broker = Broker::open(config(std::path::Path::new(&dir))).expect("child open");
+    let journal = std::env::var(CHILD_JOURNAL_ENV).is_ok_and(|v| v == "1");
+    let broker = Broker::open(config(std::path::Path::new(&dir), journal)).expect("child open");
     for t in 0..TOPICS {
         let name = format!("wide-{t}");
         if broker.topic(&name).is_none() {
@@ -85,7 +92,11 @@ async fn many_partitions_child() {
                 println!("ack {topic} {} {} {round}", p.partition, p.offset);
             }
         }
-        println!("threads {}", flusher_threads());
+        println!(
+            "threads {} {}",
+            threads_named(&["rivulet-fsync"]),
+            threads_named(&["rivulet-journal", "rivulet-keeper"])
+        );
     }
 }
 
@@ -93,12 +104,37 @@ async fn many_partitions_child() {
 type Acked = BTreeMap<(String, i32, i64), String>;
 
 #[test]
+fn two_thousand_partitions_share_one_journal() {
+    let counts = kill_rounds_verified(true);
+    assert!(
+        counts.iter().all(|&(_, j)| j == 2),
+        "journal threads {counts:?}: always its writer and its keeper"
+    );
+    assert!(
+        counts.iter().all(|&(f, _)| f <= FLUSH_THREADS),
+        "flusher threads {counts:?} over {FLUSH_THREADS}"
+    );
+}
+
+#[test]
 fn two_thousand_partitions_share_a_bounded_flush_pool() {
+    let counts = kill_rounds_verified(false);
+    assert!(
+        counts
+            .iter()
+            .all(|&(f, j)| (1..=FLUSH_THREADS).contains(&f) && j == 0),
+        "(flusher, journal) threads {counts:?}: flushers outside 1..={FLUSH_THREADS}"
+    );
+}
+
+/// Kills a producing child `KILL_ROUNDS` times, then reads every acknowledged record back;
+/// returns the (flusher, journal) thread counts the child printed.
+fn kill_rounds_verified(journal: bool) -> Vec<(usize, usize)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acked = Acked::new();
     let mut thread_counts = Vec::new();
     for round in 0..KILL_ROUNDS {
-        let lines = run_child_until_killed(dir.path(), round);
+        let lines = run_child_until_killed(dir.path(), round, journal);
         for line in lines {
             let parts: Vec<&str> = line.split_whitespace().collect();
             match parts.as_slice() {
@@ -110,7 +146,10 @@ fn two_thousand_partitions_share_a_bounded_flush_pool() {
                     );
                     acked.insert(key, value.to_string());
                 }
-                ["threads", n] => thread_counts.push(n.parse::<usize>().expect("count")),
+                ["threads", f, j] => thread_counts.push((
+                    f.parse::<usize>().expect("count"),
+                    j.parse::<usize>().expect("count"),
+                )),
                 _ => {}
             }
         }
@@ -119,23 +158,19 @@ fn two_thousand_partitions_share_a_bounded_flush_pool() {
         !thread_counts.is_empty(),
         "at least one whole round was acknowledged"
     );
-    assert!(
-        thread_counts.iter().all(|n| (1..=FLUSH_THREADS).contains(n)),
-        "flusher threads {thread_counts:?} outside 1..={FLUSH_THREADS}"
-    );
     let started = Instant::now();
-    let partitions = verify_acknowledged(dir.path(), &acked);
+    let partitions = verify_acknowledged(dir.path(), &acked, journal);
     eprintln!(
-        "{} acknowledged records over {partitions} partitions verified in {:?}; flusher threads seen: {:?}",
+        "{} acknowledged records over {partitions} partitions verified in {:?}",
         acked.len(),
         started.elapsed(),
-        thread_counts.iter().max()
     );
+    thread_counts
 }
 
 /// Runs the child until it is producing, lets it run a random while, kills it with SIGKILL
 /// and returns every line it printed.
-fn run_child_until_killed(dir: &std::path::Path, round: usize) -> Vec<String> {
+fn run_child_until_killed(dir: &std::path::Path, round: usize, journal: bool) -> Vec<String> {
     let exe = std::env::current_exe().expect("test binary");
     let mut child = Command::new(&exe)
         .args([
@@ -146,6 +181,7 @@ fn run_child_until_killed(dir: &std::path::Path, round: usize) -> Vec<String> {
             "--test-threads=1",
         ])
         .env(CHILD_DIR_ENV, dir)
+        .env(CHILD_JOURNAL_ENV, if journal { "1" } else { "0" })
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -178,8 +214,8 @@ fn run_child_until_killed(dir: &std::path::Path, round: usize) -> Vec<String> {
 
 /// Reopens the data directory and checks every acknowledged record; returns the number of
 /// partitions checked.
-fn verify_acknowledged(dir: &std::path::Path, acked: &Acked) -> usize {
-    let broker = Broker::open(config(dir)).expect("reopen");
+fn verify_acknowledged(dir: &std::path::Path, acked: &Acked, journal: bool) -> usize {
+    let broker = Broker::open(config(dir, journal)).expect("reopen");
     let mut by_partition: BTreeMap<(String, i32), Vec<(i64, String)>> = BTreeMap::new();
     for ((topic, p, o), value) in acked {
         by_partition

@@ -312,9 +312,10 @@ impl Journal {
             storage,
         });
         let mut threads = Vec::with_capacity(2);
+        // Names within the 15 characters Linux keeps, so ps and top show them whole.
         for (name, run) in [
             ("rivulet-journal", writer::run as fn(&Inner)),
-            ("rivulet-checkpoint", keeper::run),
+            ("rivulet-keeper", keeper::run),
         ] {
             match spawn(name, inner.clone(), run) {
                 Ok(thread) => threads.push(thread),
