@@ -93,7 +93,8 @@ pub struct RunReport {
 /// What one durability level measured.
 #[derive(Debug, Serialize)]
 pub struct Measured {
-    /// The topic (peers: the streams or queues, comma-separated).
+    /// The topic (peers: the streams or queues, comma-separated; more than 8 as the first,
+    /// the last and their count).
     pub topic: String,
     /// Records acknowledged, warm-up included.
     pub produced_records: u64,

@@ -214,8 +214,19 @@ async fn drive<D: Driver>(driver: Arc<D>, run: &Level<'_>, prepared: &Prepared) 
         broker_end,
         catch_up,
     };
-    let topic = prepared.destinations.join(",");
+    let topic = destinations_label(&prepared.destinations);
     Ok(Measured::new(topic, load, run.level, tally, run.baseline))
+}
+
+/// Names the destinations: comma-separated when few, else the first, the last and the count.
+fn destinations_label(destinations: &[String]) -> String {
+    const LISTED_MAX: usize = 8;
+    match destinations {
+        [first, .., last] if destinations.len() > LISTED_MAX => {
+            format!("{first} .. {last} ({} in all)", destinations.len())
+        }
+        _ => destinations.join(","),
+    }
 }
 
 /// Starts a consumer task per consumer that has destinations to read; returns the tasks and
@@ -422,5 +433,18 @@ async fn drain(shared: &Shared) {
     }
     if shared.tty {
         eprint!("\r{:78}\r", "");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::destinations_label;
+
+    #[test]
+    fn many_destinations_are_named_by_their_ends_and_count() {
+        let few: Vec<String> = (0..3).map(|i| format!("t-{i}")).collect();
+        assert_eq!(destinations_label(&few), "t-0,t-1,t-2");
+        let many: Vec<String> = (0..1000).map(|i| format!("t-{i}")).collect();
+        assert_eq!(destinations_label(&many), "t-0 .. t-999 (1000 in all)");
     }
 }

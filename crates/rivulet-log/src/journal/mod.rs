@@ -71,7 +71,7 @@ impl Default for JournalConfig {
             grow_bytes: 8 << 20,
             checkpoint_bytes: 16 << 20,
             commit_bytes_max: 4 << 20,
-            append_bytes_max: 256 << 10,
+            append_bytes_max: 64 << 10,
             checkpoint_syncs_max: 64,
         }
     }

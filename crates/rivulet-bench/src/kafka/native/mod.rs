@@ -69,13 +69,14 @@ pub(super) async fn produce(
     let permits = Arc::new(Semaphore::new(IN_FLIGHT_REQUESTS_MAX));
     let (tx, rx) = mpsc::unbounded_channel::<(i32, InFlight)>();
     let acks = ctx.acks();
-    let responses = tokio::spawn(read_produce_responses(
-        tps.clone(),
-        reader,
-        rx,
-        acks,
-        permits.clone(),
-    ));
+    let reader_permits = permits.clone();
+    let tps_reader = tps.clone();
+    let responses = tokio::spawn(async move {
+        let result = read_produce_responses(tps_reader, reader, rx, acks, reader_permits.clone()).await;
+        // A reader that stopped (the broker went away) wakes a producer waiting for a permit.
+        reader_permits.close();
+        result
+    });
     let mut buf = ctx.record_buffer();
     let mut correlation_id = 0i32;
     let mut next = ctx.index();
@@ -104,22 +105,24 @@ pub(super) async fn produce(
                 }
             }
         }
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| err!("producer closed"))?;
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
         permit.forget();
         correlation_id = correlation_id.wrapping_add(1);
         let (frame, in_flight) = produce_request(&tps, records, ctx.record_size(), correlation_id)?;
-        tx.send((correlation_id, in_flight))
-            .map_err(|_| err!("the response reader stopped"))?;
-        wire::write_frame(&mut writer, &frame).await?;
+        if tx.send((correlation_id, in_flight)).is_err()
+            || wire::write_frame(&mut writer, &frame).await.is_err()
+        {
+            break;
+        }
         if !linger.is_zero() {
             tokio::time::sleep(linger).await;
         }
     }
     drop(tx);
+    // The reader's result says whether every request was answered: after a failed write
+    // or a closed permit pool it reports why.
     responses
         .await
         .map_err(|e| err!("the response reader failed: {e}"))?
