@@ -288,11 +288,7 @@ fn acknowledged_appends_survive_the_loss_of_every_unsynced_segment_write() {
     drop(node);
     let node = Node::open(&storage, &root, 8, JournalConfig::default());
     assert_eq!(node.journal.stats().recovered_entries, 0);
-    let all: Vec<Vec<String>> = expected
-        .iter()
-        .zip(&more)
-        .map(|(a, b)| [a.clone(), b.clone()].concat())
-        .collect();
+    let all = joined(&expected, &more);
     assert_holds(&node, &all);
 }
 
@@ -396,11 +392,7 @@ fn a_failing_journal_hands_durability_back_to_the_segments() {
     node.crash();
     storage.synced.fail_durable_writes.store(false, Ordering::SeqCst);
     let node = Node::open(&storage, dir.path(), 3, small_ring());
-    let all: Vec<Vec<String>> = first
-        .iter()
-        .zip(&second)
-        .map(|(a, b)| [a.clone(), b.clone()].concat())
-        .collect();
+    let all = joined(&first, &second);
     assert_holds(&node, &all);
 }
 
@@ -516,4 +508,13 @@ fn logs_under_other_policies_keep_their_background_writeback() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert_eq!(log.high_watermark(), log.log_end_offset());
+}
+
+/// Each log's values of a first round followed by those of a second.
+fn joined(first: &[Vec<String>], second: &[Vec<String>]) -> Vec<Vec<String>> {
+    first
+        .iter()
+        .zip(second)
+        .map(|(a, b)| [a.clone(), b.clone()].concat())
+        .collect()
 }

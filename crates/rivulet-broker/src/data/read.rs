@@ -15,6 +15,15 @@ pub enum ReadLimit {
     Within(usize),
 }
 
+impl ReadLimit {
+    /// The byte budget, whichever the rule.
+    pub fn bytes(self) -> usize {
+        match self {
+            ReadLimit::AtLeastOneBatch(n) | ReadLimit::Within(n) => n,
+        }
+    }
+}
+
 /// Records read from one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordsRead {
@@ -54,16 +63,8 @@ impl Broker {
         offset: i64,
         limit: ReadLimit,
     ) -> Result<ReadResult> {
-        let max_bytes = match limit {
-            ReadLimit::AtLeastOneBatch(n) | ReadLimit::Within(n) => n,
-        };
-        let log = topic
-            .partition(partition)
-            .ok_or_else(|| BrokerError::UnknownPartition {
-                topic: topic.name().to_string(),
-                partition,
-                count: topic.partition_count(),
-            })?;
+        let max_bytes = limit.bytes();
+        let log = partition_of(topic, partition)?;
         let mut read = log.read(offset, max_bytes)?;
         if matches!(limit, ReadLimit::Within(_)) && read.records.len() > max_bytes {
             read.records = bytes::Bytes::new();
@@ -86,16 +87,8 @@ impl Broker {
         offset: i64,
         limit: ReadLimit,
     ) -> Result<SliceRead> {
-        let max_bytes = match limit {
-            ReadLimit::AtLeastOneBatch(n) | ReadLimit::Within(n) => n,
-        };
-        let log = topic
-            .partition(partition)
-            .ok_or_else(|| BrokerError::UnknownPartition {
-                topic: topic.name().to_string(),
-                partition,
-                count: topic.partition_count(),
-            })?;
+        let max_bytes = limit.bytes();
+        let log = partition_of(topic, partition)?;
         let mut read = log.read_slice(offset, max_bytes)?;
         let len = read.slice.as_ref().map_or(0, |s| s.len());
         if matches!(limit, ReadLimit::Within(_)) && len > max_bytes as u64 {
@@ -202,4 +195,15 @@ impl Broker {
     ) -> Result<ReadResult> {
         Ok(self.log_of(topic, partition)?.read(offset, max_bytes)?)
     }
+}
+
+/// Partition `partition` of `topic`, or `UnknownPartition`.
+fn partition_of(topic: &Topic, partition: i32) -> Result<&rivulet_log::Log> {
+    topic
+        .partition(partition)
+        .ok_or_else(|| BrokerError::UnknownPartition {
+            topic: topic.name().to_string(),
+            partition,
+            count: topic.partition_count(),
+        })
 }

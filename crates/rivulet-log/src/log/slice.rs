@@ -99,26 +99,19 @@ impl Log {
                     reason: format!("offset {offset} lies in bytes that failed validation at open"),
                 });
             }
-            if let Some((position, len, next_offset)) = plan.exact {
-                return Ok(SliceRead {
-                    slice: Some(FileSlice {
-                        file: plan.file,
-                        path: plan.path,
-                        position,
-                        len,
-                    }),
-                    next_offset,
-                    high_watermark: plan.high_watermark,
-                    log_start_offset: plan.log_start_offset,
-                });
-            }
-            let bounds = Bounds {
-                start: u64::from(plan.start),
-                end: plan.end,
-                max_bytes: max_bytes as u64,
-                cut_hint: plan.cut_hint,
+            let found = match plan.exact {
+                Some(exact) => Some(exact),
+                None => {
+                    let bounds = Bounds {
+                        start: u64::from(plan.start),
+                        end: plan.end,
+                        max_bytes: max_bytes as u64,
+                        cut_hint: plan.cut_hint,
+                    };
+                    slice_from(plan.file.as_ref(), &plan.path, offset, &bounds)?
+                }
             };
-            match slice_from(plan.file.as_ref(), &plan.path, offset, &bounds)? {
+            match found {
                 Some((position, len, next_offset)) => {
                     return Ok(SliceRead {
                         slice: Some(FileSlice {
