@@ -47,11 +47,10 @@ impl Background {
     /// Starts the group-tick and maintenance threads of `inner`.
     pub(crate) fn start(&self, inner: Weak<Inner>, tick: Duration, maintain: Duration) {
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        // Thread names within the 15 characters Linux keeps.
         let jobs: [Job; 2] = [
             ("rivulet-groups", tick, |b| b.groups().tick()),
-            ("rivulet-maintain", maintain, |b| {
-                b.maintain(rivulet_log::now_ms())
-            }),
+            ("rivulet-maint", maintain, |b| b.maintain(rivulet_log::now_ms())),
         ];
         for (name, period, job) in jobs {
             let inner = inner.clone();
