@@ -216,23 +216,29 @@ impl Durable {
     /// Waits until the records are on disk. Fails when a sync failed (the log then refuses
     /// writes until it is reopened).
     ///
-    /// When the records wait in the shared journal and no commit is running, the commit
-    /// runs here, on the caller's thread: one durable write of about a tenth of a
-    /// millisecond, in exchange for no hand-over to another thread and back.
+    /// Records waiting in the shared journal are committed by its writer thread, which
+    /// this wakes: a durable write takes a tenth of a millisecond on an idle disk but can
+    /// take hundreds behind a flood of writeback, and it must not hold up an async
+    /// runtime's thread and every connection served there.
     pub async fn wait(mut self) -> Result<()> {
         let Some(log) = self.log.clone() else {
             return Ok(());
         };
         let result = log
             .durability()
-            .wait(self.next_offset, || log.lead_journal_commit())
+            .wait(self.next_offset, || {
+                log.kick_journal();
+                false
+            })
             .await;
         // Resolved: dropping the handle has nothing left to hand over.
         self.log = None;
         result.map_err(|reason| log.sync_failure(reason))
     }
 
-    /// [`Durable::wait`] for threads outside an async runtime.
+    /// [`Durable::wait`] for threads outside an async runtime. When the records wait in the
+    /// shared journal and no commit is running, the commit runs on this thread: no
+    /// hand-over to the writer thread and back.
     pub fn wait_blocking(mut self) -> Result<()> {
         let Some(log) = self.log.take() else { return Ok(()) };
         let result = log

@@ -1,11 +1,11 @@
 //! Commits: the pending record written with one durable write, then every log in it told
 //! that its appends are on disk.
 //!
-//! One commit runs at a time, under the committer lock. Usually the appender that waits
-//! for its records runs it on its own thread ([`try_commit`]): with no hand-over to another
-//! thread and back, a lone producer pays no context switch for its durability. Appends
-//! that arrive while a commit runs, and appends nobody waits for, are committed by the
-//! writer thread once kicked ([`kick`]).
+//! One commit runs at a time, under the committer lock. A waiter on a plain thread runs it
+//! on that thread ([`try_commit`]): no hand-over to another thread and back. Async waiters
+//! (a durable write must not hold up an async runtime's thread), appends that arrive while
+//! a commit runs, and appends nobody waits for are committed by the writer thread once
+//! kicked ([`kick`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, TryLockError};

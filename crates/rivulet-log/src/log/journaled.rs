@@ -70,8 +70,9 @@ impl Log {
             .is_some_and(|link| link.journal.lead_commit())
     }
 
-    /// Hands the journal's pending record to its writer thread: for a durability handle
-    /// dropped before it resolved, whose appends nobody else would commit.
+    /// Hands the journal's pending record to its writer thread: for async waiters, and for
+    /// a durability handle dropped before it resolved, whose appends nobody else would
+    /// commit.
     pub(crate) fn kick_journal(&self) {
         if let Some(link) = &self.shared.journal {
             link.journal.kick();
