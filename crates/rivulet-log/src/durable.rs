@@ -131,9 +131,9 @@ impl Durability {
         }
     }
 
-    /// Waits until `next_offset` is durable; `lead` may make it so on this thread (a
-    /// journal commit) and returns true when it wrote something.
-    async fn wait(&self, next_offset: i64, lead: impl Fn() -> bool) -> Result<(), String> {
+    /// Waits until `next_offset` is durable; `kick` asks whoever makes it so (the journal's
+    /// writer thread) to go ahead, without doing any I/O on this thread.
+    async fn wait(&self, next_offset: i64, kick: impl Fn()) -> Result<(), String> {
         loop {
             let notified = self.waiters.notified();
             tokio::pin!(notified);
@@ -143,9 +143,7 @@ impl Durability {
             if let Some(result) = self.check(next_offset) {
                 return result;
             }
-            if lead() {
-                continue;
-            }
+            kick();
             notified.await;
         }
     }
@@ -226,10 +224,7 @@ impl Durable {
         };
         let result = log
             .durability()
-            .wait(self.next_offset, || {
-                log.kick_journal();
-                false
-            })
+            .wait(self.next_offset, || log.kick_journal())
             .await;
         // Resolved: dropping the handle has nothing left to hand over.
         self.log = None;

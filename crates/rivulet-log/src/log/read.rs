@@ -35,6 +35,20 @@ pub(super) struct ReadPlan {
     pub next_base: i64,
 }
 
+impl ReadPlan {
+    /// The plan, or `Corrupt` when `offset` lies in bytes that failed validation at open.
+    pub fn readable(self, offset: i64) -> Result<ReadPlan> {
+        if !self.corrupt {
+            return Ok(self);
+        }
+        Err(LogError::Corrupt {
+            path: self.path,
+            position: self.end,
+            reason: format!("offset {offset} lies in bytes that failed validation at open"),
+        })
+    }
+}
+
 /// A segment range a timestamp lookup scans.
 type TimeCandidate = (Arc<dyn StorageFile>, PathBuf, u64, u64);
 
@@ -49,13 +63,7 @@ impl Log {
                 Ok(plan) => plan,
                 Err(nothing_yet) => return Ok(nothing_yet),
             };
-            if plan.corrupt {
-                return Err(LogError::Corrupt {
-                    path: plan.path,
-                    position: plan.end,
-                    reason: format!("offset {offset} lies in bytes that failed validation at open"),
-                });
-            }
+            let plan = plan.readable(offset)?;
             let read = match plan.exact {
                 Some((position, len, _)) => Some(read_exact(plan.file.as_ref(), &plan.path, position, len)?),
                 None => read_from(

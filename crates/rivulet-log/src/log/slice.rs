@@ -92,13 +92,7 @@ impl Log {
                 Ok(plan) => plan,
                 Err(nothing) => return Ok(empty(offset, nothing.high_watermark, nothing.log_start_offset)),
             };
-            if plan.corrupt {
-                return Err(LogError::Corrupt {
-                    path: plan.path,
-                    position: plan.end,
-                    reason: format!("offset {offset} lies in bytes that failed validation at open"),
-                });
-            }
+            let plan = plan.readable(offset)?;
             let found = match plan.exact {
                 Some(exact) => Some(exact),
                 None => {
