@@ -1,6 +1,6 @@
 //! The broker's own background work, started by [`crate::Broker::open`] for every user of
 //! the broker (`rivulet serve`, the embedded SDK, tests): consumer-group ticks on one
-//! thread, log maintenance (interval flushes, segment rolls, retention, compaction) on
+//! thread, transaction timeouts on another, log maintenance (interval flushes, segment rolls, retention, compaction) on
 //! another, so a long compaction never delays a session expiry.
 
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -48,8 +48,9 @@ impl Background {
     pub(crate) fn start(&self, inner: Weak<Inner>, tick: Duration, maintain: Duration) {
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         // Thread names within the 15 characters Linux keeps.
-        let jobs: [Job; 2] = [
+        let jobs: [Job; 3] = [
             ("rivulet-groups", tick, |b| b.groups().tick()),
+            ("rivulet-txns", tick, |b| b.tick_transactions()),
             ("rivulet-maint", maintain, |b| b.maintain(rivulet_log::now_ms())),
         ];
         for (name, period, job) in jobs {

@@ -98,6 +98,14 @@ pub enum BrokerError {
         /// Why.
         error: crate::groups::GroupError,
     },
+    /// The transaction coordinator refused a request.
+    #[error("transactional id {transactional_id:?}: {error}")]
+    Transaction {
+        /// The transactional id.
+        transactional_id: String,
+        /// Why.
+        error: crate::txn::TxnError,
+    },
 }
 
 impl BrokerError {
@@ -119,6 +127,7 @@ impl BrokerError {
             BrokerError::UnknownPartition { .. } => 3012,
             BrokerError::InvalidRecord(_) => 3013,
             BrokerError::Group { .. } => 3014,
+            BrokerError::Transaction { error, .. } => error.code(),
         }
     }
 

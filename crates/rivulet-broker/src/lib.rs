@@ -36,6 +36,7 @@ pub mod offsets;
 pub mod partitioner;
 pub mod producers;
 pub mod topics;
+pub mod txn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -58,11 +59,13 @@ pub use groups::{GroupCoordinator, GroupDescription, GroupError, GroupLimits, Gr
 pub use lag::PartitionLag;
 pub use members::LocalMember;
 pub use offsets::{CommittedOffset, OffsetStore};
+pub use rivulet_log::{AbortedTxn, Isolation};
 pub use rivulet_log::{
     AppendOutcome, BatchError, Durable, FileSlice, LogError, ReadResult, SliceRead, StoredRecord,
     TimestampOffset, UndecodableBatch,
 };
 pub use topics::{ConfigEntry, PartitionInfo, Topic};
+pub use txn::{PendingOffset, TxnCoordinator, TxnError, TxnMeta, TxnState};
 
 /// Directory under the data directory where deleted topics wait to be freed.
 const TRASH_DIR: &str = "trash";
@@ -96,6 +99,8 @@ pub struct BrokerConfig {
     /// The shared journal `fsync=always` appends go through (see [`rivulet_log::Journal`]);
     /// `None`: every partition syncs its own segments.
     pub journal: Option<JournalConfig>,
+    /// Largest `transaction.timeout.ms` a transactional producer may ask for.
+    pub transaction_timeout_ms_max: i32,
 }
 
 impl Default for BrokerConfig {
@@ -112,6 +117,7 @@ impl Default for BrokerConfig {
             group_tick_ms: 250,
             maintenance_interval_ms: 1_000,
             journal: Some(JournalConfig::default()),
+            transaction_timeout_ms_max: txn::TRANSACTION_TIMEOUT_MS_MAX,
         }
     }
 }
@@ -149,6 +155,7 @@ struct Inner {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     producer_ids: producers::ProducerIds,
     groups: GroupCoordinator,
+    txns: txn::TxnCoordinator,
     metrics: Arc<Metrics>,
     round_robin: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -200,6 +207,8 @@ impl Broker {
         let producer_ids =
             producers::ProducerIds::open(context.storage.clone(), &config.data_dir.join("producer_ids"))?;
         let offsets = OffsetStore::open(&internal.join(offsets::OFFSETS_TOPIC), &context)?;
+        let (txn_store, txn_state) = txn::TxnStore::open(&internal.join(txn::TRANSACTIONS_TOPIC), &context)?;
+        let txns = txn::TxnCoordinator::new(txn_store, txn_state, config.transaction_timeout_ms_max);
         // Every log that uses the journal took its entries: checkpoints may run.
         if let Some(journal) = &context.journal {
             journal.finish_recovery();
@@ -223,12 +232,14 @@ impl Broker {
                 topics: RwLock::new(topics),
                 producer_ids,
                 groups,
+                txns,
                 metrics,
                 round_robin: AtomicUsize::new(0),
                 shutdown: watch::channel(false).0,
                 background: background::Background::default(),
             }),
         };
+        broker.recover_transactions();
         broker
             .inner
             .background
@@ -244,6 +255,11 @@ impl Broker {
     /// The consumer-group coordinator.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.inner.groups
+    }
+
+    /// The transaction coordinator.
+    pub fn txns(&self) -> &txn::TxnCoordinator {
+        &self.inner.txns
     }
 
     /// The process metrics the data plane records into; front ends add their own.
@@ -422,6 +438,9 @@ impl Broker {
         if let Err(e) = self.inner.groups.offsets().maintain(now_ms) {
             tracing::error!(error = %e, "Offsets log maintenance failed");
         }
+        if let Err(e) = self.inner.txns.maintain(now_ms) {
+            tracing::error!(error = %e, "Transaction log maintenance failed");
+        }
     }
 
     /// Starts shutting down: waits for data ([`DataWatch::wait`]) end at once, so long polls
@@ -447,6 +466,10 @@ impl Broker {
         }
         if let Err(e) = self.inner.groups.offsets().close() {
             tracing::error!(error = %e, "Closing the offsets log failed");
+            result = Err(e);
+        }
+        if let Err(e) = self.inner.txns.close() {
+            tracing::error!(error = %e, "Closing the transaction log failed");
             result = Err(e);
         }
         if let Some(journal) = &self.inner.context.journal {

@@ -107,8 +107,21 @@ impl OffsetStore {
 
     /// Durably stores offsets for one group. Returns after the commit is on disk.
     pub async fn commit(&self, group: &str, entries: Vec<(String, i32, CommittedOffset)>) -> Result<()> {
+        if let Some(durable) = self.commit_durable(group, entries)? {
+            durable.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores offsets for one group; the handle resolves once they are on disk (`None`:
+    /// nothing to store). Readers see the offsets at once.
+    pub fn commit_durable(
+        &self,
+        group: &str,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<Option<rivulet_log::Durable>> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let records: Vec<Record> = entries
             .iter()
@@ -130,8 +143,7 @@ impl OffsetStore {
             }
             outcome
         };
-        outcome.durable.wait().await?;
-        Ok(())
+        Ok(Some(outcome.durable))
     }
 
     /// The committed offset of one partition.

@@ -153,6 +153,10 @@ pub struct PartitionInfo {
     pub high_watermark: i64,
     /// Offset the next record will get.
     pub log_end_offset: i64,
+    /// Offset below which every transaction is decided (read_committed readers stop here).
+    pub last_stable_offset: i64,
+    /// Transactions open in the partition.
+    pub open_transactions: usize,
     /// Bytes of the partition's segments.
     pub size_bytes: u64,
     /// Number of segments.
@@ -209,6 +213,8 @@ impl Topic {
             log_start_offset: log.log_start_offset(),
             high_watermark: log.high_watermark(),
             log_end_offset: log.log_end_offset(),
+            last_stable_offset: log.last_stable_offset(),
+            open_transactions: log.open_transactions(),
             size_bytes: log.size_bytes(),
             segments: log.segment_count(),
         })

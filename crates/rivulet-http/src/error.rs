@@ -6,7 +6,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rivulet_broker::{BatchError, BrokerError, GroupError, LogError};
+use rivulet_broker::{BatchError, BrokerError, GroupError, LogError, TxnError};
 use serde_json::json;
 
 /// An error answered to an HTTP client.
@@ -128,6 +128,16 @@ impl From<BrokerError> for ApiError {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, 42901, e.to_string())
             }
             BrokerError::Group { ref group, error } => group_error(group, error),
+            BrokerError::Transaction { error, .. } => match error {
+                TxnError::NotFound => ApiError::new(StatusCode::NOT_FOUND, 40406, e.to_string()),
+                TxnError::ProducerFenced { .. }
+                | TxnError::InvalidProducerIdMapping { .. }
+                | TxnError::InvalidState { .. }
+                | TxnError::Concurrent
+                | TxnError::InvalidTimeout { .. } => {
+                    ApiError::new(StatusCode::CONFLICT, 40906, e.to_string())
+                }
+            },
             BrokerError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 50302, e.to_string()),
             BrokerError::Io { .. }
             | BrokerError::CorruptMetadata { .. }

@@ -33,6 +33,7 @@ struct PartitionFamilies {
     hwm: Family<PartitionLabels, Gauge>,
     start: Family<PartitionLabels, Gauge>,
     size: Family<PartitionLabels, Gauge>,
+    lso_lag: Family<PartitionLabels, Gauge>,
     disk: Gauge,
     topics: Gauge,
     partitions: Gauge,
@@ -67,6 +68,14 @@ pub(crate) fn render(broker: &Broker, metrics: &Metrics) -> String {
         Unit::Bytes,
         partitions.size,
     );
+    reg.register(
+        "partition_last_stable_offset_lag",
+        "Records between the last stable offset and the high watermark (open transactions)",
+        partitions.lso_lag,
+    );
+    let open: Gauge = Gauge::default();
+    open.set(broker.txns().open_count() as i64);
+    reg.register("transactions_open", "Transactions open or completing", open);
     reg.register_with_unit(
         "disk_used",
         "Bytes of all partitions' segments",
@@ -122,6 +131,9 @@ fn partition_families(broker: &Broker, dropped: &Gauge) -> PartitionFamilies {
             out.hwm.get_or_create(&labels).set(info.high_watermark);
             out.start.get_or_create(&labels).set(info.log_start_offset);
             out.size.get_or_create(&labels).set(info.size_bytes as i64);
+            out.lso_lag
+                .get_or_create(&labels)
+                .set((info.high_watermark - info.last_stable_offset).max(0));
         }
     }
     out.disk.set(disk_bytes as i64);

@@ -75,6 +75,9 @@ pub enum BatchError {
         /// What went wrong.
         reason: String,
     },
+    /// A producer sent a control batch; only the transaction coordinator writes markers.
+    #[error("control batches are written by the transaction coordinator, not by producers")]
+    ControlFromProducer,
 }
 
 impl BatchError {
@@ -90,6 +93,7 @@ impl BatchError {
             BatchError::BadRecord { .. } => 1007,
             BatchError::BadCompression { .. } => 1008,
             BatchError::Decompress { .. } => 1009,
+            BatchError::ControlFromProducer => 1010,
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod record;
 pub mod records;
 mod segment;
 pub mod storage;
+pub mod txn;
 
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
 pub use durable::Durable;
@@ -50,3 +51,4 @@ pub use log::{
 };
 pub use reaper::retire_dir;
 pub use records::{Records, StoredRecord, UndecodableBatch};
+pub use txn::{AbortedTxn, Isolation, Marker};

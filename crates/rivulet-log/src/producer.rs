@@ -102,6 +102,10 @@ impl ProducerState {
 
     /// Records an appended batch (with its final offsets).
     pub fn record(&mut self, header: &BatchHeader, timestamp_ms: i64) {
+        if header.is_control() && header.producer_id >= 0 {
+            self.fence_below(header.producer_id, header.producer_epoch);
+            return;
+        }
         if header.producer_id < 0 || header.base_sequence < 0 {
             return;
         }
@@ -131,6 +135,29 @@ impl ProducerState {
             timestamp_ms,
         });
         assert!(entry.batches.len() <= BATCHES_KEPT);
+        if self.producers.len() > PRODUCERS_MAX {
+            self.evict_oldest();
+        }
+    }
+
+    /// A transaction marker written at `epoch`: batches of older epochs are refused from
+    /// now on, and the producer starts its sequences again at this epoch.
+    fn fence_below(&mut self, producer_id: i64, epoch: i16) {
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(BATCHES_KEPT),
+                last_used: tick,
+            });
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_used = tick;
         if self.producers.len() > PRODUCERS_MAX {
             self.evict_oldest();
         }

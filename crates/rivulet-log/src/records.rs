@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::batch::{BatchHeader, HEADER_BYTES};
 use crate::error::BatchError;
 use crate::record::{get_varint, get_varlong};
+use crate::txn::AbortedTxn;
 
 /// Largest decompressed size of one batch's records; a batch that inflates beyond this is
 /// reported as an error rather than allowed to exhaust memory.
@@ -56,6 +57,8 @@ pub struct Records {
     from: i64,
     batch: Option<BatchCursor>,
     next_offset: i64,
+    /// Read committed: aborted transactions whose batches are skipped.
+    aborted: Vec<AbortedTxn>,
 }
 
 #[derive(Debug)]
@@ -73,7 +76,26 @@ impl Records {
             from,
             batch: None,
             next_offset: from,
+            aborted: Vec::new(),
         }
+    }
+
+    /// Records of `batches` at or after `from` for a read_committed reader: the batches of
+    /// the `aborted` transactions are skipped like control batches. The bytes must end at
+    /// or below the last stable offset.
+    pub fn committed(batches: Bytes, from: i64, aborted: Vec<AbortedTxn>) -> Records {
+        Records {
+            aborted,
+            ..Records::new(batches, from)
+        }
+    }
+
+    fn is_aborted(&self, header: &BatchHeader) -> bool {
+        header.is_transactional()
+            && self.aborted.iter().any(|a| {
+                a.producer_id == header.producer_id
+                    && (a.first_offset..=a.last_offset).contains(&header.base_offset)
+            })
     }
 
     /// The offset to read from to continue after what was yielded: past the last yielded
@@ -92,7 +114,7 @@ impl Records {
             return None;
         }
         let bytes = self.rest.split_to(total);
-        let skip = header.is_control() || header.next_offset() <= self.from;
+        let skip = header.is_control() || header.next_offset() <= self.from || self.is_aborted(&header);
         if skip {
             self.next_offset = self.next_offset.max(header.next_offset());
             return Some(Ok(()));

@@ -59,6 +59,13 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Labels of the transaction abort counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why: `producer`, `timeout`, `fenced` or `operator`.
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -78,6 +85,8 @@ pub struct Metrics {
     connections_total: Family<ProtocolLabels, Counter>,
     fsync_duration: Histogram,
     fetch_sessions: Gauge,
+    transaction_duration: Histogram,
+    transactions_aborted: Family<ReasonLabels, Counter>,
     known_topics: Mutex<HashSet<String>>,
 }
 
@@ -97,6 +106,8 @@ impl Metrics {
         let connections_total = Family::<ProtocolLabels, Counter>::default();
         let fsync_duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 18));
         let fetch_sessions = Gauge::default();
+        let transaction_duration = Histogram::new(exponential_buckets(0.001, 2.0, 22));
+        let transactions_aborted = Family::<ReasonLabels, Counter>::default();
         root.register(
             "records_produced",
             "Records appended to topics",
@@ -151,6 +162,17 @@ impl Metrics {
             "Incremental fetch sessions (KIP-227) cached now",
             fetch_sessions.clone(),
         );
+        root.register_with_unit(
+            "transaction_duration",
+            "Time from a transaction's first partition to its completion (commit or abort)",
+            Unit::Seconds,
+            transaction_duration.clone(),
+        );
+        root.register(
+            "transactions_aborted",
+            "Transactions aborted, by reason",
+            transactions_aborted.clone(),
+        );
         root.register(
             "build",
             "Rivulet build information",
@@ -170,6 +192,8 @@ impl Metrics {
             connections_total,
             fsync_duration,
             fetch_sessions,
+            transaction_duration,
+            transactions_aborted,
             known_topics: Mutex::new(HashSet::new()),
         }
     }
@@ -184,6 +208,17 @@ impl Metrics {
             TopicLabels {
                 topic: "_other".to_string(),
             }
+        }
+    }
+
+    /// Records a completed transaction: its duration, and the abort reason when it aborted.
+    pub fn observe_transaction(&self, duration_ms: u64, aborted: Option<&str>) {
+        self.transaction_duration.observe(duration_ms as f64 / 1_000.0);
+        if let Some(reason) = aborted {
+            let labels = ReasonLabels {
+                reason: reason.to_string(),
+            };
+            self.transactions_aborted.get_or_create(&labels).inc();
         }
     }
 

@@ -27,6 +27,7 @@ impl Broker {
                 partition,
                 count: t.partition_count(),
             })?;
+        self.check_transactional(topic, partition, batches)?;
         let outcome = log.append(batches).inspect_err(|e| {
             tracing::warn!(topic, partition, error = %e, code = e.code(), "Produce rejected");
         })?;
@@ -35,5 +36,25 @@ impl Broker {
                 .record_produced(topic, outcome.record_count as u64, batches.len() as u64);
         }
         Ok(outcome)
+    }
+
+    /// A transactional producer's batches may only go to a partition its open transaction
+    /// holds, at its current epoch (a zombie's writes are refused here).
+    fn check_transactional(&self, topic: &str, partition: i32, batches: &[u8]) -> Result<()> {
+        let Ok(header) = rivulet_log::batch::BatchHeader::parse(batches) else {
+            return Ok(()); // the log refuses it with the precise reason
+        };
+        if !header.is_transactional() || header.is_control() {
+            return Ok(());
+        }
+        self.txns()
+            .check_produce(header.producer_id, header.producer_epoch, topic, partition)
+            .map_err(|error| {
+                tracing::warn!(topic, partition, producer_id = header.producer_id, error = %error, "Transactional produce refused");
+                BrokerError::Transaction {
+                    transactional_id: String::new(),
+                    error,
+                }
+            })
     }
 }

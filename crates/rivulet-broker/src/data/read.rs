@@ -1,6 +1,8 @@
 //! Reading partitions: stored batches as they are, or decoded into records.
 
-use rivulet_log::{batch, ReadResult, Records, SliceRead, StoredRecord, TimestampOffset, UndecodableBatch};
+use rivulet_log::{
+    batch, Isolation, ReadResult, Records, SliceRead, StoredRecord, TimestampOffset, UndecodableBatch,
+};
 
 use crate::error::{BrokerError, Result};
 use crate::{Broker, Topic};
@@ -80,16 +82,20 @@ impl Broker {
     /// [`Broker::read_topic`] without reading: where the batches lie in a segment file, for
     /// a front end that sends them to a socket without copying them (Kafka Fetch). The
     /// batches' CRCs are not checked again.
+    ///
+    /// A read_committed reader gets batches below the last stable offset only, and the
+    /// aborted transactions among them.
     pub fn read_topic_slice(
         &self,
         topic: &Topic,
         partition: i32,
         offset: i64,
         limit: ReadLimit,
+        isolation: Isolation,
     ) -> Result<SliceRead> {
         let max_bytes = limit.bytes();
         let log = partition_of(topic, partition)?;
-        let mut read = log.read_slice(offset, max_bytes)?;
+        let mut read = log.read_slice_isolated(offset, max_bytes, isolation)?;
         let len = read.slice.as_ref().map_or(0, |s| s.len());
         if matches!(limit, ReadLimit::Within(_)) && len > max_bytes as u64 {
             read.slice = None;
@@ -103,8 +109,9 @@ impl Broker {
         Ok(read)
     }
 
-    /// Reads records from `offset`: at most `records_max`, from about `max_bytes` of stored
-    /// batches (at least one batch). An offset below the log start is an
+    /// Reads committed records from `offset`: at most `records_max`, from about `max_bytes`
+    /// of stored batches (at least one batch). Reading stops at the last stable offset and
+    /// leaves out the records of aborted transactions. An offset below the log start is an
     /// `OffsetOutOfRange` error carrying the log start.
     pub fn read_records(
         &self,
@@ -123,14 +130,15 @@ impl Broker {
         };
         let mut bytes_read = 0u64;
         for _ in 0..EMPTY_PASSES_MAX {
-            let read = self.read_unmetered(topic, partition, out.next_offset, max_bytes)?;
+            let log = self.log_of(topic, partition)?;
+            let (read, aborted) = log.read_isolated(out.next_offset, max_bytes, Isolation::ReadCommitted)?;
             out.high_watermark = read.high_watermark;
             out.log_start_offset = read.log_start_offset;
             if read.records.is_empty() {
                 break;
             }
             bytes_read += read.records.len() as u64;
-            let mut records = Records::new(read.records, out.next_offset);
+            let mut records = Records::committed(read.records, out.next_offset, aborted);
             for item in records.by_ref() {
                 match item {
                     Ok(record) => out.records.push(record),

@@ -17,36 +17,6 @@ use super::{str_bytes, Handler};
 use crate::errors as ec;
 
 impl Handler {
-    pub(super) fn init_producer_id(&self, v: i16, r: InitProducerIdRequest) -> InitProducerIdResponse {
-        if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
-            tracing::warn!("InitProducerId with a transactional id: transactions are not supported");
-            return InitProducerIdResponse::default()
-                .with_error_code(ec::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1);
-        }
-        let existing = (v >= 3 && r.producer_id.0 >= 0).then_some((r.producer_id.0, r.producer_epoch));
-        match self.broker.init_producer_id(existing) {
-            Ok((id, epoch)) => {
-                tracing::info!(
-                    producer_id = id,
-                    epoch,
-                    "Allocated a producer id for an idempotent producer"
-                );
-                InitProducerIdResponse::default()
-                    .with_producer_id(ProducerId(id))
-                    .with_producer_epoch(epoch)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "Allocating a producer id failed");
-                InitProducerIdResponse::default()
-                    .with_error_code(broker_error_code(&e))
-                    .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1)
-            }
-        }
-    }
-
     pub(super) fn create_topics(&self, v: i16, r: CreateTopicsRequest) -> CreateTopicsResponse {
         let topics = r
             .topics

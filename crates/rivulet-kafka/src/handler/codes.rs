@@ -1,7 +1,7 @@
 //! Broker errors as Kafka error codes. Every match is exhaustive: a new error variant does
 //! not compile until it has a code.
 
-use rivulet_broker::{BatchError, BrokerError, GroupError, LogError};
+use rivulet_broker::{BatchError, BrokerError, GroupError, LogError, TxnError};
 
 use crate::errors as ec;
 
@@ -22,6 +22,29 @@ pub fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::ShuttingDown => ec::COORDINATOR_NOT_AVAILABLE,
         BrokerError::InvalidRecord(_) => ec::INVALID_RECORD,
         BrokerError::Group { error, .. } => group_error_code(*error),
+        BrokerError::Transaction { error, .. } => txn_error_code(*error, false),
+    }
+}
+
+/// Kafka error code for a transaction coordinator error. `fenced_code`: the request
+/// version knows PRODUCER_FENCED (KIP-588); older ones get INVALID_PRODUCER_EPOCH.
+pub fn txn_error_code(e: TxnError, fenced_code: bool) -> i16 {
+    match e {
+        TxnError::ProducerFenced { .. } if fenced_code => ec::PRODUCER_FENCED,
+        TxnError::ProducerFenced { .. } => ec::INVALID_PRODUCER_EPOCH,
+        TxnError::InvalidProducerIdMapping { .. } => ec::INVALID_PRODUCER_ID_MAPPING,
+        TxnError::InvalidState { .. } => ec::INVALID_TXN_STATE,
+        TxnError::Concurrent => ec::CONCURRENT_TRANSACTIONS,
+        TxnError::InvalidTimeout { .. } => ec::INVALID_TRANSACTION_TIMEOUT,
+        TxnError::NotFound => ec::TRANSACTIONAL_ID_NOT_FOUND,
+    }
+}
+
+/// [`broker_error_code`] for a transactional API whose version decides the fencing code.
+pub fn txn_broker_error_code(e: &BrokerError, fenced_code: bool) -> i16 {
+    match e {
+        BrokerError::Transaction { error, .. } => txn_error_code(*error, fenced_code),
+        other => broker_error_code(other),
     }
 }
 
@@ -50,6 +73,7 @@ pub fn batch_error_code(e: &BatchError) -> i16 {
         | BatchError::BadRecord { .. }
         | BatchError::BadCompression { .. }
         | BatchError::Decompress { .. } => ec::CORRUPT_MESSAGE,
+        BatchError::ControlFromProducer => ec::INVALID_RECORD,
     }
 }
 

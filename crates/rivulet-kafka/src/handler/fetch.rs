@@ -4,16 +4,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::messages::fetch_response::AbortedTransaction;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
 use rivulet_broker::{
-    BrokerError, DataWatch, FileSlice, LogError, ReadLimit, TimestampOffset, Topic, Woke,
-    WATCH_PARTITIONS_MAX,
+    AbortedTxn, BrokerError, DataWatch, FileSlice, Isolation, LogError, ReadLimit, TimestampOffset, Topic,
+    Woke, WATCH_PARTITIONS_MAX,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -75,6 +77,7 @@ impl Handler {
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
         let min_bytes = r.min_bytes.max(0) as usize;
         let max_bytes = (r.max_bytes.max(0) as usize).min(self.config.fetch_bytes_max);
+        let isolation = isolation_of(r.isolation_level);
         let begun = self.sessions.begin(
             v,
             r.session_id,
@@ -111,9 +114,9 @@ impl Handler {
                 let candidates = self.sessions.candidates(plan.session_id, |name| {
                     self.broker.topic(&name.0).map(|t| move |p| t.offsets(p))
                 });
-                self.fetch_once(v, &candidates, max_bytes)
+                self.fetch_once(v, &candidates, max_bytes, isolation)
             } else {
-                self.fetch_once(v, &plan.partitions, max_bytes)
+                self.fetch_once(v, &plan.partitions, max_bytes, isolation)
             };
             let done =
                 pass.bytes >= min_bytes || pass.errored || Instant::now() >= deadline || *shutdown.borrow();
@@ -198,7 +201,13 @@ impl Handler {
         (topics, kept_slices)
     }
 
-    fn fetch_once(&self, v: i16, requested: &[(TopicName, Vec<FetchPartition>)], max_bytes: usize) -> Pass {
+    fn fetch_once(
+        &self,
+        v: i16,
+        requested: &[(TopicName, Vec<FetchPartition>)],
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Pass {
         let mut pass = Pass {
             topics: Vec::with_capacity(requested.len()),
             slices: Vec::new(),
@@ -210,7 +219,14 @@ impl Handler {
             let topic = self.broker.existing_topic(&name.0);
             let partitions = parts
                 .iter()
-                .map(|p| self.fetch_partition(v, &name.0, topic.as_deref(), p, max_bytes, &mut pass))
+                .map(|p| {
+                    let ask = Ask {
+                        v,
+                        max_bytes,
+                        isolation,
+                    };
+                    self.fetch_partition(ask, &name.0, topic.as_deref(), p, &mut pass)
+                })
                 .collect();
             pass.topics.push(
                 FetchableTopicResponse::default()
@@ -223,13 +239,17 @@ impl Handler {
 
     fn fetch_partition(
         &self,
-        v: i16,
+        ask: Ask,
         name: &str,
         topic: Result<&Topic, &BrokerError>,
         p: &FetchPartition,
-        max_bytes: usize,
         pass: &mut Pass,
     ) -> PartitionData {
+        let Ask {
+            v,
+            max_bytes,
+            isolation,
+        } = ask;
         let mut data = PartitionData::default()
             .with_partition_index(p.partition)
             .with_records(Some(Bytes::new()));
@@ -257,17 +277,27 @@ impl Handler {
             Ok(None)
         } else {
             self.broker
-                .read_topic_slice(topic, p.partition, p.fetch_offset, limit)
+                .read_topic_slice(topic, p.partition, p.fetch_offset, limit, isolation)
                 .map(Some)
         };
-        let (start, hw) = match &read {
-            Ok(Some(r)) => (r.log_start_offset, r.high_watermark),
-            _ => topic.offsets(p.partition).unwrap_or((-1, -1)),
+        let (start, hw, stable) = match &read {
+            Ok(Some(r)) => (r.log_start_offset, r.high_watermark, r.last_stable_offset),
+            _ => {
+                let (start, hw) = topic.offsets(p.partition).unwrap_or((-1, -1));
+                (start, hw, hw)
+            }
         };
         data.high_watermark = hw;
-        data.last_stable_offset = hw;
+        data.last_stable_offset = stable;
         if v >= 5 {
             data.log_start_offset = start;
+        }
+        if isolation == Isolation::ReadCommitted {
+            let aborted = match &read {
+                Ok(Some(r)) => r.aborted.iter().map(aborted_transaction).collect(),
+                _ => Vec::new(),
+            };
+            data.aborted_transactions = Some(aborted);
         }
         let mut slice = None;
         match read.and_then(|r| inline_small(r.map(|r| r.slice).unwrap_or_default())) {
@@ -300,7 +330,9 @@ impl Handler {
                 let partitions = t
                     .partitions
                     .into_iter()
-                    .map(|p| self.list_offset(v, &t.name.0, p.partition_index, p.timestamp))
+                    .map(|p| {
+                        self.list_offset(v, &t.name.0, p.partition_index, p.timestamp, r.isolation_level)
+                    })
                     .collect();
                 ListOffsetsTopicResponse::default()
                     .with_name(t.name)
@@ -316,6 +348,7 @@ impl Handler {
         topic: &str,
         partition: i32,
         timestamp: i64,
+        isolation_level: i8,
     ) -> ListOffsetsPartitionResponse {
         let mut resp = ListOffsetsPartitionResponse::default().with_partition_index(partition);
         let Some(info) = self.broker.topic(topic).and_then(|t| t.partition_info(partition)) else {
@@ -325,9 +358,13 @@ impl Handler {
         if v >= 4 {
             resp.leader_epoch = 0;
         }
+        let latest = match isolation_of(isolation_level) {
+            Isolation::ReadCommitted => info.last_stable_offset,
+            Isolation::ReadUncommitted => info.high_watermark,
+        };
         let found = match timestamp {
             EARLIEST => Ok(Some((info.log_start_offset, -1))),
-            LATEST => Ok(Some((info.high_watermark, -1))),
+            LATEST => Ok(Some((latest, -1))),
             MAX_TIMESTAMP => self.broker.max_timestamp_offset(topic, partition).map(pair),
             ts => self.broker.offset_for_timestamp(topic, partition, ts).map(pair),
         };
@@ -344,6 +381,28 @@ impl Handler {
         }
         resp
     }
+}
+
+/// What one partition of a Fetch asks beyond its own fields.
+#[derive(Clone, Copy)]
+struct Ask {
+    v: i16,
+    max_bytes: usize,
+    isolation: Isolation,
+}
+
+/// Kafka's `isolation_level`: 1 is read_committed, anything else read_uncommitted.
+fn isolation_of(level: i8) -> Isolation {
+    match level {
+        1 => Isolation::ReadCommitted,
+        _ => Isolation::ReadUncommitted,
+    }
+}
+
+fn aborted_transaction(a: &AbortedTxn) -> AbortedTransaction {
+    AbortedTransaction::default()
+        .with_producer_id(ProducerId(a.producer_id))
+        .with_first_offset(a.first_offset)
 }
 
 fn pair(found: Option<TimestampOffset>) -> Option<(i64, i64)> {

@@ -231,6 +231,10 @@ impl Handler {
                         if v >= 5 {
                             resp.committed_leader_epoch = committed.as_ref().map_or(-1, |c| c.leader_epoch);
                         }
+                        // KIP-447: a transaction about to commit this offset makes it unstable.
+                        if r.require_stable && self.broker.txns().has_pending_offset(&group, &name.0, p) {
+                            resp.error_code = ec::UNSTABLE_OFFSET_COMMIT;
+                        }
                         resp
                     })
                     .collect();

@@ -113,14 +113,15 @@ impl Handler {
             .with_node_id(BrokerId(self.config.node_id))
             .with_host(str_bytes(self.config.advertised_host.clone()))
             .with_port(self.config.advertised_port as i32);
-        if r.key_type != 0 {
+        // 0: a consumer group, 1: a transactional id; this node coordinates both.
+        if r.key_type != 0 && r.key_type != 1 {
             resp = resp
                 .with_error_code(ec::COORDINATOR_NOT_AVAILABLE)
                 .with_node_id(BrokerId(-1))
                 .with_host(str_bytes(""))
                 .with_port(-1);
             if v >= 1 {
-                resp.error_message = Some(str_bytes("transactions are not supported"));
+                resp.error_message = Some(str_bytes("unknown coordinator key type"));
             }
         }
         resp

@@ -5,7 +5,8 @@
 //! - [`fetch`]: Fetch (long poll on the broker's data watch) and ListOffsets;
 //! - [`metadata`]: Metadata and FindCoordinator;
 //! - [`groups`]: the group protocol, OffsetCommit/OffsetFetch and group admin;
-//! - [`admin`]: topics, configs and producer ids;
+//! - [`admin`]: topics and configs;
+//! - [`txn`]: producer ids and transactions;
 //! - [`codes`]: broker errors as Kafka error codes.
 //!
 //! Responses only set fields that exist in the negotiated version (the codec refuses to
@@ -18,6 +19,7 @@ mod groups;
 mod metadata;
 mod produce;
 pub mod sessions;
+mod txn;
 
 use std::sync::Arc;
 
@@ -189,7 +191,21 @@ impl Handler {
             RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(v, r)),
             RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(v, r).await),
             RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(v, r)),
-            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(v, r)),
+            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(v, r).await),
+            RequestKind::AddPartitionsToTxn(r) => {
+                ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(v, r).await)
+            }
+            RequestKind::AddOffsetsToTxn(r) => {
+                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(v, r).await)
+            }
+            RequestKind::TxnOffsetCommit(r) => {
+                ResponseKind::TxnOffsetCommit(self.txn_offset_commit(v, r).await)
+            }
+            RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(v, r).await),
+            RequestKind::DescribeTransactions(r) => {
+                ResponseKind::DescribeTransactions(self.describe_transactions(r))
+            }
+            RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(self.list_transactions(r)),
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(v, r)),
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r)),
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),

@@ -25,8 +25,6 @@ impl Handler {
         let acks = r.acks;
         let refused = if acks != 0 && acks != 1 && acks != -1 {
             Some(ec::INVALID_REQUIRED_ACKS)
-        } else if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
-            Some(ec::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         } else {
             None
         };

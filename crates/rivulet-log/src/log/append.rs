@@ -9,6 +9,7 @@ use crate::config::{FsyncPolicy, LogConfig};
 use crate::durable::{Durable, Request};
 use crate::error::{BatchError, LogError, Result};
 use crate::producer::Check;
+use crate::txn::Marker;
 
 /// Under `FsyncPolicy::None`, a flusher syncs a partition in the background once this many
 /// bytes were appended since its last sync, without anyone waiting for it. This keeps each
@@ -33,9 +34,44 @@ impl Log {
     /// The sync that makes the records durable is requested here; the returned outcome's
     /// [`Durable`] handle resolves once it is done (at once under policies other than
     /// `always`). Under `always` readers see the records only after that sync.
+    ///
+    /// Control batches are refused: transaction markers go through [`Log::append_marker`].
     pub fn append(&self, records: &[u8]) -> Result<AppendOutcome> {
         let config = self.config();
         let batches = split_batches(records, config.max_batch_bytes)?;
+        if batches.iter().any(|(h, _)| h.is_control()) {
+            return Err(LogError::InvalidBatch(BatchError::ControlFromProducer));
+        }
+        self.append_checked(&config, records, batches)
+    }
+
+    /// Ends `producer_id`'s open transaction in this partition with a commit or abort
+    /// marker written at `producer_epoch` (older epochs of the producer are refused from
+    /// then on). `None` when the producer has no transaction open here: there is nothing
+    /// to end, and a marker written again after a restart changes nothing.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        coordinator_epoch: i32,
+    ) -> Result<Option<AppendOutcome>> {
+        let config = self.config();
+        let bytes =
+            crate::txn::build_marker(producer_id, producer_epoch, marker, coordinator_epoch, now_ms());
+        let batches = split_batches(&bytes, usize::MAX)?;
+        if !self.has_open_transaction(producer_id) {
+            return Ok(None);
+        }
+        self.append_checked(&config, &bytes, batches).map(Some)
+    }
+
+    fn append_checked(
+        &self,
+        config: &LogConfig,
+        records: &[u8],
+        batches: Vec<(BatchHeader, &[u8])>,
+    ) -> Result<AppendOutcome> {
         let mut st = lock(&self.shared.state);
         self.check_writable(&st)?;
         let now = now_ms();
@@ -60,8 +96,8 @@ impl Log {
                 continue;
             }
             written.all_duplicate = false;
-            let header = self.write_batch(&mut st, &config, header, bytes, now)?;
-            st.producers.record(&header, now);
+            let header = self.write_batch(&mut st, config, header, bytes, now)?;
+            self.note_batch(&mut st, &header, bytes, now);
             new_batches.push((header.base_offset, bytes));
             written.first.get_or_insert(header.base_offset);
             written.last = header.last_offset();
@@ -70,7 +106,7 @@ impl Log {
         let base_offset = written
             .first
             .ok_or(LogError::InvalidBatch(BatchError::TooShort { len_bytes: 0 }))?;
-        let mut sync_to = self.after_write(&mut st, &config, &written, records.len());
+        let mut sync_to = self.after_write(&mut st, config, &written, records.len());
         // Only `always` appends wait for a sync; the others' background writeback stays
         // with the flush pool.
         let waited_for = config.fsync == FsyncPolicy::Always && sync_to.is_some();

@@ -179,7 +179,7 @@ impl Log {
                     });
                 }
                 let header = self.write_batch(&mut st, &config, header, bytes, now)?;
-                st.producers.record(&header, now);
+                self.note_batch(&mut st, &header, bytes, now);
                 replayed += 1;
             }
         }

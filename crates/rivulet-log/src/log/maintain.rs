@@ -191,6 +191,8 @@ impl Log {
             }
             if !doomed.is_empty() {
                 st.log_start_offset = st.segments.keys().next().copied().unwrap_or(st.next_offset);
+                let start = st.log_start_offset;
+                st.txns.trim(start);
                 self.shared
                     .log_start
                     .store(st.log_start_offset, Ordering::Release);

@@ -32,6 +32,7 @@ use crate::journal::{Journal, Link};
 use crate::producer::ProducerState;
 use crate::segment::Segment;
 use crate::storage::{FsStorage, Storage, StorageFile};
+use crate::txn::{Marker, TxnIndex};
 
 pub use append::WRITEBACK_BYTES;
 pub use slice::{FileSlice, SliceRead};
@@ -150,6 +151,8 @@ struct State {
     log_start_offset: i64,
     visible: Visible,
     producers: ProducerState,
+    /// Open and aborted transactions (see [`crate::txn`]).
+    txns: TxnIndex,
     last_flush_ms: i64,
     tick: u64,
     closed: bool,
@@ -191,6 +194,9 @@ pub(crate) struct Shared {
     /// (a reader of thousands of partitions checks each for new data).
     hwm: AtomicI64,
     log_start: AtomicI64,
+    /// First offset of the oldest open transaction (`i64::MAX`: none), readable without the
+    /// state lock; the last stable offset is the smaller of it and the high watermark.
+    first_open_txn: AtomicI64,
     activity: Activity,
     /// When maintenance next has something to do (ms since the epoch; 0: at once). Appends,
     /// rolls and config changes reset it, so an idle partition costs one atomic load per
@@ -281,6 +287,29 @@ impl Log {
         )
     }
 
+    /// Offset below which every transaction is decided (committed or aborted): the end of
+    /// what read_committed readers see. Equals the high watermark when no transaction is
+    /// open here. Read without the log's lock; a moment old at most.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hwm = self.shared.hwm.load(Ordering::Acquire);
+        hwm.min(self.shared.first_open_txn.load(Ordering::Acquire))
+    }
+
+    /// Open transactions in this partition.
+    pub fn open_transactions(&self) -> usize {
+        lock(&self.shared.state).txns.open_count()
+    }
+
+    /// True when `producer_id` has a transaction open in this partition.
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        lock(&self.shared.state).txns.is_open(producer_id)
+    }
+
+    /// Aborted transactions whose records overlap `[from, to)`.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<crate::txn::AbortedTxn> {
+        lock(&self.shared.state).txns.aborted_in(from, to)
+    }
+
     /// Offset the next appended record will get.
     pub fn log_end_offset(&self) -> i64 {
         lock(&self.shared.state).next_offset
@@ -353,6 +382,19 @@ impl Log {
     /// Makes the next maintenance pass look at this log.
     pub(crate) fn maintenance_now(&self) {
         self.shared.maintenance_due_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Records an appended batch in the producer and transaction state (`bytes`: the whole
+    /// batch, read for a control batch's marker).
+    fn note_batch(&self, st: &mut State, header: &crate::batch::BatchHeader, bytes: &[u8], now: i64) {
+        st.producers.record(header, now);
+        let marker: Option<Marker> = header
+            .is_control()
+            .then(|| crate::txn::parse_marker(bytes))
+            .flatten();
+        st.txns.note(header, marker);
+        let first_open = st.txns.first_open().unwrap_or(i64::MAX);
+        self.shared.first_open_txn.store(first_open, Ordering::Release);
     }
 
     pub(crate) fn durability(&self) -> &Durability {

@@ -18,6 +18,7 @@ use crate::producer::ProducerState;
 use crate::reaper::DELETED_SUFFIX;
 use crate::segment::{Segment, CLEANED_SUFFIX, LOG_SUFFIX};
 use crate::storage::Storage;
+use crate::txn::{Marker, TxnIndex};
 
 impl Log {
     /// Opens (or creates) the log in `dir` on the real file system, recovering after a crash.
@@ -106,6 +107,7 @@ impl Log {
         }
         let next_offset = state.next_offset;
         let log_start_offset = state.log_start_offset;
+        let first_open_txn = state.txns.first_open().unwrap_or(i64::MAX);
         info!(
             dir = %dir.display(),
             segments = state.segments.len(),
@@ -128,6 +130,7 @@ impl Log {
                 hwm_tx: watch::channel(next_offset).0,
                 hwm: AtomicI64::new(next_offset),
                 log_start: AtomicI64::new(log_start_offset),
+                first_open_txn: AtomicI64::new(first_open_txn),
                 activity: context.activity.clone(),
                 maintenance_due_ms: AtomicI64::new(0),
                 compaction: Mutex::new(CompactionMark::default()),
@@ -192,6 +195,7 @@ fn initial_state(segments: BTreeMap<i64, Segment>, now: i64) -> Result<State> {
         log_start_offset,
         visible,
         producers: ProducerState::default(),
+        txns: TxnIndex::default(),
         last_flush_ms: now,
         tick: 0,
         closed: false,
@@ -221,9 +225,11 @@ fn check_segment_order(dir: &Path, segments: &BTreeMap<i64, Segment>) -> Result<
     Ok(())
 }
 
-/// Rebuilds idempotent producer state from the batch headers of every segment.
+/// Rebuilds idempotent producer state and the transaction index from the batch headers of
+/// every segment (control batches are read whole for their marker).
 fn rebuild_producers(storage: &dyn Storage, st: &mut State) -> Result<()> {
     let mut producers = ProducerState::default();
+    let mut txns = TxnIndex::default();
     for segment in st.segments.values_mut() {
         let end = segment.corrupt_from.unwrap_or(segment.size());
         let file = segment.file(storage)?;
@@ -232,10 +238,37 @@ fn rebuild_producers(storage: &dyn Storage, st: &mut State) -> Result<()> {
             let header = super::read::read_header(file.as_ref(), &segment.log_path, position)?;
             if header.producer_id >= 0 {
                 producers.record(&header, header.max_timestamp);
+                let marker = match header.is_control() {
+                    true => read_marker(file.as_ref(), &segment.log_path, position, &header)?,
+                    false => None,
+                };
+                txns.note(&header, marker);
             }
             position += header.total_bytes() as u64;
         }
     }
+    txns.trim(st.log_start_offset);
     st.producers = producers;
+    st.txns = txns;
     Ok(())
+}
+
+/// Largest control batch read for its marker; a marker batch is under 100 bytes.
+const CONTROL_BATCH_BYTES_MAX: usize = 4096;
+
+/// The marker of the control batch at `position`.
+fn read_marker(
+    file: &dyn crate::storage::StorageFile,
+    path: &Path,
+    position: u64,
+    header: &crate::batch::BatchHeader,
+) -> Result<Option<Marker>> {
+    let total = header.total_bytes();
+    if total > CONTROL_BATCH_BYTES_MAX {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; total];
+    file.read_exact_at(&mut buf, position)
+        .map_err(LogError::io("read segment", path))?;
+    Ok(crate::txn::parse_marker(&buf))
 }

@@ -11,6 +11,7 @@ use crate::error::{LogError, Result};
 use crate::recent::VisibleEnd;
 use crate::records::Records;
 use crate::storage::StorageFile;
+use crate::txn::{AbortedTxn, Isolation};
 
 /// Where one read looks, captured under the state lock.
 pub(super) struct ReadPlan {
@@ -93,6 +94,38 @@ impl Log {
             high_watermark: self.high_watermark(),
             log_start_offset: self.log_start_offset(),
         })
+    }
+
+    /// [`Log::read`] for a reader at `isolation`: a read_committed reader gets only batches
+    /// below the last stable offset, and the aborted transactions among them (decode with
+    /// [`Records::committed`]).
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<(ReadResult, Vec<AbortedTxn>)> {
+        let stable = self.last_stable_offset();
+        let mut read = self.read(offset, max_bytes)?;
+        if isolation == Isolation::ReadUncommitted || read.records.is_empty() {
+            return Ok((read, Vec::new()));
+        }
+        let mut at = 0usize;
+        let mut end_offset = offset;
+        // Bounded by the bytes read: each pass moves past one batch.
+        while let Ok(header) = BatchHeader::parse(&read.records[at..]) {
+            if header.base_offset >= stable || at + header.total_bytes() > read.records.len() {
+                break;
+            }
+            at += header.total_bytes();
+            end_offset = header.next_offset();
+        }
+        read.records.truncate(at);
+        let aborted = match at {
+            0 => Vec::new(),
+            _ => self.aborted_transactions(offset, end_offset),
+        };
+        Ok((read, aborted))
     }
 
     /// The segment to read `offset` from, or (as `Ok(Err)`) an empty result when the offset

@@ -11,6 +11,7 @@ use super::Log;
 use crate::batch::HEADER_BYTES;
 use crate::error::{LogError, Result};
 use crate::storage::StorageFile;
+use crate::txn::{AbortedTxn, Isolation};
 
 /// Whole batches lying in one segment file. The bytes are immutable: the log only ever
 /// appends after them, and a segment that retention or compaction removes stays readable
@@ -71,9 +72,64 @@ pub struct SliceRead {
     pub high_watermark: i64,
     /// First offset still in the log.
     pub log_start_offset: i64,
+    /// Offset below which every transaction is decided (see [`Log::last_stable_offset`]).
+    pub last_stable_offset: i64,
+    /// Read committed only: the aborted transactions overlapping the slice, for the reader
+    /// to drop their records.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 impl Log {
+    /// [`Log::read_slice`] for a reader at `isolation`: a read_committed reader gets only
+    /// batches below the last stable offset, and the aborted transactions among them.
+    pub fn read_slice_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<SliceRead> {
+        let stable = self.last_stable_offset();
+        let mut read = self.read_slice(offset, max_bytes)?;
+        read.last_stable_offset = stable.min(read.high_watermark);
+        if isolation == Isolation::ReadUncommitted {
+            return Ok(read);
+        }
+        if read.next_offset > stable {
+            self.cut_slice(&mut read, offset, stable)?;
+        }
+        if read.slice.is_some() {
+            read.aborted = self.aborted_transactions(offset, read.next_offset);
+        }
+        Ok(read)
+    }
+
+    /// Drops the batches of `read` at or after offset `end` (a batch boundary: the first
+    /// offset of an open transaction, or the high watermark).
+    fn cut_slice(&self, read: &mut SliceRead, offset: i64, end: i64) -> Result<()> {
+        let Some(slice) = read.slice.as_mut() else {
+            return Ok(());
+        };
+        let stop = slice.position + slice.len;
+        let mut at = slice.position;
+        let mut next_offset = offset;
+        // Bounded by the slice's bytes: each pass moves past one batch.
+        while at + HEADER_BYTES as u64 <= stop {
+            let header = read_header(slice.file.as_ref(), &slice.path, at)?;
+            if header.base_offset >= end {
+                break;
+            }
+            at += header.total_bytes() as u64;
+            next_offset = header.next_offset();
+        }
+        slice.len = at - slice.position;
+        read.next_offset = next_offset;
+        if slice.len == 0 {
+            read.slice = None;
+            read.next_offset = offset;
+        }
+        Ok(())
+    }
+
     /// [`Log::read`] without reading: where the whole batches from the one containing
     /// `offset` lie (up to `max_bytes`, but at least that first batch). Batch boundaries
     /// come from the batch headers and the index; the bytes themselves are not read, so
@@ -117,6 +173,8 @@ impl Log {
                         next_offset,
                         high_watermark: plan.high_watermark,
                         log_start_offset: plan.log_start_offset,
+                        last_stable_offset: plan.high_watermark,
+                        aborted: Vec::new(),
                     })
                 }
                 None => offset = offset.max(plan.segment_next).max(plan.next_base),
@@ -132,6 +190,8 @@ fn empty(offset: i64, high_watermark: i64, log_start_offset: i64) -> SliceRead {
         next_offset: offset,
         high_watermark,
         log_start_offset,
+        last_stable_offset: high_watermark,
+        aborted: Vec::new(),
     }
 }
 
