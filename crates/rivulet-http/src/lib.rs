@@ -22,6 +22,7 @@ mod produce;
 pub mod records;
 mod scrape;
 mod sse;
+mod txns;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -115,6 +116,9 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
             "/v1/groups/{group}",
             get(admin::describe_group).delete(admin::delete_group),
         )
+        .route("/v1/transactions", get(txns::list))
+        .route("/v1/transactions/{id}", get(txns::describe))
+        .route("/v1/transactions/{id}/abort", post(txns::abort))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

@@ -49,9 +49,17 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// How long a transactional call (init, commit) may take.
+const TXN_CALL_SECS: u64 = 60;
+
 /// Sends records to `ctx`'s topic until the window ends (as fast as possible, or on the
-/// fixed-rate schedule), then flushes. Blocks: runs on a blocking thread.
-pub(super) fn produce(config: &ClientConfig, mut ctx: ProducerCtx) -> Result<()> {
+/// fixed-rate schedule), then flushes. With `transaction_records`, the producer is
+/// transactional and commits every that many records. Blocks: runs on a blocking thread.
+pub(super) fn produce(
+    config: &ClientConfig,
+    transaction_records: Option<usize>,
+    mut ctx: ProducerCtx,
+) -> Result<()> {
     let context = DeliveryContext {
         run_id: ctx.run_id(),
         acks: ctx.acks(),
@@ -63,8 +71,26 @@ pub(super) fn produce(config: &ClientConfig, mut ctx: ProducerCtx) -> Result<()>
     if topics.is_empty() {
         bail!("no topic to produce to");
     }
+    let txn_call = Duration::from_secs(TXN_CALL_SECS);
+    if transaction_records.is_some() {
+        producer
+            .init_transactions(txn_call)
+            .and_then(|()| producer.begin_transaction())
+            .map_err(|e| err!("starting a transaction: {e}"))?;
+    }
+    let mut in_txn = 0usize;
     let mut buf = ctx.record_buffer();
     while ctx.next_record_blocking(&mut buf).is_some() {
+        if let Some(every) = transaction_records {
+            if in_txn == every {
+                producer
+                    .commit_transaction(txn_call)
+                    .and_then(|()| producer.begin_transaction())
+                    .map_err(|e| err!("committing a transaction: {e}"))?;
+                in_txn = 0;
+            }
+            in_txn += 1;
+        }
         // Round robin over the topics (one topic: always it).
         let topic = &topics[ctx.next_destination() % topics.len()];
         loop {
@@ -79,6 +105,11 @@ pub(super) fn produce(config: &ClientConfig, mut ctx: ProducerCtx) -> Result<()>
                 Err((e, _)) => bail!("producing to {topic}: {e}"),
             }
         }
+    }
+    if transaction_records.is_some() {
+        producer
+            .commit_transaction(Duration::from_secs(FLUSH_SECS_MAX))
+            .map_err(|e| err!("committing the last transaction: {e}"))?;
     }
     producer.flush(Duration::from_secs(FLUSH_SECS_MAX)).map_err(|e| {
         err!(

@@ -18,6 +18,7 @@ use rdkafka::config::ClientConfig;
 
 use self::conn::parse_key_value;
 pub use self::conn::KafkaConn;
+pub use self::native::request_once;
 use crate::baseline::{run_baselines, Baseline};
 use crate::ctx::{ConsumerCtx, ProducerCtx};
 use crate::driver::{Driver, Prepared, Setup};
@@ -80,6 +81,17 @@ pub struct KafkaArgs {
     /// cache)
     #[arg(long)]
     pub catch_up: bool,
+    /// librdkafka producers become transactional and commit a transaction every N records
+    /// (the last one at the end of the run); acks=all and idempotence are implied
+    #[arg(long, value_name = "N")]
+    pub transaction_records: Option<usize>,
+    /// librdkafka enable.idempotence (implied by --transaction-records)
+    #[arg(long)]
+    pub idempotent: bool,
+    /// Consumers' isolation.level: read_committed (librdkafka's default) or
+    /// read_uncommitted
+    #[arg(long, default_value = "read_committed")]
+    pub isolation: String,
 }
 
 /// Which Kafka client drives the run.
@@ -108,6 +120,9 @@ impl KafkaArgs {
             topic: None,
             keep: false,
             catch_up: false,
+            transaction_records: None,
+            idempotent: false,
+            isolation: "read_committed".to_string(),
         }
     }
 
@@ -122,6 +137,17 @@ impl KafkaArgs {
         }
         if !matches!(self.acks.as_str(), "all" | "-1" | "1" | "0") {
             bail!(config, "--acks must be all, 1 or 0");
+        }
+        if !matches!(self.isolation.as_str(), "read_committed" | "read_uncommitted") {
+            bail!(config, "--isolation must be read_committed or read_uncommitted");
+        }
+        if let Some(n) = self.transaction_records {
+            if n == 0 || self.client == ClientKind::Native || !matches!(self.acks.as_str(), "all" | "-1") {
+                bail!(
+                    config,
+                    "--transaction-records needs N >= 1, --client librdkafka and --acks all"
+                );
+            }
         }
         for c in self.d0_configs.iter().chain(&self.d1_configs) {
             parse_key_value(c)?;
@@ -156,8 +182,15 @@ pub fn measure(args: &KafkaArgs, baseline: Option<Baseline>) -> Result<Report> {
         server: args.conn.brokers.clone(),
         client: match args.client {
             ClientKind::Librdkafka => format!(
-                "librdkafka acks={} batch.size={} linger.ms={}",
-                args.acks, args.batch_size, args.linger_ms
+                "librdkafka acks={} batch.size={} linger.ms={}{}{} isolation.level={}",
+                args.acks,
+                args.batch_size,
+                args.linger_ms,
+                if args.idempotent { " idempotent" } else { "" },
+                args.transaction_records
+                    .map(|n| format!(" transactions of {n} records"))
+                    .unwrap_or_default(),
+                args.isolation
             ),
             ClientKind::Native => format!(
                 "native acks=all linger.ms={}, {} requests in flight, {} topics",
@@ -191,6 +224,9 @@ impl KafkaDriver {
         if args.batch_size > 1_000_000 {
             cfg.set("message.max.bytes", (args.batch_size + 65_536).to_string());
         }
+        if args.idempotent {
+            cfg.set("enable.idempotence", "true");
+        }
         args.conn.finish(cfg)
     }
 
@@ -208,7 +244,8 @@ impl KafkaDriver {
         cfg.set("client.id", "rivulet-bench")
             .set("group.id", group)
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", &self.args.isolation);
         self.args.conn.finish(cfg)
     }
 }
@@ -258,8 +295,13 @@ impl Driver for KafkaDriver {
             let linger = std::time::Duration::from_millis(self.args.linger_ms);
             return native::produce(&self.args.conn.brokers, tps, linger, ctx).await;
         }
-        let config = self.producer_config()?;
-        tokio::task::spawn_blocking(move || client::produce(&config, ctx))
+        let mut config = self.producer_config()?;
+        let every = self.args.transaction_records;
+        if every.is_some() {
+            let id = format!("rivulet-bench-{:x}-{}", ctx.run_id(), ctx.index());
+            config.set("transactional.id", id);
+        }
+        tokio::task::spawn_blocking(move || client::produce(&config, every, ctx))
             .await
             .context("a producer thread failed")?
     }

@@ -1,4 +1,4 @@
-//! Operator commands (`topic`, `produce`, `consume`, `group`, `status`). They speak the Kafka
+//! Operator commands (`topic`, `produce`, `consume`, `group`, `txn`, `status`). They speak the Kafka
 //! protocol through librdkafka, so they work against Rivulet and against any Kafka cluster.
 
 mod bench;
@@ -10,6 +10,7 @@ mod output;
 mod produce;
 mod status;
 mod topic;
+mod txn;
 
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub enum Command {
     Group(group::GroupArgs),
     /// Show the broker's address, cluster, topics, partitions and groups.
     Status(status::StatusArgs),
+    /// List and describe transactions (transactional ids, their state and partitions).
+    Txn(txn::TxnArgs),
     /// List and redrive dead letters of services built on the Rivulet SDK.
     Dlq(dlq::DlqArgs),
     /// Benchmark a Kafka-compatible broker against this machine's disk and loopback limits.
@@ -49,6 +52,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Consume(args) => consume::run(args),
         Command::Group(args) => group::run(args),
         Command::Status(args) => status::run(args),
+        Command::Txn(args) => txn::run(args),
         Command::Dlq(args) => dlq::run(args),
         Command::Bench(args) => bench::run(args),
     }

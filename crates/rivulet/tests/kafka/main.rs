@@ -11,3 +11,4 @@ mod other_clients;
 mod rdkafka_clients;
 mod robustness;
 mod serve_settings;
+mod transactions;

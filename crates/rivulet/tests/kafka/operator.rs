@@ -329,3 +329,78 @@ fn server_sent_event_members_show_in_group_describe_with_their_partitions() {
         let _ = s.wait();
     }
 }
+
+/// A hanging transaction is visible to an operator (`rivulet txn list|describe`,
+/// `/v1/transactions`, `/metrics`), holds back read_committed readers, and an abort through
+/// the gateway releases them and fences its producer.
+#[test]
+fn an_operator_sees_a_hanging_transaction_and_aborts_it() {
+    use rdkafka::producer::Producer;
+    let server = Rivulet::start();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("transactional.id", "stuck-job")
+        .set("transaction.timeout.ms", "600000")
+        .create()
+        .expect("transactional producer");
+    producer.init_transactions(Duration::from_secs(30)).expect("init");
+    producer.begin_transaction().expect("begin");
+    let delivered = rt().block_on(
+        producer.send(
+            FutureRecord::<(), str>::to("ledger")
+                .partition(0)
+                .payload("pending"),
+            Duration::from_secs(30),
+        ),
+    );
+    assert!(delivered.is_ok(), "{delivered:?}");
+
+    let (code, out, err) = cli(&server, &["txn", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.contains("stuck-job")).unwrap_or_default();
+    assert!(line.contains("Ongoing"), "{out}");
+    let (code, out, err) = cli(&server, &["txn", "describe", "stuck-job", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let described: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(described[0]["state"], "Ongoing", "{out}");
+    assert_eq!(described[0]["partitions"][0], "ledger:0", "{out}");
+    let (code, _, _) = cli(&server, &["txn", "describe", "no-such-id"]);
+    assert_ne!(code, 0, "an unknown id is an error");
+
+    let (code, listed) = curl(&[&format!("{}/v1/transactions", server.http_base())]);
+    assert_eq!(code, 200);
+    let listed: Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(listed["transactions"][0]["transactional_id"], "stuck-job");
+    assert!(
+        listed["transactions"][0]["open_ms"].as_i64().is_some(),
+        "{listed}"
+    );
+    let metrics_url = format!("{}/metrics", server.http_base());
+    let (_, text) = curl(&[&metrics_url]);
+    assert_eq!(metric(&text, "rivulet_transactions_open"), Some(1.0), "{text}");
+    let lag = r#"rivulet_partition_last_stable_offset_lag{topic="ledger",partition="0"}"#;
+    assert_eq!(metric(&text, lag), Some(1.0), "{text}");
+
+    let abort_url = format!("{}/v1/transactions/stuck-job/abort", server.http_base());
+    let (code, body) = curl(&["-X", "POST", &abort_url]);
+    assert_eq!(code, 204, "{body}");
+    let (code, _) = curl(&["-X", "POST", &abort_url]);
+    assert_eq!(code, 409, "nothing left to abort");
+    let (_, text) = curl(&[&metrics_url]);
+    assert_eq!(metric(&text, "rivulet_transactions_open"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, lag), Some(0.0), "{text}");
+    assert_eq!(
+        metric(&text, r#"rivulet_transactions_aborted_total{reason="operator"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    let committed = producer.commit_transaction(Duration::from_secs(30));
+    assert!(committed.is_err(), "the fenced producer committed");
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -154,3 +154,61 @@ fn kafkajs_readme_example_produces_and_consumes() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("OK 20"));
 }
+
+/// kafkajs's transactional producer (`transactionalId`, idempotent, one request in flight): a
+/// committed and an aborted transaction, then consume-transform-produce transactions that
+/// carry the group's offsets (`sendOffsets`). read_committed consumers see exactly the
+/// committed values, read_uncommitted ones also the aborted ones, and the group's committed
+/// offsets (admin.fetchOffsets) are those the transactions sent.
+#[test]
+fn kafkajs_transactions_commit_abort_and_send_offsets() {
+    if which("node").is_none() {
+        println!("SKIPPED kafkajs_transactions_commit_abort_and_send_offsets: node is not installed");
+        return;
+    }
+    let server = Rivulet::start();
+    let output = Command::new("node")
+        .current_dir(repo_root().join("tests/clients"))
+        .arg("kafkajs_transactions.js")
+        .arg(server.bootstrap())
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "kafkajs transactions failed (run `npm install` in tests/clients?): {}",
+        show(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SUMMARY "))
+        .map(|json| serde_json::from_str(json).expect("the summary is JSON"))
+        .unwrap_or_else(|| panic!("no SUMMARY line: {}", show(&output)));
+    let values = |view: &str, partition: &str| -> Vec<String> {
+        summary[view][partition]
+            .as_array()
+            .unwrap_or_else(|| panic!("{view}/{partition} in {summary}"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let with_copies = |first: &[&str], partition: usize| -> Vec<String> {
+        let copies = (partition..10).step_by(2).map(|i| format!("copy-in-{i}"));
+        first.iter().map(|s| s.to_string()).chain(copies).collect()
+    };
+    assert_eq!(values("committed", "0"), with_copies(&["c1-0", "c1-2"], 0));
+    assert_eq!(values("committed", "1"), with_copies(&["c1-1", "c1-3"], 1));
+    assert_eq!(
+        values("uncommitted", "0"),
+        with_copies(&["c1-0", "c1-2", "a2-0"], 0),
+        "the aborted records are in the log"
+    );
+    assert_eq!(
+        values("uncommitted", "1"),
+        with_copies(&["c1-1", "c1-3", "a2-1"], 1)
+    );
+    let five = serde_json::json!({ "0": "5", "1": "5" });
+    assert_eq!(summary["sentOffsets"], five, "offsets sent with the transactions");
+    assert_eq!(summary["fetchedOffsets"], five, "the group's committed offsets");
+    assert!(stdout.contains("OK transactions"));
+}

@@ -13,6 +13,8 @@
 mod batch;
 mod wire;
 
+pub use wire::request_once;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;

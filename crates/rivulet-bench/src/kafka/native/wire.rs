@@ -80,3 +80,21 @@ pub(super) async fn write_frame(stream: &mut (impl AsyncWriteExt + Unpin), frame
         .await
         .map_err(|e| err!("sending a request: {e}"))
 }
+
+/// Sends one request to `address` on a new connection and returns the response; for
+/// operator tools that ask a broker one question.
+pub async fn request_once<R: Request>(address: &str, request: &R, version: i16) -> Result<R::Response> {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| err!("cannot connect to {address}: {e}"))?;
+    let frame = encode(request, version, 1)?;
+    write_frame(&mut stream, &frame).await?;
+    let response = read_frame(&mut stream)
+        .await?
+        .ok_or_else(|| err!("{address} closed the connection without answering"))?;
+    let (correlation_id, body) = decode::<R>(response, version)?;
+    if correlation_id != 1 {
+        return Err(err!("{address} answered another request ({correlation_id})"));
+    }
+    Ok(body)
+}
