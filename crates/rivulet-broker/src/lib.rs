@@ -438,6 +438,13 @@ impl Broker {
         if let Err(e) = self.inner.groups.offsets().maintain(now_ms) {
             tracing::error!(error = %e, "Offsets log maintenance failed");
         }
+        let forgotten = self.inner.txns.expire_idle(now_ms);
+        if forgotten > 0 {
+            tracing::info!(
+                transactional_ids = forgotten,
+                "Forgot transactional ids idle for 7 days"
+            );
+        }
         if let Err(e) = self.inner.txns.maintain(now_ms) {
             tracing::error!(error = %e, "Transaction log maintenance failed");
         }

@@ -295,12 +295,24 @@ async fn a_commit_cut_between_its_markers_is_completed_at_the_next_open() {
     let storage = FaultyStorage::new(Arc::new(FsStorage));
     let faults = storage.faults();
     let broker = Broker::open_with(config.clone(), Arc::new(storage)).expect("open");
-    broker.create_topic("t", 2, 1, Default::default(), false).expect("topic");
-    let (pid, epoch) = broker.init_transactional_producer("tx", 60_000).await.expect("init");
+    broker
+        .create_topic("t", 2, 1, Default::default(), false)
+        .expect("topic");
+    let (pid, epoch) = broker
+        .init_transactional_producer("tx", 60_000)
+        .await
+        .expect("init");
     let parts = [("t".to_string(), 0), ("t".to_string(), 1)];
-    broker.add_partitions_to_txn("tx", pid, epoch, &parts).await.expect("add");
-    produce(&broker, "t", 0, &txn_batch(pid, epoch, 0, &["a"])).await.expect("produce");
-    produce(&broker, "t", 1, &txn_batch(pid, epoch, 0, &["b"])).await.expect("produce");
+    broker
+        .add_partitions_to_txn("tx", pid, epoch, &parts)
+        .await
+        .expect("add");
+    produce(&broker, "t", 0, &txn_batch(pid, epoch, 0, &["a"]))
+        .await
+        .expect("produce");
+    produce(&broker, "t", 1, &txn_batch(pid, epoch, 0, &["b"]))
+        .await
+        .expect("produce");
 
     // Room for the PrepareCommit state record and the first marker, not the second.
     let mut prepared = broker.txns().describe("tx").expect("described");
@@ -312,13 +324,19 @@ async fn a_commit_cut_between_its_markers_is_completed_at_the_next_open() {
     faults.set_write_budget(Some((state_bytes + marker_bytes) as u64));
     let cut = broker.end_txn("tx", pid, epoch, true).await;
     assert!(cut.is_err(), "the second marker was written: {cut:?}");
-    assert_eq!(broker.txns().describe("tx").map(|m| m.state), Some(TxnState::PrepareCommit));
+    assert_eq!(
+        broker.txns().describe("tx").map(|m| m.state),
+        Some(TxnState::PrepareCommit)
+    );
     assert_eq!(committed_values(&broker, "t", 0), ["a"], "the first marker is in");
     assert!(committed_values(&broker, "t", 1).is_empty(), "the second is not");
     drop(broker);
 
     let broker = Broker::open(config).expect("reopen");
-    assert_eq!(broker.txns().describe("tx").map(|m| m.state), Some(TxnState::CompleteCommit));
+    assert_eq!(
+        broker.txns().describe("tx").map(|m| m.state),
+        Some(TxnState::CompleteCommit)
+    );
     assert_eq!(committed_values(&broker, "t", 0), ["a"]);
     assert_eq!(committed_values(&broker, "t", 1), ["b"]);
     for p in 0..2 {

@@ -220,6 +220,16 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Marks a built batch as a transactional producer's (attribute bit 4) and recomputes its
+/// CRC.
+pub fn set_transactional(batch: &mut [u8]) {
+    assert!(batch.len() >= HEADER_BYTES);
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | 0x10;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Builds an uncompressed RecordBatch v2 from records. Used by tests, tools and compaction.
 pub fn build(
     base_offset: i64,

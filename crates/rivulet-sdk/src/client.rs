@@ -189,6 +189,42 @@ impl Client {
         .await
     }
 
+    /// Runs `transformer` exactly once per input event: as a member of `group` it consumes
+    /// `topics`, and publishes each polled batch's outputs together with the batch's input
+    /// offsets in one transaction of the producer `transactional_id` (give each instance
+    /// of a service its own, stable across restarts: starting it fences the previous
+    /// incarnation and aborts what that left open). Events the transformer fails on after
+    /// `options.attempts_max` tries go to `<topic>.dlq` in the same transaction. Readers
+    /// of the outputs must read committed data (Kafka's `isolation.level=read_committed`,
+    /// the default of the SDK's own subscriptions and of librdkafka).
+    pub async fn transform<T: crate::transform::Transformer>(
+        &self,
+        group: &str,
+        topics: &[&str],
+        transactional_id: &str,
+        options: SubscribeOptions,
+        transformer: T,
+    ) -> Result<crate::transform::Transform> {
+        if topics.is_empty() || transactional_id.is_empty() {
+            return Err(SdkError::Config(
+                "a transformation needs input topics and a transactional id".into(),
+            ));
+        }
+        for t in topics {
+            self.ensure_topic(t).await?;
+        }
+        crate::transform::start(
+            self.transport.clone(),
+            group,
+            topics.iter().map(|t| t.to_string()).collect(),
+            transactional_id,
+            options,
+            Box::new(transformer),
+            self.partitions,
+        )
+        .await
+    }
+
     /// Every dead letter in a dead-letter topic (`<topic>.dlq`).
     pub async fn dead_letters(&self, dlq_topic: &str) -> Result<Vec<DeadLetter>> {
         dlq::list(self.transport.as_ref(), dlq_topic).await

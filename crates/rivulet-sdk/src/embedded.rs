@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
+use rivulet_broker::txn::{LocalTxn, LocalTxnProducer};
 use rivulet_broker::{
     Broker, BrokerError, Create, LocalClient, LocalMember, LogError, NewRecord, StoredRecord,
 };
@@ -21,7 +22,7 @@ use crate::error::{Result, SdkError};
 use crate::progress::Progress;
 use crate::transport::{
     Delivery, GroupMember, InRecord, MemberSettings, OutRecord, Polled, ReadBatch, TopicPartition, TopicSpec,
-    Transport,
+    Transport, TxnProducer,
 };
 
 /// Bytes read from one partition per read.
@@ -47,16 +48,7 @@ impl EmbeddedTransport {
     }
 
     async fn publish_inner(&self, topic: &str, records: Vec<OutRecord>) -> Result<Vec<Delivery>> {
-        let records = records
-            .into_iter()
-            .map(|r| NewRecord {
-                key: r.key,
-                value: r.value,
-                headers: r.headers.into_iter().map(|(k, v)| (k, Some(v))).collect(),
-                partition: r.partition,
-                timestamp_ms: None,
-            })
-            .collect();
+        let records = records.into_iter().map(new_record).collect();
         let appended = self.broker.append_records(topic, records, Create::IfAllowed)?;
         let positions = appended.durable().await?;
         Ok(positions
@@ -231,6 +223,7 @@ impl Transport for EmbeddedTransport {
             };
             let member = self.broker.join_local_group(group, &topics, client)?;
             let m: Box<dyn GroupMember> = Box::new(EmbeddedMember {
+                group: group.to_string(),
                 transport: self.clone(),
                 member: Some(member),
                 first: true,
@@ -243,6 +236,66 @@ impl Transport for EmbeddedTransport {
         }
         .boxed()
     }
+
+    fn transactional<'a>(&'a self, transactional_id: &'a str) -> BoxFuture<'a, Result<Box<dyn TxnProducer>>> {
+        async move {
+            let producer = self
+                .broker
+                .local_txn_producer(transactional_id, TXN_TIMEOUT_MS)
+                .await?;
+            let p: Box<dyn TxnProducer> = Box::new(EmbeddedTxnProducer {
+                broker: self.broker.clone(),
+                producer,
+            });
+            Ok(p)
+        }
+        .boxed()
+    }
+}
+
+/// `transaction.timeout.ms` of the SDK's transactional producers.
+const TXN_TIMEOUT_MS: i32 = 60_000;
+
+/// A transactional producer of the broker in this process.
+struct EmbeddedTxnProducer {
+    broker: Broker,
+    producer: LocalTxnProducer,
+}
+
+impl TxnProducer for EmbeddedTxnProducer {
+    fn commit<'a>(
+        &'a mut self,
+        member: &'a mut dyn GroupMember,
+        outputs: Vec<(String, Vec<OutRecord>)>,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let txn = LocalTxn {
+                outputs: outputs
+                    .into_iter()
+                    .map(|(topic, records)| (topic, records.into_iter().map(new_record).collect()))
+                    .collect(),
+                group: Some(member.group().to_string()),
+                offsets: offsets
+                    .into_iter()
+                    .map(|(tp, offset)| (tp.topic, tp.partition, offset))
+                    .collect(),
+            };
+            self.broker.run_local_txn(&self.producer, txn).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+fn new_record(r: OutRecord) -> NewRecord {
+    NewRecord {
+        key: r.key,
+        value: r.value,
+        headers: r.headers.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+        partition: r.partition,
+        timestamp_ms: None,
+    }
 }
 
 #[derive(Debug)]
@@ -252,6 +305,7 @@ struct Cursor {
 }
 
 struct EmbeddedMember {
+    group: String,
     transport: EmbeddedTransport,
     /// `None` once closed.
     member: Option<LocalMember>,
@@ -481,5 +535,13 @@ impl GroupMember for EmbeddedMember {
             result
         }
         .boxed()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn group(&self) -> &str {
+        &self.group
     }
 }

@@ -14,17 +14,19 @@ use futures_util::future::{BoxFuture, FutureExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::error::{Result, SdkError};
 use crate::progress::Progress;
 use crate::transport::{
     Delivery, GroupMember, InRecord, MemberSettings, OutRecord, Polled, ReadBatch, TopicPartition, TopicSpec,
-    Transport,
+    Transport, TxnProducer,
 };
 
 /// How long a request to the cluster may take.
@@ -97,42 +99,15 @@ impl KafkaTransport {
     }
 
     async fn publish_inner(&self, topic: &str, records: Vec<OutRecord>) -> Result<Vec<Delivery>> {
-        let sends = records.iter().map(|r| {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (k, v) in &r.headers {
-                headers = headers.insert(rdkafka::message::Header {
-                    key: k.as_str(),
-                    value: Some(v.as_slice()),
-                });
-            }
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-            if let Some(k) = &r.key {
-                rec = rec.key(k.as_slice());
-            }
-            if let Some(v) = &r.value {
-                rec = rec.payload(v.as_slice());
-            }
-            if let Some(p) = r.partition {
-                rec = rec.partition(p);
-            }
-            self.producer.send(rec, Duration::from_secs(30))
-        });
-        let results = futures_util::future::join_all(sends).await;
-        let mut out = Vec::with_capacity(results.len());
-        for r in results {
-            match r {
-                Ok(d) => out.push(Delivery {
-                    partition: d.partition,
-                    offset: d.offset,
-                }),
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
-        Ok(out)
+        send_all(&self.producer, topic, &records).await
     }
 
     fn reader(&self, group: &str) -> Result<BaseConsumer> {
-        Ok(self.config().set("group.id", group).create()?)
+        Ok(self
+            .config()
+            .set("group.id", group)
+            .set("enable.partition.eof", "true")
+            .create()?)
     }
 
     fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
@@ -172,10 +147,15 @@ impl KafkaTransport {
             if Instant::now() >= deadline {
                 return Err(SdkError::Timeout(format!("reading {topic} to its end")));
             }
-            let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
-                continue;
+            let msg = match consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                // The end can be a transaction marker, which is never delivered.
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    end.remove(&p);
+                    continue;
+                }
+                Some(other) => other?,
             };
-            let msg = msg?;
             let p = msg.partition();
             let Some(high) = end.get(&p).copied() else {
                 continue;
@@ -192,6 +172,42 @@ impl KafkaTransport {
         }
         Ok((out, next))
     }
+}
+
+/// Sends `records` to `topic` and waits for every delivery report.
+async fn send_all(producer: &FutureProducer, topic: &str, records: &[OutRecord]) -> Result<Vec<Delivery>> {
+    let sends = records.iter().map(|r| {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for (k, v) in &r.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: k.as_str(),
+                value: Some(v.as_slice()),
+            });
+        }
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_slice());
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
+        producer.send(rec, Duration::from_secs(30))
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(d) => out.push(Delivery {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 fn to_record<M: Message>(msg: &M) -> InRecord {
@@ -341,12 +357,93 @@ impl Transport for KafkaTransport {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
             consumer.subscribe(&names)?;
             let m: Box<dyn GroupMember> = Box::new(KafkaMember {
+                group: group.to_string(),
                 consumer: Some(consumer),
                 settings,
             });
             Ok(m)
         }
         .boxed()
+    }
+
+    fn transactional<'a>(&'a self, transactional_id: &'a str) -> BoxFuture<'a, Result<Box<dyn TxnProducer>>> {
+        let mut cfg = self.config();
+        cfg.remove("enable.auto.commit");
+        cfg.remove("enable.auto.offset.store");
+        cfg.remove("auto.offset.reset");
+        cfg.set("transactional.id", transactional_id)
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", "30000")
+            .set("transaction.timeout.ms", TXN_TIMEOUT.as_millis().to_string());
+        blocking(move || {
+            let producer: FutureProducer = cfg.create()?;
+            producer.init_transactions(REQUEST_TIMEOUT)?;
+            let p: Box<dyn TxnProducer> = Box::new(KafkaTxnProducer { producer });
+            Ok(p)
+        })
+    }
+}
+
+/// `transaction.timeout.ms` of the SDK's transactional producers: a transaction its
+/// process abandoned is aborted by the broker after this.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A librdkafka transactional producer.
+struct KafkaTxnProducer {
+    producer: FutureProducer,
+}
+
+impl KafkaTxnProducer {
+    async fn commit_inner(
+        &mut self,
+        member: &mut dyn GroupMember,
+        outputs: Vec<(String, Vec<OutRecord>)>,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> Result<()> {
+        let metadata = member
+            .as_any()
+            .downcast_ref::<KafkaMember>()
+            .and_then(KafkaMember::group_metadata)
+            .ok_or_else(|| SdkError::Config("a Kafka transaction needs a Kafka group member".into()))?;
+        self.producer.begin_transaction()?;
+        let producer = self.producer.clone();
+        let sent = async {
+            for (topic, records) in &outputs {
+                send_all(&producer, topic, records).await?;
+            }
+            Ok::<(), SdkError>(())
+        }
+        .await;
+        let producer = self.producer.clone();
+        let finished = blocking(move || {
+            sent?;
+            if !offsets.is_empty() {
+                producer.send_offsets_to_transaction(&tpl_of(&offsets)?, &metadata, REQUEST_TIMEOUT)?;
+            }
+            producer.commit_transaction(REQUEST_TIMEOUT)?;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = &finished {
+            let producer = self.producer.clone();
+            let aborted = blocking(move || Ok(producer.abort_transaction(REQUEST_TIMEOUT)?)).await;
+            if let Err(abort) = aborted {
+                tracing::warn!(error = %e, abort_error = %abort, "Aborting a failed transaction failed; the broker aborts it at its timeout");
+            }
+        }
+        finished
+    }
+}
+
+impl TxnProducer for KafkaTxnProducer {
+    fn commit<'a>(
+        &'a mut self,
+        member: &'a mut dyn GroupMember,
+        outputs: Vec<(String, Vec<OutRecord>)>,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.commit_inner(member, outputs, offsets).boxed()
     }
 }
 
@@ -421,6 +518,7 @@ impl ConsumerContext for MemberContext {
 }
 
 struct KafkaMember {
+    group: String,
     consumer: Option<StreamConsumer<MemberContext>>,
     settings: MemberSettings,
 }
@@ -516,6 +614,20 @@ impl GroupMember for KafkaMember {
             .map_err(|e| SdkError::Config(format!("closing the consumer failed: {e}")))?
         }
         .boxed()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn group(&self) -> &str {
+        &self.group
+    }
+}
+
+impl KafkaMember {
+    fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.consumer.as_ref().and_then(|c| c.group_metadata())
     }
 }
 

@@ -9,6 +9,9 @@
 //!   handling, retries with exponential backoff and jitter, a dead-letter topic
 //!   `<topic>.dlq`, durable deduplication of event ids (`<group>.handled`), per-key order
 //!   over N workers, bounded in-flight events per partition, and graceful shutdown.
+//! * **Exactly once** ([`Client::transform`]): consume, transform and publish with the
+//!   input offsets in one Kafka transaction per polled batch; outputs are seen by
+//!   read_committed readers exactly once, across crashes.
 //! * **Transports**: `KafkaTransport` (any Kafka-protocol cluster, Rivulet included; cargo
 //!   feature `kafka`) and `EmbeddedTransport` (the broker inside this process; feature
 //!   `embedded`), behind one API. Both features are on by default; an application that only
@@ -44,6 +47,7 @@ pub mod handled;
 mod kafka;
 pub mod progress;
 mod subscriber;
+pub mod transform;
 pub mod transport;
 
 pub use client::{Client, DEFAULT_PARTITIONS};
@@ -54,7 +58,8 @@ pub use event::{Event, Received};
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaTransport;
 pub use subscriber::{Handler, SubscribeOptions, Subscription, SubscriptionStats};
-pub use transport::{Delivery, InRecord, OutRecord, TopicPartition, Transport};
+pub use transform::{Output, Transform, TransformStats, Transformer};
+pub use transport::{Delivery, InRecord, OutRecord, TopicPartition, Transport, TxnProducer};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {

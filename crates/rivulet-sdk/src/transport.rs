@@ -162,6 +162,26 @@ pub trait Transport: Send + Sync + 'static {
         progress: Arc<Progress>,
         settings: MemberSettings,
     ) -> BoxFuture<'a, Result<Box<dyn GroupMember>>>;
+
+    /// Starts a transactional producer for `transactional_id`. Starting it fences every
+    /// earlier producer of the id and aborts the transaction such a producer left open.
+    fn transactional<'a>(&'a self, transactional_id: &'a str) -> BoxFuture<'a, Result<Box<dyn TxnProducer>>>;
+}
+
+/// A transactional producer: publishes records and commits a group member's offsets as one
+/// transaction (Kafka transactions, KIP-98): read_committed readers and the group see all
+/// of it or none of it.
+pub trait TxnProducer: Send {
+    /// Publishes `outputs` (records per topic) and commits `offsets` (next offsets to
+    /// consume) for `member`'s group in one transaction. On an error the transaction was
+    /// aborted, or will be by the broker: nothing of it becomes visible. After an error the
+    /// producer may be unusable (fenced); start a new one.
+    fn commit<'a>(
+        &'a mut self,
+        member: &'a mut dyn GroupMember,
+        outputs: Vec<(String, Vec<OutRecord>)>,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// One member of a consumer group.
@@ -181,4 +201,11 @@ pub trait GroupMember: Send {
 
     /// Commits `offsets` and leaves the group.
     fn close(&mut self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'_, Result<()>>;
+
+    /// The member as `Any`, for the transport's own [`TxnProducer`] (which needs the
+    /// member's group details to commit its offsets in a transaction).
+    fn as_any(&self) -> &dyn std::any::Any;
+
+    /// The group this member belongs to.
+    fn group(&self) -> &str;
 }

@@ -579,7 +579,7 @@ mod kafka {
     use rivulet_kafka::{HandlerConfig, Server, ServerConfig};
 
     /// Starts a Rivulet Kafka listener on an ephemeral port; returns its address.
-    async fn serve(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<()>) {
+    pub(super) async fn serve(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<()>) {
         let broker = broker(dir);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -913,4 +913,135 @@ async fn rewound_group_skips_every_redelivered_event() {
     let stats = sub.shutdown().await.expect("shutdown");
     assert_eq!(stats.handled, 0);
     assert_eq!(handled.load(Ordering::SeqCst), expected);
+}
+
+mod transform {
+    //! Exactly-once consume-transform-produce over both transports, across a transformer
+    //! that is stopped abruptly (like a crash) and started again with the same
+    //! transactional id.
+    use super::*;
+    use rivulet_sdk::{Output, Transform};
+
+    /// Copies `tx-in` to `tx-out`; the first attempt at every seventh step fails (a
+    /// retry), and the event of step 9 of `order-1` fails for good (a dead letter).
+    async fn start(client: &Client, calls: Arc<AtomicUsize>) -> Transform {
+        let options = SubscribeOptions {
+            poll_records_max: 10,
+            ..fast_options()
+        };
+        let failed_once: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let transformer = move |e: Received| {
+            let (calls, failed_once) = (calls.clone(), failed_once.clone());
+            async move {
+                calls.fetch_add(1, Ordering::Relaxed);
+                // Slow enough that a stop lands inside a batch.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let step: Step = e.data()?;
+                if step.key == "order-1" && step.seq == 9 {
+                    return Err(HandlerError::permanent("step 9 of order-1 is refused"));
+                }
+                let first = failed_once
+                    .lock()
+                    .map(|mut s| s.insert(e.id.clone()))
+                    .unwrap_or(false);
+                if step.seq % 7 == 3 && first {
+                    return Err(HandlerError::transient("first attempt fails"));
+                }
+                let out =
+                    Event::new("/copier", "test.copied", step.clone()).with_id(format!("copy-{}", e.id));
+                Ok(vec![Output::event("tx-out", Some(&step.key), &out)
+                    .map_err(|e| HandlerError::permanent(e.to_string()))?])
+            }
+        };
+        client
+            .transform("tx-copier", &["tx-in"], "tx-copier-0", options, transformer)
+            .await
+            .expect("transform starts")
+    }
+
+    async fn copied(client: &Client) -> Vec<(String, u32)> {
+        let read = client
+            .transport()
+            .read_to_end("tx-out", BTreeMap::new(), 100_000)
+            .await;
+        let records = match read {
+            Ok((records, _)) => records,
+            // Not created until the first transaction publishes to it.
+            Err(rivulet_sdk::SdkError::UnknownTopic(_)) => Vec::new(),
+            Err(e) => panic!("reading tx-out: {e}"),
+        };
+        records
+            .into_iter()
+            .filter_map(|r| {
+                let step: Step = Received::from_record(r).data().ok()?;
+                Some((step.key, step.seq))
+            })
+            .collect()
+    }
+
+    async fn exactly_once(client: Client) {
+        let (keys, steps) = (6, 10);
+        let expected = publish_steps(&client, "tx-in", keys, steps).await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = start(&client, calls.clone()).await;
+        // Stop abruptly inside the third batch of ten, as a crash would.
+        wait_until("a third batch", || calls.load(Ordering::Relaxed) >= 25).await;
+        let before = first.stats();
+        drop(first);
+        assert!(before.transactions >= 1, "{before:?}");
+        let second = start(&client, calls.clone()).await;
+        let deadline = Instant::now() + WAIT;
+        let mut out = copied(&client).await;
+        while out.len() < expected - 1 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {} copied; transformer called {} times; {:?}",
+                out.len(),
+                expected - 1,
+                calls.load(Ordering::Relaxed),
+                second.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            out = copied(&client).await;
+        }
+        let stats = second.shutdown().await.expect("shutdown");
+        assert!(stats.transactions > 0, "{stats:?}");
+        let handled = before.transformed + before.dead_lettered + stats.transformed + stats.dead_lettered;
+        assert!(
+            handled as usize > expected,
+            "the batch cut by the stop was transformed again ({before:?}, {stats:?})"
+        );
+        // Each input copied once (the refused one dead-lettered), in order per key.
+        let mut by_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (key, seq) in copied(&client).await {
+            by_key.entry(key).or_default().push(seq);
+        }
+        for k in 0..keys {
+            let key = format!("order-{k}");
+            let want: Vec<u32> = (0..steps).filter(|s| !(k == 1 && *s == 9)).collect();
+            assert_eq!(by_key.get(&key), Some(&want), "{key}: each step once, in order");
+        }
+        let letters = client.dead_letters("tx-in.dlq").await.expect("dead letters");
+        assert_eq!(letters.len(), 1, "the refused event is dead-lettered once");
+        let committed = client
+            .transport()
+            .committed("tx-copier", "tx-in")
+            .await
+            .expect("committed");
+        let total: i64 = committed.values().sum();
+        assert_eq!(total as usize, expected, "the group's offsets cover every input");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_transform_copies_each_event_exactly_once_across_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        exactly_once(Client::embedded(broker(dir.path())).with_partitions(3)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_transform_copies_each_event_exactly_once_across_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, _stop) = super::kafka::serve(dir.path()).await;
+        exactly_once(Client::kafka(&addr).expect("client").with_partitions(3)).await;
+    }
 }

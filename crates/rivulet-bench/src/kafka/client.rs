@@ -83,6 +83,7 @@ pub(super) fn produce(
     while ctx.next_record_blocking(&mut buf).is_some() {
         if let Some(every) = transaction_records {
             if in_txn == every {
+                wait_delivered(&producer, &ctx)?;
                 producer
                     .commit_transaction(txn_call)
                     .and_then(|()| producer.begin_transaction())
@@ -107,6 +108,7 @@ pub(super) fn produce(
         }
     }
     if transaction_records.is_some() {
+        wait_delivered(&producer, &ctx)?;
         producer
             .commit_transaction(Duration::from_secs(FLUSH_SECS_MAX))
             .map_err(|e| err!("committing the last transaction: {e}"))?;
@@ -117,6 +119,21 @@ pub(super) fn produce(
             producer.in_flight_count()
         )
     })
+}
+
+/// Waits until every record sent is delivered, served by the producer's polling thread.
+/// rust-rdkafka's `commit_transaction` flushes first, and its flush polls in steps of up
+/// to 100 ms that the polling thread's events do not end early; with nothing left in
+/// flight that flush returns at once.
+fn wait_delivered(producer: &ThreadedProducer<DeliveryContext>, ctx: &ProducerCtx) -> Result<()> {
+    // Each pass sleeps 100 us; bounded by the flush deadline.
+    while producer.in_flight_count() > 0 {
+        if ctx.past_flush_deadline() {
+            bail!("records stayed undelivered for {FLUSH_SECS_MAX} s");
+        }
+        thread::sleep(Duration::from_micros(100));
+    }
+    Ok(())
 }
 
 /// Subscribes to `ctx`'s topic in its group and hands every record to `ctx` until it stops;

@@ -111,7 +111,7 @@ impl Broker {
                     partition,
                     count,
                 })?;
-            let bytes = build_batches(&group, now, max_batch_bytes);
+            let bytes = build_batches(&group, now, max_batch_bytes, None);
             let outcome = log.append(&bytes)?;
             self.metrics()
                 .record_produced(topic, group.len() as u64, bytes.len() as u64);
@@ -129,7 +129,7 @@ impl Broker {
         Ok(Appended { positions, durable })
     }
 
-    fn pick_partition(&self, topic: &str, count: usize, record: &NewRecord) -> Result<i32> {
+    pub(crate) fn pick_partition(&self, topic: &str, count: usize, record: &NewRecord) -> Result<i32> {
         match (record.partition, &record.key) {
             (Some(p), _) if p >= 0 && (p as usize) < count => Ok(p),
             (Some(p), _) => Err(BrokerError::UnknownPartition {
@@ -145,9 +145,22 @@ impl Broker {
     }
 }
 
+/// A transactional producer's id, epoch and next sequence in one partition, for batches
+/// the broker builds on its behalf.
+pub(crate) struct TxnSequence<'a> {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub next_sequence: &'a mut i32,
+}
+
 /// Concatenated batches of `records` (in order), each within the record and byte limits
-/// where a single record allows.
-fn build_batches(records: &[(usize, NewRecord)], now: i64, max_batch_bytes: usize) -> Vec<u8> {
+/// where a single record allows; transactional batches of `txn`'s producer when given.
+pub(crate) fn build_batches(
+    records: &[(usize, NewRecord)],
+    now: i64,
+    max_batch_bytes: usize,
+    mut txn: Option<TxnSequence<'_>>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut start = 0;
     // Each pass takes at least one record.
@@ -162,13 +175,18 @@ fn build_batches(records: &[(usize, NewRecord)], now: i64, max_batch_bytes: usiz
             bytes += size;
             end += 1;
         }
-        out.extend_from_slice(&build_one(&records[start..end], now));
+        let mut one = build_one(&records[start..end], now, txn.as_ref());
+        if let Some(t) = txn.as_mut() {
+            batch::set_transactional(&mut one);
+            *t.next_sequence = t.next_sequence.wrapping_add((end - start) as i32) & i32::MAX;
+        }
+        out.extend_from_slice(&one);
         start = end;
     }
     out
 }
 
-fn build_one(records: &[(usize, NewRecord)], now: i64) -> Vec<u8> {
+fn build_one(records: &[(usize, NewRecord)], now: i64, txn: Option<&TxnSequence<'_>>) -> Vec<u8> {
     let base_ts = records[0].1.timestamp_ms.unwrap_or(now);
     let recs: Vec<Record> = records
         .iter()
@@ -180,5 +198,6 @@ fn build_one(records: &[(usize, NewRecord)], now: i64) -> Vec<u8> {
             ..Record::default()
         })
         .collect();
-    batch::build(0, base_ts, None, &recs)
+    let producer = txn.map(|t| (t.producer_id, t.epoch, *t.next_sequence));
+    batch::build(0, base_ts, producer, &recs)
 }

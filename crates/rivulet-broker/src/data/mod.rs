@@ -20,6 +20,7 @@ mod produce;
 mod read;
 mod watch;
 
+pub(crate) use append::{build_batches, TxnSequence};
 pub use append::{Appended, NewRecord, RecordPosition, BATCH_RECORDS_MAX};
 pub use read::{ReadLimit, RecordsRead};
 pub use watch::{DataWatch, Woke, WATCH_PARTITIONS_MAX};

@@ -14,9 +14,11 @@
 //!
 //! - `ops`: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit;
 //! - `end`: EndTxn, markers, timeouts, recovery;
+//! - `local`: transactions of producers in this process (the embedded SDK);
 //! - `store`: the transaction log.
 
 mod end;
+mod local;
 mod ops;
 mod store;
 
@@ -26,6 +28,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
+pub use local::{LocalTxn, LocalTxnProducer};
 pub(crate) use store::TxnStore;
 pub use store::TRANSACTIONS_TOPIC;
 
@@ -37,6 +40,9 @@ pub const TXN_PARTITIONS_MAX: usize = 10_000;
 pub const TXN_OFFSETS_MAX: usize = 10_000;
 /// Transactional ids the coordinator keeps.
 pub const TRANSACTIONAL_IDS_MAX: usize = 100_000;
+/// A transactional id without a transaction for this long is forgotten (Kafka's
+/// `transactional.id.expiration.ms`, 7 days).
+pub const TRANSACTIONAL_ID_EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Where a transactional id's current transaction stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +301,37 @@ impl TxnCoordinator {
     /// Writes `meta` to the log; the handle resolves once it is on disk.
     fn persist(&self, meta: &TxnMeta) -> Result<rivulet_log::Durable> {
         self.store.write(meta)
+    }
+
+    /// Forgets transactional ids idle (no open transaction) for longer than
+    /// [`TRANSACTIONAL_ID_EXPIRATION_MS`]; returns how many.
+    pub(crate) fn expire_idle(&self, now_ms: i64) -> usize {
+        let mut txns = self.lock();
+        let idle: Vec<String> = txns
+            .by_id
+            .values()
+            .filter(|e| {
+                !e.completing
+                    && !matches!(
+                        e.meta.state,
+                        TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+                    )
+                    && now_ms - e.meta.updated_ms > TRANSACTIONAL_ID_EXPIRATION_MS
+            })
+            .map(|e| e.meta.transactional_id.clone())
+            .collect();
+        let mut forgotten = 0;
+        for id in idle {
+            if let Err(e) = self.store.forget(&id) {
+                tracing::warn!(transactional_id = %id, error = %e, "Cannot forget an idle transactional id");
+                break;
+            }
+            if let Some(entry) = txns.by_id.remove(&id) {
+                txns.by_producer.remove(&entry.meta.producer_id);
+            }
+            forgotten += 1;
+        }
+        forgotten
     }
 
     pub(crate) fn maintain(&self, now_ms: i64) -> Result<()> {

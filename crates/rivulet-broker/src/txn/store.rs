@@ -77,6 +77,13 @@ impl TxnStore {
         Ok(self.log.append(&batch)?.durable)
     }
 
+    /// Appends a tombstone for `transactional_id`: compaction then forgets it.
+    pub fn forget(&self, transactional_id: &str) -> Result<Durable> {
+        let record = Record::new(Some(transactional_id.as_bytes().to_vec()), None);
+        let batch = rivulet_log::batch::build(0, rivulet_log::now_ms(), None, &[record]);
+        Ok(self.log.append(&batch)?.durable)
+    }
+
     /// Runs the log's periodic maintenance (compaction, flushes).
     pub fn maintain(&self, now_ms: i64) -> Result<()> {
         Ok(self.log.maintain(now_ms)?)
