@@ -13,7 +13,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 use rivulet_broker::{BrokerError, PendingOffset, TxnMeta};
 
-use super::codes::txn_broker_error_code;
+use super::codes::{group_error_code, txn_broker_error_code};
 use super::{str_bytes, Handler};
 use crate::errors as ec;
 
@@ -33,7 +33,9 @@ impl Handler {
                 .inspect(|(pid, epoch)| tracing::info!(transactional_id = %id.0, producer_id = pid, epoch, "Transactional producer initialised")),
             None => {
                 let existing = (v >= 3 && r.producer_id.0 >= 0).then_some((r.producer_id.0, r.producer_epoch));
-                self.broker.init_producer_id(existing)
+                self.broker.init_producer_id(existing).inspect(|(pid, epoch)| {
+                    tracing::info!(producer_id = pid, epoch, "Allocated a producer id for an idempotent producer")
+                })
             }
         };
         match result {
@@ -155,7 +157,19 @@ impl Handler {
                 });
             }
         }
-        let code = if too_large {
+        // KIP-447: a consumer's generation and member id, when given, must be current, so a
+        // zombie consumer's producer cannot commit offsets of partitions it lost.
+        let member_error = (v >= 3 && r.generation_id >= 0)
+            .then(|| {
+                self.broker
+                    .groups()
+                    .validate_commit(&group, r.generation_id, &r.member_id)
+            })
+            .flatten();
+        let code = if let Some(e) = member_error {
+            tracing::warn!(group = %group, error = ?e, "TxnOffsetCommit from a stale group member refused");
+            group_error_code(e)
+        } else if too_large {
             ec::OFFSET_METADATA_TOO_LARGE
         } else {
             let result = self
