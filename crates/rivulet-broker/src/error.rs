@@ -98,6 +98,18 @@ pub enum BrokerError {
         /// Why.
         error: crate::groups::GroupError,
     },
+    /// A topic's partition count can only grow.
+    #[error(
+        "topic has {current} partitions; a new count must be larger (and at most {max}), not {requested}"
+    )]
+    PartitionsOnlyGrow {
+        /// Partitions now.
+        current: usize,
+        /// The count asked for.
+        requested: i32,
+        /// The largest count accepted.
+        max: u32,
+    },
     /// The transaction coordinator refused a request.
     #[error("transactional id {transactional_id:?}: {error}")]
     Transaction {
@@ -128,6 +140,7 @@ impl BrokerError {
             BrokerError::InvalidRecord(_) => 3013,
             BrokerError::Group { .. } => 3014,
             BrokerError::Transaction { error, .. } => error.code(),
+            BrokerError::PartitionsOnlyGrow { .. } => 3015,
         }
     }
 

@@ -409,6 +409,36 @@ impl Broker {
         Ok(())
     }
 
+    /// Grows a topic to `count` partitions (Kafka CreatePartitions). Partitions never
+    /// shrink; keys may map to other partitions afterwards, as in Kafka. `validate_only`
+    /// checks without changing anything.
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
+        let max = self.inner.config.partitions_per_topic_max;
+        let mut topics = self.write_topics();
+        let current = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let valid = u32::try_from(count)
+            .ok()
+            .filter(|c| *c as usize > current.partition_count() && *c <= max);
+        let Some(count) = valid else {
+            return Err(BrokerError::PartitionsOnlyGrow {
+                current: current.partition_count(),
+                requested: count,
+                max,
+            });
+        };
+        if validate_only {
+            return Ok(());
+        }
+        let grown =
+            current.with_partitions(&self.inner.context, count, &self.inner.config.default_log_config)?;
+        topics.insert(name.to_string(), Arc::new(grown));
+        tracing::info!(topic = %name, from = current.partition_count(), to = count, "Added partitions");
+        Ok(())
+    }
+
     /// Changes a topic's config overrides (applied at once and stored durably).
     pub fn set_topic_configs(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<()> {
         let topic = self.existing_topic(name)?;

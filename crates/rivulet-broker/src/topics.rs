@@ -352,6 +352,42 @@ impl Topic {
         }))
     }
 
+    /// The same topic with `count` partitions: the existing logs and new empty ones after
+    /// them, the new count stored durably. On failure the topic stays as it was (new
+    /// partition directories are ignored without the count in the metadata).
+    pub(crate) fn with_partitions(
+        &self,
+        context: &LogContext,
+        count: u32,
+        defaults: &LogConfig,
+    ) -> Result<Topic> {
+        assert!(count as usize > self.partitions.len(), "partitions only grow");
+        let overrides = self.overrides();
+        let config = build_log_config(defaults, &overrides)?;
+        let mut logs = self.partitions.clone();
+        for p in self.partitions.len() as u32..count {
+            let dir = self.dir.join(p.to_string());
+            if context.storage.exists(&dir) {
+                // Left by an earlier attempt that did not store the new count.
+                context
+                    .storage
+                    .remove_dir_all(&dir)
+                    .map_err(BrokerError::io("remove stale partition dir", &dir))?;
+            }
+            logs.push(open_partition(context, &self.dir, self.id, p, &config)?);
+        }
+        let topic = Topic {
+            name: self.name.clone(),
+            id: self.id,
+            dir: self.dir.clone(),
+            storage: self.storage.clone(),
+            partitions: logs,
+            overrides: std::sync::Mutex::new(overrides.clone()),
+        };
+        topic.write_meta(&overrides)?;
+        Ok(topic)
+    }
+
     /// Replaces the config overrides: validated, stored durably, then applied to every
     /// partition. A failure to store leaves the topic as it was.
     pub(crate) fn set_overrides(

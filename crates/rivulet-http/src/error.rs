@@ -119,6 +119,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::TopicExists(_) => ApiError::new(StatusCode::CONFLICT, 40901, e.to_string()),
             BrokerError::InvalidTopicName { .. }
             | BrokerError::InvalidPartitions { .. }
+            | BrokerError::PartitionsOnlyGrow { .. }
             | BrokerError::InvalidReplicationFactor(_)
             | BrokerError::InvalidConfig { .. }
             | BrokerError::InvalidRecord(_) => {

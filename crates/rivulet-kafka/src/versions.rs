@@ -34,6 +34,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 0),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 /// The advertised (min, max) versions of an API, or `None` when it is not served.
@@ -62,6 +66,35 @@ pub fn api_versions_response(_version: i16) -> ApiVersionsResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docs/compatibility.md` lists exactly the served APIs, with their advertised ranges.
+    #[test]
+    fn the_compatibility_table_matches_what_is_advertised() {
+        let doc = include_str!("../../../docs/compatibility.md");
+        let mut listed = Vec::new();
+        for line in doc
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| API"))
+        {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (key, versions) = (cells[2], cells[3]);
+            let (Ok(key), Some((min, max))) = (key.parse::<i16>(), versions.split_once('-')) else {
+                assert!(versions.is_empty() || versions.parse::<i16>().is_ok(), "{line}");
+                if let (Ok(key), Ok(v)) = (key.parse::<i16>(), versions.parse::<i16>()) {
+                    listed.push((key, v, v));
+                }
+                continue;
+            };
+            listed.push((key, min.parse().expect(line), max.parse().expect(line)));
+        }
+        let mut advertised: Vec<(i16, i16, i16)> = SUPPORTED
+            .iter()
+            .map(|(k, min, max)| (*k as i16, *min, *max))
+            .collect();
+        listed.sort_unstable();
+        advertised.sort_unstable();
+        assert_eq!(listed, advertised, "docs/compatibility.md and SUPPORTED disagree");
+    }
 
     #[test]
     fn advertised_ranges_fit_the_codec() {

@@ -170,6 +170,76 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
         ApiKey::DeleteGroups => DeleteGroupsRequest::default()
             .with_groups_names(vec![GroupId(s("unknown"))])
             .into(),
+        ApiKey::AddPartitionsToTxn => AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(s("tx")))
+            .with_v3_and_below_producer_id(ProducerId(7))
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(topic)
+                    .with_partitions(vec![0]),
+            ])
+            .into(),
+        ApiKey::AddOffsetsToTxn => AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("tx")))
+            .with_producer_id(ProducerId(7))
+            .with_group_id(GroupId(s("g")))
+            .into(),
+        ApiKey::EndTxn => EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("tx")))
+            .with_producer_id(ProducerId(7))
+            .with_committed(true)
+            .into(),
+        ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s("tx")))
+            .with_group_id(GroupId(s("g")))
+            .with_producer_id(ProducerId(7))
+            .with_generation_id(-1)
+            .with_topics(vec![
+                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(topic)
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1),
+                    ]),
+            ])
+            .into(),
+        ApiKey::DescribeTransactions => DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(s("tx")), TransactionalId(s("unknown"))])
+            .into(),
+        ApiKey::ListTransactions => ListTransactionsRequest::default()
+            .with_state_filters(vec![s("Ongoing"), s("NoSuchState")])
+            .into(),
+        ApiKey::DescribeCluster => DescribeClusterRequest::default()
+            .with_include_cluster_authorized_operations(true)
+            .into(),
+        ApiKey::CreatePartitions => CreatePartitionsRequest::default()
+            .with_topics(vec![create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_count(1)])
+            .with_validate_only(true)
+            .into(),
+        ApiKey::OffsetDelete => OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s("unknown")))
+            .with_topics(vec![offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(topic)
+                .with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0),
+                ])])
+            .into(),
+        ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default(
+                    )
+                    .with_name(s("retention.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(s("120000")))]),
+            ])
+            .with_validate_only(true)
+            .into(),
         other => panic!("no sample request for {other:?}: add one when advertising a new API"),
     }
 }

@@ -100,7 +100,19 @@ impl Broker {
             let partition = self.pick_partition(topic, count, &record)?;
             by_partition.entry(partition).or_default().push((index, record));
         }
-        let max_batch_bytes = t.partition(0).map_or(1 << 20, |log| log.config().max_batch_bytes);
+        let config = t.partition(0).map(|log| log.config());
+        if config.as_ref().is_some_and(|c| c.cleanup.compact) {
+            if let Some((_, group)) = by_partition
+                .iter()
+                .find(|(_, g)| g.iter().any(|(_, r)| r.key.is_none()))
+            {
+                let index = group.iter().find(|(_, r)| r.key.is_none()).map_or(0, |(i, _)| *i);
+                return Err(BrokerError::InvalidRecord(format!(
+                    "record {index}: a compacted topic accepts only records with a key"
+                )));
+            }
+        }
+        let max_batch_bytes = config.map_or(1 << 20, |c| c.max_batch_bytes);
         let mut positions = vec![None; total];
         let mut durable = Vec::with_capacity(by_partition.len());
         for (partition, group) in by_partition {

@@ -28,6 +28,9 @@ impl Broker {
                 count: t.partition_count(),
             })?;
         self.check_transactional(topic, partition, batches)?;
+        if log.config().cleanup.compact {
+            check_keys(batches)?;
+        }
         let outcome = log.append(batches).inspect_err(|e| {
             tracing::warn!(topic, partition, error = %e, code = e.code(), "Produce rejected");
         })?;
@@ -57,4 +60,21 @@ impl Broker {
                 }
             })
     }
+}
+
+/// Records bound for a compacted topic need a key (compaction keeps the latest record per
+/// key; Kafka refuses keyless ones the same way). Compressed batches are decompressed for
+/// the check (within the records decoder's bound); batches that do not decode are left to
+/// the log, which refuses them with the precise reason.
+fn check_keys(batches: &[u8]) -> Result<()> {
+    let bytes = bytes::Bytes::copy_from_slice(batches);
+    let keyless = rivulet_log::Records::new(bytes, 0)
+        .filter_map(std::result::Result::ok)
+        .any(|r| r.key.is_none());
+    if keyless {
+        return Err(BrokerError::InvalidRecord(
+            "a compacted topic accepts only records with a key".to_string(),
+        ));
+    }
+    Ok(())
 }

@@ -300,6 +300,34 @@ impl GroupCoordinator {
         }
     }
 
+    /// Deletes a group's committed offsets of some partitions (Kafka OffsetDelete). Refused
+    /// with `NonEmptyGroup` while the group has members (they may be consuming them);
+    /// `GroupIdNotFound` for a group with neither members nor offsets.
+    pub async fn delete_offsets(&self, group_id: &str, partitions: &[(String, i32)]) -> Option<GroupError> {
+        {
+            let groups = self.lock();
+            let known = groups.contains(group_id) || !self.offsets.group_offsets(group_id).is_empty();
+            if !known {
+                return Some(GroupError::GroupIdNotFound);
+            }
+            let busy = groups
+                .classic
+                .get(group_id)
+                .is_some_and(|g| !g.members.is_empty())
+                || groups.local.get(group_id).is_some_and(|g| g.len() > 0);
+            if busy {
+                return Some(GroupError::NonEmptyGroup);
+            }
+        }
+        match self.offsets.delete_partitions(group_id, partitions).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(group = %group_id, error = %e, "Deleting committed offsets failed");
+                Some(GroupError::StorageFailed)
+            }
+        }
+    }
+
     /// Expires members whose session timed out, SyncGroups that waited too long and
     /// rebalances that outlived their timeout. The broker calls this every few hundred
     /// milliseconds.

@@ -1,5 +1,5 @@
-//! Topic and config admin (CreateTopics, DeleteTopics, DescribeConfigs, AlterConfigs) and
-//! producer ids (InitProducerId).
+//! Topic and config admin (CreateTopics, DeleteTopics, DescribeConfigs, AlterConfigs,
+//! IncrementalAlterConfigs).
 
 use std::collections::BTreeMap;
 
@@ -147,6 +147,107 @@ impl Handler {
         AlterConfigsResponse::default().with_responses(responses)
     }
 
+    pub(super) async fn incremental_alter_configs(
+        &self,
+        r: IncrementalAlterConfigsRequest,
+    ) -> IncrementalAlterConfigsResponse {
+        use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as Out;
+        const TOPIC: i8 = 2;
+        let mut responses = Vec::with_capacity(r.resources.len());
+        for res in r.resources {
+            let mut out = Out::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let name = res.resource_name.to_string();
+            let result = if res.resource_type != TOPIC {
+                Err((
+                    ec::INVALID_REQUEST,
+                    "only topic configs can be altered on Rivulet".to_string(),
+                ))
+            } else {
+                self.apply_incremental(&name, &res.configs, r.validate_only).await
+            };
+            if let Err((code, message)) = result {
+                tracing::info!(topic = %name, error = %message, "IncrementalAlterConfigs refused");
+                out.error_code = code;
+                out.error_message = Some(str_bytes(message));
+            }
+            responses.push(out);
+        }
+        IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+
+    /// Applies SET (0), DELETE (1), APPEND (2) and SUBTRACT (3) to a topic's overrides and
+    /// stores the result.
+    async fn apply_incremental(
+        &self,
+        topic: &str,
+        ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+        validate_only: bool,
+    ) -> Result<(), (i16, String)> {
+        let fail = |e: BrokerError| {
+            let code = match &e {
+                BrokerError::InvalidConfig { .. } => ec::INVALID_CONFIG,
+                other => broker_error_code(other),
+            };
+            (code, e.to_string())
+        };
+        let current = self.broker.existing_topic(topic).map_err(fail)?;
+        let mut overrides = current.overrides();
+        for op in ops {
+            let key = op.name.to_string();
+            let value = op.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            let described = current.describe_configs();
+            let effective = || {
+                overrides
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| described.iter().find(|c| c.name == key).map(|c| c.value.clone()))
+            };
+            match op.config_operation {
+                0 => {
+                    overrides.insert(key, value);
+                }
+                1 => {
+                    overrides.remove(&key);
+                }
+                2 | 3 if key != "cleanup.policy" => {
+                    return Err((
+                        ec::INVALID_CONFIG,
+                        format!("{key} is not a list: APPEND and SUBTRACT do not apply"),
+                    ));
+                }
+                2 => {
+                    let mut items = list_items(&effective().unwrap_or_default());
+                    for item in list_items(&value) {
+                        if !items.contains(&item) {
+                            items.push(item);
+                        }
+                    }
+                    overrides.insert(key, items.join(","));
+                }
+                3 => {
+                    let remove = list_items(&value);
+                    let items: Vec<String> = list_items(&effective().unwrap_or_default())
+                        .into_iter()
+                        .filter(|i| !remove.contains(i))
+                        .collect();
+                    overrides.insert(key, items.join(","));
+                }
+                other => return Err((ec::INVALID_REQUEST, format!("unknown config operation {other}"))),
+            }
+        }
+        if validate_only {
+            return self.broker.validate_topic_configs(&overrides).map_err(fail);
+        }
+        let broker = self.broker.clone();
+        let name = topic.to_string();
+        tokio::task::spawn_blocking(move || broker.set_topic_configs(&name, overrides))
+            .await
+            .unwrap_or_else(|e| Err(BrokerError::LimitReached(format!("config task failed: {e}"))))
+            .map_err(fail)
+    }
+
     pub(super) fn describe_configs(&self, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
         const TOPIC: i8 = 2;
         const BROKER: i8 = 4;
@@ -231,4 +332,14 @@ impl Handler {
             .collect();
         DescribeConfigsResponse::default().with_results(results)
     }
+}
+
+/// The items of a comma-separated list config.
+fn list_items(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }

@@ -12,7 +12,9 @@ pub fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::InvalidTopicName { .. } => ec::INVALID_TOPIC_EXCEPTION,
         BrokerError::TopicExists(_) => ec::TOPIC_ALREADY_EXISTS,
         BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => ec::UNKNOWN_TOPIC_OR_PARTITION,
-        BrokerError::InvalidPartitions { .. } => ec::INVALID_PARTITIONS,
+        BrokerError::InvalidPartitions { .. } | BrokerError::PartitionsOnlyGrow { .. } => {
+            ec::INVALID_PARTITIONS
+        }
         BrokerError::InvalidReplicationFactor(_) => ec::INVALID_REPLICATION_FACTOR,
         BrokerError::InvalidConfig { .. } => ec::INVALID_CONFIG,
         BrokerError::LimitReached(_) => ec::POLICY_VIOLATION,

@@ -6,6 +6,7 @@
 //! - [`metadata`]: Metadata and FindCoordinator;
 //! - [`groups`]: the group protocol, OffsetCommit/OffsetFetch and group admin;
 //! - [`admin`]: topics and configs;
+//! - [`cluster`]: DescribeCluster, CreatePartitions, OffsetDelete;
 //! - [`txn`]: producer ids and transactions;
 //! - [`codes`]: broker errors as Kafka error codes.
 //!
@@ -13,6 +14,7 @@
 //! encode a non-default value in a version that lacks the field).
 
 mod admin;
+mod cluster;
 pub mod codes;
 mod fetch;
 mod groups;
@@ -213,6 +215,14 @@ impl Handler {
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(v, r)),
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(v, r)),
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
+            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.describe_cluster(r)),
+            RequestKind::CreatePartitions(r) => {
+                ResponseKind::CreatePartitions(self.create_partitions(r).await)
+            }
+            RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r).await),
+            RequestKind::IncrementalAlterConfigs(r) => {
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
+            }
             other => {
                 // Unreachable in practice: the codec only decodes served APIs.
                 tracing::warn!(api = ?request.api_key, "Request for an API without a handler");

@@ -57,6 +57,18 @@ enum TopicCommand {
         #[arg(required = true)]
         topics: Vec<String>,
     },
+    /// Grow a topic to more partitions (partitions never shrink; keys may move to other
+    /// partitions afterwards).
+    AddPartitions {
+        /// Topic name
+        topic: String,
+        /// The new total partition count
+        #[arg(short, long)]
+        partitions: usize,
+        /// Only validate the request; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Set or remove per-topic config overrides.
     AlterConfig {
         /// Topic name
@@ -84,6 +96,11 @@ pub fn run(args: TopicArgs) -> Result<()> {
         TopicCommand::List => list(conn),
         TopicCommand::Describe { topics } => describe(conn, &topics),
         TopicCommand::Delete { topics } => delete(conn, &topics),
+        TopicCommand::AddPartitions {
+            topic,
+            partitions,
+            dry_run,
+        } => add_partitions(conn, &topic, partitions, dry_run),
         TopicCommand::AlterConfig { topic, set, delete } => alter_config(conn, &topic, &set, &delete),
     }
 }
@@ -386,6 +403,17 @@ fn delete(conn: &ConnArgs, topics: &[String]) -> Result<()> {
         .map_err(|e| conn.error(e, "deleting topics"))?;
     let statuses = statuses_of(results);
     print_statuses(conn, &statuses, "deleted")
+}
+
+fn add_partitions(conn: &ConnArgs, topic: &str, partitions: usize, dry_run: bool) -> Result<()> {
+    let admin = conn.admin()?;
+    let request = rdkafka::admin::NewPartitions::new(topic, partitions);
+    let options = conn.admin_options().validate_only(dry_run);
+    let results = runtime()?
+        .block_on(admin.create_partitions(&[request], &options))
+        .map_err(|e| conn.error(e, "adding partitions"))?;
+    let statuses = statuses_of(results);
+    print_statuses(conn, &statuses, if dry_run { "valid" } else { "grown" })
 }
 
 fn alter_config(conn: &ConnArgs, topic: &str, set: &[String], delete: &[String]) -> Result<()> {

@@ -637,3 +637,37 @@ fn cli_topic_alter_config_sets_and_deletes_overrides() {
         "{text}"
     );
 }
+
+/// `rivulet topic add-partitions` grows a topic (a dry run changes nothing) and refuses to
+/// shrink it.
+#[test]
+fn cli_topic_add_partitions_grows_and_refuses_to_shrink() {
+    let server = Rivulet::start();
+    run(&server, &["topic", "create", "growing", "-p", "2"]).ok();
+    run(
+        &server,
+        &["topic", "add-partitions", "growing", "-p", "4", "--dry-run"],
+    )
+    .ok();
+    let partitions = |server: &Rivulet| {
+        let json = run(server, &["topic", "list", "--format", "json"]).json();
+        json.as_array()
+            .and_then(|a| a.iter().find(|t| t["name"] == "growing").cloned())
+            .map(|t| t["partitions"].clone())
+    };
+    assert_eq!(
+        partitions(&server),
+        Some(serde_json::json!(2)),
+        "a dry run changed the topic"
+    );
+    run(&server, &["topic", "add-partitions", "growing", "-p", "4"]).ok();
+    assert_eq!(partitions(&server), Some(serde_json::json!(4)));
+    let refused = run(&server, &["topic", "add-partitions", "growing", "-p", "3"]);
+    assert_ne!(
+        refused.status.code(),
+        Some(0),
+        "a shrink was accepted: {}",
+        refused.show()
+    );
+    assert_eq!(partitions(&server), Some(serde_json::json!(4)));
+}

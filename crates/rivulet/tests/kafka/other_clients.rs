@@ -212,3 +212,34 @@ fn kafkajs_transactions_commit_abort_and_send_offsets() {
     assert_eq!(summary["fetchedOffsets"], five, "the group's committed offsets");
     assert!(stdout.contains("OK transactions"));
 }
+
+/// kafka-python's admin client: CreatePartitions (and a refused shrink), a record to a new
+/// partition, IncrementalAlterConfigs SET/APPEND/DELETE, and OffsetDelete of one partition.
+#[test]
+fn kafka_python_admin_grows_partitions_alters_configs_incrementally_and_deletes_offsets() {
+    let Some(python) = python() else {
+        println!("SKIPPED kafka_python_admin: python3 is not installed");
+        return;
+    };
+    let server = Rivulet::start();
+    let script = repo_root().join("tests/clients/kafka_python_admin.py");
+    let output = Command::new(python)
+        .arg(script)
+        .arg(server.bootstrap())
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "kafka-python admin failed: {}",
+        show(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("OK "))
+        .unwrap_or_else(|| panic!("no summary: {}", show(&output)));
+    let summary: serde_json::Value = serde_json::from_str(summary).expect("summary json");
+    assert_eq!(summary["partitions"], 5);
+    assert_eq!(summary["offsets_kept"], serde_json::json!([0]));
+    assert!(server.log().contains("Added partitions"));
+}

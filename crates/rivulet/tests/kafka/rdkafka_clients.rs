@@ -574,3 +574,85 @@ fn rdkafka_admin_deletes_an_empty_group_and_its_offsets() {
         "offsets are gone with the group"
     );
 }
+
+/// librdkafka's CreatePartitions grows a topic (metadata shows the new partitions and a
+/// record reaches one); a shrink is refused with INVALID_PARTITIONS; DescribeCluster names
+/// this node.
+#[test]
+fn rdkafka_admin_adds_partitions_and_describe_cluster_names_the_node() {
+    use rdkafka::admin::NewPartitions;
+    use rdkafka::error::RDKafkaErrorCode;
+    let server = Rivulet::start();
+    create_topic(&server, "growing", 2, &[]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .expect("admin");
+    let rt = runtime();
+    let grown = rt
+        .block_on(admin.create_partitions(&[NewPartitions::new("growing", 6)], &AdminOptions::new()))
+        .expect("create_partitions");
+    assert!(grown.iter().all(Result::is_ok), "{grown:?}");
+    let shrunk = rt
+        .block_on(admin.create_partitions(&[NewPartitions::new("growing", 3)], &AdminOptions::new()))
+        .expect("create_partitions");
+    assert!(
+        matches!(shrunk.as_slice(), [Err((_, RDKafkaErrorCode::InvalidPartitions))]),
+        "{shrunk:?}"
+    );
+    let c = consumer(&server, "describer", &[]);
+    let md = c
+        .fetch_metadata(Some("growing"), Duration::from_secs(10))
+        .expect("metadata");
+    assert_eq!(md.topics()[0].partitions().len(), 6);
+    let p = producer(&server, &[]);
+    let delivered = rt
+        .block_on(p.send(
+            FutureRecord::<(), str>::to("growing").partition(5).payload("new"),
+            Duration::from_secs(10),
+        ))
+        .expect("delivered to a new partition");
+    assert_eq!(delivered.partition, 5);
+
+    let request = kafka_protocol::messages::DescribeClusterRequest::default();
+    let answer = rt
+        .block_on(rivulet_bench::kafka::request_once(
+            &server.bootstrap(),
+            &request,
+            1,
+        ))
+        .expect("DescribeCluster");
+    assert_eq!(answer.error_code, 0);
+    assert_eq!(answer.brokers.len(), 1);
+    assert_eq!(answer.brokers[0].port, i32::from(server.port()));
+    assert_eq!(answer.controller_id, answer.brokers[0].broker_id);
+}
+
+/// A compacted topic refuses a record without a key (INVALID_RECORD, as Kafka does) and
+/// takes keyed records and tombstones.
+#[test]
+fn rdkafka_keyless_record_to_a_compacted_topic_is_refused() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let server = Rivulet::start();
+    create_topic(&server, "profiles", 1, &[("cleanup.policy", "compact")]);
+    let p = producer(&server, &[("retries", "0"), ("enable.idempotence", "false")]);
+    let rt = runtime();
+    let keyless = rt.block_on(p.send(
+        FutureRecord::<str, str>::to("profiles").payload("no key"),
+        Duration::from_secs(10),
+    ));
+    match keyless {
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord), _)) => {}
+        other => panic!("a keyless record was not refused with INVALID_RECORD: {other:?}"),
+    }
+    let keyed = rt.block_on(p.send(
+        FutureRecord::to("profiles").key("user-1").payload("v1"),
+        Duration::from_secs(10),
+    ));
+    assert!(keyed.is_ok(), "{keyed:?}");
+    let tombstone = rt.block_on(p.send(
+        FutureRecord::<str, str>::to("profiles").key("user-1"),
+        Duration::from_secs(10),
+    ));
+    assert!(tombstone.is_ok(), "{tombstone:?}");
+}

@@ -1,0 +1,117 @@
+//! DescribeCluster, CreatePartitions and OffsetDelete.
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::*;
+use rivulet_broker::GroupError;
+
+use super::codes::{broker_error_code, group_error_code};
+use super::{str_bytes, Handler};
+use crate::errors as ec;
+
+/// `cluster_authorized_operations` when the client did not ask for them (Kafka's
+/// `Integer.MIN_VALUE`).
+const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
+
+impl Handler {
+    pub(super) fn describe_cluster(&self, r: DescribeClusterRequest) -> DescribeClusterResponse {
+        const BROKERS: i8 = 1;
+        if r.endpoint_type != BROKERS {
+            return DescribeClusterResponse::default()
+                .with_error_code(ec::UNSUPPORTED_ENDPOINT_TYPE)
+                .with_error_message(Some(str_bytes("only broker endpoints exist")));
+        }
+        let node = DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(self.config.node_id))
+            .with_host(str_bytes(self.config.advertised_host.clone()))
+            .with_port(i32::from(self.config.advertised_port));
+        // Without authorization every operation is allowed; the bit set names them.
+        let operations = if r.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            OPERATIONS_NOT_ASKED
+        };
+        DescribeClusterResponse::default()
+            .with_endpoint_type(BROKERS)
+            .with_cluster_id(str_bytes(self.config.cluster_id.clone()))
+            .with_controller_id(BrokerId(self.config.node_id))
+            .with_brokers(vec![node])
+            .with_cluster_authorized_operations(operations)
+    }
+
+    pub(super) async fn create_partitions(&self, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+        let mut results = Vec::with_capacity(r.topics.len());
+        for t in r.topics {
+            let mut out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let broker = self.broker.clone();
+            let (name, count, validate_only) = (t.name.0.to_string(), t.count, r.validate_only);
+            let result =
+                tokio::task::spawn_blocking(move || broker.create_partitions(&name, count, validate_only))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(rivulet_broker::BrokerError::LimitReached(format!(
+                            "partition task failed: {e}"
+                        )))
+                    });
+            if let Err(e) = result {
+                tracing::info!(topic = %t.name.0, error = %e, "CreatePartitions refused");
+                out.error_code = broker_error_code(&e);
+                out.error_message = Some(str_bytes(e.to_string()));
+            }
+            results.push(out);
+        }
+        CreatePartitionsResponse::default().with_results(results)
+    }
+
+    pub(super) async fn offset_delete(&self, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+        let partitions: Vec<(String, i32)> = r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), p.partition_index))
+            })
+            .collect();
+        let refused = self
+            .broker
+            .groups()
+            .delete_offsets(&r.group_id.0, &partitions)
+            .await;
+        let (top, each) = match refused {
+            None => (ec::NONE, ec::NONE),
+            // Members may be consuming any of its topics.
+            Some(GroupError::NonEmptyGroup) => (ec::NONE, ec::GROUP_SUBSCRIBED_TO_TOPIC),
+            Some(e) => (group_error_code(e), ec::NONE),
+        };
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(each)
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetDeleteResponse::default()
+            .with_error_code(top)
+            .with_topics(topics)
+    }
+}
+
+/// The cluster operations Kafka names in `cluster_authorized_operations` (bits: ALTER 4,
+/// CREATE 7, DESCRIBE 8, CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11,
+/// IDEMPOTENT_WRITE 12), all allowed while Rivulet has no authorization.
+const CLUSTER_OPERATIONS: i32 = (1 << 4) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
