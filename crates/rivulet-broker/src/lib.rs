@@ -439,6 +439,21 @@ impl Broker {
         Ok(())
     }
 
+    /// Deletes the records of one partition before `offset` (`-1`: the high watermark):
+    /// Kafka DeleteRecords. Returns the new log start offset. Blocking I/O.
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64> {
+        let log = self.existing_topic(topic).and_then(|t| {
+            t.partition(partition)
+                .cloned()
+                .ok_or_else(|| BrokerError::UnknownPartition {
+                    topic: topic.to_string(),
+                    partition,
+                    count: t.partition_count(),
+                })
+        })?;
+        Ok(log.delete_records_before(offset)?)
+    }
+
     /// Changes a topic's config overrides (applied at once and stored durably).
     pub fn set_topic_configs(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<()> {
         let topic = self.existing_topic(name)?;

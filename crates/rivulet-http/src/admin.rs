@@ -20,7 +20,7 @@ fn topic_summary(t: &Topic) -> Value {
     json!({"name": t.name(), "partitions": t.partition_count(), "size_bytes": t.size_bytes()})
 }
 
-fn topic_detail(t: &Topic) -> Value {
+pub(crate) fn topic_detail(t: &Topic) -> Value {
     let partitions: Vec<Value> = t
         .partition_infos()
         .iter()

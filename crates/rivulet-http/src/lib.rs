@@ -18,6 +18,7 @@
 mod admin;
 mod consume;
 pub mod error;
+mod partitions;
 mod produce;
 pub mod records;
 mod scrape;
@@ -32,7 +33,7 @@ use std::time::Instant;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use rivulet_broker::Broker;
 
@@ -106,6 +107,15 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
             get(admin::describe_topic).delete(admin::delete_topic),
         )
         .route("/v1/topics/{topic}/records", post(produce::produce))
+        .route("/v1/topics/{topic}/partitions", post(partitions::grow))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/delete-records",
+            post(partitions::delete_records),
+        )
+        .route(
+            "/v1/groups/{group}/offsets/{topic}",
+            delete(partitions::delete_group_offsets),
+        )
         .route(
             "/v1/topics/{topic}/partitions/{partition}/records",
             get(consume::poll),

@@ -425,3 +425,64 @@ async fn produce_to_a_new_topic_follows_the_auto_creation_setting() {
     assert!(message.contains("POST /v1/topics"), "{message}");
     assert!(g.broker.topic("fresh").is_none());
 }
+
+/// Growing a topic, deleting records before an offset and deleting a group's offsets of a
+/// topic over HTTP, with the errors Kafka's rules give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_grow_records_are_deleted_and_group_offsets_forgotten() {
+    let g = start().await;
+    let (code, _) = send(&g, "POST", "/v1/topics", r#"{"name":"ledger","partitions":2}"#).await;
+    assert_eq!(code, 201);
+    let records: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"partition":0,"value":"e{i}"}}"#))
+        .collect();
+    let (code, _) = send(
+        &g,
+        "POST",
+        "/v1/topics/ledger/records",
+        &format!("[{}]", records.join(",")),
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    let (code, grown) = send(&g, "POST", "/v1/topics/ledger/partitions", r#"{"count":4}"#).await;
+    assert_eq!(code, 200, "{grown}");
+    assert_eq!(grown["partitions"].as_array().map(Vec::len), Some(4));
+    let (code, refused) = send(&g, "POST", "/v1/topics/ledger/partitions", r#"{"count":3}"#).await;
+    assert_eq!(code, 422, "{refused}");
+
+    let path = "/v1/topics/ledger/partitions/0/delete-records";
+    let (code, trimmed) = send(&g, "POST", path, r#"{"before_offset":6}"#).await;
+    assert_eq!(code, 200, "{trimmed}");
+    assert_eq!(trimmed["log_start_offset"], 6);
+    let (code, past) = send(&g, "POST", path, r#"{"before_offset":99}"#).await;
+    assert_eq!(code, 416, "{past}");
+    let (code, gone) = get(&g, "/v1/topics/ledger/partitions/0/records?offset=0").await;
+    assert_eq!(code, 416, "{gone}");
+    let (code, kept) = get(&g, "/v1/topics/ledger/partitions/0/records?offset=6").await;
+    assert_eq!(code, 200, "{kept}");
+    assert_eq!(kept["records"][0]["value"], "e6", "{kept}");
+
+    let offsets = g.broker.groups().offsets();
+    let committed = rivulet_broker::CommittedOffset {
+        offset: 3,
+        leader_epoch: -1,
+        metadata: None,
+        commit_timestamp_ms: 0,
+    };
+    offsets
+        .commit(
+            "auditors",
+            vec![
+                ("ledger".into(), 0, committed.clone()),
+                ("ledger".into(), 1, committed),
+            ],
+        )
+        .await
+        .expect("commit");
+    let (code, _) = send(&g, "DELETE", "/v1/groups/auditors/offsets/ledger", "").await;
+    assert_eq!(code, 204);
+    assert!(offsets.group_offsets("auditors").is_empty());
+    let (code, unknown) = send(&g, "DELETE", "/v1/groups/nobody/offsets/ledger", "").await;
+    assert_eq!(code, 404, "{unknown}");
+}

@@ -219,6 +219,15 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
                 .with_count(1)])
             .with_validate_only(true)
             .into(),
+        ApiKey::DeleteRecords => DeleteRecordsRequest::default()
+            .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic)
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(0),
+                ])])
+            .into(),
         ApiKey::OffsetDelete => OffsetDeleteRequest::default()
             .with_group_id(GroupId(s("unknown")))
             .with_topics(vec![offset_delete_request::OffsetDeleteRequestTopic::default()

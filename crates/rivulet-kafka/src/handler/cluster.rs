@@ -1,4 +1,4 @@
-//! DescribeCluster, CreatePartitions and OffsetDelete.
+//! DescribeCluster, CreatePartitions, DeleteRecords and OffsetDelete.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -64,6 +64,43 @@ impl Handler {
             results.push(out);
         }
         CreatePartitionsResponse::default().with_results(results)
+    }
+
+    pub(super) async fn delete_records(&self, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+        use kafka_protocol::messages::delete_records_response::{
+            DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+        };
+        let mut topics = Vec::with_capacity(r.topics.len());
+        for t in r.topics {
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for p in t.partitions {
+                let broker = self.broker.clone();
+                let (name, index, offset) = (t.name.0.to_string(), p.partition_index, p.offset);
+                let result = tokio::task::spawn_blocking(move || broker.delete_records(&name, index, offset))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(rivulet_broker::BrokerError::LimitReached(format!(
+                            "delete task failed: {e}"
+                        )))
+                    });
+                let mut out = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                match result {
+                    Ok(low) => out.low_watermark = low,
+                    Err(e) => {
+                        tracing::info!(topic = %t.name.0, partition = p.partition_index, error = %e, "DeleteRecords refused");
+                        out.low_watermark = -1;
+                        out.error_code = broker_error_code(&e);
+                    }
+                }
+                partitions.push(out);
+            }
+            topics.push(
+                DeleteRecordsTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
+        }
+        DeleteRecordsResponse::default().with_topics(topics)
     }
 
     pub(super) async fn offset_delete(&self, r: OffsetDeleteRequest) -> OffsetDeleteResponse {

@@ -6,7 +6,7 @@
 //! - [`metadata`]: Metadata and FindCoordinator;
 //! - [`groups`]: the group protocol, OffsetCommit/OffsetFetch and group admin;
 //! - [`admin`]: topics and configs;
-//! - [`cluster`]: DescribeCluster, CreatePartitions, OffsetDelete;
+//! - [`cluster`]: DescribeCluster, CreatePartitions, DeleteRecords, OffsetDelete;
 //! - [`txn`]: producer ids and transactions;
 //! - [`codes`]: broker errors as Kafka error codes.
 //!
@@ -220,6 +220,7 @@ impl Handler {
                 ResponseKind::CreatePartitions(self.create_partitions(r).await)
             }
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r).await),
+            RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r).await),
             RequestKind::IncrementalAlterConfigs(r) => {
                 ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
             }

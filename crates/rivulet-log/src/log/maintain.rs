@@ -190,7 +190,9 @@ impl Log {
                 }
             }
             if !doomed.is_empty() {
-                st.log_start_offset = st.segments.keys().next().copied().unwrap_or(st.next_offset);
+                // A start moved by DeleteRecords may lie past the first segment left.
+                let first = st.segments.keys().next().copied().unwrap_or(st.next_offset);
+                st.log_start_offset = st.log_start_offset.max(first);
                 let start = st.log_start_offset;
                 st.txns.trim(start);
                 self.shared
@@ -198,12 +200,19 @@ impl Log {
                     .store(st.log_start_offset, Ordering::Release);
             }
         }
-        // Rename, sync the directory (from here on the segment is gone, crash or not), then
-        // let the reaper free the blocks gradually: see `reaper`.
+        let count = doomed.len();
+        self.retire_segments(doomed)?;
+        Ok(count)
+    }
+
+    /// Removes segments already taken out of the state: rename, sync the directory (from
+    /// here on each segment is gone, crash or not), then the reaper frees the blocks
+    /// gradually (see `reaper`).
+    pub(super) fn retire_segments(&self, doomed: Vec<Segment>) -> Result<()> {
         let storage = &self.shared.storage;
         let mut retired = Vec::with_capacity(doomed.len());
         for segment in &doomed {
-            info!(segment = %segment.log_path.display(), "Deleting segment past retention");
+            info!(segment = %segment.log_path.display(), "Deleting segment");
             let mut name = segment.log_path.clone().into_os_string();
             name.push(DELETED_SUFFIX);
             let deleted = PathBuf::from(name);
@@ -228,7 +237,7 @@ impl Log {
                 path,
             });
         }
-        Ok(doomed.len())
+        Ok(())
     }
 
     /// Compacts sealed segments: keeps the latest record per key, and tombstones until they

@@ -6,6 +6,7 @@
 //! - `read`: reading batches back, lookups by timestamp.
 //! - `maintain`: segment rolls, retention, compaction hooks, interval flushes.
 //! - `journaled`: appends made durable through the shared journal, and replay from it.
+//! - `start`: deleting records before an offset (the stored log start offset).
 
 mod append;
 mod journaled;
@@ -13,6 +14,7 @@ mod maintain;
 mod open;
 mod read;
 mod slice;
+mod start;
 mod sync;
 
 use std::collections::BTreeMap;

@@ -98,6 +98,9 @@ impl Log {
             segments.insert(0, Segment::create(storage.as_ref(), &dir, 0, now)?);
         }
         let mut state = initial_state(segments, now)?;
+        if let Some(stored) = super::start::read_start(storage.as_ref(), &dir)? {
+            state.log_start_offset = state.log_start_offset.max(stored.min(state.next_offset));
+        }
         rebuild_producers(storage.as_ref(), &mut state)?;
         // What recovery kept is what readers may see: make it durable first.
         if let Some(active) = state.segments.values_mut().next_back() {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -57,6 +57,14 @@ enum GroupCommand {
         #[arg(required = true)]
         groups: Vec<String>,
     },
+    /// Delete an empty group's committed offsets of one topic (Kafka OffsetDelete).
+    DeleteOffsets {
+        /// Group id
+        group: String,
+        /// Topic whose offsets to forget
+        #[arg(long)]
+        topic: String,
+    },
 }
 
 /// Runs `rivulet group`.
@@ -72,6 +80,7 @@ pub fn run(args: GroupArgs) -> Result<()> {
             dry_run,
         } => seek(conn, &group, &to, &topics, dry_run),
         GroupCommand::Delete { groups } => delete(conn, &groups),
+        GroupCommand::DeleteOffsets { group, topic } => delete_offsets(conn, &group, &topic),
     }
 }
 
@@ -553,6 +562,82 @@ fn print_seek(conn: &ConnArgs, plan: SeekPlan) -> Result<()> {
             }
             emit(&out)
         }
+    }
+}
+
+fn delete_offsets(conn: &ConnArgs, group: &str, topic: &str) -> Result<()> {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, OffsetDeleteRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let consumer = conn.consumer(None)?;
+    let metadata = conn.metadata(&consumer)?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .ok_or_else(|| anyhow!("topic {topic:?} does not exist"))?;
+    let bootstrap = conn
+        .brokers
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let rt = runtime()?;
+    let ask_timeout = conn.timeout();
+    let find = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
+    let coordinator = rt
+        .block_on(async {
+            tokio::time::timeout(
+                ask_timeout,
+                rivulet_bench::kafka::request_once(&bootstrap, &find, 1),
+            )
+            .await
+        })
+        .map_err(|_| anyhow!("{bootstrap} did not answer FindCoordinator in time"))?
+        .map_err(|e| anyhow!("finding the coordinator of {group:?}: {e}"))?;
+    if coordinator.error_code != 0 {
+        bail!(
+            "finding the coordinator of {group:?}: Kafka error {}",
+            coordinator.error_code
+        );
+    }
+    let address = format!("{}:{}", coordinator.host, coordinator.port);
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                (0..partitions as i32)
+                    .map(|p| OffsetDeleteRequestPartition::default().with_partition_index(p))
+                    .collect(),
+            )]);
+    let response = rt
+        .block_on(async {
+            tokio::time::timeout(
+                ask_timeout,
+                rivulet_bench::kafka::request_once(&address, &request, 0),
+            )
+            .await
+        })
+        .map_err(|_| anyhow!("{address} did not answer OffsetDelete in time"))?
+        .map_err(|e| anyhow!("deleting offsets: {e}"))?;
+    let code = std::iter::once(response.error_code)
+        .chain(
+            response
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        )
+        .find(|c| *c != 0);
+    match code {
+        None => emit(&format!("deleted the offsets of {group} for {topic}\n")),
+        Some(86) => bail!("group {group:?} has members consuming {topic:?}; stop them first"),
+        Some(69) => bail!("group {group:?} does not exist"),
+        Some(c) => bail!("deleting the offsets of {group:?} for {topic:?} failed: Kafka error {c}"),
     }
 }
 

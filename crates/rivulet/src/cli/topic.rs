@@ -69,6 +69,17 @@ enum TopicCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Delete a partition's records before an offset (all of them with --before -1).
+    DeleteRecords {
+        /// Topic name
+        topic: String,
+        /// Partition
+        #[arg(short, long)]
+        partition: i32,
+        /// Records before this offset are deleted; -1: up to the high watermark
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
+    },
     /// Set or remove per-topic config overrides.
     AlterConfig {
         /// Topic name
@@ -96,6 +107,11 @@ pub fn run(args: TopicArgs) -> Result<()> {
         TopicCommand::List => list(conn),
         TopicCommand::Describe { topics } => describe(conn, &topics),
         TopicCommand::Delete { topics } => delete(conn, &topics),
+        TopicCommand::DeleteRecords {
+            topic,
+            partition,
+            before,
+        } => delete_records(conn, &topic, partition, before),
         TopicCommand::AddPartitions {
             topic,
             partitions,
@@ -414,6 +430,38 @@ fn add_partitions(conn: &ConnArgs, topic: &str, partitions: usize, dry_run: bool
         .map_err(|e| conn.error(e, "adding partitions"))?;
     let statuses = statuses_of(results);
     print_statuses(conn, &statuses, if dry_run { "valid" } else { "grown" })
+}
+
+fn delete_records(conn: &ConnArgs, topic: &str, partition: i32, before: i64) -> Result<()> {
+    let admin = conn.admin()?;
+    let offset = if before == -1 {
+        rdkafka::Offset::End
+    } else {
+        rdkafka::Offset::Offset(before)
+    };
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, offset)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let result = runtime()?
+        .block_on(admin.delete_records(&tpl, &conn.admin_options()))
+        .map_err(|e| conn.error(e, "deleting records"))?;
+    let element = result
+        .elements()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the broker answered for no partition"))?;
+    if let Err(e) = element.error() {
+        bail!("deleting records of {topic}[{partition}] failed: {e}");
+    }
+    match (conn.format, element.offset()) {
+        (Format::Json, rdkafka::Offset::Offset(start)) => {
+            emit_json(&serde_json::json!({"topic": topic, "partition": partition, "log_start_offset": start}))
+        }
+        (_, rdkafka::Offset::Offset(start)) => {
+            emit(&format!("{topic}[{partition}] now starts at offset {start}\n"))
+        }
+        (_, other) => emit(&format!("{topic}[{partition}]: {other:?}\n")),
+    }
 }
 
 fn alter_config(conn: &ConnArgs, topic: &str, set: &[String], delete: &[String]) -> Result<()> {

@@ -671,3 +671,49 @@ fn cli_topic_add_partitions_grows_and_refuses_to_shrink() {
     );
     assert_eq!(partitions(&server), Some(serde_json::json!(4)));
 }
+
+/// `rivulet topic delete-records` moves a partition's start; `rivulet group delete-offsets`
+/// forgets an empty group's offsets of a topic.
+#[test]
+fn cli_deletes_records_and_a_groups_offsets_of_a_topic() {
+    let server = Rivulet::start();
+    run(&server, &["topic", "create", "journal", "-p", "1"]).ok();
+    let lines: String = (0..8).map(|i| format!("line-{i}\n")).collect();
+    produce(&server, &["produce", "journal"], &lines).ok();
+    let out = run(
+        &server,
+        &["topic", "delete-records", "journal", "-p", "0", "--before", "5"],
+    )
+    .ok();
+    assert!(out.contains("starts at offset 5"), "{out}");
+    let consumed = run(&server, &["consume", "journal", "-o", "start", "-e"]).ok();
+    let offsets: Vec<i64> = consumed
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["offset"].as_i64())
+        .collect();
+    assert_eq!(offsets, vec![5, 6, 7], "{consumed}");
+    run(
+        &server,
+        &["topic", "delete-records", "journal", "-p", "0", "--before", "99"],
+    )
+    .failed();
+
+    run(
+        &server,
+        &["consume", "journal", "-g", "readers", "-o", "start", "-e"],
+    )
+    .ok();
+    let (current, _) = partition_lag(&group_json(&server, "readers"), "journal", 0);
+    assert_eq!(current, serde_json::json!(8));
+    let out = run(
+        &server,
+        &["group", "delete-offsets", "readers", "--topic", "journal"],
+    )
+    .ok();
+    assert!(out.contains("deleted"), "{out}");
+    // The group is forgotten with its last offsets, or described without them.
+    let after = run(&server, &["group", "describe", "readers", "--format", "json"]);
+    let committed = after.stdout.contains("\"current_offset\":8");
+    assert!(!committed, "{}", after.show());
+}

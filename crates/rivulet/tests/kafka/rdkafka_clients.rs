@@ -656,3 +656,48 @@ fn rdkafka_keyless_record_to_a_compacted_topic_is_refused() {
     ));
     assert!(tombstone.is_ok(), "{tombstone:?}");
 }
+
+/// librdkafka's DeleteRecords moves a partition's low watermark; consumers from the
+/// beginning start there, and the start survives kill -9.
+#[test]
+fn rdkafka_delete_records_moves_the_low_watermark_across_a_crash() {
+    let mut server = Rivulet::start();
+    create_topic(&server, "trimmed", 1, &[]);
+    let p = producer(&server, &[]);
+    produce_all(&p, "trimmed", &numbered(10));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .expect("admin");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("trimmed", 0, Offset::Offset(6))
+        .expect("tpl");
+    let rt = runtime();
+    let result = rt
+        .block_on(admin.delete_records(&tpl, &AdminOptions::new()))
+        .expect("delete_records");
+    let element = &result.elements()[0];
+    assert!(element.error().is_ok(), "{:?}", element.error());
+    assert_eq!(element.offset(), Offset::Offset(6), "the new low watermark");
+    drop(admin);
+    let c = consumer(&server, "after-trim", &[]);
+    assert_eq!(
+        c.fetch_watermarks("trimmed", 0, Duration::from_secs(10))
+            .expect("watermarks"),
+        (6, 10)
+    );
+    assign_from_beginning(&c, "trimmed", 1);
+    let got = consume_n(&c, 4, Duration::from_secs(30));
+    let offsets: Vec<i64> = got.iter().map(|(_, o, _, _)| *o).collect();
+    assert_eq!(offsets, vec![6, 7, 8, 9]);
+    drop(c);
+    server.kill9();
+    server.respawn();
+    let c = consumer(&server, "after-crash", &[]);
+    assert_eq!(
+        c.fetch_watermarks("trimmed", 0, Duration::from_secs(10))
+            .expect("watermarks"),
+        (6, 10),
+        "the deleted records stay deleted after kill -9"
+    );
+}
