@@ -174,7 +174,8 @@ pub(crate) fn group_error(group: &str, error: GroupError) -> ApiError {
         | GroupError::IllegalGeneration
         | GroupError::RebalanceInProgress
         | GroupError::MemberIdRequired
-        | GroupError::InvalidSessionTimeout => {
+        | GroupError::InvalidSessionTimeout
+        | GroupError::FencedInstanceId => {
             ApiError::new(StatusCode::CONFLICT, 40905, format!("group {group:?}: {error}"))
         }
         GroupError::StorageFailed => ApiError::internal(format!("group {group:?}: storing offsets failed")),

@@ -133,7 +133,9 @@ impl ClassicGroup {
         let member_id = if req.member_id.is_empty() {
             let client: String = req.client_id.chars().take(64).collect();
             let id = format!("{client}-{:032x}", random_u128());
-            if req.require_known_member_id {
+            // A static member's join is its new incarnation at once (KIP-345): no
+            // member-id round trip, it replaces the instance's holder.
+            if req.require_known_member_id && req.group_instance_id.as_deref().is_none_or(str::is_empty) {
                 if self.pending.len() >= limits.members_per_group_max {
                     tracing::warn!(group = %req.group_id, limit = limits.members_per_group_max, "Refusing a join: too many pending member ids");
                     return Err((GroupError::GroupMaxSizeReached, String::new()));
@@ -175,6 +177,14 @@ impl ClassicGroup {
             member_id: member_id.to_string(),
             members: Vec::new(),
         })
+    }
+
+    /// The member id holding static instance `instance`, if any.
+    pub(super) fn static_member(&self, instance: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.group_instance_id.as_deref() == Some(instance))
+            .map(|(id, _)| id.as_str())
     }
 
     /// A static member (group.instance.id) that restarts comes back with a new member id:

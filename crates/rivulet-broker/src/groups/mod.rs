@@ -166,6 +166,26 @@ impl GroupCoordinator {
         }
     }
 
+    /// `FencedInstanceId` when `member_id` claims static instance `instance` but a newer
+    /// member holds it (the older incarnation of a restarted static member). Front ends
+    /// check this before a static member's Heartbeat, SyncGroup, OffsetCommit, LeaveGroup
+    /// and rejoin.
+    pub fn check_static(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+    ) -> Option<GroupError> {
+        let instance = instance.filter(|i| !i.is_empty())?;
+        let groups = self.lock();
+        let group = groups.classic.get(group_id)?;
+        let holder = group.static_member(instance)?;
+        (holder != member_id).then(|| {
+            tracing::info!(group = %group_id, instance, member = %member_id, holder, "Static member fenced");
+            GroupError::FencedInstanceId
+        })
+    }
+
     /// Handles Heartbeat.
     pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> Option<GroupError> {
         let now = self.clock.now();

@@ -137,6 +137,8 @@ async fn standalone_commits_need_an_empty_group() {
     );
 }
 
+/// A static member joins without the member-id round trip (KIP-345); its restart
+/// replaces the old incarnation, which is fenced from then on.
 #[tokio::test]
 async fn a_restarted_static_member_replaces_its_old_incarnation() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -145,14 +147,26 @@ async fn a_restarted_static_member_replaces_its_old_incarnation() {
         group_instance_id: Some("instance-1".to_string()),
         ..join_req(id, b"m")
     };
-    let old = c.join(static_req("")).await.member_id;
-    assert_eq!(c.join(static_req(&old)).await.generation_id, 1);
+    let first = c.join(static_req("")).await;
+    assert_eq!(first.error, None, "no MEMBER_ID_REQUIRED for a static member");
+    assert_eq!(first.generation_id, 1);
+    let old = first.member_id;
     c.sync("g", 1, &old, vec![]).await;
-    let new = c.join(static_req("")).await.member_id;
-    let joined = c.join(static_req(&new)).await;
+    let joined = c.join(static_req("")).await;
     assert_eq!(joined.error, None);
-    assert_eq!(joined.leader, new, "the old incarnation is gone");
+    assert_ne!(joined.member_id, old);
+    assert_eq!(joined.leader, joined.member_id, "the old incarnation is gone");
     assert_eq!(joined.members.len(), 1);
+    assert_eq!(
+        c.check_static("g", &old, Some("instance-1")),
+        Some(GroupError::FencedInstanceId)
+    );
+    assert_eq!(c.check_static("g", &joined.member_id, Some("instance-1")), None);
+    assert_eq!(
+        c.check_static("g", &old, None),
+        None,
+        "only static requests are checked"
+    );
     assert_eq!(
         c.heartbeat("g", joined.generation_id, &old),
         Some(GroupError::UnknownMemberId)

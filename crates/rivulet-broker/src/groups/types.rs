@@ -38,6 +38,10 @@ pub enum GroupError {
     /// Storing offsets failed.
     #[error("coordinator storage failed")]
     StorageFailed,
+    /// Another member with the same `group.instance.id` replaced this one (a static
+    /// member's zombie): fatal for the client.
+    #[error("fenced by a newer member with the same group instance id")]
+    FencedInstanceId,
 }
 
 /// State of a group, named as Kafka names it in DescribeGroups/ListGroups.

@@ -93,6 +93,7 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::InvalidGroupId => ec::INVALID_GROUP_ID,
         GroupError::GroupMaxSizeReached => ec::GROUP_MAX_SIZE_REACHED,
         GroupError::StorageFailed => ec::COORDINATOR_NOT_AVAILABLE,
+        GroupError::FencedInstanceId => ec::FENCED_INSTANCE_ID,
     }
 }
 

@@ -25,10 +25,11 @@ use crate::errors as ec;
 
 impl Handler {
     pub(super) fn heartbeat(&self, r: HeartbeatRequest) -> HeartbeatResponse {
-        let error = self
-            .broker
-            .groups()
-            .heartbeat(&r.group_id.0, r.generation_id, &r.member_id);
+        let groups = self.broker.groups();
+        let instance = r.group_instance_id.as_deref();
+        let error = groups
+            .check_static(&r.group_id.0, &r.member_id, instance)
+            .or_else(|| groups.heartbeat(&r.group_id.0, r.generation_id, &r.member_id));
         HeartbeatResponse::default().with_error_code(code_of(error))
     }
 
@@ -39,6 +40,21 @@ impl Handler {
         client_id: String,
         client: &ClientInfo,
     ) -> JoinGroupResponse {
+        // A known member id claiming a static instance that a newer member holds is fenced;
+        // an empty member id with the instance is its restart, which replaces the holder.
+        let instance = r.group_instance_id.as_deref();
+        if !r.member_id.is_empty() {
+            if let Some(e) = self
+                .broker
+                .groups()
+                .check_static(&r.group_id.0, &r.member_id, instance)
+            {
+                return JoinGroupResponse::default()
+                    .with_error_code(code_of(Some(e)))
+                    .with_generation_id(-1)
+                    .with_member_id(r.member_id);
+            }
+        }
         let outcome = self
             .broker
             .groups()
@@ -86,6 +102,14 @@ impl Handler {
     }
 
     pub(super) async fn sync_group(&self, r: SyncGroupRequest) -> SyncGroupResponse {
+        let instance = r.group_instance_id.as_deref();
+        if let Some(e) = self
+            .broker
+            .groups()
+            .check_static(&r.group_id.0, &r.member_id, instance)
+        {
+            return SyncGroupResponse::default().with_error_code(code_of(Some(e)));
+        }
         let outcome = self
             .broker
             .groups()
@@ -106,8 +130,24 @@ impl Handler {
 
     pub(super) fn leave_group(&self, v: i16, r: LeaveGroupRequest) -> LeaveGroupResponse {
         if v >= 3 {
-            let ids: Vec<String> = r.members.iter().map(|m| m.member_id.to_string()).collect();
-            let results = self.broker.groups().leave(&r.group_id.0, &ids);
+            let groups = self.broker.groups();
+            let fenced: Vec<Option<rivulet_broker::GroupError>> = r
+                .members
+                .iter()
+                .map(|m| groups.check_static(&r.group_id.0, &m.member_id, m.group_instance_id.as_deref()))
+                .collect();
+            let ids: Vec<String> = r
+                .members
+                .iter()
+                .zip(&fenced)
+                .filter(|(_, f)| f.is_none())
+                .map(|(m, _)| m.member_id.to_string())
+                .collect();
+            let mut left = groups.leave(&r.group_id.0, &ids).into_iter();
+            let results: Vec<Option<rivulet_broker::GroupError>> = fenced
+                .into_iter()
+                .map(|f| f.or_else(|| left.next().flatten()))
+                .collect();
             let members = r
                 .members
                 .into_iter()
@@ -131,10 +171,10 @@ impl Handler {
 
     pub(super) async fn offset_commit(&self, v: i16, r: OffsetCommitRequest) -> OffsetCommitResponse {
         let group = r.group_id.0.to_string();
-        let group_error =
-            self.broker
-                .groups()
-                .validate_commit(&group, r.generation_id_or_member_epoch, &r.member_id);
+        let groups = self.broker.groups();
+        let group_error = groups
+            .check_static(&group, &r.member_id, r.group_instance_id.as_deref())
+            .or_else(|| groups.validate_commit(&group, r.generation_id_or_member_epoch, &r.member_id));
         let now = rivulet_broker::offsets::now_ms();
         let mut entries = Vec::new();
         let mut topics: Vec<OffsetCommitResponseTopic> = Vec::with_capacity(r.topics.len());

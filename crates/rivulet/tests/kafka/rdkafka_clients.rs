@@ -701,3 +701,67 @@ fn rdkafka_delete_records_moves_the_low_watermark_across_a_crash() {
         "the deleted records stay deleted after kill -9"
     );
 }
+
+/// Two consumers with the same `group.instance.id`: the newer one takes over and the older
+/// one is fenced (FENCED_INSTANCE_ID, fatal for it) instead of the two replacing each other
+/// forever.
+#[test]
+fn rdkafka_duplicate_static_member_is_fenced() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let server = Rivulet::start();
+    create_topic(&server, "statics", 2, &[]);
+    let p = producer(&server, &[]);
+    produce_all(&p, "statics", &numbered(20));
+    let settings = [
+        ("group.instance.id", "worker-1"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "200"),
+    ];
+    let first = consumer(&server, "static-group", &settings);
+    first.subscribe(&["statics"]).expect("subscribe");
+    let got = consume_n(&first, 20, Duration::from_secs(30));
+    assert_eq!(got.len(), 20);
+    let second = consumer(&server, "static-group", &settings);
+    second.subscribe(&["statics"]).expect("subscribe");
+    // The second joins (replacing the first); the first's next heartbeat is fenced.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut fenced = false;
+    while !fenced && Instant::now() < deadline {
+        let _ = second.poll(Duration::from_millis(50));
+        if let Some(Err(e)) = first.poll(Duration::from_millis(50)) {
+            fenced = matches!(
+                e,
+                KafkaError::MessageConsumption(RDKafkaErrorCode::FencedInstanceId)
+                    | KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId)
+            ) || e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId);
+        }
+    }
+    assert!(fenced, "the older static member was not fenced");
+    // No ping-pong: the second stays the only member for a while.
+    let members = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args(["group", "describe", "static-group", "--format", "json"])
+            .env("RIVULET_BROKERS", server.bootstrap())
+            .output()
+            .expect("rivulet group describe");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let count = v[0]["members"].as_u64()?;
+        let owners: BTreeSet<String> = v[0]["partitions"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["member_id"].as_str().map(str::to_string))
+            .collect();
+        Some((count, owners))
+    };
+    let settled = Instant::now() + Duration::from_secs(3);
+    let mut seen = BTreeSet::new();
+    while Instant::now() < settled {
+        let _ = second.poll(Duration::from_millis(100));
+        let _ = first.poll(Duration::from_millis(10));
+        if let Some((count, owners)) = members() {
+            assert!(count <= 1, "{count} members hold one instance");
+            seen.extend(owners);
+        }
+    }
+    assert!(seen.len() <= 1, "the member changed while both ran: {seen:?}");
+}
