@@ -43,6 +43,9 @@ pub(super) struct ClassicGroup {
     /// Member ids handed out with MEMBER_ID_REQUIRED, until their first real join.
     pending: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
+    /// The first rebalance of an empty group completes no earlier than this
+    /// (`group.initial.rebalance.delay.ms`), so consumers started together share it.
+    initial_delay_until: Option<Instant>,
     next_join_seq: u64,
 }
 
@@ -69,6 +72,7 @@ impl ClassicGroup {
             members: BTreeMap::new(),
             pending: HashMap::new(),
             rebalance_deadline: None,
+            initial_delay_until: None,
             next_join_seq: 0,
         }
     }
@@ -97,9 +101,11 @@ impl ClassicGroup {
             self.replace_static(instance, &member_id, now);
         }
         let (tx, rx) = oneshot::channel();
+        let was_empty = self.state == GroupState::Empty;
         self.upsert_member(&member_id, req, now, tx);
         self.prepare_rebalance(now);
-        self.maybe_complete_join();
+        self.delay_initial_rebalance(was_empty, limits, now);
+        self.maybe_complete_join(now);
         Joined::Wait(rx, member_id)
     }
 
@@ -379,7 +385,21 @@ impl ClassicGroup {
         }
     }
 
-    fn maybe_complete_join(&mut self) {
+    /// Starts (for an empty group) or extends (for each member joining meanwhile) the
+    /// initial delay, within the rebalance deadline.
+    fn delay_initial_rebalance(&mut self, was_empty: bool, limits: &GroupLimits, now: Instant) {
+        let delay = Duration::from_millis(limits.initial_rebalance_delay_ms);
+        if delay.is_zero() || !(was_empty || self.initial_delay_until.is_some()) {
+            return;
+        }
+        let until = now + delay;
+        self.initial_delay_until = Some(self.rebalance_deadline.map_or(until, |d| until.min(d)));
+    }
+
+    fn maybe_complete_join(&mut self, now: Instant) {
+        if self.initial_delay_until.is_some_and(|d| now < d) {
+            return;
+        }
         if self.state == GroupState::PreparingRebalance
             && self.members.values().all(|m| m.join_waiter.is_some())
         {
@@ -393,6 +413,7 @@ impl ClassicGroup {
         self.members.retain(|_, m| m.join_waiter.is_some());
         self.generation = self.generation.wrapping_add(1).max(1);
         self.rebalance_deadline = None;
+        self.initial_delay_until = None;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.protocol_type = None;
@@ -464,7 +485,7 @@ impl ClassicGroup {
         }
         if self.state != GroupState::Empty {
             self.prepare_rebalance(now);
-            self.maybe_complete_join();
+            self.maybe_complete_join(now);
         }
         true
     }
@@ -494,6 +515,10 @@ impl ClassicGroup {
         for id in expired {
             tracing::info!(group = %group_id, member = %id, "Member session expired");
             self.remove_member(&id, now);
+        }
+        if self.initial_delay_until.is_some_and(|d| now >= d) {
+            self.initial_delay_until = None;
+            self.maybe_complete_join(now);
         }
         if self.state == GroupState::PreparingRebalance && self.rebalance_deadline.is_some_and(|d| now >= d) {
             tracing::info!(group = %group_id, "Rebalance timed out; dropping members that did not rejoin");

@@ -80,6 +80,10 @@ pub struct GroupLimits {
     pub session_timeout_ms_min: i32,
     /// Largest session timeout accepted.
     pub session_timeout_ms_max: i32,
+    /// How long the first rebalance of an empty group waits for more members
+    /// (Kafka's `group.initial.rebalance.delay.ms`; `rivulet serve` uses Kafka's 3 s). Each
+    /// member joining meanwhile extends it, within the rebalance timeout.
+    pub initial_rebalance_delay_ms: u64,
 }
 
 impl Default for GroupLimits {
@@ -89,6 +93,7 @@ impl Default for GroupLimits {
             members_per_group_max: 1_000,
             session_timeout_ms_min: 1_000,
             session_timeout_ms_max: 1_800_000,
+            initial_rebalance_delay_ms: 0,
         }
     }
 }

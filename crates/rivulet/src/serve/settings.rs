@@ -129,6 +129,12 @@ pub struct ServeArgs {
     /// [default: text]
     #[arg(long, env = "RIVULET_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
+
+    /// How long the first rebalance of a new consumer group waits for more members, so
+    /// consumers started together share it (Kafka's group.initial.rebalance.delay.ms)
+    /// [default: 3000]
+    #[arg(long, env = "RIVULET_GROUP_INITIAL_REBALANCE_DELAY_MS", value_name = "MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// The config file: the same settings as the flags, snake_case.
@@ -159,6 +165,7 @@ struct FileConfig {
     flush_threads: Option<usize>,
     journal: Option<bool>,
     log_format: Option<String>,
+    group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// How log lines are written.
@@ -248,6 +255,9 @@ impl Settings {
     }
 }
 
+/// Kafka's default `group.initial.rebalance.delay.ms`.
+const GROUP_INITIAL_REBALANCE_DELAY_MS: u64 = 3_000;
+
 fn broker_config(args: &ServeArgs, file: &FileConfig) -> Result<BrokerConfig> {
     macro_rules! setting {
         ($name:ident) => {
@@ -288,6 +298,11 @@ fn broker_config(args: &ServeArgs, file: &FileConfig) -> Result<BrokerConfig> {
         journal: match setting!(journal) {
             Some(false) => None,
             _ => defaults.journal.clone(),
+        },
+        group_limits: rivulet_broker::GroupLimits {
+            initial_rebalance_delay_ms: setting!(group_initial_rebalance_delay_ms)
+                .unwrap_or(GROUP_INITIAL_REBALANCE_DELAY_MS),
+            ..defaults.group_limits.clone()
         },
         ..defaults
     })

@@ -765,3 +765,39 @@ fn rdkafka_duplicate_static_member_is_fenced() {
     }
     assert!(seen.len() <= 1, "the member changed while both ran: {seen:?}");
 }
+
+/// Two librdkafka consumers started together share the new group's first generation (the
+/// broker waits group.initial.rebalance.delay.ms, 3 s by default, before completing it)
+/// instead of rebalancing again at once.
+#[test]
+fn rdkafka_consumers_started_together_share_the_first_generation() {
+    let server = Rivulet::start();
+    create_topic(&server, "together", 4, &[]);
+    let a = consumer(&server, "together-group", &[]);
+    let b = consumer(&server, "together-group", &[]);
+    let started = Instant::now();
+    a.subscribe(&["together"]).expect("subscribe");
+    let _ = a.poll(Duration::from_millis(300));
+    b.subscribe(&["together"]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let assigned = |c: &BaseConsumer| c.assignment().map(|l| l.count()).unwrap_or(0);
+    while (assigned(&a) == 0 || assigned(&b) == 0) && Instant::now() < deadline {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = b.poll(Duration::from_millis(50));
+    }
+    assert_eq!(assigned(&a) + assigned(&b), 4, "both consumers got partitions");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_500),
+        "the first generation completed before the initial delay: {:?}",
+        started.elapsed()
+    );
+    let log = server.log();
+    assert!(
+        log.contains("Group rebalanced generation=1 members=2"),
+        "the first generation did not hold both consumers"
+    );
+    assert!(
+        !log.contains("generation=1 members=1"),
+        "a one-member first generation"
+    );
+}
