@@ -16,7 +16,9 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Name of the per-topic metadata file inside the topic directory.
 const META_FILE: &str = "topic.json";
 
-/// Topic config keys Rivulet understands, in the order DescribeConfigs lists them.
+/// Topic config keys Rivulet accepts, in the order DescribeConfigs lists them: those that
+/// shape the log (see [`apply_topic_config`]), then Kafka's other standard keys, which are
+/// validated, stored and described (see [`STORED_KEYS`]).
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
     "retention.ms",
@@ -26,7 +28,129 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "max.message.bytes",
     "delete.retention.ms",
     "fsync.policy",
+    "compression.type",
+    "file.delete.delay.ms",
+    "flush.messages",
+    "flush.ms",
+    "follower.replication.throttled.replicas",
+    "index.interval.bytes",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "min.insync.replicas",
+    "preallocate",
+    "remote.storage.enable",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "unclean.leader.election.enable",
 ];
+
+/// What values a stored-only config key takes.
+#[derive(Debug, Clone, Copy)]
+pub enum ConfigKind {
+    /// An integer at least this large.
+    Int(i64),
+    /// `true` or `false`.
+    Bool,
+    /// A number within `[0, 1]`.
+    Ratio,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// Any text (a list, a version).
+    Text,
+}
+
+/// Kafka's standard topic config keys that do not shape a single-node log (replication,
+/// tiered storage, flush and cleaner tuning, timestamp and compression rules not applied
+/// yet): `(key, Kafka's default, values)`. They are validated, stored with the topic and
+/// described with their source, so tools that copy or create topics with them work.
+pub const STORED_KEYS: &[(&str, &str, ConfigKind)] = &[
+    (
+        "compression.type",
+        "producer",
+        ConfigKind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+    ),
+    ("file.delete.delay.ms", "60000", ConfigKind::Int(0)),
+    ("flush.messages", "9223372036854775807", ConfigKind::Int(1)),
+    ("flush.ms", "9223372036854775807", ConfigKind::Int(0)),
+    ("follower.replication.throttled.replicas", "", ConfigKind::Text),
+    ("index.interval.bytes", "4096", ConfigKind::Int(0)),
+    ("leader.replication.throttled.replicas", "", ConfigKind::Text),
+    ("local.retention.bytes", "-2", ConfigKind::Int(-2)),
+    ("local.retention.ms", "-2", ConfigKind::Int(-2)),
+    ("max.compaction.lag.ms", "9223372036854775807", ConfigKind::Int(1)),
+    ("message.downconversion.enable", "true", ConfigKind::Bool),
+    ("message.format.version", "3.0-IV1", ConfigKind::Text),
+    (
+        "message.timestamp.after.max.ms",
+        "9223372036854775807",
+        ConfigKind::Int(0),
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        "9223372036854775807",
+        ConfigKind::Int(0),
+    ),
+    (
+        "message.timestamp.difference.max.ms",
+        "9223372036854775807",
+        ConfigKind::Int(0),
+    ),
+    (
+        "message.timestamp.type",
+        "CreateTime",
+        ConfigKind::OneOf(&["CreateTime", "LogAppendTime"]),
+    ),
+    ("min.cleanable.dirty.ratio", "0.5", ConfigKind::Ratio),
+    ("min.compaction.lag.ms", "0", ConfigKind::Int(0)),
+    ("min.insync.replicas", "1", ConfigKind::Int(1)),
+    ("preallocate", "false", ConfigKind::Bool),
+    ("remote.storage.enable", "false", ConfigKind::Bool),
+    ("segment.index.bytes", "10485760", ConfigKind::Int(4)),
+    ("segment.jitter.ms", "0", ConfigKind::Int(0)),
+    ("unclean.leader.election.enable", "false", ConfigKind::Bool),
+];
+
+/// The entry of a stored-only key.
+fn stored_key(key: &str) -> Option<&'static (&'static str, &'static str, ConfigKind)> {
+    STORED_KEYS.iter().find(|(k, _, _)| *k == key)
+}
+
+/// Checks a value of a stored-only key against its kind.
+fn check_stored(key: &str, kind: ConfigKind, value: &str) -> Result<()> {
+    let bad = |reason: String| BrokerError::InvalidConfig {
+        key: key.to_string(),
+        reason,
+    };
+    let v = value.trim();
+    match kind {
+        ConfigKind::Int(min) => match v.parse::<i64>() {
+            Ok(n) if n >= min => Ok(()),
+            Ok(n) => Err(bad(format!("{n} is below the minimum {min}"))),
+            Err(_) => Err(bad(format!("{v:?} is not an integer"))),
+        },
+        ConfigKind::Bool => match v {
+            "true" | "false" => Ok(()),
+            _ => Err(bad(format!("{v:?} is not true or false"))),
+        },
+        ConfigKind::Ratio => match v.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+            _ => Err(bad(format!("{v:?} is not a number within [0, 1]"))),
+        },
+        ConfigKind::OneOf(words) if words.contains(&v) => Ok(()),
+        ConfigKind::OneOf(words) => Err(bad(format!("{v:?} is not one of {}", words.join(", ")))),
+        ConfigKind::Text => Ok(()),
+    }
+}
 
 /// Checks a topic name against Kafka's rules: 1..=249 bytes of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<()> {
@@ -88,7 +212,10 @@ pub fn apply_topic_config(config: &mut LogConfig, key: &str, value: &str) -> Res
         }
         "delete.retention.ms" => config.delete_retention_ms = non_negative(int(value)?)?,
         "fsync.policy" => config.fsync = FsyncPolicy::parse(value.trim()).map_err(|e| bad(e.to_string()))?,
-        _ => return Err(bad("unknown config key".to_string())),
+        other => match stored_key(other) {
+            Some((_, _, kind)) => check_stored(other, *kind, value)?,
+            None => return Err(bad("unknown config key".to_string())),
+        },
     }
     Ok(())
 }
@@ -105,7 +232,7 @@ pub fn topic_config_value(config: &LogConfig, key: &str) -> Option<String> {
         "max.message.bytes" => config.max_batch_bytes.to_string(),
         "delete.retention.ms" => config.delete_retention_ms.to_string(),
         "fsync.policy" => config.fsync.as_string(),
-        _ => return None,
+        other => stored_key(other)?.1.to_string(),
     })
 }
 
@@ -251,11 +378,16 @@ impl Topic {
         TOPIC_CONFIG_KEYS
             .iter()
             .filter_map(|key| {
-                topic_config_value(&config, key).map(|value| ConfigEntry {
-                    name: key.to_string(),
-                    value,
-                    is_default: !overrides.contains_key(*key),
-                })
+                // A stored-only key's override is its value; the others are read back
+                // from the log config the override shaped.
+                let stored = stored_key(key).and_then(|_| overrides.get(*key).cloned());
+                stored
+                    .or_else(|| topic_config_value(&config, key))
+                    .map(|value| ConfigEntry {
+                        name: key.to_string(),
+                        value,
+                        is_default: !overrides.contains_key(*key),
+                    })
             })
             .collect()
     }
@@ -520,5 +652,37 @@ mod tests {
         );
         overrides.insert("bogus".to_string(), "1".to_string());
         assert!(build_log_config(&LogConfig::default(), &overrides).is_err());
+    }
+
+    #[test]
+    fn every_standard_key_is_accepted_with_a_valid_value_and_refused_with_a_bad_one() {
+        for key in TOPIC_CONFIG_KEYS {
+            assert!(
+                topic_config_value(&LogConfig::default(), key).is_some(),
+                "{key} has no described value"
+            );
+        }
+        for (key, default, kind) in STORED_KEYS {
+            let mut overrides = BTreeMap::new();
+            overrides.insert(key.to_string(), default.to_string());
+            assert!(
+                build_log_config(&LogConfig::default(), &overrides).is_ok(),
+                "{key}={default}"
+            );
+            let bad = match kind {
+                ConfigKind::Int(min) => Some((min - 1).to_string()),
+                ConfigKind::Bool => Some("yes".to_string()),
+                ConfigKind::Ratio => Some("1.5".to_string()),
+                ConfigKind::OneOf(_) => Some("nonsense".to_string()),
+                ConfigKind::Text => None,
+            };
+            if let Some(bad) = bad {
+                overrides.insert(key.to_string(), bad.clone());
+                match build_log_config(&LogConfig::default(), &overrides) {
+                    Err(BrokerError::InvalidConfig { key: named, .. }) => assert_eq!(named, *key),
+                    other => panic!("{key}={bad} was not refused: {other:?}"),
+                }
+            }
+        }
     }
 }

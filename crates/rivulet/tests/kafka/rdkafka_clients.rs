@@ -801,3 +801,56 @@ fn rdkafka_consumers_started_together_share_the_first_generation() {
         "a one-member first generation"
     );
 }
+
+/// Kafka's standard topic configs are accepted when creating a topic, described back with
+/// their source (the topic's override, or Kafka's default), and kept across a restart; a
+/// bad value and an unknown key are refused with INVALID_CONFIG naming the key.
+#[test]
+fn rdkafka_standard_topic_configs_are_accepted_described_and_validated() {
+    use rdkafka::admin::ConfigSource;
+    use rdkafka::error::RDKafkaErrorCode;
+    let mut server = Rivulet::start();
+    let standard = [
+        ("compression.type", "zstd"),
+        ("message.timestamp.type", "CreateTime"),
+        ("min.insync.replicas", "1"),
+        ("unclean.leader.election.enable", "false"),
+        ("min.compaction.lag.ms", "60000"),
+        ("message.format.version", "3.0-IV1"),
+    ];
+    create_topic(&server, "standard", 1, &standard);
+    server.restart();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .expect("admin");
+    let rt = runtime();
+    let described = rt
+        .block_on(admin.describe_configs([&ResourceSpecifier::Topic("standard")], &AdminOptions::new()))
+        .expect("describe_configs");
+    let resource = described
+        .into_iter()
+        .next()
+        .expect("one result")
+        .expect("described");
+    let entries = resource.entry_map();
+    for (key, value) in standard {
+        let entry = entries.get(key).unwrap_or_else(|| panic!("{key} not described"));
+        assert_eq!(entry.value.as_deref(), Some(value), "{key}");
+        assert_eq!(entry.source, ConfigSource::DynamicTopic, "{key}");
+    }
+    let preallocate = entries.get("preallocate").expect("preallocate described");
+    assert_eq!(preallocate.value.as_deref(), Some("false"));
+    assert_eq!(preallocate.source, ConfigSource::Default);
+
+    for (key, value) in [("compression.type", "brotli"), ("no.such.key", "1")] {
+        let topic = NewTopic::new("refused", 1, TopicReplication::Fixed(1)).set(key, value);
+        let created = rt
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .expect("create_topics");
+        assert!(
+            matches!(created.as_slice(), [Err((_, RDKafkaErrorCode::InvalidConfig))]),
+            "{key}={value}: {created:?}"
+        );
+    }
+}
