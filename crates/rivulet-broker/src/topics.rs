@@ -28,6 +28,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "max.message.bytes",
     "delete.retention.ms",
     "fsync.policy",
+    "message.timestamp.type",
     "compression.type",
     "file.delete.delay.ms",
     "flush.messages",
@@ -43,7 +44,6 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "message.timestamp.after.max.ms",
     "message.timestamp.before.max.ms",
     "message.timestamp.difference.max.ms",
-    "message.timestamp.type",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
     "min.insync.replicas",
@@ -104,11 +104,6 @@ pub const STORED_KEYS: &[(&str, &str, ConfigKind)] = &[
         "message.timestamp.difference.max.ms",
         "9223372036854775807",
         ConfigKind::Int(0),
-    ),
-    (
-        "message.timestamp.type",
-        "CreateTime",
-        ConfigKind::OneOf(&["CreateTime", "LogAppendTime"]),
     ),
     ("min.cleanable.dirty.ratio", "0.5", ConfigKind::Ratio),
     ("min.compaction.lag.ms", "0", ConfigKind::Int(0)),
@@ -212,6 +207,13 @@ pub fn apply_topic_config(config: &mut LogConfig, key: &str, value: &str) -> Res
         }
         "delete.retention.ms" => config.delete_retention_ms = non_negative(int(value)?)?,
         "fsync.policy" => config.fsync = FsyncPolicy::parse(value.trim()).map_err(|e| bad(e.to_string()))?,
+        "message.timestamp.type" => {
+            config.log_append_time = match value.trim() {
+                "CreateTime" => false,
+                "LogAppendTime" => true,
+                other => return Err(bad(format!("{other:?} is not CreateTime or LogAppendTime"))),
+            }
+        }
         other => match stored_key(other) {
             Some((_, _, kind)) => check_stored(other, *kind, value)?,
             None => return Err(bad("unknown config key".to_string())),
@@ -232,6 +234,10 @@ pub fn topic_config_value(config: &LogConfig, key: &str) -> Option<String> {
         "max.message.bytes" => config.max_batch_bytes.to_string(),
         "delete.retention.ms" => config.delete_retention_ms.to_string(),
         "fsync.policy" => config.fsync.as_string(),
+        "message.timestamp.type" => match config.log_append_time {
+            true => "LogAppendTime".to_string(),
+            false => "CreateTime".to_string(),
+        },
         other => stored_key(other)?.1.to_string(),
     })
 }

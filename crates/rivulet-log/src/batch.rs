@@ -220,6 +220,29 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Stamps each of the concatenated batches with the broker's append time: the LogAppendTime
+/// attribute (bit 3) and `timestamp_ms` as maxTimestamp, with the CRC recomputed. The
+/// batches must have passed [`validate`].
+pub fn stamp_log_append_time(batches: &[u8], timestamp_ms: i64) -> Vec<u8> {
+    let mut out = batches.to_vec();
+    let mut at = 0usize;
+    // Each pass moves past one whole batch.
+    while let Ok(header) = BatchHeader::parse(&out[at..]) {
+        let total = header.total_bytes();
+        if total < HEADER_BYTES || at + total > out.len() {
+            break;
+        }
+        let batch = &mut out[at..at + total];
+        let attributes = i16::from_be_bytes([batch[21], batch[22]]) | 0x08;
+        batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+        batch[35..43].copy_from_slice(&timestamp_ms.to_be_bytes());
+        let crc = compute_crc(batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        at += total;
+    }
+    out
+}
+
 /// Marks a built batch as a transactional producer's (attribute bit 4) and recomputes its
 /// CRC.
 pub fn set_transactional(batch: &mut [u8]) {
@@ -292,6 +315,19 @@ mod tests {
         assert_eq!(h.record_count, 2);
         assert_eq!(h.last_offset_delta, 1);
         assert_eq!(h.total_bytes(), b.len());
+    }
+
+    #[test]
+    fn log_append_time_stamp_keeps_batches_valid() {
+        let two = [sample(), sample()].concat();
+        let stamped = stamp_log_append_time(&two, 9_999);
+        let first = validate(&stamped[..two.len() / 2], 1 << 20).expect("first valid");
+        let second = validate(&stamped[two.len() / 2..], 1 << 20).expect("second valid");
+        for h in [first, second] {
+            assert!(h.is_log_append_time());
+            assert_eq!(h.max_timestamp, 9_999);
+            assert_eq!(h.base_timestamp, 1_000, "the producer's base timestamp is kept");
+        }
     }
 
     #[test]

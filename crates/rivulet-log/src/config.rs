@@ -127,6 +127,10 @@ pub struct LogConfig {
     pub delete_retention_ms: u64,
     /// Open file handles of sealed segments kept per log; idle ones close beyond this.
     pub max_open_sealed_segments: usize,
+    /// `message.timestamp.type=LogAppendTime`: each appended batch is stamped with the
+    /// broker's clock (its maxTimestamp, and the timestamp-type attribute), which readers
+    /// then give every record of the batch.
+    pub log_append_time: bool,
 }
 
 impl Default for LogConfig {
@@ -142,6 +146,7 @@ impl Default for LogConfig {
             cleanup: CleanupPolicy::DELETE,
             delete_retention_ms: 24 * 3600 * 1000,
             max_open_sealed_segments: 16,
+            log_append_time: false,
         }
     }
 }

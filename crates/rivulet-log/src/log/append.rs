@@ -42,7 +42,15 @@ impl Log {
         if batches.iter().any(|(h, _)| h.is_control()) {
             return Err(LogError::InvalidBatch(BatchError::ControlFromProducer));
         }
-        self.append_checked(&config, records, batches)
+        if !config.log_append_time {
+            return self.append_checked(&config, records, batches);
+        }
+        let now = now_ms();
+        let stamped = batch::stamp_log_append_time(records, now);
+        let batches = split_batches(&stamped, config.max_batch_bytes)?;
+        let mut outcome = self.append_checked(&config, &stamped, batches)?;
+        outcome.log_append_time_ms = now;
+        Ok(outcome)
     }
 
     /// Ends `producer_id`'s open transaction in this partition with a commit or abort

@@ -854,3 +854,46 @@ fn rdkafka_standard_topic_configs_are_accepted_described_and_validated() {
         );
     }
 }
+
+/// `message.timestamp.type=LogAppendTime`: records carry the broker's append time, whatever
+/// timestamp the producer gave them, and consumers see the LogAppendTime type.
+#[test]
+fn rdkafka_log_append_time_topic_stamps_records_with_the_broker_clock() {
+    use rdkafka::message::Timestamp;
+    let server = Rivulet::start();
+    create_topic(
+        &server,
+        "stamped",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    let p = producer(&server, &[]);
+    let rt = runtime();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let delivered = rt
+        .block_on(p.send(
+            FutureRecord::to("stamped").key("k").payload("v").timestamp(1_000),
+            Duration::from_secs(10),
+        ))
+        .expect("delivered");
+    assert_eq!(delivered.offset, 0);
+    let c = consumer(&server, "stamped-reader", &[]);
+    assign_from_beginning(&c, "stamped", 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stamp = loop {
+        assert!(Instant::now() < deadline, "record not consumed");
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            break m.timestamp();
+        }
+    };
+    match stamp {
+        Timestamp::LogAppendTime(ms) => assert!(
+            ms >= before - 1_000,
+            "append time {ms} is older than the send ({before})"
+        ),
+        other => panic!("expected a LogAppendTime timestamp, got {other:?}"),
+    }
+}
