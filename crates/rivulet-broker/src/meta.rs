@@ -1,5 +1,6 @@
 //! Small metadata files (`topic.json`, `producer_ids`), read and written through the
-//! log's [`Storage`] interface so tests can inject a full disk or a failing sync here too.
+//! log's [`Storage`] interface so tests can inject a full disk or a failing sync here too;
+//! and the replay of the internal logs (committed offsets, transaction state) at start.
 
 use std::io;
 use std::path::Path;
@@ -55,4 +56,40 @@ pub(crate) fn read_file(storage: &dyn Storage, path: &Path) -> Result<Option<Vec
 /// Makes a directory's entries durable.
 pub(crate) fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     storage.sync_dir(dir).map_err(BrokerError::io("fsync dir", dir))
+}
+
+/// Bytes read per step while replaying an internal log at startup.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// Replays every record of an internal log (`name` for errors) into `apply(key, value)`,
+/// from its start to its high watermark; returns how many records there were.
+pub(crate) fn replay_log(
+    log: &rivulet_log::Log,
+    name: &str,
+    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+) -> Result<usize> {
+    let mut offset = log.log_start_offset();
+    let end = log.high_watermark();
+    let mut applied = 0usize;
+    // Every pass moves `offset` forward by at least one batch.
+    while offset < end {
+        let read = log.read(offset, REPLAY_READ_BYTES)?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut records = rivulet_log::Records::new(read.records, offset);
+        for record in records.by_ref() {
+            let record = record.map_err(|e| BrokerError::CorruptMetadata {
+                path: name.into(),
+                reason: e.to_string(),
+            })?;
+            applied += 1;
+            apply(record.key.as_deref(), record.value.as_deref());
+        }
+        if records.next_offset() <= offset {
+            break;
+        }
+        offset = records.next_offset();
+    }
+    Ok(applied)
 }

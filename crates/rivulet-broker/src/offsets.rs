@@ -6,17 +6,15 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rivulet_log::record::Record;
-use rivulet_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig, LogContext, Records};
+use rivulet_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig, LogContext};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{BrokerError, Result};
+use crate::error::Result;
 
 /// Name of the internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Largest `metadata` string accepted with a commit (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
-/// Bytes read per step while replaying the offsets log at startup.
-const REPLAY_READ_BYTES: usize = 1 << 20;
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,30 +71,10 @@ impl OffsetStore {
     }
 
     fn replay(&self) -> Result<()> {
-        let mut offset = self.log.log_start_offset();
-        let end = self.log.high_watermark();
         let mut state = self.lock();
-        let mut applied = 0usize;
-        // Every pass moves `offset` forward by at least one batch.
-        while offset < end {
-            let read = self.log.read(offset, REPLAY_READ_BYTES)?;
-            if read.records.is_empty() {
-                break;
-            }
-            let mut records = Records::new(read.records, offset);
-            for record in records.by_ref() {
-                let record = record.map_err(|e| BrokerError::CorruptMetadata {
-                    path: OFFSETS_TOPIC.into(),
-                    reason: e.to_string(),
-                })?;
-                applied += 1;
-                apply_record(&mut state, record.key.as_deref(), record.value.as_deref());
-            }
-            if records.next_offset() <= offset {
-                break;
-            }
-            offset = records.next_offset();
-        }
+        let applied = crate::meta::replay_log(&self.log, OFFSETS_TOPIC, |key, value| {
+            apply_record(&mut state, key, value)
+        })?;
         tracing::info!(
             records = applied,
             groups = state.len(),
@@ -171,23 +149,11 @@ impl OffsetStore {
 
     /// Removes every committed offset of a group (writes tombstones).
     pub async fn delete_group(&self, group: &str) -> Result<()> {
-        let outcome = {
-            let mut state = self.lock();
-            let Some(offsets) = state.remove(group) else {
-                return Ok(());
-            };
-            let records: Vec<Record> = offsets
-                .keys()
-                .map(|(t, p)| Record::new(Some(encode_key(group, t, *p)), None))
-                .collect();
-            if records.is_empty() {
-                return Ok(());
-            }
-            let batch = rivulet_log::batch::build(0, now_ms(), None, &records);
-            self.log.append(&batch)?
+        let partitions: Vec<(String, i32)> = match self.lock().get(group) {
+            Some(offsets) => offsets.keys().cloned().collect(),
+            None => return Ok(()),
         };
-        outcome.durable.wait().await?;
-        Ok(())
+        self.delete_partitions(group, &partitions).await
     }
 
     /// Removes the committed offsets of some partitions of a group (writes tombstones for

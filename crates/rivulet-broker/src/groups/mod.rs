@@ -296,56 +296,40 @@ impl GroupCoordinator {
     pub async fn delete(&self, group_id: &str) -> Option<GroupError> {
         {
             let mut groups = self.lock();
-            let known = groups.contains(group_id) || !self.offsets.group_offsets(group_id).is_empty();
-            if !known {
-                return Some(GroupError::GroupIdNotFound);
-            }
-            let busy = groups
-                .classic
-                .get(group_id)
-                .is_some_and(|g| !g.members.is_empty())
-                || groups.local.get(group_id).is_some_and(|g| g.len() > 0);
-            if busy {
-                return Some(GroupError::NonEmptyGroup);
+            if let Some(refused) = self.refuse_deleting(&groups, group_id) {
+                return Some(refused);
             }
             groups.classic.remove(group_id);
             groups.local.remove(group_id);
         }
-        match self.offsets.delete_group(group_id).await {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::error!(group = %group_id, error = %e, "Deleting committed offsets failed");
-                Some(GroupError::StorageFailed)
-            }
-        }
+        stored(group_id, self.offsets.delete_group(group_id).await)
     }
 
     /// Deletes a group's committed offsets of some partitions (Kafka OffsetDelete). Refused
     /// with `NonEmptyGroup` while the group has members (they may be consuming them);
     /// `GroupIdNotFound` for a group with neither members nor offsets.
     pub async fn delete_offsets(&self, group_id: &str, partitions: &[(String, i32)]) -> Option<GroupError> {
-        {
-            let groups = self.lock();
-            let known = groups.contains(group_id) || !self.offsets.group_offsets(group_id).is_empty();
-            if !known {
-                return Some(GroupError::GroupIdNotFound);
-            }
-            let busy = groups
-                .classic
-                .get(group_id)
-                .is_some_and(|g| !g.members.is_empty())
-                || groups.local.get(group_id).is_some_and(|g| g.len() > 0);
-            if busy {
-                return Some(GroupError::NonEmptyGroup);
-            }
+        if let Some(refused) = self.refuse_deleting(&self.lock(), group_id) {
+            return Some(refused);
         }
-        match self.offsets.delete_partitions(group_id, partitions).await {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::error!(group = %group_id, error = %e, "Deleting committed offsets failed");
-                Some(GroupError::StorageFailed)
-            }
+        stored(
+            group_id,
+            self.offsets.delete_partitions(group_id, partitions).await,
+        )
+    }
+
+    /// Why a group's offsets may not be deleted now: it does not exist (neither members nor
+    /// offsets), or it has members.
+    fn refuse_deleting(&self, groups: &Groups, group_id: &str) -> Option<GroupError> {
+        if !groups.contains(group_id) && self.offsets.group_offsets(group_id).is_empty() {
+            return Some(GroupError::GroupIdNotFound);
         }
+        let busy = groups
+            .classic
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+            || groups.local.get(group_id).is_some_and(|g| g.len() > 0);
+        busy.then_some(GroupError::NonEmptyGroup)
     }
 
     /// Expires members whose session timed out, SyncGroups that waited too long and
@@ -438,4 +422,11 @@ impl GroupCoordinator {
             g.release(member, &(topic.to_string(), partition));
         }
     }
+}
+
+/// A deletion of committed offsets as a group answer.
+fn stored(group_id: &str, result: Result<()>) -> Option<GroupError> {
+    let e = result.err()?;
+    tracing::error!(group = %group_id, error = %e, "Deleting committed offsets failed");
+    Some(GroupError::StorageFailed)
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rivulet_log::{now_ms, Durable, Marker};
 
 use super::ops::marker_of;
-use super::{check_epoch, txn_error, Entry, TxnError, TxnMeta, TxnState};
+use super::{txn_error, Entry, TxnError, TxnMeta, TxnState};
 use crate::error::Result;
 use crate::offsets::CommittedOffset;
 use crate::Broker;
@@ -50,23 +50,8 @@ impl Broker {
             return Ok(());
         };
         let marker = marker_of(meta.state);
-        let reason = AbortReason::Producer;
-        if let Err(e) = prepared.wait().await {
-            self.release_completion(transactional_id);
-            return Err(e.into());
-        }
-        let waits = match self.write_markers(&meta, marker) {
-            Ok(waits) => waits,
-            Err(e) => {
-                self.release_completion(transactional_id);
-                return Err(e);
-            }
-        };
-        if let Err(e) = Durable::wait_all(waits).await {
-            self.release_completion(transactional_id);
-            return Err(e.into());
-        }
-        self.finish_txn(&meta, marker, reason)
+        self.complete_txn(&meta, Some(prepared), marker, AbortReason::Producer)
+            .await
     }
 
     fn prepare_end(
@@ -79,12 +64,7 @@ impl Broker {
         let coordinator = self.txns();
         let mut txns = coordinator.lock();
         let fail = |e| txn_error(transactional_id, e);
-        let entry = txns.by_id.get_mut(transactional_id).ok_or_else(|| {
-            fail(TxnError::InvalidProducerIdMapping {
-                received: producer_id,
-            })
-        })?;
-        check_epoch(&entry.meta, producer_id, epoch).map_err(fail)?;
+        let entry = txns.producer_entry(transactional_id, producer_id, epoch)?;
         match entry.meta.state {
             TxnState::Ongoing if !entry.completing => {}
             TxnState::Empty => return Ok(None),
@@ -110,17 +90,29 @@ impl Broker {
         Ok(Some((draft, durable)))
     }
 
-    /// Completes a prepared transaction: markers, offsets, then the complete state.
-    pub(super) async fn complete_txn(&self, meta: &TxnMeta, marker: Marker) -> Result<()> {
-        let result = match self.write_markers(meta, marker) {
-            Ok(waits) => Durable::wait_all(waits).await.map_err(Into::into),
-            Err(e) => Err(e),
-        };
+    /// Completes a prepared transaction: waits for its prepare state to be durable (when
+    /// `prepared` is given), writes the markers and offsets, then the complete state. On an
+    /// error the transaction stays prepared for the timeout thread to complete.
+    pub(super) async fn complete_txn(
+        &self,
+        meta: &TxnMeta,
+        prepared: Option<Durable>,
+        marker: Marker,
+        reason: AbortReason,
+    ) -> Result<()> {
+        let result = async {
+            if let Some(prepared) = prepared {
+                prepared.wait().await?;
+            }
+            Durable::wait_all(self.write_markers(meta, marker)?).await?;
+            Ok(())
+        }
+        .await;
         if let Err(e) = result {
             self.release_completion(&meta.transactional_id);
             return Err(e);
         }
-        self.finish_txn(meta, marker, AbortReason::Fenced)
+        self.finish_txn(meta, marker, reason)
     }
 
     /// [`Broker::complete_txn`] on a thread that may block (start-up, the timeout thread).
@@ -298,22 +290,8 @@ impl Broker {
             (entry.meta.clone(), durable)
         };
         let (meta, durable) = prepared;
-        if let Err(e) = durable.wait().await {
-            self.release_completion(transactional_id);
-            return Err(e.into());
-        }
-        let waits = match self.write_markers(&meta, Marker::Abort) {
-            Ok(w) => w,
-            Err(e) => {
-                self.release_completion(transactional_id);
-                return Err(e);
-            }
-        };
-        if let Err(e) = Durable::wait_all(waits).await {
-            self.release_completion(transactional_id);
-            return Err(e.into());
-        }
-        self.finish_txn(&meta, Marker::Abort, AbortReason::Operator)
+        self.complete_txn(&meta, Some(durable), Marker::Abort, AbortReason::Operator)
+            .await
     }
 }
 

@@ -190,6 +190,21 @@ struct Txns {
     by_producer: HashMap<i64, String>,
 }
 
+impl Txns {
+    /// The entry of `transactional_id`, when `producer_id` at `epoch` is its current
+    /// producer (else the mapping or fencing error).
+    fn producer_entry(&mut self, transactional_id: &str, producer_id: i64, epoch: i16) -> Result<&mut Entry> {
+        let fail = |e| txn_error(transactional_id, e);
+        let entry = self.by_id.get_mut(transactional_id).ok_or_else(|| {
+            fail(TxnError::InvalidProducerIdMapping {
+                received: producer_id,
+            })
+        })?;
+        check_epoch(&entry.meta, producer_id, epoch).map_err(fail)?;
+        Ok(entry)
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     meta: TxnMeta,

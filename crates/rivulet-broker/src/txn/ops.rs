@@ -1,6 +1,7 @@
 //! InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn and TxnOffsetCommit.
 
-use super::{check_epoch, txn_error, Entry, PendingOffset, TxnError, TxnMeta, TxnState};
+use super::end::AbortReason;
+use super::{txn_error, Entry, PendingOffset, TxnError, TxnMeta, TxnState};
 use super::{TRANSACTIONAL_IDS_MAX, TXN_OFFSETS_MAX, TXN_PARTITIONS_MAX};
 use crate::error::{BrokerError, Result};
 use crate::Broker;
@@ -40,10 +41,8 @@ impl Broker {
                     return Ok((producer_id, epoch));
                 }
                 InitStep::Complete(meta, marker, prepared) => {
-                    if let Some(prepared) = prepared {
-                        prepared.wait().await?;
-                    }
-                    self.complete_txn(&meta, marker).await?;
+                    self.complete_txn(&meta, prepared, marker, AbortReason::Fenced)
+                        .await?;
                 }
             }
         }
@@ -227,12 +226,7 @@ impl Broker {
         let coordinator = self.txns();
         let mut txns = coordinator.lock();
         let fail = |e| txn_error(transactional_id, e);
-        let entry = txns.by_id.get_mut(transactional_id).ok_or_else(|| {
-            fail(TxnError::InvalidProducerIdMapping {
-                received: producer_id,
-            })
-        })?;
-        check_epoch(&entry.meta, producer_id, epoch).map_err(fail)?;
+        let entry = txns.producer_entry(transactional_id, producer_id, epoch)?;
         let mut draft = entry.meta.clone();
         match draft.state {
             TxnState::Ongoing => {}

@@ -5,15 +5,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use rivulet_log::record::Record;
-use rivulet_log::{CleanupPolicy, Durable, FsyncPolicy, Log, LogConfig, LogContext, Records};
+use rivulet_log::{CleanupPolicy, Durable, FsyncPolicy, Log, LogConfig, LogContext};
 
 use super::TxnMeta;
 use crate::error::{BrokerError, Result};
 
 /// Name of the internal topic holding transaction state.
 pub const TRANSACTIONS_TOPIC: &str = "__transaction_state";
-/// Bytes read per step while replaying the log at startup.
-const REPLAY_READ_BYTES: usize = 1 << 20;
 
 /// The durable side of the transaction coordinator.
 #[derive(Debug)]
@@ -41,27 +39,9 @@ impl TxnStore {
 
     fn replay(&self) -> Result<HashMap<String, TxnMeta>> {
         let mut state = HashMap::new();
-        let mut offset = self.log.log_start_offset();
-        let end = self.log.high_watermark();
-        // Every pass moves `offset` forward by at least one batch.
-        while offset < end {
-            let read = self.log.read(offset, REPLAY_READ_BYTES)?;
-            if read.records.is_empty() {
-                break;
-            }
-            let mut records = Records::new(read.records, offset);
-            for record in records.by_ref() {
-                let record = record.map_err(|e| BrokerError::CorruptMetadata {
-                    path: TRANSACTIONS_TOPIC.into(),
-                    reason: e.to_string(),
-                })?;
-                apply(&mut state, record.key.as_deref(), record.value.as_deref());
-            }
-            if records.next_offset() <= offset {
-                break;
-            }
-            offset = records.next_offset();
-        }
+        crate::meta::replay_log(&self.log, TRANSACTIONS_TOPIC, |key, value| {
+            apply(&mut state, key, value)
+        })?;
         tracing::info!(transactional_ids = state.len(), "Loaded transaction state");
         Ok(state)
     }
