@@ -163,6 +163,7 @@ fn describe(conn: &ConnArgs, address: &str, ids: Vec<String>) -> Result<()> {
     }
     match conn.format {
         Format::Json => emit_json(&out)?,
+        Format::Text if out.is_empty() => {}
         Format::Text => {
             let mut t = Table::new(&[
                 "transactional-id",
