@@ -1,5 +1,6 @@
 """kafka-python's KafkaAdminClient against `rivulet serve`: CreatePartitions,
-IncrementalAlterConfigs (SET, APPEND, DELETE) and OffsetDelete.
+IncrementalAlterConfigs (SET, APPEND, DELETE), OffsetDelete, DescribeProducers,
+DescribeLogDirs and DescribeGroups' authorized operations.
 
 Usage: python kafka_python_admin.py BOOTSTRAP
 Prints OK and a JSON summary, and exits 0, when every step did what Kafka does; exits 1
@@ -39,12 +40,31 @@ def main():
     if shrink_codes != [37]:  # INVALID_PARTITIONS
         fail("shrinking to 3 partitions was not refused with INVALID_PARTITIONS: %r" % (shrink,))
 
-    # A record reaches a new partition.
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    # A record reaches a new partition, from an idempotent producer.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     meta = producer.send("grown", key=b"k", value=b"to partition 4", partition=4).get(timeout=30)
+    producer.send("grown", key=b"k", value=b"again", partition=4).get(timeout=30)
     producer.close()
     if meta.partition != 4:
         fail("record went to partition %d" % meta.partition)
+
+    # DescribeProducers: partition 4 remembers the producer and its last sequence (1).
+    producers = admin.describe_producers([TopicPartition("grown", 4), TopicPartition("grown", 0)])
+    active = producers[TopicPartition("grown", 4)].active_producers
+    if len(active) != 1 or active[0].last_sequence != 1 or active[0].current_transaction_start_offset != -1:
+        fail("DescribeProducers of partition 4: %r" % (active,))
+    if producers[TopicPartition("grown", 0)].active_producers:
+        fail("partition 0 had no producer: %r" % (producers,))
+
+    # DescribeLogDirs: one directory, partition 4 holds bytes, partition 0 none.
+    dirs = admin.describe_log_dirs({"grown": [0, 4]})
+    log_dirs = dirs[0]["log_dirs"]
+    if len(log_dirs) != 1:
+        fail("expected one log dir: %r" % (dirs,))
+    sizes = {p["partition_index"]: p["partition_size"]
+             for t in log_dirs[0]["topics"] if t["name"] == "grown" for p in t["partitions"]}
+    if sorted(sizes) != [0, 4] or sizes[4] <= 0 or sizes[0] != 0:
+        fail("DescribeLogDirs sizes: %r" % (sizes,))
 
     # IncrementalAlterConfigs: SET one key, APPEND to a list, DELETE an override.
     admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "grown", configs={
@@ -79,9 +99,16 @@ def main():
     if sorted(tp.partition for tp in before) != [0, 4] or kept != [0]:
         fail("offsets before %r, after deleting partition 4: %r" % (before, after))
 
+    # DescribeGroups with authorized operations: every group operation is allowed.
+    described = admin.describe_groups(["trimmed"])
+    operations = sorted(str(op) for op in (described["trimmed"].get("authorized_operations") or []))
+    if operations != ["DELETE", "DESCRIBE", "READ"]:
+        fail("group authorized operations: %r" % (described,))
+
     admin.close()
     print("OK " + json.dumps({"partitions": len(partitions), "cleanup.policy": after_delete["cleanup.policy"],
-                              "offsets_kept": kept}))
+                              "offsets_kept": kept, "log_dir_bytes": sizes[4],
+                              "group_operations": operations}))
     return 0
 
 

@@ -29,6 +29,7 @@ mod background;
 pub mod data;
 pub mod error;
 pub mod groups;
+pub mod inspect;
 mod lag;
 mod members;
 mod meta;
@@ -45,7 +46,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rivulet_log::storage::{FsStorage, Storage};
-use rivulet_log::{FlushPool, Journal, JournalConfig, LogConfig, LogContext};
+use rivulet_log::{FlushPool, Journal, JournalConfig, Log, LogConfig, LogContext};
 use rivulet_metrics::Metrics;
 use tokio::sync::watch;
 
@@ -56,13 +57,14 @@ pub use data::{
 pub use error::{BrokerError, Result};
 pub use groups::local::LocalClient;
 pub use groups::{GroupCoordinator, GroupDescription, GroupError, GroupLimits, GroupState};
+pub use inspect::LogDirUsage;
 pub use lag::PartitionLag;
 pub use members::LocalMember;
 pub use offsets::{CommittedOffset, OffsetStore};
 pub use rivulet_log::{AbortedTxn, Isolation};
 pub use rivulet_log::{
-    AppendOutcome, BatchError, Durable, FileSlice, LogError, ReadResult, SliceRead, StoredRecord,
-    TimestampOffset, UndecodableBatch,
+    AppendOutcome, BatchError, Durable, FileSlice, LogError, ProducerSnapshot, ReadResult, SliceRead,
+    StoredRecord, TimestampOffset, UndecodableBatch,
 };
 pub use topics::{ConfigEntry, PartitionInfo, Topic};
 pub use txn::{PendingOffset, TxnCoordinator, TxnError, TxnMeta, TxnState};
@@ -442,7 +444,14 @@ impl Broker {
     /// Deletes the records of one partition before `offset` (`-1`: the high watermark):
     /// Kafka DeleteRecords. Returns the new log start offset. Blocking I/O.
     pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64> {
-        let log = self.existing_topic(topic).and_then(|t| {
+        Ok(self
+            .partition_log(topic, partition)?
+            .delete_records_before(offset)?)
+    }
+
+    /// The log of an existing partition.
+    pub(crate) fn partition_log(&self, topic: &str, partition: i32) -> Result<Log> {
+        self.existing_topic(topic).and_then(|t| {
             t.partition(partition)
                 .cloned()
                 .ok_or_else(|| BrokerError::UnknownPartition {
@@ -450,8 +459,7 @@ impl Broker {
                     partition,
                     count: t.partition_count(),
                 })
-        })?;
-        Ok(log.delete_records_before(offset)?)
+        })
     }
 
     /// Changes a topic's config overrides (applied at once and stored durably).

@@ -30,6 +30,11 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "fsync.policy",
     "message.timestamp.type",
     "compression.type",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.difference.max.ms",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
     "file.delete.delay.ms",
     "flush.messages",
     "flush.ms",
@@ -38,14 +43,9 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "leader.replication.throttled.replicas",
     "local.retention.bytes",
     "local.retention.ms",
-    "max.compaction.lag.ms",
     "message.downconversion.enable",
     "message.format.version",
-    "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.difference.max.ms",
     "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
     "min.insync.replicas",
     "preallocate",
     "remote.storage.enable",
@@ -70,15 +70,9 @@ pub enum ConfigKind {
 }
 
 /// Kafka's standard topic config keys that do not shape a single-node log (replication,
-/// tiered storage, flush and cleaner tuning, timestamp and compression rules not applied
-/// yet): `(key, Kafka's default, values)`. They are validated, stored with the topic and
+/// tiered storage, flush and cleaner tuning): `(key, Kafka's default, values)`. They are validated, stored with the topic and
 /// described with their source, so tools that copy or create topics with them work.
 pub const STORED_KEYS: &[(&str, &str, ConfigKind)] = &[
-    (
-        "compression.type",
-        "producer",
-        ConfigKind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
-    ),
     ("file.delete.delay.ms", "60000", ConfigKind::Int(0)),
     ("flush.messages", "9223372036854775807", ConfigKind::Int(1)),
     ("flush.ms", "9223372036854775807", ConfigKind::Int(0)),
@@ -87,26 +81,9 @@ pub const STORED_KEYS: &[(&str, &str, ConfigKind)] = &[
     ("leader.replication.throttled.replicas", "", ConfigKind::Text),
     ("local.retention.bytes", "-2", ConfigKind::Int(-2)),
     ("local.retention.ms", "-2", ConfigKind::Int(-2)),
-    ("max.compaction.lag.ms", "9223372036854775807", ConfigKind::Int(1)),
     ("message.downconversion.enable", "true", ConfigKind::Bool),
     ("message.format.version", "3.0-IV1", ConfigKind::Text),
-    (
-        "message.timestamp.after.max.ms",
-        "9223372036854775807",
-        ConfigKind::Int(0),
-    ),
-    (
-        "message.timestamp.before.max.ms",
-        "9223372036854775807",
-        ConfigKind::Int(0),
-    ),
-    (
-        "message.timestamp.difference.max.ms",
-        "9223372036854775807",
-        ConfigKind::Int(0),
-    ),
     ("min.cleanable.dirty.ratio", "0.5", ConfigKind::Ratio),
-    ("min.compaction.lag.ms", "0", ConfigKind::Int(0)),
     ("min.insync.replicas", "1", ConfigKind::Int(1)),
     ("preallocate", "false", ConfigKind::Bool),
     ("remote.storage.enable", "false", ConfigKind::Bool),
@@ -214,12 +191,58 @@ pub fn apply_topic_config(config: &mut LogConfig, key: &str, value: &str) -> Res
                 other => return Err(bad(format!("{other:?} is not CreateTime or LogAppendTime"))),
             }
         }
+        "compression.type" => {
+            config.compression = match value.trim() {
+                "producer" => None,
+                "uncompressed" => Some(0),
+                "gzip" => Some(1),
+                "snappy" => Some(2),
+                "lz4" => Some(3),
+                "zstd" => Some(4),
+                other => {
+                    return Err(bad(format!(
+                        "{other:?} is not one of uncompressed, zstd, lz4, snappy, gzip, producer"
+                    )))
+                }
+            }
+        }
+        "message.timestamp.before.max.ms" => {
+            config.timestamp_bounds.before_max_ms = bound(non_negative(int(value)?)?)
+        }
+        "message.timestamp.after.max.ms" => {
+            config.timestamp_bounds.after_max_ms = bound(non_negative(int(value)?)?)
+        }
+        // Kafka's older key, both directions at once; the newer keys win when set too.
+        "message.timestamp.difference.max.ms" => {
+            let v = bound(non_negative(int(value)?)?);
+            let b = &mut config.timestamp_bounds;
+            b.before_max_ms = b.before_max_ms.or(v);
+            b.after_max_ms = b.after_max_ms.or(v);
+        }
+        "min.compaction.lag.ms" => config.min_compaction_lag_ms = non_negative(int(value)?)?,
+        "max.compaction.lag.ms" => {
+            let v = int(value)?;
+            if v < 1 {
+                return Err(bad(format!("{v} is below the minimum 1")));
+            }
+            config.max_compaction_lag_ms = bound(v as u64);
+        }
         other => match stored_key(other) {
             Some((_, _, kind)) => check_stored(other, *kind, value)?,
             None => return Err(bad("unknown config key".to_string())),
         },
     }
     Ok(())
+}
+
+/// `None` for Kafka's "no bound" (`Long.MAX_VALUE`).
+fn bound(ms: u64) -> Option<u64> {
+    (ms < i64::MAX as u64).then_some(ms)
+}
+
+/// Kafka's text for an optional bound.
+fn bound_text(ms: Option<u64>) -> String {
+    ms.unwrap_or(i64::MAX as u64).to_string()
 }
 
 /// The current value of a config key in a log config, in Kafka's text form.
@@ -238,6 +261,21 @@ pub fn topic_config_value(config: &LogConfig, key: &str) -> Option<String> {
             true => "LogAppendTime".to_string(),
             false => "CreateTime".to_string(),
         },
+        "compression.type" => match config.compression {
+            None => "producer",
+            Some(0) => "uncompressed",
+            Some(1) => "gzip",
+            Some(2) => "snappy",
+            Some(3) => "lz4",
+            Some(_) => "zstd",
+        }
+        .to_string(),
+        "message.timestamp.before.max.ms" => bound_text(config.timestamp_bounds.before_max_ms),
+        "message.timestamp.after.max.ms" => bound_text(config.timestamp_bounds.after_max_ms),
+        // Described as stored; its effect shows in the two keys above.
+        "message.timestamp.difference.max.ms" => bound_text(None),
+        "min.compaction.lag.ms" => config.min_compaction_lag_ms.to_string(),
+        "max.compaction.lag.ms" => bound_text(config.max_compaction_lag_ms),
         other => stored_key(other)?.1.to_string(),
     })
 }
@@ -384,9 +422,11 @@ impl Topic {
         TOPIC_CONFIG_KEYS
             .iter()
             .filter_map(|key| {
-                // A stored-only key's override is its value; the others are read back
-                // from the log config the override shaped.
-                let stored = stored_key(key).and_then(|_| overrides.get(*key).cloned());
+                // A stored-only key's override is its value (so is the older timestamp
+                // key's, whose effect the newer two show); the others are read back from
+                // the log config the override shaped.
+                let as_set = stored_key(key).is_some() || *key == "message.timestamp.difference.max.ms";
+                let stored = as_set.then(|| overrides.get(*key).cloned()).flatten();
                 stored
                     .or_else(|| topic_config_value(&config, key))
                     .map(|value| ConfigEntry {
@@ -688,6 +728,55 @@ mod tests {
                     Err(BrokerError::InvalidConfig { key: named, .. }) => assert_eq!(named, *key),
                     other => panic!("{key}={bad} was not refused: {other:?}"),
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn compression_timestamp_and_compaction_keys_shape_the_log() {
+        let set = |pairs: &[(&str, &str)]| {
+            let overrides: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            build_log_config(&LogConfig::default(), &overrides)
+        };
+        let config = set(&[
+            ("compression.type", "zstd"),
+            ("message.timestamp.difference.max.ms", "5000"),
+            ("message.timestamp.after.max.ms", "100"),
+            ("min.compaction.lag.ms", "60000"),
+            ("max.compaction.lag.ms", "86400000"),
+        ])
+        .expect("valid");
+        assert_eq!(config.compression, Some(4));
+        assert_eq!(
+            topic_config_value(&config, "compression.type").as_deref(),
+            Some("zstd")
+        );
+        // The newer key wins over the older one in its direction.
+        assert_eq!(config.timestamp_bounds.after_max_ms, Some(100));
+        assert_eq!(config.timestamp_bounds.before_max_ms, Some(5000));
+        assert_eq!(config.min_compaction_lag_ms, 60_000);
+        assert_eq!(config.max_compaction_lag_ms, Some(86_400_000));
+        let defaults = set(&[("max.compaction.lag.ms", "9223372036854775807")]).expect("valid");
+        assert_eq!(
+            defaults.max_compaction_lag_ms, None,
+            "Long.MAX_VALUE means no bound"
+        );
+        assert_eq!(
+            topic_config_value(&defaults, "message.timestamp.before.max.ms").as_deref(),
+            Some("9223372036854775807")
+        );
+        for (key, bad) in [
+            ("compression.type", "brotli"),
+            ("max.compaction.lag.ms", "0"),
+            ("min.compaction.lag.ms", "-5"),
+            ("message.timestamp.before.max.ms", "soon"),
+        ] {
+            match set(&[(key, bad)]) {
+                Err(BrokerError::InvalidConfig { key: named, .. }) => assert_eq!(named, key),
+                other => panic!("{key}={bad} was not refused: {other:?}"),
             }
         }
     }

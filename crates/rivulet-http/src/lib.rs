@@ -113,6 +113,10 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
             post(partitions::delete_records),
         )
         .route(
+            "/v1/topics/{topic}/partitions/{partition}/producers",
+            get(partitions::producers),
+        )
+        .route(
             "/v1/groups/{group}/offsets/{topic}",
             delete(partitions::delete_group_offsets),
         )

@@ -1,5 +1,5 @@
-//! Growing topics, deleting records before an offset, and deleting a group's offsets of a
-//! topic.
+//! Growing topics, deleting records before an offset, deleting a group's offsets of a
+//! topic, and the producers a partition remembers.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -62,6 +62,30 @@ pub(crate) async fn delete_records(
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(Json(json!({"log_start_offset": start})))
+}
+
+/// `GET /v1/topics/{topic}/partitions/{partition}/producers`: the idempotent and
+/// transactional producers the partition remembers.
+pub(crate) async fn producers(
+    State(state): State<AppState>,
+    Path((topic, partition)): Path<(String, i32)>,
+) -> Result<Json<Value>, ApiError> {
+    let producers = state.broker.describe_producers(&topic, partition)?;
+    let list: Vec<Value> = producers
+        .iter()
+        .map(|p| {
+            json!({
+                "producer_id": p.producer_id,
+                "producer_epoch": p.producer_epoch,
+                "last_sequence": p.last_sequence,
+                "last_timestamp_ms": p.last_timestamp_ms,
+                "transaction_start_offset": (p.txn_start_offset >= 0).then_some(p.txn_start_offset),
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({"topic": topic, "partition": partition, "producers": list}),
+    ))
 }
 
 /// `DELETE /v1/groups/{group}/offsets/{topic}`: forgets the group's committed offsets of

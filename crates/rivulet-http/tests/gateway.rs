@@ -486,3 +486,28 @@ async fn partitions_grow_records_are_deleted_and_group_offsets_forgotten() {
     let (code, unknown) = send(&g, "DELETE", "/v1/groups/nobody/offsets/ledger", "").await;
     assert_eq!(code, 404, "{unknown}");
 }
+
+/// The producers a partition remembers, over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitions_producers_are_listed() {
+    let g = start().await;
+    let (code, _) = send(&g, "POST", "/v1/topics", r#"{"name":"orders","partitions":1}"#).await;
+    assert_eq!(code, 201);
+    let record = rivulet_log::record::Record::new(None, Some(b"v".to_vec()));
+    let batch = rivulet_log::batch::build(0, 1_000, Some((77, 1, 0)), &[record]);
+    let out = g
+        .broker
+        .produce("orders", 0, &batch, rivulet_broker::Create::Never)
+        .expect("produce");
+    out.durable.wait().await.expect("durable");
+    let (code, body) = get(&g, "/v1/topics/orders/partitions/0/producers").await;
+    assert_eq!(code, 200, "{body}");
+    let producers = body["producers"].as_array().expect("a list");
+    assert_eq!(producers.len(), 1, "{body}");
+    assert_eq!(producers[0]["producer_id"], 77);
+    assert_eq!(producers[0]["producer_epoch"], 1);
+    assert_eq!(producers[0]["last_sequence"], 0);
+    assert!(producers[0]["transaction_start_offset"].is_null());
+    let (code, missing) = get(&g, "/v1/topics/orders/partitions/3/producers").await;
+    assert_eq!(code, 404, "{missing}");
+}

@@ -58,6 +58,12 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
             if version >= 4 {
                 r.allow_auto_topic_creation = true;
             }
+            if (8..=10).contains(&version) {
+                r.include_cluster_authorized_operations = true;
+            }
+            if version >= 8 {
+                r.include_topic_authorized_operations = true;
+            }
             r.into()
         }
         ApiKey::Produce => ProduceRequest::default()
@@ -155,9 +161,14 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
                     .with_resource_name(s("0")),
             ])
             .into(),
-        ApiKey::DescribeGroups => DescribeGroupsRequest::default()
-            .with_groups(vec![GroupId(s("join-5")), GroupId(s("unknown"))])
-            .into(),
+        ApiKey::DescribeGroups => {
+            let mut r = DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(s("join-5")), GroupId(s("unknown"))]);
+            if version >= 3 {
+                r.include_authorized_operations = true;
+            }
+            r.into()
+        }
         ApiKey::ListGroups => ListGroupsRequest::default().into(),
         ApiKey::AlterConfigs => AlterConfigsRequest::default()
             .with_resources(vec![alter_configs_request::AlterConfigsResource::default()
@@ -248,6 +259,25 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
                     .with_value(Some(s("120000")))]),
             ])
             .with_validate_only(true)
+            .into(),
+        ApiKey::DescribeProducers => DescribeProducersRequest::default()
+            .with_topics(vec![describe_producers_request::TopicRequest::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![0, 7])])
+            .into(),
+        ApiKey::DescribeLogDirs => DescribeLogDirsRequest::default().with_topics(None).into(),
+        ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(topic)
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(0)
+                            .with_leader_epoch(0),
+                    ]),
+            ])
             .into(),
         other => panic!("no sample request for {other:?}: add one when advertising a new API"),
     }

@@ -5,7 +5,9 @@
 //! syncs it and renames it over the original (an interrupted compaction leaves the original
 //! intact and the leftover is removed on open). Kept records keep their offsets. Tombstones
 //! (null values) are kept until their batch is older than `delete.retention.ms`. Compressed
-//! batches are kept whole.
+//! batches are decompressed to find their keys and written back with their codec.
+//! Segments holding records younger than `min.compaction.lag.ms` are left alone, and newer
+//! records there do not supersede older ones yet.
 
 use std::collections::HashMap;
 
@@ -70,20 +72,19 @@ pub(crate) struct Pass {
 pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<Pass> {
     let _cleaner = log.cleaner_lock();
     let config = log.config();
-    let sealed = log.sealed_segments()?;
+    let sealed = log.compactable_segments(now_ms)?;
     let mut pass = Pass::default();
     // Pass 1: latest offset of every key.
     let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
     let mut covered = 0usize;
-    for (_, file, path, len) in &sealed {
+    for s in &sealed {
         if latest.len() >= KEYS_MAX {
             break;
         }
-        for_each_batch(file.as_ref(), path, *len, |_, header, bytes| {
-            if header.compression() != 0 || header.is_control() {
+        for_each_batch(s.file.as_ref(), &s.path, s.len, |_, header, bytes| {
+            let Some(records) = data_records(header, bytes)? else {
                 return Ok(());
-            }
-            let records = record::decode_all(&bytes[HEADER_BYTES..], header.record_count)?;
+            };
             for r in records {
                 if let Some(key) = r.key {
                     latest.insert(key, header.base_offset + i64::from(r.offset_delta));
@@ -94,17 +95,17 @@ pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<Pass> {
         covered += 1;
     }
     let tombstone_horizon_ms = now_ms - config.delete_retention_ms as i64;
-    pass.last_sealed_base = sealed.iter().take(covered).map(|(base, ..)| *base).next_back();
+    pass.last_sealed_base = sealed.iter().take(covered).map(|s| s.base).next_back();
     // Pass 2: rewrite segments that hold superseded records.
-    for (base, file, path, len) in sealed.iter().take(covered) {
+    for s in sealed.iter().take(covered) {
+        let (base, path, len) = (s.base, &s.path, s.len);
         let mut out = Vec::new();
         let mut removed = 0u64;
-        for_each_batch(file.as_ref(), path, *len, |_, header, bytes| {
-            if header.compression() != 0 || header.is_control() {
+        for_each_batch(s.file.as_ref(), path, len, |_, header, bytes| {
+            let Some(records) = data_records(header, bytes)? else {
                 out.extend_from_slice(bytes);
                 return Ok(());
-            }
-            let records = record::decode_all(&bytes[HEADER_BYTES..], header.record_count)?;
+            };
             let total = records.len();
             let kept: Vec<Record> = records
                 .into_iter()
@@ -124,7 +125,7 @@ pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<Pass> {
             if kept.len() == total {
                 out.extend_from_slice(bytes);
             } else if !kept.is_empty() {
-                out.extend_from_slice(&rebuild(header, &kept));
+                out.extend_from_slice(&rebuild(header, &kept)?);
             }
             Ok(())
         })?;
@@ -143,15 +144,39 @@ pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<Pass> {
             .map_err(LogError::io("write compacted segment", &cleaned))?;
         f.sync_data()
             .map_err(LogError::io("sync compacted segment", &cleaned))?;
-        log.replace_segment(*base, &cleaned)?;
+        log.replace_segment(base, &cleaned)?;
         info!(segment = %path.display(), removed_records = removed, bytes_before = len, bytes_after = out.len(), "Compacted segment");
     }
     Ok(pass)
 }
 
-/// Re-encodes an uncompressed batch with a subset of its records, keeping the base offset,
-/// lastOffsetDelta (so the batch still spans the same offsets), timestamps and producer fields.
-fn rebuild(header: &BatchHeader, kept: &[Record]) -> Vec<u8> {
+/// The records of a data batch (decompressed); `None` for a control batch.
+fn data_records(header: &BatchHeader, bytes: &[u8]) -> Result<Option<Vec<Record>>> {
+    if header.is_control() {
+        return Ok(None);
+    }
+    let body = bytes::Bytes::copy_from_slice(&bytes[HEADER_BYTES..]);
+    let body = crate::records::decompress(header.compression(), body)?;
+    Ok(Some(record::decode_all(&body, header.record_count)?))
+}
+
+/// Re-encodes a batch with a subset of its records, keeping the base offset,
+/// lastOffsetDelta (so the batch still spans the same offsets), timestamps, producer fields
+/// and compression codec.
+fn rebuild(header: &BatchHeader, kept: &[Record]) -> Result<Vec<u8>> {
+    let codec = header.compression();
+    let plain = BatchHeader {
+        attributes: header.attributes & !0x7,
+        ..*header
+    };
+    let out = rebuild_plain(&plain, kept);
+    if codec == 0 {
+        return Ok(out);
+    }
+    Ok(crate::rewrite::recompress(&out, &plain, codec)?)
+}
+
+fn rebuild_plain(header: &BatchHeader, kept: &[Record]) -> Vec<u8> {
     assert!(!kept.is_empty());
     let mut body = Vec::new();
     for r in kept {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{LogError, Result};
+pub use crate::rewrite::TimestampBounds;
 
 /// When appended bytes are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +132,19 @@ pub struct LogConfig {
     /// broker's clock (its maxTimestamp, and the timestamp-type attribute), which readers
     /// then give every record of the batch.
     pub log_append_time: bool,
+    /// `compression.type`: the codec batches are stored with (0 none, 1 gzip, 2 snappy,
+    /// 3 lz4, 4 zstd); batches written with another are recompressed. `None` (`producer`)
+    /// keeps each batch as its producer wrote it.
+    pub compression: Option<i16>,
+    /// `message.timestamp.before.max.ms` and `.after.max.ms`: CreateTime records further
+    /// from the broker's clock are refused.
+    pub timestamp_bounds: TimestampBounds,
+    /// `min.compaction.lag.ms`: compaction leaves segments holding records younger than
+    /// this alone.
+    pub min_compaction_lag_ms: u64,
+    /// `max.compaction.lag.ms`: on compacted logs, the active segment is sealed (and so
+    /// becomes compactable) once it is this old, even before `segment.ms`.
+    pub max_compaction_lag_ms: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -147,6 +161,13 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 3600 * 1000,
             max_open_sealed_segments: 16,
             log_append_time: false,
+            compression: None,
+            timestamp_bounds: TimestampBounds {
+                before_max_ms: None,
+                after_max_ms: None,
+            },
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: None,
         }
     }
 }
@@ -155,6 +176,16 @@ impl Default for LogConfig {
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 
 impl LogConfig {
+    /// `segment.ms`, or `max.compaction.lag.ms` when the log is compacted and that is
+    /// sooner: how old the active segment may grow before it is sealed.
+    pub fn roll_after_ms(&self) -> Option<u64> {
+        let lag = self.max_compaction_lag_ms.filter(|_| self.cleanup.compact);
+        match (self.segment_ms, lag) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Checks that every value is in range.
     pub fn validate(&self) -> Result<()> {
         if self.segment_bytes < 1024 || self.segment_bytes > SEGMENT_BYTES_MAX {
@@ -171,6 +202,12 @@ impl LogConfig {
         }
         if self.index_interval_bytes == 0 {
             return Err(LogError::Config("index interval must be positive".into()));
+        }
+        if self.compression.is_some_and(|c| !(0..=4).contains(&c)) {
+            return Err(LogError::Config(format!(
+                "unknown compression codec {:?}",
+                self.compression
+            )));
         }
         if self.max_open_sealed_segments == 0 {
             return Err(LogError::Config(

@@ -78,6 +78,17 @@ pub enum BatchError {
     /// A producer sent a control batch; only the transaction coordinator writes markers.
     #[error("control batches are written by the transaction coordinator, not by producers")]
     ControlFromProducer,
+    /// A record's CreateTime lies outside the topic's `message.timestamp.before.max.ms` /
+    /// `.after.max.ms` window around the broker's clock.
+    #[error("timestamp {timestamp_ms} is out of range: the topic accepts [{low_ms}, {high_ms}]")]
+    TimestampOutOfRange {
+        /// The record's timestamp.
+        timestamp_ms: i64,
+        /// The oldest timestamp accepted now.
+        low_ms: i64,
+        /// The newest timestamp accepted now.
+        high_ms: i64,
+    },
 }
 
 impl BatchError {
@@ -94,6 +105,7 @@ impl BatchError {
             BatchError::BadCompression { .. } => 1008,
             BatchError::Decompress { .. } => 1009,
             BatchError::ControlFromProducer => 1010,
+            BatchError::TimestampOutOfRange { .. } => 1011,
         }
     }
 }

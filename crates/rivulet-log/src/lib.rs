@@ -36,11 +36,12 @@ mod reaper;
 mod recent;
 pub mod record;
 pub mod records;
+mod rewrite;
 mod segment;
 pub mod storage;
 pub mod txn;
 
-pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
+pub use config::{CleanupPolicy, FsyncPolicy, LogConfig, TimestampBounds};
 pub use durable::Durable;
 pub use error::{BatchError, LogError, Result};
 pub use flusher::{default_flush_threads, FlushPool, FsyncObserver, FLUSH_THREADS_MAX};
@@ -49,6 +50,7 @@ pub use log::{
     now_ms, Activity, AppendOutcome, FileSlice, Log, LogContext, ReadResult, SliceRead, TimestampOffset,
     WRITEBACK_BYTES,
 };
+pub use producer::ProducerSnapshot;
 pub use reaper::retire_dir;
 pub use records::{Records, StoredRecord, UndecodableBatch};
 pub use txn::{AbortedTxn, Isolation, Marker};

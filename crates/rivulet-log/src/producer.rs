@@ -31,6 +31,21 @@ struct ProducerEntry {
     last_used: u64,
 }
 
+/// One producer id as a partition knows it (for DescribeProducers and admin views).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSnapshot {
+    /// The producer id.
+    pub producer_id: i64,
+    /// The newest epoch seen.
+    pub producer_epoch: i16,
+    /// Sequence of its last appended record at that epoch; -1 when none (after a marker).
+    pub last_sequence: i32,
+    /// Timestamp of its last appended batch (ms); -1 when none.
+    pub last_timestamp_ms: i64,
+    /// First offset of its open transaction here; -1 when none.
+    pub txn_start_offset: i64,
+}
+
 /// What the producer state says about a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Check {
@@ -163,6 +178,27 @@ impl ProducerState {
         }
     }
 
+    /// Every remembered producer, by id; `txn_start` gives the first offset of a
+    /// producer's open transaction.
+    pub fn snapshot(&self, txn_start: impl Fn(i64) -> Option<i64>) -> Vec<ProducerSnapshot> {
+        let mut out: Vec<ProducerSnapshot> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| {
+                let last = e.batches.back();
+                ProducerSnapshot {
+                    producer_id,
+                    producer_epoch: e.epoch,
+                    last_sequence: last.map_or(-1, |b| b.last_seq),
+                    last_timestamp_ms: last.map_or(-1, |b| b.timestamp_ms),
+                    txn_start_offset: txn_start(producer_id).unwrap_or(-1),
+                }
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
+    }
+
     fn evict_oldest(&mut self) {
         if let Some((&pid, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_used) {
             self.producers.remove(&pid);
@@ -245,5 +281,33 @@ mod tests {
             Ok(Check::Duplicate(_))
         ));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn snapshot_lists_each_producer_once_with_its_last_batch() {
+        let mut s = ProducerState::default();
+        s.record(&header(9, 3, 0, 4, 10), 1_000);
+        s.record(&header(9, 3, 4, 2, 14), 2_000);
+        s.record(&header(5, 0, 0, 1, 16), 3_000);
+        let snap = s.snapshot(|pid| (pid == 9).then_some(10));
+        assert_eq!(snap.len(), 2);
+        assert_eq!(
+            snap[1],
+            ProducerSnapshot {
+                producer_id: 9,
+                producer_epoch: 3,
+                last_sequence: 5,
+                last_timestamp_ms: 2_000,
+                txn_start_offset: 10,
+            }
+        );
+        assert_eq!(
+            (
+                snap[0].producer_id,
+                snap[0].last_sequence,
+                snap[0].txn_start_offset
+            ),
+            (5, 0, -1)
+        );
     }
 }

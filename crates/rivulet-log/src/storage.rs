@@ -92,6 +92,11 @@ pub trait Storage: Send + Sync + Debug {
     fn sync_file_system(&self, path: &Path) -> io::Result<()>;
     /// Bytes an unprivileged writer may still use on the file system holding `path`.
     fn available_bytes(&self, path: &Path) -> io::Result<u64>;
+    /// Size of the file system holding `path`; unsupported unless a storage knows it.
+    fn total_bytes(&self, path: &Path) -> io::Result<u64> {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// The real file system.
@@ -281,6 +286,10 @@ impl Storage for FsStorage {
         let stat = rustix::fs::statvfs(path)?;
         Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
+    fn total_bytes(&self, path: &Path) -> io::Result<u64> {
+        let stat = rustix::fs::statvfs(path)?;
+        Ok(stat.f_blocks.saturating_mul(stat.f_frsize))
+    }
 }
 
 /// Shared switches of a [`FaultyStorage`].
@@ -431,6 +440,9 @@ impl Storage for FaultyStorage {
         let real = self.inner.available_bytes(path)?;
         let budget = self.faults.write_budget_bytes.load(Ordering::SeqCst);
         Ok(if budget < 0 { real } else { real.min(budget as u64) })
+    }
+    fn total_bytes(&self, path: &Path) -> io::Result<u64> {
+        self.inner.total_bytes(path)
     }
 }
 

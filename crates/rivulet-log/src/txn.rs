@@ -116,6 +116,11 @@ impl TxnIndex {
         self.open.contains_key(&producer_id)
     }
 
+    /// First offset of `producer_id`'s open transaction here, if any.
+    pub fn open_start(&self, producer_id: i64) -> Option<i64> {
+        self.open.get(&producer_id).copied()
+    }
+
     /// First offset of the oldest open transaction, if any.
     pub fn first_open(&self) -> Option<i64> {
         self.open_starts.keys().next().copied()

@@ -10,4 +10,5 @@ mod faults;
 mod journal;
 mod model;
 mod records;
+mod settings;
 mod slice;

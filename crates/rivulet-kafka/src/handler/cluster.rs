@@ -9,12 +9,9 @@ use kafka_protocol::messages::*;
 use rivulet_broker::GroupError;
 
 use super::codes::{broker_error_code, group_error_code};
+use super::operations;
 use super::{str_bytes, Handler};
 use crate::errors as ec;
-
-/// `cluster_authorized_operations` when the client did not ask for them (Kafka's
-/// `Integer.MIN_VALUE`).
-const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
 
 impl Handler {
     pub(super) fn describe_cluster(&self, r: DescribeClusterRequest) -> DescribeClusterResponse {
@@ -28,12 +25,7 @@ impl Handler {
             .with_broker_id(BrokerId(self.config.node_id))
             .with_host(str_bytes(self.config.advertised_host.clone()))
             .with_port(i32::from(self.config.advertised_port));
-        // Without authorization every operation is allowed; the bit set names them.
-        let operations = if r.include_cluster_authorized_operations {
-            CLUSTER_OPERATIONS
-        } else {
-            OPERATIONS_NOT_ASKED
-        };
+        let operations = operations::reported(r.include_cluster_authorized_operations, operations::CLUSTER);
         DescribeClusterResponse::default()
             .with_endpoint_type(BROKERS)
             .with_cluster_id(str_bytes(self.config.cluster_id.clone()))
@@ -147,8 +139,3 @@ impl Handler {
             .with_topics(topics)
     }
 }
-
-/// The cluster operations Kafka names in `cluster_authorized_operations` (bits: ALTER 4,
-/// CREATE 7, DESCRIBE 8, CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11,
-/// IDEMPOTENT_WRITE 12), all allowed while Rivulet has no authorization.
-const CLUSTER_OPERATIONS: i32 = (1 << 4) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);

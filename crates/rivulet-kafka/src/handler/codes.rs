@@ -76,6 +76,7 @@ pub fn batch_error_code(e: &BatchError) -> i16 {
         | BatchError::BadCompression { .. }
         | BatchError::Decompress { .. } => ec::CORRUPT_MESSAGE,
         BatchError::ControlFromProducer => ec::INVALID_RECORD,
+        BatchError::TimestampOutOfRange { .. } => ec::INVALID_TIMESTAMP,
     }
 }
 

@@ -20,6 +20,7 @@ use rivulet_broker::groups::JoinRequest;
 use rivulet_broker::CommittedOffset;
 
 use super::codes::{code_of, group_error_code};
+use super::operations;
 use super::{str_bytes, ClientInfo, Handler};
 use crate::errors as ec;
 
@@ -315,6 +316,10 @@ impl Handler {
                             .collect();
                     }
                     None => out.group_state = str_bytes("Dead"),
+                }
+                if v >= 3 {
+                    out.authorized_operations =
+                        operations::reported(r.include_authorized_operations, operations::GROUP);
                 }
                 out
             })

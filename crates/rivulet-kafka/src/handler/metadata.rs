@@ -11,6 +11,7 @@ use rivulet_broker::{BrokerError, Create, Topic};
 use uuid::Uuid;
 
 use super::codes::broker_error_code;
+use super::operations;
 use super::{str_bytes, Handler};
 use crate::errors as ec;
 
@@ -54,6 +55,12 @@ impl Handler {
                 }
             }
         }
+        if v >= 8 {
+            let ops = operations::reported(r.include_topic_authorized_operations, operations::TOPIC);
+            for t in topics.iter_mut().filter(|t| t.error_code == ec::NONE) {
+                t.topic_authorized_operations = ops;
+            }
+        }
         let mut resp = MetadataResponse::default()
             .with_brokers(vec![MetadataResponseBroker::default()
                 .with_node_id(BrokerId(self.config.node_id))
@@ -65,6 +72,10 @@ impl Handler {
         }
         if v >= 2 {
             resp.cluster_id = Some(str_bytes(self.config.cluster_id.clone()));
+        }
+        if (8..=10).contains(&v) {
+            resp.cluster_authorized_operations =
+                operations::reported(r.include_cluster_authorized_operations, operations::CLUSTER);
         }
         resp
     }

@@ -8,6 +8,8 @@
 //! - [`admin`]: topics and configs;
 //! - [`cluster`]: DescribeCluster, CreatePartitions, DeleteRecords, OffsetDelete;
 //! - [`txn`]: producer ids and transactions;
+//! - [`inspect`]: DescribeProducers, DescribeLogDirs and OffsetForLeaderEpoch;
+//! - [`operations`]: the authorized-operations bit sets;
 //! - [`codes`]: broker errors as Kafka error codes.
 //!
 //! Responses only set fields that exist in the negotiated version (the codec refuses to
@@ -18,7 +20,9 @@ mod cluster;
 pub mod codes;
 mod fetch;
 mod groups;
+mod inspect;
 mod metadata;
+mod operations;
 mod produce;
 pub mod sessions;
 mod txn;
@@ -221,6 +225,11 @@ impl Handler {
             }
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r).await),
             RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r).await),
+            RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(self.describe_producers(r)),
+            RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(self.describe_log_dirs(v, r)),
+            RequestKind::OffsetForLeaderEpoch(r) => {
+                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
+            }
             RequestKind::IncrementalAlterConfigs(r) => {
                 ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
             }

@@ -9,6 +9,7 @@ use crate::config::{FsyncPolicy, LogConfig};
 use crate::durable::{Durable, Request};
 use crate::error::{BatchError, LogError, Result};
 use crate::producer::Check;
+use crate::rewrite;
 use crate::txn::Marker;
 
 /// Under `FsyncPolicy::None`, a flusher syncs a partition in the background once this many
@@ -42,14 +43,32 @@ impl Log {
         if batches.iter().any(|(h, _)| h.is_control()) {
             return Err(LogError::InvalidBatch(BatchError::ControlFromProducer));
         }
-        if !config.log_append_time {
+        let now = now_ms();
+        for (header, bytes) in &batches {
+            if !config.log_append_time {
+                rewrite::check_timestamps(bytes, header, config.timestamp_bounds, now)?;
+            }
+        }
+        let recompressed = match config.compression {
+            Some(codec) if batches.iter().any(|(h, _)| h.compression() != codec) => {
+                Some(recompress_all(&batches, codec)?)
+            }
+            _ => None,
+        };
+        if !config.log_append_time && recompressed.is_none() {
             return self.append_checked(&config, records, batches);
         }
-        let now = now_ms();
-        let stamped = batch::stamp_log_append_time(records, now);
-        let batches = split_batches(&stamped, config.max_batch_bytes)?;
+        let rewritten = recompressed.as_deref().unwrap_or(records);
+        let stamped = match config.log_append_time {
+            true => batch::stamp_log_append_time(rewritten, now),
+            false => rewritten.to_vec(),
+        };
+        // Recompression may grow a batch past the limit; it was accepted as sent.
+        let batches = split_batches(&stamped, usize::MAX)?;
         let mut outcome = self.append_checked(&config, &stamped, batches)?;
-        outcome.log_append_time_ms = now;
+        if config.log_append_time {
+            outcome.log_append_time_ms = now;
+        }
         Ok(outcome)
     }
 
@@ -290,6 +309,19 @@ pub(super) fn split_batches(records: &[u8], max_batch_bytes: usize) -> Result<Ve
         let header = batch::validate(one, max_batch_bytes)?;
         out.push((header, one));
         rest = tail;
+    }
+    Ok(out)
+}
+
+/// The batches, each compressed with `codec` (those already in it are copied as they are).
+fn recompress_all(batches: &[(BatchHeader, &[u8])], codec: i16) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for (header, bytes) in batches {
+        if header.compression() == codec {
+            out.extend_from_slice(bytes);
+        } else {
+            out.extend_from_slice(&rewrite::recompress(bytes, header, codec)?);
+        }
     }
     Ok(out)
 }

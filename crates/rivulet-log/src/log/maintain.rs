@@ -89,7 +89,7 @@ impl Log {
                 self.flush()?;
             }
         }
-        if let Some(segment_ms) = config.segment_ms {
+        if let Some(segment_ms) = config.roll_after_ms() {
             let mut st = lock(&self.shared.state);
             let aged = st
                 .segments
@@ -122,7 +122,7 @@ impl Log {
         if let FsyncPolicy::Interval(every) = config.fsync {
             next = next.min(st.last_flush_ms + every.as_millis() as i64);
         }
-        if let (Some(segment_ms), Some(active)) = (config.segment_ms, st.segments.values().next_back()) {
+        if let (Some(segment_ms), Some(active)) = (config.roll_after_ms(), st.segments.values().next_back()) {
             if active.size() > 0 {
                 next = next.min(active.created_ms.saturating_add(segment_ms as i64));
             }
@@ -130,6 +130,18 @@ impl Log {
         if let (true, Some(retention_ms)) = (config.cleanup.delete, config.retention_ms) {
             if let Some(oldest) = st.segments.values().find(|s| s.sealed) {
                 next = next.min(oldest.index.max_timestamp.saturating_add(retention_ms as i64 + 1));
+            }
+        }
+        if config.cleanup.compact && config.min_compaction_lag_ms > 0 {
+            // The first sealed segment still inside the lag becomes compactable then.
+            let lag_ms = config.min_compaction_lag_ms.min(i64::MAX as u64) as i64;
+            if let Some(young) = st
+                .segments
+                .values()
+                .filter(|s| s.sealed)
+                .find(|s| !lag_passed(s.index.max_timestamp, config.min_compaction_lag_ms, now_ms))
+            {
+                next = next.min(young.index.max_timestamp.saturating_add(lag_ms));
             }
         }
         drop(st);
@@ -141,15 +153,18 @@ impl Log {
         next
     }
 
-    /// True when a compaction pass can remove something: a segment was sealed since the
-    /// last pass, or a tombstone the last pass kept is old enough to go.
+    /// True when a compaction pass can remove something: a segment became compactable
+    /// (sealed, and past `min.compaction.lag.ms`) since the last pass, or a tombstone the
+    /// last pass kept is old enough to go.
     fn compaction_due(&self, now_ms: i64) -> bool {
+        let min_lag_ms = self.config().min_compaction_lag_ms;
         let newest_sealed = lock(&self.shared.state)
             .segments
             .values()
             .filter(|s| s.sealed)
+            .take_while(|s| lag_passed(s.index.max_timestamp, min_lag_ms, now_ms))
             .map(|s| s.base_offset)
-            .next_back();
+            .last();
         let mark = *lock(&self.shared.compaction);
         newest_sealed.is_some()
             && (mark.last_sealed_base != newest_sealed
@@ -261,8 +276,10 @@ impl Log {
         lock(&self.shared.cleaner_lock)
     }
 
-    /// Sealed segments as `(base offset, file, path, valid bytes)`, oldest first.
-    pub(crate) fn sealed_segments(&self) -> Result<Vec<SealedSegment>> {
+    /// The sealed segments compaction may rewrite now, oldest first: those before the first
+    /// one holding a record younger than `min.compaction.lag.ms`.
+    pub(crate) fn compactable_segments(&self, now_ms: i64) -> Result<Vec<SealedSegment>> {
+        let min_lag_ms = self.config().min_compaction_lag_ms;
         let mut st = lock(&self.shared.state);
         let storage = self.shared.storage.clone();
         let mut out = Vec::new();
@@ -271,12 +288,15 @@ impl Log {
             .values_mut()
             .filter(|s| s.sealed && s.corrupt_from.is_none())
         {
-            out.push((
-                s.base_offset,
-                s.file(storage.as_ref())?,
-                s.log_path.clone(),
-                s.size(),
-            ));
+            if !lag_passed(s.index.max_timestamp, min_lag_ms, now_ms) {
+                break;
+            }
+            out.push(SealedSegment {
+                base: s.base_offset,
+                file: s.file(storage.as_ref())?,
+                path: s.log_path.clone(),
+                len: s.size(),
+            });
         }
         Ok(out)
     }
@@ -341,4 +361,11 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// True when a segment whose newest record is `max_timestamp_ms` is older than
+/// `min_lag_ms` (always, without a lag: records stamped in the future do not hold
+/// compaction back).
+fn lag_passed(max_timestamp_ms: i64, min_lag_ms: u64, now_ms: i64) -> bool {
+    min_lag_ms == 0 || max_timestamp_ms <= now_ms.saturating_sub(min_lag_ms.min(i64::MAX as u64) as i64)
 }

@@ -219,8 +219,17 @@ pub(crate) struct CompactionMark {
     pub tombstones_due_ms: Option<i64>,
 }
 
-/// `(base offset, file, path, valid bytes)` of a sealed segment.
-pub(crate) type SealedSegment = (i64, Arc<dyn StorageFile>, PathBuf, u64);
+/// A sealed segment, as compaction reads it.
+pub(crate) struct SealedSegment {
+    /// Offset of its first record.
+    pub base: i64,
+    /// Its open file.
+    pub file: Arc<dyn StorageFile>,
+    /// Its path.
+    pub path: PathBuf,
+    /// Bytes of valid batches.
+    pub len: u64,
+}
 
 /// One partition's log. Cheap to clone; all clones share the same log.
 #[derive(Debug, Clone)]
@@ -305,6 +314,12 @@ impl Log {
     /// True when `producer_id` has a transaction open in this partition.
     pub fn has_open_transaction(&self, producer_id: i64) -> bool {
         lock(&self.shared.state).txns.is_open(producer_id)
+    }
+
+    /// The producers this partition remembers (idempotent and transactional), by id.
+    pub fn producers(&self) -> Vec<crate::producer::ProducerSnapshot> {
+        let st = lock(&self.shared.state);
+        st.producers.snapshot(|pid| st.txns.open_start(pid))
     }
 
     /// Aborted transactions whose records overlap `[from, to)`.

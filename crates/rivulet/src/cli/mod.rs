@@ -10,6 +10,7 @@ mod output;
 mod produce;
 mod status;
 mod topic;
+mod topic_producers;
 mod txn;
 
 use std::time::Duration;
@@ -154,6 +155,32 @@ impl ConnArgs {
         AdminOptions::new()
             .request_timeout(Some(self.timeout()))
             .operation_timeout(Some(self.timeout()))
+    }
+
+    /// The first address of `-b/--brokers`, for requests librdkafka does not offer.
+    pub fn first_broker(&self) -> Result<String> {
+        self.brokers
+            .split(',')
+            .next()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no broker address in -b/--brokers"))
+    }
+
+    /// Sends one Kafka request at `version` to the first broker and waits for its answer,
+    /// within the command's timeout.
+    pub async fn ask<R: kafka_protocol::protocol::Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response> {
+        let address = self.first_broker()?;
+        let call = rivulet_bench::kafka::request_once(&address, request, version);
+        tokio::time::timeout(self.timeout(), call)
+            .await
+            .map_err(|_| anyhow!("{address} did not answer within {} s", self.timeout().as_secs()))?
+            .map_err(|e| anyhow!("{e}"))
     }
 
     /// Metadata of all topics; fails with a hint when no broker answers.

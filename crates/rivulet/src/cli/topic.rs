@@ -1,4 +1,4 @@
-//! `rivulet topic create|list|describe|delete|alter-config`.
+//! `rivulet topic create|list|describe|delete|add-partitions|delete-records|producers|alter-config`.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +80,16 @@ enum TopicCommand {
         #[arg(long, allow_negative_numbers = true)]
         before: i64,
     },
+    /// Show the idempotent and transactional producers each partition remembers: epoch,
+    /// last sequence, last write and the start of an open transaction (Kafka
+    /// DescribeProducers)
+    Producers {
+        /// Topic name
+        topic: String,
+        /// Only this partition (repeatable); all partitions by default
+        #[arg(short, long = "partition")]
+        partitions: Vec<i32>,
+    },
     /// Set or remove per-topic config overrides.
     AlterConfig {
         /// Topic name
@@ -117,6 +127,9 @@ pub fn run(args: TopicArgs) -> Result<()> {
             partitions,
             dry_run,
         } => add_partitions(conn, &topic, partitions, dry_run),
+        TopicCommand::Producers { topic, partitions } => {
+            super::topic_producers::run(conn, &topic, partitions)
+        }
         TopicCommand::AlterConfig { topic, set, delete } => alter_config(conn, &topic, &set, &delete),
     }
 }

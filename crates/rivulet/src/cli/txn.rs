@@ -2,7 +2,7 @@
 //! the Kafka ListTransactions and DescribeTransactions requests (KIP-664), so it works
 //! against Rivulet and any Kafka 3.0+ broker.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::{DescribeTransactionsRequest, ListTransactionsRequest, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
@@ -62,37 +62,17 @@ struct Described {
 /// Runs `rivulet txn`.
 pub fn run(args: TxnArgs) -> Result<()> {
     let conn = &args.conn;
-    let address = conn
-        .brokers
-        .split(',')
-        .next()
-        .filter(|a| !a.trim().is_empty())
-        .ok_or_else(|| anyhow!("no broker address in -b/--brokers"))?
-        .trim()
-        .to_string();
     match args.command {
-        TxnCommand::List { states, open_ms_min } => list(conn, &address, states, open_ms_min),
-        TxnCommand::Describe { ids } => describe(conn, &address, ids),
+        TxnCommand::List { states, open_ms_min } => list(conn, states, open_ms_min),
+        TxnCommand::Describe { ids } => describe(conn, ids),
     }
 }
 
-async fn ask<R: kafka_protocol::protocol::Request>(
-    conn: &ConnArgs,
-    address: &str,
-    request: &R,
-) -> Result<R::Response> {
-    let call = rivulet_bench::kafka::request_once(address, request, 0);
-    tokio::time::timeout(conn.timeout(), call)
-        .await
-        .map_err(|_| anyhow!("{address} did not answer within {} s", conn.timeout().as_secs()))?
-        .map_err(|e| anyhow!("{e}"))
-}
-
-fn list(conn: &ConnArgs, address: &str, states: Vec<String>, open_ms_min: Option<i64>) -> Result<()> {
+fn list(conn: &ConnArgs, states: Vec<String>, open_ms_min: Option<i64>) -> Result<()> {
     let request = ListTransactionsRequest::default()
         .with_state_filters(states.into_iter().map(StrBytes::from_string).collect())
         .with_duration_filter(open_ms_min.unwrap_or(-1));
-    let response = runtime()?.block_on(ask(conn, address, &request))?;
+    let response = runtime()?.block_on(conn.ask(&request, 0))?;
     if response.error_code != 0 {
         bail!("listing transactions failed: Kafka error {}", response.error_code);
     }
@@ -127,13 +107,13 @@ fn is_open(state: &str) -> bool {
     matches!(state, "Ongoing" | "PrepareCommit" | "PrepareAbort")
 }
 
-fn describe(conn: &ConnArgs, address: &str, ids: Vec<String>) -> Result<()> {
+fn describe(conn: &ConnArgs, ids: Vec<String>) -> Result<()> {
     let request = DescribeTransactionsRequest::default().with_transactional_ids(
         ids.iter()
             .map(|id| TransactionalId(StrBytes::from_string(id.clone())))
             .collect(),
     );
-    let response = runtime()?.block_on(ask(conn, address, &request))?;
+    let response = runtime()?.block_on(conn.ask(&request, 0))?;
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for t in response.transaction_states {

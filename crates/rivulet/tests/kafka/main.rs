@@ -11,4 +11,5 @@ mod other_clients;
 mod rdkafka_clients;
 mod robustness;
 mod serve_settings;
+mod topic_configs;
 mod transactions;

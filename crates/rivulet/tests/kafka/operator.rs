@@ -367,6 +367,18 @@ fn an_operator_sees_a_hanging_transaction_and_aborts_it() {
     let (code, _, _) = cli(&server, &["txn", "describe", "no-such-id"]);
     assert_ne!(code, 0, "an unknown id is an error");
 
+    // The partition remembers the producer and where its open transaction starts
+    // (Kafka DescribeProducers).
+    let (code, out, err) = cli(&server, &["topic", "producers", "ledger", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let producers: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(producers.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(producers[0]["partition"], 0, "{out}");
+    assert_eq!(producers[0]["transaction_start_offset"], 0, "{out}");
+    assert_eq!(producers[0]["last_sequence"], 0, "{out}");
+    let (code, _, err) = cli(&server, &["topic", "producers", "no-such-topic"]);
+    assert_ne!(code, 0, "an unknown topic is an error: {err}");
+
     let (code, listed) = curl(&[&format!("{}/v1/transactions", server.http_base())]);
     assert_eq!(code, 200);
     let listed: Value = serde_json::from_str(&listed).expect("json");

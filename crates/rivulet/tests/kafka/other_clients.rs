@@ -213,8 +213,10 @@ fn kafkajs_transactions_commit_abort_and_send_offsets() {
     assert!(stdout.contains("OK transactions"));
 }
 
-/// kafka-python's admin client: CreatePartitions (and a refused shrink), a record to a new
-/// partition, IncrementalAlterConfigs SET/APPEND/DELETE, and OffsetDelete of one partition.
+/// kafka-python's admin client: CreatePartitions (and a refused shrink), records from an
+/// idempotent producer to a new partition, DescribeProducers, DescribeLogDirs,
+/// IncrementalAlterConfigs SET/APPEND/DELETE, OffsetDelete of one partition, and
+/// DescribeGroups' authorized operations.
 #[test]
 fn kafka_python_admin_grows_partitions_alters_configs_incrementally_and_deletes_offsets() {
     let Some(python) = python() else {
@@ -241,5 +243,13 @@ fn kafka_python_admin_grows_partitions_alters_configs_incrementally_and_deletes_
     let summary: serde_json::Value = serde_json::from_str(summary).expect("summary json");
     assert_eq!(summary["partitions"], 5);
     assert_eq!(summary["offsets_kept"], serde_json::json!([0]));
+    assert!(
+        summary["log_dir_bytes"].as_i64().is_some_and(|b| b > 0),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["group_operations"],
+        serde_json::json!(["DELETE", "DESCRIBE", "READ"])
+    );
     assert!(server.log().contains("Added partitions"));
 }

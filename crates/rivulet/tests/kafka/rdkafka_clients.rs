@@ -17,14 +17,14 @@ use crate::harness::Rivulet;
 /// Partitions assigned to each consumer thread.
 type Assignments = HashMap<usize, BTreeSet<i32>>;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
 }
 
-fn producer(server: &Rivulet, extra: &[(&str, &str)]) -> FutureProducer {
+pub(crate) fn producer(server: &Rivulet, extra: &[(&str, &str)]) -> FutureProducer {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", server.bootstrap())
         .set("message.timeout.ms", "30000");
@@ -34,7 +34,7 @@ fn producer(server: &Rivulet, extra: &[(&str, &str)]) -> FutureProducer {
     cfg.create().expect("producer")
 }
 
-fn consumer(server: &Rivulet, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+pub(crate) fn consumer(server: &Rivulet, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", server.bootstrap())
         .set("group.id", group)
@@ -46,7 +46,7 @@ fn consumer(server: &Rivulet, group: &str, extra: &[(&str, &str)]) -> BaseConsum
     cfg.create().expect("consumer")
 }
 
-fn create_topic(server: &Rivulet, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+pub(crate) fn create_topic(server: &Rivulet, name: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", server.bootstrap())
         .create()
@@ -65,7 +65,11 @@ fn create_topic(server: &Rivulet, name: &str, partitions: i32, configs: &[(&str,
 
 /// Sends `(key, value)` pairs (all queued at once, so batches form) and returns the
 /// (partition, offset) of each, in send order.
-fn produce_all(producer: &FutureProducer, topic: &str, messages: &[(String, String)]) -> Vec<(i32, i64)> {
+pub(crate) fn produce_all(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: &[(String, String)],
+) -> Vec<(i32, i64)> {
     let mut deliveries = Vec::with_capacity(messages.len());
     for (k, v) in messages {
         let mut record = FutureRecord::to(topic).key(k.as_str()).payload(v.as_str());
@@ -102,7 +106,11 @@ fn produce_all(producer: &FutureProducer, topic: &str, messages: &[(String, Stri
 }
 
 /// Polls until `n` messages arrived or the timeout passed; returns (partition, offset, key, value).
-fn consume_n(consumer: &BaseConsumer, n: usize, timeout: Duration) -> Vec<(i32, i64, String, String)> {
+pub(crate) fn consume_n(
+    consumer: &BaseConsumer,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(i32, i64, String, String)> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < n && Instant::now() < deadline {
@@ -120,7 +128,7 @@ fn consume_n(consumer: &BaseConsumer, n: usize, timeout: Duration) -> Vec<(i32, 
     out
 }
 
-fn assign_from_beginning(consumer: &BaseConsumer, topic: &str, partitions: i32) {
+pub(crate) fn assign_from_beginning(consumer: &BaseConsumer, topic: &str, partitions: i32) {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
