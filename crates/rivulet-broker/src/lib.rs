@@ -302,6 +302,12 @@ impl Broker {
         self.groups().describe(group, &partitions)
     }
 
+    /// Handles a consumer group (KIP-848) heartbeat against the current topics.
+    pub fn consumer_heartbeat(&self, req: &groups::ConsumerHeartbeat) -> groups::ConsumerHeartbeatOutcome {
+        let partitions = |t: &str| self.topic(t).map_or(0, |t| t.partition_count());
+        self.groups().consumer_heartbeat(req, &partitions)
+    }
+
     fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
         self.inner.topics.read().unwrap_or_else(|p| p.into_inner())
     }

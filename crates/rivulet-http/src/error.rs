@@ -175,7 +175,11 @@ pub(crate) fn group_error(group: &str, error: GroupError) -> ApiError {
         | GroupError::RebalanceInProgress
         | GroupError::MemberIdRequired
         | GroupError::InvalidSessionTimeout
-        | GroupError::FencedInstanceId => {
+        | GroupError::FencedInstanceId
+        | GroupError::FencedMemberEpoch
+        | GroupError::StaleMemberEpoch
+        | GroupError::UnreleasedInstanceId
+        | GroupError::InvalidRequest => {
             ApiError::new(StatusCode::CONFLICT, 40905, format!("group {group:?}: {error}"))
         }
         GroupError::StorageFailed => ApiError::internal(format!("group {group:?}: storing offsets failed")),

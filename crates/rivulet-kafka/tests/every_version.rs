@@ -279,6 +279,18 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
                     ]),
             ])
             .into(),
+        ApiKey::ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("kip848")))
+            .with_member_id(s(&format!("member-v{version}")))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+            .with_topic_partitions(Some(vec![]))
+            .into(),
+        ApiKey::ConsumerGroupDescribe => ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(s("kip848")), GroupId(s("unknown"))])
+            .with_include_authorized_operations(true)
+            .into(),
         other => panic!("no sample request for {other:?}: add one when advertising a new API"),
     }
 }

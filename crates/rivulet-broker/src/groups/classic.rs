@@ -276,6 +276,10 @@ impl ClassicGroup {
                 return Synced::Now(self.sync_ok(assignment));
             }
             GroupState::CompletingRebalance => {}
+            // Consumer-protocol states; a classic group never has them.
+            GroupState::Assigning | GroupState::Reconciling => {
+                return Synced::Now(SyncOutcome::error(GroupError::RebalanceInProgress))
+            }
         }
         if self.leader.as_deref() == Some(member_id) {
             return Synced::Now(self.complete_sync(member_id, assignments, now));

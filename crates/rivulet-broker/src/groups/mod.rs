@@ -13,8 +13,12 @@
 //! and [`GroupCoordinator::tick`] (run by the broker's background thread) expires sessions,
 //! SyncGroups and rebalances that outlived their timeouts.
 
+pub mod assignor;
 mod classic;
 pub mod clock;
+pub mod consumer;
+#[cfg(test)]
+mod consumer_tests;
 pub mod local;
 pub(crate) mod protocol;
 #[cfg(test)]
@@ -32,6 +36,8 @@ use crate::error::Result;
 use crate::offsets::{CommittedOffset, OffsetStore};
 use classic::{ClassicGroup, Joined, Synced};
 pub use clock::{Clock, ManualClock, SystemClock};
+use consumer::ConsumerGroup;
+pub use consumer::{ConsumerGroupDetail, ConsumerHeartbeat, ConsumerHeartbeatOutcome, ConsumerMemberDetail};
 use local::{LocalClient, LocalGroup};
 pub use types::{
     GroupDescription, GroupError, GroupLimits, GroupState, JoinOutcome, JoinRequest, JoinedMember,
@@ -43,16 +49,42 @@ pub use types::{
 struct Groups {
     classic: HashMap<String, ClassicGroup>,
     local: HashMap<String, LocalGroup>,
+    consumer: HashMap<String, ConsumerGroup>,
 }
 
 impl Groups {
     fn len(&self) -> usize {
-        self.classic.len() + self.local.len()
+        self.classic.len() + self.local.len() + self.consumer.len()
     }
 
     fn contains(&self, group_id: &str) -> bool {
-        self.classic.contains_key(group_id) || self.local.contains_key(group_id)
+        self.classic.contains_key(group_id)
+            || self.local.contains_key(group_id)
+            || self.consumer.contains_key(group_id)
     }
+
+    /// True when `group_id` has members of a kind other than `kind`'s.
+    fn held_by_other_kind(&self, group_id: &str, kind: Kind) -> bool {
+        let classic = self.classic.get(group_id).is_some_and(|g| !g.members.is_empty());
+        let local = self.local.get(group_id).is_some_and(|g| g.len() > 0);
+        let consumer = self
+            .consumer
+            .get(group_id)
+            .is_some_and(ConsumerGroup::has_members);
+        match kind {
+            Kind::Classic => local || consumer,
+            Kind::Local => classic || consumer,
+            Kind::Consumer => classic || local,
+        }
+    }
+}
+
+/// The three kinds of group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Classic,
+    Local,
+    Consumer,
 }
 
 /// Coordinates every consumer group of the node and owns their committed offsets.
@@ -93,6 +125,94 @@ impl GroupCoordinator {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The groups, with `group_id`'s time-driven transitions (every group's, for `None`)
+    /// brought up to now first: what an operator reads or deletes reflects sessions that
+    /// expired since the last periodic tick, to the millisecond.
+    fn lock_settled(&self, group_id: Option<&str>) -> MutexGuard<'_, Groups> {
+        let now = self.clock.now();
+        let mut groups = self.lock();
+        let session = self.consumer_session();
+        match group_id {
+            Some(id) => {
+                if let Some(group) = groups.classic.get_mut(id) {
+                    group.tick(id, now);
+                }
+                if let Some(group) = groups.consumer.get_mut(id) {
+                    group.tick(id, session, now);
+                }
+            }
+            None => {
+                for (id, group) in groups.classic.iter_mut() {
+                    group.tick(id, now);
+                }
+                for (id, group) in groups.consumer.iter_mut() {
+                    group.tick(id, session, now);
+                }
+            }
+        }
+        groups
+    }
+
+    fn consumer_session(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.limits.consumer_session_timeout_ms)
+    }
+
+    /// Handles a ConsumerGroupHeartbeat (KIP-848). `partitions` gives a topic's partition
+    /// count (0: no such topic).
+    pub fn consumer_heartbeat(
+        &self,
+        req: &ConsumerHeartbeat,
+        partitions: &dyn Fn(&str) -> usize,
+    ) -> ConsumerHeartbeatOutcome {
+        let now = self.clock.now();
+        let mut groups = self.lock();
+        if let Some(error) = self.check_consumer(&groups, req) {
+            return ConsumerHeartbeatOutcome {
+                error: Some(error),
+                member_id: req.member_id.clone(),
+                member_epoch: req.member_epoch,
+                heartbeat_interval_ms: 0,
+                assignment: None,
+            };
+        }
+        groups.classic.remove(&req.group_id);
+        let group = groups.consumer.entry(req.group_id.clone()).or_default();
+        let outcome = group.heartbeat(req, &self.limits, now, partitions);
+        if !group.has_members() && req.member_epoch < 0 {
+            groups.consumer.remove(&req.group_id);
+        }
+        outcome
+    }
+
+    fn check_consumer(&self, groups: &Groups, req: &ConsumerHeartbeat) -> Option<GroupError> {
+        if req.group_id.is_empty() {
+            return Some(GroupError::InvalidGroupId);
+        }
+        if groups.held_by_other_kind(&req.group_id, Kind::Consumer) {
+            tracing::info!(group = %req.group_id, "Refusing a consumer-protocol member: the group has members of another kind");
+            return Some(GroupError::GroupIdNotFound);
+        }
+        if !groups.contains(&req.group_id) && groups.len() >= self.limits.groups_max {
+            tracing::warn!(group = %req.group_id, limit = self.limits.groups_max, "Refusing a new group: too many groups");
+            return Some(GroupError::GroupMaxSizeReached);
+        }
+        None
+    }
+
+    /// A consumer group (KIP-848) with its epochs, members and their current and target
+    /// assignments; `None` when no such group exists.
+    pub fn describe_consumer_group(&self, group_id: &str) -> Option<ConsumerGroupDetail> {
+        let groups = self.lock_settled(Some(group_id));
+        let group = groups.consumer.get(group_id)?;
+        let (epoch, assignment_epoch) = group.epochs();
+        Some(ConsumerGroupDetail {
+            state: group.state(),
+            epoch,
+            assignment_epoch,
+            members: group.members_detail(),
+        })
+    }
+
     /// The committed-offset store.
     pub fn offsets(&self) -> &OffsetStore {
         &self.offsets
@@ -106,6 +226,8 @@ impl GroupCoordinator {
             if let Some(error) = self.check_join(&groups, &req) {
                 return JoinOutcome::error(error, &req.member_id);
             }
+            groups.local.remove(&req.group_id);
+            groups.consumer.remove(&req.group_id);
             let group = groups
                 .classic
                 .entry(req.group_id.clone())
@@ -130,8 +252,8 @@ impl GroupCoordinator {
         {
             return Some(GroupError::InvalidSessionTimeout);
         }
-        if groups.local.contains_key(&req.group_id) {
-            tracing::info!(group = %req.group_id, "Refusing a Kafka consumer: the group has broker-assigned members (SSE or embedded)");
+        if groups.held_by_other_kind(&req.group_id, Kind::Classic) {
+            tracing::info!(group = %req.group_id, "Refusing a classic-protocol member: the group has members of another kind (consumer protocol, SSE or embedded)");
             return Some(GroupError::InconsistentGroupProtocol);
         }
         if !groups.contains(&req.group_id) && groups.len() >= self.limits.groups_max {
@@ -230,6 +352,14 @@ impl GroupCoordinator {
             // Broker-assigned members commit in process; a Kafka client may not.
             return Some(GroupError::UnknownMemberId);
         }
+        if let Some(group) = groups.consumer.get(group_id) {
+            return match group.member_epoch_is(member_id, generation) {
+                Some(true) => None,
+                Some(false) => Some(GroupError::StaleMemberEpoch),
+                None if generation < 0 && !group.has_members() => None,
+                None => Some(GroupError::UnknownMemberId),
+            };
+        }
         let group = groups.classic.get_mut(group_id);
         if generation < 0 {
             return match group {
@@ -252,12 +382,15 @@ impl GroupCoordinator {
     /// Describes a group of either kind; a group known only by its committed offsets is
     /// `Empty`. `partitions` gives a topic's partition count.
     pub fn describe(&self, group_id: &str, partitions: &dyn Fn(&str) -> usize) -> Option<GroupDescription> {
-        let groups = self.lock();
+        let groups = self.lock_settled(Some(group_id));
         if let Some(group) = groups.classic.get(group_id) {
             return Some(group.describe());
         }
         if let Some(group) = groups.local.get(group_id) {
             return Some(group.describe(partitions));
+        }
+        if let Some(group) = groups.consumer.get(group_id) {
+            return Some(group.describe());
         }
         if self.offsets.group_offsets(group_id).is_empty() {
             return None;
@@ -273,13 +406,16 @@ impl GroupCoordinator {
     /// Lists groups of both kinds and groups with committed offsets:
     /// (group id, protocol type, state).
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
-        let groups = self.lock();
+        let groups = self.lock_settled(None);
         let mut out: BTreeMap<String, (String, GroupState)> = BTreeMap::new();
         for id in self.offsets.groups() {
             out.insert(id, ("consumer".to_string(), GroupState::Empty));
         }
         for (id, g) in &groups.classic {
             out.insert(id.clone(), (g.protocol_type(), g.state));
+        }
+        for (id, g) in &groups.consumer {
+            out.insert(id.clone(), ("consumer".to_string(), g.state()));
         }
         for (id, g) in &groups.local {
             let state = if g.len() > 0 {
@@ -295,12 +431,13 @@ impl GroupCoordinator {
     /// Deletes a group and its committed offsets; refused while it has members.
     pub async fn delete(&self, group_id: &str) -> Option<GroupError> {
         {
-            let mut groups = self.lock();
+            let mut groups = self.lock_settled(Some(group_id));
             if let Some(refused) = self.refuse_deleting(&groups, group_id) {
                 return Some(refused);
             }
             groups.classic.remove(group_id);
             groups.local.remove(group_id);
+            groups.consumer.remove(group_id);
         }
         stored(group_id, self.offsets.delete_group(group_id).await)
     }
@@ -309,7 +446,7 @@ impl GroupCoordinator {
     /// with `NonEmptyGroup` while the group has members (they may be consuming them);
     /// `GroupIdNotFound` for a group with neither members nor offsets.
     pub async fn delete_offsets(&self, group_id: &str, partitions: &[(String, i32)]) -> Option<GroupError> {
-        if let Some(refused) = self.refuse_deleting(&self.lock(), group_id) {
+        if let Some(refused) = self.refuse_deleting(&self.lock_settled(Some(group_id)), group_id) {
             return Some(refused);
         }
         stored(
@@ -328,7 +465,11 @@ impl GroupCoordinator {
             .classic
             .get(group_id)
             .is_some_and(|g| !g.members.is_empty())
-            || groups.local.get(group_id).is_some_and(|g| g.len() > 0);
+            || groups.local.get(group_id).is_some_and(|g| g.len() > 0)
+            || groups
+                .consumer
+                .get(group_id)
+                .is_some_and(ConsumerGroup::has_members);
         busy.then_some(GroupError::NonEmptyGroup)
     }
 
@@ -342,6 +483,11 @@ impl GroupCoordinator {
             group.tick(group_id, now);
         }
         groups.classic.retain(|_, g| !g.is_idle());
+        let session = self.consumer_session();
+        for (group_id, group) in groups.consumer.iter_mut() {
+            group.tick(group_id, session, now);
+        }
+        groups.consumer.retain(|_, g| g.has_members());
     }
 
     /// Adds a broker-assigned member to `group_id` (creating the group); refused when the
@@ -357,11 +503,7 @@ impl GroupCoordinator {
             return Err(GroupError::InvalidGroupId);
         }
         let mut groups = self.lock();
-        if groups
-            .classic
-            .get(group_id)
-            .is_some_and(|g| !g.members.is_empty())
-        {
+        if groups.held_by_other_kind(group_id, Kind::Local) {
             return Err(GroupError::InconsistentGroupProtocol);
         }
         if !groups.contains(group_id) && groups.len() >= self.limits.groups_max {
@@ -378,6 +520,7 @@ impl GroupCoordinator {
         tracing::info!(group = %group_id, member = id, client = %client.client_id, "Broker-assigned member joined");
         let rx = group.join(id, topics, client);
         groups.classic.remove(group_id);
+        groups.consumer.remove(group_id);
         Ok((id, rx))
     }
 

@@ -201,6 +201,20 @@ async fn a_silent_member_expires_after_its_session_timeout_and_not_before() {
 }
 
 #[tokio::test]
+async fn a_group_whose_last_session_just_expired_can_be_deleted_before_the_next_tick() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (c, clock) = coordinator_with_clock(dir.path());
+    stable_member(&c).await;
+    clock.advance(Duration::from_millis(9_999));
+    assert_eq!(c.delete("g").await, Some(GroupError::NonEmptyGroup));
+    // One millisecond past the session: no periodic tick ran, yet the member is gone.
+    clock.advance(Duration::from_millis(2));
+    assert_eq!(c.list().first().map(|g| g.2), Some(GroupState::Empty));
+    assert_eq!(c.delete("g").await, None);
+    assert!(c.list().is_empty());
+}
+
+#[tokio::test]
 async fn a_rebalance_drops_members_that_do_not_rejoin_within_the_rebalance_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (c, clock) = coordinator_with_clock(dir.path());

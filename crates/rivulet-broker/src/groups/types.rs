@@ -42,6 +42,19 @@ pub enum GroupError {
     /// member's zombie): fatal for the client.
     #[error("fenced by a newer member with the same group instance id")]
     FencedInstanceId,
+    /// A consumer group member's epoch is not its current one (KIP-848): it must rejoin
+    /// with epoch 0.
+    #[error("fenced member epoch: rejoin the group")]
+    FencedMemberEpoch,
+    /// An offset commit carried an epoch other than the member's current one.
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
+    /// Another member of the consumer group holds this static instance id.
+    #[error("the group instance id is held by another member")]
+    UnreleasedInstanceId,
+    /// The request lacks something this step needs (a joining member's subscription).
+    #[error("invalid request")]
+    InvalidRequest,
 }
 
 /// State of a group, named as Kafka names it in DescribeGroups/ListGroups.
@@ -55,6 +68,10 @@ pub enum GroupState {
     CompletingRebalance,
     /// Every member has its assignment.
     Stable,
+    /// A consumer group (KIP-848) whose target assignment is being computed.
+    Assigning,
+    /// A consumer group whose members are moving to their target assignment.
+    Reconciling,
 }
 
 impl GroupState {
@@ -65,6 +82,8 @@ impl GroupState {
             GroupState::PreparingRebalance => "PreparingRebalance",
             GroupState::CompletingRebalance => "CompletingRebalance",
             GroupState::Stable => "Stable",
+            GroupState::Assigning => "Assigning",
+            GroupState::Reconciling => "Reconciling",
         }
     }
 }
@@ -84,6 +103,12 @@ pub struct GroupLimits {
     /// (Kafka's `group.initial.rebalance.delay.ms`; `rivulet serve` uses Kafka's 3 s). Each
     /// member joining meanwhile extends it, within the rebalance timeout.
     pub initial_rebalance_delay_ms: u64,
+    /// How often consumer group (KIP-848) members heartbeat (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`, 5 s).
+    pub consumer_heartbeat_interval_ms: u64,
+    /// A consumer group member silent this long is removed (Kafka's
+    /// `group.consumer.session.timeout.ms`, 45 s).
+    pub consumer_session_timeout_ms: u64,
 }
 
 impl Default for GroupLimits {
@@ -94,6 +119,8 @@ impl Default for GroupLimits {
             session_timeout_ms_min: 1_000,
             session_timeout_ms_max: 1_800_000,
             initial_rebalance_delay_ms: 0,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_session_timeout_ms: 45_000,
         }
     }
 }

@@ -95,6 +95,10 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::GroupMaxSizeReached => ec::GROUP_MAX_SIZE_REACHED,
         GroupError::StorageFailed => ec::COORDINATOR_NOT_AVAILABLE,
         GroupError::FencedInstanceId => ec::FENCED_INSTANCE_ID,
+        GroupError::FencedMemberEpoch => ec::FENCED_MEMBER_EPOCH,
+        GroupError::StaleMemberEpoch => ec::STALE_MEMBER_EPOCH,
+        GroupError::UnreleasedInstanceId => ec::UNRELEASED_INSTANCE_ID,
+        GroupError::InvalidRequest => ec::INVALID_REQUEST,
     }
 }
 

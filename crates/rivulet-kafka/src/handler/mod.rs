@@ -5,6 +5,7 @@
 //! - [`fetch`]: Fetch (long poll on the broker's data watch) and ListOffsets;
 //! - [`metadata`]: Metadata and FindCoordinator;
 //! - [`groups`]: the group protocol, OffsetCommit/OffsetFetch and group admin;
+//! - [`consumer_groups`]: the consumer group protocol (KIP-848);
 //! - [`admin`]: topics and configs;
 //! - [`cluster`]: DescribeCluster, CreatePartitions, DeleteRecords, OffsetDelete;
 //! - [`txn`]: producer ids and transactions;
@@ -18,6 +19,7 @@
 mod admin;
 mod cluster;
 pub mod codes;
+mod consumer_groups;
 mod fetch;
 mod groups;
 mod inspect;
@@ -225,6 +227,12 @@ impl Handler {
             }
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r).await),
             RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r).await),
+            RequestKind::ConsumerGroupHeartbeat(r) => {
+                ResponseKind::ConsumerGroupHeartbeat(self.consumer_group_heartbeat(r, client_id, client))
+            }
+            RequestKind::ConsumerGroupDescribe(r) => {
+                ResponseKind::ConsumerGroupDescribe(self.consumer_group_describe(v, r))
+            }
             RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(self.describe_producers(r)),
             RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(self.describe_log_dirs(v, r)),
             RequestKind::OffsetForLeaderEpoch(r) => {

@@ -135,6 +135,16 @@ pub struct ServeArgs {
     /// [default: 3000]
     #[arg(long, env = "RIVULET_GROUP_INITIAL_REBALANCE_DELAY_MS", value_name = "MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+
+    /// How often members of consumer-protocol groups (KIP-848, group.protocol=consumer)
+    /// heartbeat (Kafka's group.consumer.heartbeat.interval.ms) [default: 5000]
+    #[arg(long, env = "RIVULET_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
+    group_consumer_heartbeat_interval_ms: Option<u64>,
+
+    /// A consumer-protocol group member silent this long is removed (Kafka's
+    /// group.consumer.session.timeout.ms) [default: 45000]
+    #[arg(long, env = "RIVULET_GROUP_CONSUMER_SESSION_TIMEOUT_MS", value_name = "MS")]
+    group_consumer_session_timeout_ms: Option<u64>,
 }
 
 /// The config file: the same settings as the flags, snake_case.
@@ -166,6 +176,8 @@ struct FileConfig {
     journal: Option<bool>,
     log_format: Option<String>,
     group_initial_rebalance_delay_ms: Option<u64>,
+    group_consumer_heartbeat_interval_ms: Option<u64>,
+    group_consumer_session_timeout_ms: Option<u64>,
 }
 
 /// How log lines are written.
@@ -302,6 +314,12 @@ fn broker_config(args: &ServeArgs, file: &FileConfig) -> Result<BrokerConfig> {
         group_limits: rivulet_broker::GroupLimits {
             initial_rebalance_delay_ms: setting!(group_initial_rebalance_delay_ms)
                 .unwrap_or(GROUP_INITIAL_REBALANCE_DELAY_MS),
+            consumer_heartbeat_interval_ms: setting!(group_consumer_heartbeat_interval_ms)
+                .unwrap_or(defaults.group_limits.consumer_heartbeat_interval_ms)
+                .clamp(100, 600_000),
+            consumer_session_timeout_ms: setting!(group_consumer_session_timeout_ms)
+                .unwrap_or(defaults.group_limits.consumer_session_timeout_ms)
+                .clamp(1_000, 1_800_000),
             ..defaults.group_limits.clone()
         },
         ..defaults

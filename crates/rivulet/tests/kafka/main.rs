@@ -4,6 +4,7 @@
 
 mod bench;
 mod cli;
+mod consumer_protocol;
 mod faults;
 mod harness;
 mod operator;

@@ -213,6 +213,44 @@ fn kafkajs_transactions_commit_abort_and_send_offsets() {
     assert!(stdout.contains("OK transactions"));
 }
 
+/// kafkajs's admin client: createPartitions (and a refused shrink), alterConfigs read back
+/// with describeConfigs (an unknown key refused), deleteTopicRecords then
+/// fetchTopicOffsets and a consumer starting at the new log start, setOffsets/fetchOffsets,
+/// describeGroups, describeCluster and deleteGroups.
+#[test]
+fn kafkajs_admin_grows_alters_deletes_records_and_manages_groups() {
+    if which("node").is_none() {
+        println!("SKIPPED kafkajs_admin: node is not installed");
+        return;
+    }
+    let server = Rivulet::start();
+    let output = Command::new("node")
+        .current_dir(repo_root().join("tests/clients"))
+        .arg("kafkajs_admin.js")
+        .arg(server.bootstrap())
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "kafkajs admin failed (run `npm install` in tests/clients?): {}",
+        show(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SUMMARY "))
+        .map(|json| serde_json::from_str(json).expect("the summary is JSON"))
+        .unwrap_or_else(|| panic!("no SUMMARY line: {}", show(&output)));
+    assert_eq!(summary["partitions"], 4);
+    assert_eq!(summary["compression"], "gzip");
+    assert_eq!(
+        (summary["low"].as_str(), summary["high"].as_str()),
+        (Some("6"), Some("10"))
+    );
+    assert_eq!(summary["committed"], "8");
+    assert!(server.log().contains("Added partitions"));
+}
+
 /// kafka-python's admin client: CreatePartitions (and a refused shrink), records from an
 /// idempotent producer to a new partition, DescribeProducers, DescribeLogDirs,
 /// IncrementalAlterConfigs SET/APPEND/DELETE, OffsetDelete of one partition, and

@@ -1,0 +1,138 @@
+//! librdkafka consumers with `group.protocol=consumer` (KIP-848): the broker assigns, a new
+//! member gets partitions without the others stopping, a leaving member's partitions move
+//! to the rest, and every record is consumed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+
+use crate::harness::Rivulet;
+use crate::rdkafka_clients::{create_topic, produce_all, producer};
+
+const TOPIC: &str = "kip848";
+const PARTITIONS: i32 = 6;
+const RECORDS: usize = 600;
+
+/// What the consumer threads saw: each one's current assignment, the smallest assignment
+/// each had once it first held partitions, and every (partition, offset) consumed.
+#[derive(Default)]
+struct Seen {
+    assigned: HashMap<usize, BTreeSet<i32>>,
+    smallest_after_first: HashMap<usize, usize>,
+    consumed: BTreeSet<(i32, i64)>,
+}
+
+fn spawn_member(
+    server: &Rivulet,
+    id: usize,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let bootstrap = server.bootstrap();
+    std::thread::spawn(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "kip848-group")
+            .set("group.protocol", "consumer")
+            .set("auto.offset.reset", "earliest")
+            .set("auto.commit.interval.ms", "200")
+            .create()
+            .expect("consumer");
+        c.subscribe(&[TOPIC]).expect("subscribe");
+        while !stop.load(Ordering::SeqCst) {
+            let message = c.poll(Duration::from_millis(50));
+            let parts: BTreeSet<i32> = c
+                .assignment()
+                .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+                .unwrap_or_default();
+            let mut s = seen.lock().expect("lock");
+            if let Some(Ok(m)) = message {
+                s.consumed.insert((m.partition(), m.offset()));
+            }
+            if !parts.is_empty() || s.smallest_after_first.contains_key(&id) {
+                let n = s.smallest_after_first.entry(id).or_insert(parts.len());
+                *n = (*n).min(parts.len());
+            }
+            s.assigned.insert(id, parts);
+        }
+        // Dropping the consumer closes it: it leaves the group (member epoch -1).
+    })
+}
+
+fn wait_for(seen: &Mutex<Seen>, what: &str, cond: impl Fn(&Seen) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        {
+            let s = seen.lock().expect("lock");
+            if cond(&s) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: assigned {:?}, consumed {}",
+                s.assigned,
+                s.consumed.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn consumer_protocol_members_share_partitions_incrementally_and_consume_everything() {
+    let server = Rivulet::start_with(&["--group-consumer-heartbeat-interval-ms", "300"], &[]);
+    create_topic(&server, TOPIC, PARTITIONS, &[]);
+    let p = producer(&server, &[]);
+    let messages: Vec<(String, String)> = (0..RECORDS).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    produce_all(&p, TOPIC, &messages);
+    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+
+    let stop_a = Arc::new(AtomicBool::new(false));
+    let a = spawn_member(&server, 0, seen.clone(), stop_a.clone());
+    wait_for(&seen, "the first member holding every partition", |s| {
+        s.assigned.get(&0) == Some(&all)
+    });
+
+    let stop_b = Arc::new(AtomicBool::new(false));
+    let b = spawn_member(&server, 1, seen.clone(), stop_b.clone());
+    wait_for(&seen, "two members sharing the partitions", |s| {
+        let (x, y) = (s.assigned.get(&0), s.assigned.get(&1));
+        x.zip(y).is_some_and(|(x, y)| {
+            x.len() == 3 && y.len() == 3 && x.union(y).copied().collect::<BTreeSet<_>>() == all
+        })
+    });
+    let kept = seen.lock().expect("lock").smallest_after_first.get(&0).copied();
+    assert!(
+        kept.is_some_and(|n| n >= 3),
+        "the first member kept consuming its partitions while the second joined: {kept:?}"
+    );
+
+    stop_a.store(true, Ordering::SeqCst);
+    a.join().expect("member a");
+    wait_for(&seen, "the second member taking every partition", |s| {
+        s.assigned.get(&1) == Some(&all)
+    });
+    wait_for(&seen, "every record consumed", |s| s.consumed.len() == RECORDS);
+    stop_b.store(true, Ordering::SeqCst);
+    b.join().expect("member b");
+
+    let consumed = &seen.lock().expect("lock").consumed;
+    for partition in 0..PARTITIONS {
+        let offsets: Vec<i64> = consumed
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| *o)
+            .collect();
+        let expected: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(offsets, expected, "partition {partition}: no gap");
+    }
+    let log = server.log();
+    assert!(log.contains("Consumer group member joined"), "{log}");
+    assert!(log.contains("Consumer group member left"), "{log}");
+}
