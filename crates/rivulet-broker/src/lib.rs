@@ -305,7 +305,8 @@ impl Broker {
     /// Handles a consumer group (KIP-848) heartbeat against the current topics.
     pub fn consumer_heartbeat(&self, req: &groups::ConsumerHeartbeat) -> groups::ConsumerHeartbeatOutcome {
         let partitions = |t: &str| self.topic(t).map_or(0, |t| t.partition_count());
-        self.groups().consumer_heartbeat(req, &partitions)
+        let topics = || self.topics().iter().map(|t| t.name().to_string()).collect();
+        self.groups().consumer_heartbeat(req, &partitions, &topics)
     }
 
     fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {

@@ -179,7 +179,8 @@ pub(crate) fn group_error(group: &str, error: GroupError) -> ApiError {
         | GroupError::FencedMemberEpoch
         | GroupError::StaleMemberEpoch
         | GroupError::UnreleasedInstanceId
-        | GroupError::InvalidRequest => {
+        | GroupError::InvalidRequest
+        | GroupError::InvalidRegularExpression => {
             ApiError::new(StatusCode::CONFLICT, 40905, format!("group {group:?}: {error}"))
         }
         GroupError::StorageFailed => ApiError::internal(format!("group {group:?}: storing offsets failed")),

@@ -32,6 +32,9 @@ pub struct ConsumerHeartbeat {
     pub rebalance_timeout_ms: i32,
     /// Subscribed topics; `None` when unchanged since the last heartbeat.
     pub subscribed_topics: Option<Vec<String>>,
+    /// Subscription pattern: topics whose whole name matches it are subscribed too;
+    /// `None` when unchanged, empty to drop it.
+    pub subscribed_regex: Option<String>,
     /// Partitions the member owns; `None` when unchanged.
     pub owned: Option<Assignment>,
     /// Client id from the request header.
@@ -74,6 +77,11 @@ struct Member {
     instance_id: Option<String>,
     client_id: String,
     client_host: String,
+    /// Topics subscribed by name.
+    names: BTreeSet<String>,
+    /// Subscription pattern and its source.
+    pattern: Option<(String, regex::Regex)>,
+    /// The topics subscribed now: the names and the existing topics the pattern matches.
     subscribed: BTreeSet<String>,
     rebalance_timeout: Duration,
     /// What the member may consume now.
@@ -115,6 +123,7 @@ impl ConsumerGroup {
         limits: &GroupLimits,
         now: Instant,
         partitions: &dyn Fn(&str) -> usize,
+        topics: &dyn Fn() -> Vec<String>,
     ) -> ConsumerHeartbeatOutcome {
         let member_id = match req.member_epoch {
             -2 | -1 => return self.leave(req),
@@ -128,7 +137,7 @@ impl ConsumerGroup {
             },
             _ => return ConsumerHeartbeatOutcome::error(GroupError::FencedMemberEpoch, req),
         };
-        self.refresh_target(partitions);
+        self.refresh_target(partitions, topics);
         self.reconcile(&member_id, req.owned.as_ref(), now);
         let Some(m) = self.members.get_mut(&member_id) else {
             return ConsumerHeartbeatOutcome::error(GroupError::UnknownMemberId, req);
@@ -149,9 +158,11 @@ impl ConsumerGroup {
         limits: &GroupLimits,
         now: Instant,
     ) -> Result<String, GroupError> {
-        let Some(topics) = &req.subscribed_topics else {
+        if req.subscribed_topics.is_none() && req.subscribed_regex.as_deref().is_none_or(str::is_empty) {
             return Err(GroupError::InvalidRequest);
-        };
+        }
+        let names: BTreeSet<String> = req.subscribed_topics.iter().flatten().cloned().collect();
+        let pattern = compile(req.subscribed_regex.as_deref().unwrap_or_default())?;
         let id = if req.member_id.is_empty() {
             format!("{:032x}", crate::topics::random_u128())
         } else {
@@ -176,7 +187,9 @@ impl ConsumerGroup {
             instance_id: req.instance_id.clone(),
             client_id: req.client_id.clone(),
             client_host: req.client_host.clone(),
-            subscribed: topics.iter().cloned().collect(),
+            subscribed: names.clone(),
+            names,
+            pattern,
             rebalance_timeout,
             assigned: Assignment::new(),
             revoking: Assignment::new(),
@@ -234,20 +247,48 @@ impl ConsumerGroup {
         if lost_answer && req.member_epoch != m.epoch {
             m.send_assignment = true;
         }
-        m.last_seen = now;
-        if let Some(topics) = &req.subscribed_topics {
-            let topics: BTreeSet<String> = topics.iter().cloned().collect();
-            if topics != m.subscribed {
-                m.subscribed = topics;
-                self.epoch += 1;
+        if let Some(source) = &req.subscribed_regex {
+            if m.pattern.as_ref().map_or("", |(s, _)| s.as_str()) != source.as_str() {
+                m.pattern = compile(source)?;
             }
         }
+        m.last_seen = now;
+        if let Some(topics) = &req.subscribed_topics {
+            m.names = topics.iter().cloned().collect();
+        }
+        // A changed subscription shows when it is resolved (see `refresh_target`).
         Ok(())
+    }
+
+    /// Resolves every member's subscription against the existing topics; true when one
+    /// changed.
+    fn resolve_subscriptions(&mut self, topics: &dyn Fn() -> Vec<String>) -> bool {
+        let existing = self
+            .members
+            .values()
+            .any(|m| m.pattern.is_some())
+            .then(topics)
+            .unwrap_or_default();
+        let mut changed = false;
+        for m in self.members.values_mut() {
+            let mut resolved = m.names.clone();
+            if let Some((_, re)) = &m.pattern {
+                resolved.extend(existing.iter().filter(|t| re.is_match(t)).cloned());
+            }
+            if resolved != m.subscribed {
+                m.subscribed = resolved;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// Bumps the epoch when a subscribed topic's partition count changed, and computes the
     /// target assignment when the epoch moved past it.
-    fn refresh_target(&mut self, partitions: &dyn Fn(&str) -> usize) {
+    fn refresh_target(&mut self, partitions: &dyn Fn(&str) -> usize, topics: &dyn Fn() -> Vec<String>) {
+        if self.resolve_subscriptions(topics) && self.epoch <= self.assignment_epoch {
+            self.epoch += 1;
+        }
         let counts: BTreeMap<String, usize> = self
             .members
             .values()
@@ -464,6 +505,25 @@ pub struct ConsumerGroupDetail {
     pub assignment_epoch: i32,
     /// The members.
     pub members: Vec<ConsumerMemberDetail>,
+}
+
+/// Largest compiled subscription pattern, in bytes.
+const PATTERN_BYTES_MAX: usize = 1 << 20;
+
+/// A subscription pattern matching whole topic names, as Kafka's do; `None` for an empty
+/// source.
+fn compile(source: &str) -> Result<Option<(String, regex::Regex)>, GroupError> {
+    if source.is_empty() {
+        return Ok(None);
+    }
+    regex::RegexBuilder::new(&format!("^(?:{source})$"))
+        .size_limit(PATTERN_BYTES_MAX)
+        .build()
+        .map(|re| Some((source.to_string(), re)))
+        .map_err(|e| {
+            tracing::info!(pattern = source, error = %e, "Refusing a subscription pattern");
+            GroupError::InvalidRegularExpression
+        })
 }
 
 fn is_subset(a: &Assignment, b: &Assignment) -> bool {

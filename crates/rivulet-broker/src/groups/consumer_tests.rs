@@ -39,7 +39,7 @@ fn beat(c: &GroupCoordinator, member: &str, epoch: i32, owned: Option<&[i32]>) -
         client_host: "127.0.0.1".to_string(),
         ..ConsumerHeartbeat::default()
     };
-    c.consumer_heartbeat(&req, &|t| if t == "t" { PARTITIONS } else { 0 })
+    c.consumer_heartbeat(&req, &|t| if t == "t" { PARTITIONS } else { 0 }, &Vec::new)
 }
 
 fn owned_by(outcome: &ConsumerHeartbeatOutcome) -> Vec<i32> {
@@ -185,3 +185,48 @@ trait NowOrNever: std::future::Future + Sized {
 }
 
 impl<F: std::future::Future> NowOrNever for F {}
+
+#[test]
+fn a_pattern_subscribes_to_matching_topics_as_they_appear() {
+    let (_dir, c, _clock) = coordinator();
+    let topics = std::sync::Mutex::new(vec![
+        "orders-eu".to_string(),
+        "orders-us".to_string(),
+        "audit".to_string(),
+    ]);
+    let beat_with = |epoch: i32, regex: Option<&str>| {
+        let req = ConsumerHeartbeat {
+            group_id: "g".to_string(),
+            member_id: "a".to_string(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: 30_000,
+            subscribed_regex: regex.map(str::to_string),
+            ..ConsumerHeartbeat::default()
+        };
+        let list = || topics.lock().expect("lock").clone();
+        c.consumer_heartbeat(&req, &|_| 2, &list)
+    };
+    let joined = beat_with(0, Some("orders-.*"));
+    let got = joined.assignment.expect("assignment");
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        vec!["orders-eu", "orders-us"]
+    );
+    topics.lock().expect("lock").push("orders-asia".to_string());
+    let grown = beat_with(joined.member_epoch, None);
+    assert!(grown.member_epoch > joined.member_epoch);
+    assert_eq!(
+        grown.assignment.expect("assignment").len(),
+        3,
+        "the new topic matched"
+    );
+    let bad = beat_with(0, Some("orders-("));
+    assert_eq!(bad.error, Some(GroupError::InvalidRegularExpression));
+    let partial = beat_with(grown.member_epoch, Some("orders"));
+    assert_eq!(partial.error, None);
+    assert_eq!(
+        partial.assignment,
+        Some(Assignment::new()),
+        "a pattern matches whole names only"
+    );
+}

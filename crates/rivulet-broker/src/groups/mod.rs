@@ -158,11 +158,12 @@ impl GroupCoordinator {
     }
 
     /// Handles a ConsumerGroupHeartbeat (KIP-848). `partitions` gives a topic's partition
-    /// count (0: no such topic).
+    /// count (0: no such topic), `topics` every topic's name (for subscription patterns).
     pub fn consumer_heartbeat(
         &self,
         req: &ConsumerHeartbeat,
         partitions: &dyn Fn(&str) -> usize,
+        topics: &dyn Fn() -> Vec<String>,
     ) -> ConsumerHeartbeatOutcome {
         let now = self.clock.now();
         let mut groups = self.lock();
@@ -177,7 +178,7 @@ impl GroupCoordinator {
         }
         groups.classic.remove(&req.group_id);
         let group = groups.consumer.entry(req.group_id.clone()).or_default();
-        let outcome = group.heartbeat(req, &self.limits, now, partitions);
+        let outcome = group.heartbeat(req, &self.limits, now, partitions, topics);
         if !group.has_members() && req.member_epoch < 0 {
             groups.consumer.remove(&req.group_id);
         }

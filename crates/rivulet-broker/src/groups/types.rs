@@ -55,6 +55,9 @@ pub enum GroupError {
     /// The request lacks something this step needs (a joining member's subscription).
     #[error("invalid request")]
     InvalidRequest,
+    /// A subscription pattern does not compile.
+    #[error("invalid regular expression")]
+    InvalidRegularExpression,
 }
 
 /// State of a group, named as Kafka names it in DescribeGroups/ListGroups.

@@ -99,6 +99,7 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::StaleMemberEpoch => ec::STALE_MEMBER_EPOCH,
         GroupError::UnreleasedInstanceId => ec::UNRELEASED_INSTANCE_ID,
         GroupError::InvalidRequest => ec::INVALID_REQUEST,
+        GroupError::InvalidRegularExpression => ec::INVALID_REGULAR_EXPRESSION,
     }
 }
 

@@ -21,15 +21,6 @@ impl Handler {
         client_id: String,
         client: &ClientInfo,
     ) -> ConsumerGroupHeartbeatResponse {
-        if r.subscribed_topic_regex.as_ref().is_some_and(|re| !re.is_empty()) {
-            tracing::info!(group = %r.group_id.0, "Refusing a regex subscription (consumer protocol)");
-            return ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(ec::INVALID_REQUEST)
-                .with_error_message(Some(str_bytes(
-                    "topic regex subscriptions are not supported yet; subscribe by name",
-                )))
-                .with_member_epoch(r.member_epoch);
-        }
         let owned = r.topic_partitions.map(|tps| {
             let mut a = Assignment::new();
             for tp in tps {
@@ -48,6 +39,7 @@ impl Handler {
             subscribed_topics: r
                 .subscribed_topic_names
                 .map(|names| names.into_iter().map(|n| n.0.to_string()).collect()),
+            subscribed_regex: r.subscribed_topic_regex.map(|s| s.to_string()),
             owned,
             client_id,
             client_host: client.host.clone(),

@@ -136,3 +136,43 @@ fn consumer_protocol_members_share_partitions_incrementally_and_consume_everythi
     assert!(log.contains("Consumer group member joined"), "{log}");
     assert!(log.contains("Consumer group member left"), "{log}");
 }
+
+#[test]
+fn a_consumer_protocol_pattern_subscription_follows_matching_topics() {
+    let server = Rivulet::start_with(&["--group-consumer-heartbeat-interval-ms", "300"], &[]);
+    for (topic, partitions) in [("pat-a", 2), ("pat-b", 2), ("other", 1)] {
+        create_topic(&server, topic, partitions, &[]);
+    }
+    let p = producer(&server, &[]);
+    for topic in ["pat-a", "pat-b", "other"] {
+        produce_all(&p, topic, &[("k".to_string(), format!("in {topic}"))]);
+    }
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("group.id", "patterns")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .expect("consumer");
+    c.subscribe(&["^pat-.*"]).expect("subscribe");
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut created = false;
+    while Instant::now() < deadline && seen.len() < 3 {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            seen.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+        }
+        if !created && seen.len() == 2 {
+            // A topic created later that matches is picked up too.
+            create_topic(&server, "pat-c", 1, &[]);
+            produce_all(&p, "pat-c", &[("k".to_string(), "in pat-c".to_string())]);
+            created = true;
+        }
+    }
+    let expected: BTreeSet<String> = ["in pat-a", "in pat-b", "in pat-c"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(seen, expected, "only the matching topics, the late one included");
+}
