@@ -36,6 +36,7 @@ mod meta;
 pub mod offsets;
 pub mod partitioner;
 pub mod producers;
+pub mod settle;
 pub mod topics;
 pub mod txn;
 
@@ -209,6 +210,11 @@ impl Broker {
         let producer_ids =
             producers::ProducerIds::open(context.storage.clone(), &config.data_dir.join("producer_ids"))?;
         let offsets = OffsetStore::open(&internal.join(offsets::OFFSETS_TOPIC), &context)?;
+        let share_state = OffsetStore::open_named(
+            &internal.join(offsets::SHARE_STATE_TOPIC),
+            &context,
+            offsets::SHARE_STATE_TOPIC,
+        )?;
         let (txn_store, txn_state) = txn::TxnStore::open(&internal.join(txn::TRANSACTIONS_TOPIC), &context)?;
         let txns = txn::TxnCoordinator::new(txn_store, txn_state, config.transaction_timeout_ms_max);
         // Every log that uses the journal took its entries: checkpoints may run.
@@ -222,7 +228,8 @@ impl Broker {
                 )?;
             }
         }
-        let groups = GroupCoordinator::new(offsets, config.group_limits.clone());
+        let groups =
+            GroupCoordinator::new(offsets, config.group_limits.clone()).with_share_state(share_state);
         let tick = Duration::from_millis(config.group_tick_ms.max(10));
         let maintain = Duration::from_millis(config.maintenance_interval_ms.max(10));
         let broker = Broker {
@@ -300,6 +307,12 @@ impl Broker {
     pub fn describe_group(&self, group: &str) -> Option<GroupDescription> {
         let partitions = |t: &str| self.topic(t).map_or(0, |t| t.partition_count());
         self.groups().describe(group, &partitions)
+    }
+
+    /// Handles a share group (KIP-932) heartbeat against the current topics.
+    pub fn share_heartbeat(&self, req: &groups::ShareHeartbeat) -> groups::ShareHeartbeatOutcome {
+        let partitions = |t: &str| self.topic(t).map_or(0, |t| t.partition_count());
+        self.groups().share_heartbeat(req, &partitions)
     }
 
     /// Handles a consumer group (KIP-848) heartbeat against the current topics.
@@ -498,6 +511,9 @@ impl Broker {
         if let Err(e) = self.inner.groups.offsets().maintain(now_ms) {
             tracing::error!(error = %e, "Offsets log maintenance failed");
         }
+        if let Some(Err(e)) = self.inner.groups.share_state().map(|s| s.maintain(now_ms)) {
+            tracing::error!(error = %e, "Share state log maintenance failed");
+        }
         let forgotten = self.inner.txns.expire_idle(now_ms);
         if forgotten > 0 {
             tracing::info!(
@@ -533,6 +549,10 @@ impl Broker {
         }
         if let Err(e) = self.inner.groups.offsets().close() {
             tracing::error!(error = %e, "Closing the offsets log failed");
+            result = Err(e);
+        }
+        if let Some(Err(e)) = self.inner.groups.share_state().map(|s| s.close()) {
+            tracing::error!(error = %e, "Closing the share state log failed");
             result = Err(e);
         }
         if let Err(e) = self.inner.txns.close() {

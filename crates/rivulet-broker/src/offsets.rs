@@ -13,6 +13,8 @@ use crate::error::Result;
 
 /// Name of the internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Name of the internal topic holding share groups' start offsets (an [`OffsetStore`] too).
+pub const SHARE_STATE_TOPIC: &str = "__share_group_state";
 /// Largest `metadata` string accepted with a commit (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
@@ -34,6 +36,7 @@ type GroupOffsets = HashMap<(String, i32), CommittedOffset>;
 /// Durable store of committed offsets.
 #[derive(Debug)]
 pub struct OffsetStore {
+    name: &'static str,
     log: Log,
     state: Mutex<HashMap<String, GroupOffsets>>,
 }
@@ -45,6 +48,11 @@ fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
 impl OffsetStore {
     /// Opens the offsets log under `dir` and replays it into memory.
     pub fn open(dir: &Path, context: &LogContext) -> Result<OffsetStore> {
+        OffsetStore::open_named(dir, context, OFFSETS_TOPIC)
+    }
+
+    /// Opens an offsets log named `name` (its key in the shared journal) under `dir`.
+    pub fn open_named(dir: &Path, context: &LogContext, name: &'static str) -> Result<OffsetStore> {
         let config = LogConfig {
             segment_bytes: 100 << 20,
             max_batch_bytes: 16 << 20,
@@ -54,8 +62,9 @@ impl OffsetStore {
             cleanup: CleanupPolicy::COMPACT,
             ..LogConfig::default()
         };
-        let log = Log::open_journaled(context, dir, config, OFFSETS_TOPIC.as_bytes())?;
+        let log = Log::open_journaled(context, dir, config, name.as_bytes())?;
         let store = OffsetStore {
+            name,
             log,
             state: Mutex::new(HashMap::new()),
         };
@@ -72,12 +81,13 @@ impl OffsetStore {
 
     fn replay(&self) -> Result<()> {
         let mut state = self.lock();
-        let applied = crate::meta::replay_log(&self.log, OFFSETS_TOPIC, |key, value| {
+        let applied = crate::meta::replay_log(&self.log, self.name, |key, value| {
             apply_record(&mut state, key, value)
         })?;
         tracing::info!(
             records = applied,
             groups = state.len(),
+            store = self.name,
             "Loaded committed offsets"
         );
         Ok(())

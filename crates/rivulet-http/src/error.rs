@@ -180,7 +180,8 @@ pub(crate) fn group_error(group: &str, error: GroupError) -> ApiError {
         | GroupError::StaleMemberEpoch
         | GroupError::UnreleasedInstanceId
         | GroupError::InvalidRequest
-        | GroupError::InvalidRegularExpression => {
+        | GroupError::InvalidRegularExpression
+        | GroupError::InvalidRecordState => {
             ApiError::new(StatusCode::CONFLICT, 40905, format!("group {group:?}: {error}"))
         }
         GroupError::StorageFailed => ApiError::internal(format!("group {group:?}: storing offsets failed")),

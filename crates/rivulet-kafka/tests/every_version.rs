@@ -291,6 +291,29 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
             .with_group_ids(vec![GroupId(s("kip848")), GroupId(s("unknown"))])
             .with_include_authorized_operations(true)
             .into(),
+        ApiKey::ShareGroupHeartbeat => ShareGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("queue")))
+            .with_member_id(s("share-member"))
+            .with_member_epoch(0)
+            .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+            .into(),
+        ApiKey::ShareGroupDescribe => ShareGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(s("queue")), GroupId(s("unknown"))])
+            .into(),
+        ApiKey::ShareFetch => ShareFetchRequest::default()
+            .with_group_id(Some(GroupId(s("queue"))))
+            .with_member_id(Some(s("share-member")))
+            .with_share_session_epoch(0)
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_max_records(10)
+            .with_batch_size(10)
+            .into(),
+        ApiKey::ShareAcknowledge => ShareAcknowledgeRequest::default()
+            .with_group_id(Some(GroupId(s("queue"))))
+            .with_member_id(Some(s("share-member")))
+            .with_share_session_epoch(1)
+            .into(),
         other => panic!("no sample request for {other:?}: add one when advertising a new API"),
     }
 }

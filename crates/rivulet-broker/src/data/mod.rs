@@ -9,6 +9,8 @@
 //! - [`read`](crate::Broker::read): whole stored batches from an offset up to a byte budget
 //!   (Kafka Fetch hands them to clients byte for byte), and
 //!   [`read_records`](crate::Broker::read_records): the same decoded into records.
+//! - [`read_covering`](crate::Broker::read_covering): the batches holding given offset
+//!   ranges (share group fetches).
 //! - [`watch`](crate::Broker::watch): wait until any of a set of partitions has data past
 //!   what a reader has, until a deadline or shutdown; no polling.
 //!
@@ -16,6 +18,7 @@
 //! errors, and the produced/fetched metrics (records and stored batch bytes).
 
 mod append;
+mod covering;
 mod produce;
 mod read;
 mod watch;

@@ -21,6 +21,10 @@ pub mod consumer;
 mod consumer_tests;
 pub mod local;
 pub(crate) mod protocol;
+pub mod share;
+mod share_api;
+#[cfg(test)]
+mod share_tests;
 #[cfg(test)]
 mod tests;
 pub mod types;
@@ -39,6 +43,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 use consumer::ConsumerGroup;
 pub use consumer::{ConsumerGroupDetail, ConsumerHeartbeat, ConsumerHeartbeatOutcome, ConsumerMemberDetail};
 use local::{LocalClient, LocalGroup};
+use share::ShareGroup;
+pub use share::{ShareGroupDetail, ShareHeartbeat, ShareHeartbeatOutcome, ShareMemberDetail};
+use share_api::share_description;
+pub use share_api::LogBounds;
 pub use types::{
     GroupDescription, GroupError, GroupLimits, GroupState, JoinOutcome, JoinRequest, JoinedMember,
     MemberDescription, SyncOutcome,
@@ -50,17 +58,19 @@ struct Groups {
     classic: HashMap<String, ClassicGroup>,
     local: HashMap<String, LocalGroup>,
     consumer: HashMap<String, ConsumerGroup>,
+    share: HashMap<String, ShareGroup>,
 }
 
 impl Groups {
     fn len(&self) -> usize {
-        self.classic.len() + self.local.len() + self.consumer.len()
+        self.classic.len() + self.local.len() + self.consumer.len() + self.share.len()
     }
 
     fn contains(&self, group_id: &str) -> bool {
         self.classic.contains_key(group_id)
             || self.local.contains_key(group_id)
             || self.consumer.contains_key(group_id)
+            || self.share.contains_key(group_id)
     }
 
     /// True when `group_id` has members of a kind other than `kind`'s.
@@ -71,20 +81,29 @@ impl Groups {
             .consumer
             .get(group_id)
             .is_some_and(ConsumerGroup::has_members);
+        let share = self.share.get(group_id).is_some_and(ShareGroup::has_members);
         match kind {
-            Kind::Classic => local || consumer,
-            Kind::Local => classic || consumer,
-            Kind::Consumer => classic || local,
+            Kind::Classic => local || consumer || share,
+            Kind::Local => classic || consumer || share,
+            Kind::Consumer => classic || local || share,
+            Kind::Share => classic || local || consumer,
         }
+    }
+
+    /// True when `group_id` has members of any kind.
+    fn has_members(&self, group_id: &str) -> bool {
+        self.held_by_other_kind(group_id, Kind::Share)
+            || self.share.get(group_id).is_some_and(ShareGroup::has_members)
     }
 }
 
-/// The three kinds of group.
+/// The four kinds of group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Classic,
     Local,
     Consumer,
+    Share,
 }
 
 /// Coordinates every consumer group of the node and owns their committed offsets.
@@ -94,6 +113,8 @@ pub struct GroupCoordinator {
     limits: GroupLimits,
     clock: Arc<dyn Clock>,
     next_local_member: AtomicU64,
+    /// Where share groups' start offsets are stored; `None`: kept in memory only.
+    share_state: Option<OffsetStore>,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -118,7 +139,19 @@ impl GroupCoordinator {
             limits,
             clock,
             next_local_member: AtomicU64::new(1),
+            share_state: None,
         }
+    }
+
+    /// Stores share groups' start offsets in `store`, so a restart resumes where they were.
+    pub fn with_share_state(mut self, store: OffsetStore) -> GroupCoordinator {
+        self.share_state = Some(store);
+        self
+    }
+
+    /// The store of share groups' start offsets.
+    pub fn share_state(&self) -> Option<&OffsetStore> {
+        self.share_state.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Groups> {
@@ -139,6 +172,10 @@ impl GroupCoordinator {
                 }
                 if let Some(group) = groups.consumer.get_mut(id) {
                     group.tick(id, session, now);
+                }
+                if let Some(group) = groups.share.get_mut(id) {
+                    let moves = group.tick(id, self.share_session(), now);
+                    self.store_starts(id, moves);
                 }
             }
             None => {
@@ -393,6 +430,9 @@ impl GroupCoordinator {
         if let Some(group) = groups.consumer.get(group_id) {
             return Some(group.describe());
         }
+        if let Some(group) = groups.share.get(group_id) {
+            return Some(share_description(group.detail()));
+        }
         if self.offsets.group_offsets(group_id).is_empty() {
             return None;
         }
@@ -418,6 +458,9 @@ impl GroupCoordinator {
         for (id, g) in &groups.consumer {
             out.insert(id.clone(), ("consumer".to_string(), g.state()));
         }
+        for (id, g) in &groups.share {
+            out.insert(id.clone(), ("share".to_string(), g.state()));
+        }
         for (id, g) in &groups.local {
             let state = if g.len() > 0 {
                 GroupState::Stable
@@ -439,6 +482,12 @@ impl GroupCoordinator {
             groups.classic.remove(group_id);
             groups.local.remove(group_id);
             groups.consumer.remove(group_id);
+            groups.share.remove(group_id);
+        }
+        if let Some(store) = &self.share_state {
+            if let Err(e) = store.delete_group(group_id).await {
+                return stored(group_id, Err(e));
+            }
         }
         stored(group_id, self.offsets.delete_group(group_id).await)
     }
@@ -462,15 +511,7 @@ impl GroupCoordinator {
         if !groups.contains(group_id) && self.offsets.group_offsets(group_id).is_empty() {
             return Some(GroupError::GroupIdNotFound);
         }
-        let busy = groups
-            .classic
-            .get(group_id)
-            .is_some_and(|g| !g.members.is_empty())
-            || groups.local.get(group_id).is_some_and(|g| g.len() > 0)
-            || groups
-                .consumer
-                .get(group_id)
-                .is_some_and(ConsumerGroup::has_members);
+        let busy = groups.has_members(group_id);
         busy.then_some(GroupError::NonEmptyGroup)
     }
 
@@ -489,6 +530,11 @@ impl GroupCoordinator {
             group.tick(group_id, session, now);
         }
         groups.consumer.retain(|_, g| g.has_members());
+        let share_session = self.share_session();
+        for (group_id, group) in groups.share.iter_mut() {
+            let moves = group.tick(group_id, share_session, now);
+            self.store_starts(group_id, moves);
+        }
     }
 
     /// Adds a broker-assigned member to `group_id` (creating the group); refused when the

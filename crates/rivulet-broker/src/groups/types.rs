@@ -58,6 +58,10 @@ pub enum GroupError {
     /// A subscription pattern does not compile.
     #[error("invalid regular expression")]
     InvalidRegularExpression,
+    /// A share group member settled records it does not hold (their lock expired, they were
+    /// settled already, or never handed to it).
+    #[error("invalid record state")]
+    InvalidRecordState,
 }
 
 /// State of a group, named as Kafka names it in DescribeGroups/ListGroups.
@@ -112,6 +116,24 @@ pub struct GroupLimits {
     /// A consumer group member silent this long is removed (Kafka's
     /// `group.consumer.session.timeout.ms`, 45 s).
     pub consumer_session_timeout_ms: u64,
+    /// How often share group members heartbeat (Kafka's
+    /// `group.share.heartbeat.interval.ms`, 5 s).
+    pub share_heartbeat_interval_ms: u64,
+    /// A share group member silent this long is removed and its records released (Kafka's
+    /// `group.share.session.timeout.ms`, 45 s).
+    pub share_session_timeout_ms: u64,
+    /// How long a share group member holds a record it acquired (Kafka's
+    /// `group.share.record.lock.duration.ms`, 30 s).
+    pub share_record_lock_ms: u64,
+    /// Deliveries after which a record is archived (Kafka's
+    /// `group.share.delivery.count.limit`, 5).
+    pub share_delivery_count_limit: u16,
+    /// Offsets of a partition tracked one by one per share group (Kafka's
+    /// `group.share.partition.max.record.locks`, 2000).
+    pub share_partition_records_max: usize,
+    /// Where a share group starts reading a partition it never read: `true` at the log
+    /// start, `false` at its end (Kafka's `share.auto.offset.reset`, `latest`).
+    pub share_start_at_earliest: bool,
 }
 
 impl Default for GroupLimits {
@@ -124,6 +146,12 @@ impl Default for GroupLimits {
             initial_rebalance_delay_ms: 0,
             consumer_heartbeat_interval_ms: 5_000,
             consumer_session_timeout_ms: 45_000,
+            share_heartbeat_interval_ms: 5_000,
+            share_session_timeout_ms: 45_000,
+            share_record_lock_ms: 30_000,
+            share_delivery_count_limit: 5,
+            share_partition_records_max: 2_000,
+            share_start_at_earliest: false,
         }
     }
 }

@@ -100,6 +100,7 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::UnreleasedInstanceId => ec::UNRELEASED_INSTANCE_ID,
         GroupError::InvalidRequest => ec::INVALID_REQUEST,
         GroupError::InvalidRegularExpression => ec::INVALID_REGULAR_EXPRESSION,
+        GroupError::InvalidRecordState => ec::INVALID_RECORD_STATE,
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`metadata`]: Metadata and FindCoordinator;
 //! - [`groups`]: the group protocol, OffsetCommit/OffsetFetch and group admin;
 //! - [`consumer_groups`]: the consumer group protocol (KIP-848);
+//! - [`share_groups`], [`share_fetch`], [`share_sessions`]: share groups (KIP-932);
 //! - [`admin`]: topics and configs;
 //! - [`cluster`]: DescribeCluster, CreatePartitions, DeleteRecords, OffsetDelete;
 //! - [`txn`]: producer ids and transactions;
@@ -27,6 +28,9 @@ mod metadata;
 mod operations;
 mod produce;
 pub mod sessions;
+mod share_fetch;
+mod share_groups;
+pub mod share_sessions;
 mod txn;
 
 use std::sync::Arc;
@@ -92,6 +96,7 @@ pub struct Handler {
     shutdown: watch::Receiver<bool>,
     fetch_memory: Arc<Semaphore>,
     sessions: Arc<sessions::FetchSessions>,
+    share_sessions: Arc<share_sessions::ShareSessions>,
 }
 
 /// Who sent a request.
@@ -132,6 +137,7 @@ impl Handler {
             shutdown,
             fetch_memory,
             sessions: Arc::new(sessions::FetchSessions::default()),
+            share_sessions: Arc::new(share_sessions::ShareSessions::default()),
         }
     }
 
@@ -227,6 +233,16 @@ impl Handler {
             }
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r).await),
             RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r).await),
+            RequestKind::ShareGroupHeartbeat(r) => {
+                ResponseKind::ShareGroupHeartbeat(self.share_group_heartbeat(r, client_id, client))
+            }
+            RequestKind::ShareGroupDescribe(r) => {
+                ResponseKind::ShareGroupDescribe(self.share_group_describe(r))
+            }
+            RequestKind::ShareFetch(r) => ResponseKind::ShareFetch(self.share_fetch(r).await),
+            RequestKind::ShareAcknowledge(r) => {
+                ResponseKind::ShareAcknowledge(self.share_acknowledge(r).await)
+            }
             RequestKind::ConsumerGroupHeartbeat(r) => {
                 ResponseKind::ConsumerGroupHeartbeat(self.consumer_group_heartbeat(r, client_id, client))
             }

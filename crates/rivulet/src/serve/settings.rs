@@ -145,6 +145,17 @@ pub struct ServeArgs {
     /// group.consumer.session.timeout.ms) [default: 45000]
     #[arg(long, env = "RIVULET_GROUP_CONSUMER_SESSION_TIMEOUT_MS", value_name = "MS")]
     group_consumer_session_timeout_ms: Option<u64>,
+
+    /// Where a share group starts reading a partition it never read: latest (records
+    /// produced from then on, as Kafka's share.auto.offset.reset) or earliest
+    /// [default: latest]
+    #[arg(long, env = "RIVULET_SHARE_AUTO_OFFSET_RESET", value_name = "WHERE")]
+    share_auto_offset_reset: Option<String>,
+
+    /// How long a share group member holds a record it acquired before it is offered again
+    /// (Kafka's group.share.record.lock.duration.ms) [default: 30000]
+    #[arg(long, env = "RIVULET_SHARE_RECORD_LOCK_MS", value_name = "MS")]
+    share_record_lock_ms: Option<u64>,
 }
 
 /// The config file: the same settings as the flags, snake_case.
@@ -178,6 +189,8 @@ struct FileConfig {
     group_initial_rebalance_delay_ms: Option<u64>,
     group_consumer_heartbeat_interval_ms: Option<u64>,
     group_consumer_session_timeout_ms: Option<u64>,
+    share_auto_offset_reset: Option<String>,
+    share_record_lock_ms: Option<u64>,
 }
 
 /// How log lines are written.
@@ -320,6 +333,14 @@ fn broker_config(args: &ServeArgs, file: &FileConfig) -> Result<BrokerConfig> {
             consumer_session_timeout_ms: setting!(group_consumer_session_timeout_ms)
                 .unwrap_or(defaults.group_limits.consumer_session_timeout_ms)
                 .clamp(1_000, 1_800_000),
+            share_start_at_earliest: match setting!(share_auto_offset_reset).as_deref() {
+                None | Some("latest") => false,
+                Some("earliest") => true,
+                Some(other) => bail!("--share-auto-offset-reset {other:?}: expected earliest or latest"),
+            },
+            share_record_lock_ms: setting!(share_record_lock_ms)
+                .unwrap_or(defaults.group_limits.share_record_lock_ms)
+                .clamp(1_000, 3_600_000),
             ..defaults.group_limits.clone()
         },
         ..defaults

@@ -213,6 +213,39 @@ fn kafkajs_transactions_commit_abort_and_send_offsets() {
     assert!(stdout.contains("OK transactions"));
 }
 
+/// librdkafka's ShareConsumer (confluent-kafka 2.16, KIP-932): two members of one share
+/// group; the first releases a record and leaves holding records it never acknowledged;
+/// the second gets those again with delivery count 2; every record is accepted once.
+#[test]
+fn confluent_share_consumers_split_records_and_redeliver_released_ones() {
+    let Some(python) = python() else {
+        println!("SKIPPED confluent_share_consumer: python3 is not installed");
+        return;
+    };
+    let server = Rivulet::start_with(&["--share-auto-offset-reset", "earliest"], &[]);
+    let script = repo_root().join("tests/clients/confluent_share_consumer.py");
+    let output = Command::new(python)
+        .arg(script)
+        .arg(server.bootstrap())
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "confluent-kafka share consumer failed: {}",
+        show(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("OK "))
+        .unwrap_or_else(|| panic!("no summary: {}", show(&output)));
+    let summary: serde_json::Value = serde_json::from_str(summary).expect("summary json");
+    assert_eq!(summary["accepted"], 300);
+    assert!(summary["abandoned"].as_u64().is_some_and(|n| n > 0), "{summary}");
+    let log = server.log();
+    assert!(log.contains("Share group member joined"), "{log}");
+}
+
 /// kafkajs's admin client: createPartitions (and a refused shrink), alterConfigs read back
 /// with describeConfigs (an unknown key refused), deleteTopicRecords then
 /// fetchTopicOffsets and a consumer starting at the new log start, setOffsets/fetchOffsets,

@@ -1,0 +1,106 @@
+"""confluent-kafka's (librdkafka's) ShareConsumer against `rivulet serve` (KIP-932).
+
+Two share consumers in one group take turns on a three-partition topic; the first releases
+one record explicitly and then leaves mid-stream holding records it never acknowledged;
+the second receives the released and the abandoned records again, with delivery count 2,
+and accepts everything. Every record must be accepted exactly once.
+
+Usage: python confluent_share_consumer.py BOOTSTRAP
+The broker must run with --share-auto-offset-reset earliest. Prints OK and a JSON summary,
+and exits 0, when every step did what Kafka does; exits 1 with the reason otherwise.
+"""
+import json
+import sys
+import time
+
+from confluent_kafka import AcknowledgeType, Producer, ShareConsumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+TOPIC = "jobs"
+RECORDS = 300
+
+
+def fail(message):
+    print("FAIL", message)
+    sys.exit(1)
+
+
+def share_consumer(bootstrap):
+    consumer = ShareConsumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "workers",
+        "share.acknowledgement.mode": "explicit",
+        "max.poll.records": 50,
+    })
+    consumer.subscribe([TOPIC])
+    return consumer
+
+
+def poll_some(consumer, seconds=20.0):
+    """The data messages of one non-empty poll (or none after `seconds`)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        batch = [m for m in consumer.poll(1.0) if m.error() is None]
+        if batch:
+            return batch
+    return []
+
+
+def main():
+    bootstrap = sys.argv[1]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(TOPIC, num_partitions=3, replication_factor=1)]).values():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(RECORDS):
+        producer.produce(TOPIC, key=("k%d" % i).encode(), value=("job-%d" % i).encode())
+    if producer.flush(30) != 0:
+        fail("records left unsent")
+
+    accepted = {}
+    counts = {}
+    first = share_consumer(bootstrap)
+    batch = poll_some(first)
+    if len(batch) < 3:
+        fail("the first consumer received %d records" % len(batch))
+    released = batch[0].value().decode()
+    first.acknowledge(batch[0], AcknowledgeType.RELEASE)
+    for m in batch[1:]:
+        first.acknowledge(m, AcknowledgeType.ACCEPT)
+        accepted[m.value().decode()] = accepted.get(m.value().decode(), 0) + 1
+    first.commit_sync(30)
+    # The next poll's records are held, never acknowledged: the consumer leaves with them.
+    abandoned = [m.value().decode() for m in poll_some(first)]
+    if not abandoned:
+        fail("the first consumer received no second batch")
+    first.close()
+
+    second = share_consumer(bootstrap)
+    deadline = time.time() + 90
+    while len(accepted) < RECORDS and time.time() < deadline:
+        for m in poll_some(second, 5.0):
+            value = m.value().decode()
+            counts[value] = m.delivery_count()
+            second.acknowledge(m, AcknowledgeType.ACCEPT)
+            accepted[value] = accepted.get(value, 0) + 1
+        second.commit_sync(30)
+    second.close()
+
+    expected = {"job-%d" % i for i in range(RECORDS)}
+    if set(accepted) != expected:
+        fail("missing %d records, e.g. %r" % (len(expected - set(accepted)), sorted(expected - set(accepted))[:5]))
+    twice = [v for v, n in accepted.items() if n != 1]
+    if twice:
+        fail("accepted more than once: %r" % twice[:5])
+    if counts.get(released) != 2:
+        fail("the released record %s came back with delivery count %r" % (released, counts.get(released)))
+    wrong = [v for v in abandoned if counts.get(v) != 2]
+    if wrong:
+        fail("abandoned records without delivery count 2: %r" % [(v, counts.get(v)) for v in wrong[:5]])
+    print("OK " + json.dumps({"accepted": len(accepted), "released": released,
+                              "abandoned": len(abandoned), "first_batch": len(batch)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
