@@ -102,7 +102,12 @@ pub(crate) async fn delete_group_offsets(
         .map(|p| (topic.clone(), p))
         .collect();
     match state.broker.groups().delete_offsets(&group, &partitions).await {
-        None => Ok(StatusCode::NO_CONTENT),
-        Some(e) => Err(crate::error::group_error(&group, e)),
+        Ok(kept) if kept.is_empty() => Ok(StatusCode::NO_CONTENT),
+        Ok(_) => Err(crate::error::ApiError::new(
+            StatusCode::CONFLICT,
+            40907,
+            format!("group {group:?} has members subscribed to {topic:?}; stop them first"),
+        )),
+        Err(e) => Err(crate::error::group_error(&group, e)),
     }
 }

@@ -558,6 +558,22 @@ impl ClassicGroup {
     }
 }
 
+impl ClassicGroup {
+    /// The topics the members subscribe to, read from their consumer-protocol metadata;
+    /// `None` when a member's metadata cannot be read that way (another protocol type).
+    pub(super) fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        let mut out = std::collections::BTreeSet::new();
+        if self.protocol_type.as_deref().is_some_and(|t| t != "consumer") {
+            return None;
+        }
+        for m in self.members.values() {
+            let metadata = m.metadata_for(self.protocol_name.as_deref());
+            out.extend(super::protocol::subscribed_topics(&metadata)?);
+        }
+        Some(out)
+    }
+}
+
 impl Member {
     fn metadata_for(&self, protocol: Option<&str>) -> Bytes {
         self.protocols

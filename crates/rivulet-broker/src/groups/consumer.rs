@@ -111,6 +111,14 @@ impl ConsumerGroup {
         !self.members.is_empty()
     }
 
+    /// The topics its members subscribe to now.
+    pub(super) fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.members
+            .values()
+            .flat_map(|m| m.subscribed.iter().cloned())
+            .collect()
+    }
+
     /// True when `epoch` is `member_id`'s current epoch (offset commits are checked so).
     pub(super) fn member_epoch_is(&self, member_id: &str, epoch: i32) -> Option<bool> {
         self.members.get(member_id).map(|m| m.epoch == epoch)

@@ -54,6 +54,14 @@ impl LocalGroup {
         }
     }
 
+    /// The topics its members read.
+    pub(super) fn topics(&self) -> BTreeSet<String> {
+        self.members
+            .values()
+            .flat_map(|m| m.topics.iter().cloned())
+            .collect()
+    }
+
     pub(super) fn len(&self) -> usize {
         self.members.len()
     }

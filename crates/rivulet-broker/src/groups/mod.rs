@@ -29,7 +29,7 @@ mod share_tests;
 mod tests;
 pub mod types;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -88,6 +88,25 @@ impl Groups {
             Kind::Consumer => classic || local || share,
             Kind::Share => classic || local || consumer,
         }
+    }
+
+    /// Topics the members of `group_id` subscribe to (empty without members); `None` when a
+    /// classic group's member metadata does not tell (a protocol other than `consumer`).
+    fn subscribed_topics(&self, group_id: &str) -> Option<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        if let Some(g) = self.classic.get(group_id) {
+            out.extend(g.subscribed_topics()?);
+        }
+        if let Some(g) = self.local.get(group_id) {
+            out.extend(g.topics());
+        }
+        if let Some(g) = self.consumer.get(group_id) {
+            out.extend(g.subscribed_topics());
+        }
+        if let Some(g) = self.share.get(group_id) {
+            out.extend(g.subscribed_topics());
+        }
+        Some(out)
     }
 
     /// True when `group_id` has members of any kind.
@@ -492,17 +511,30 @@ impl GroupCoordinator {
         stored(group_id, self.offsets.delete_group(group_id).await)
     }
 
-    /// Deletes a group's committed offsets of some partitions (Kafka OffsetDelete). Refused
-    /// with `NonEmptyGroup` while the group has members (they may be consuming them);
-    /// `GroupIdNotFound` for a group with neither members nor offsets.
-    pub async fn delete_offsets(&self, group_id: &str, partitions: &[(String, i32)]) -> Option<GroupError> {
-        if let Some(refused) = self.refuse_deleting(&self.lock_settled(Some(group_id)), group_id) {
-            return Some(refused);
+    /// Deletes a group's committed offsets of some partitions (Kafka OffsetDelete), except
+    /// those of topics its members subscribe to (they may be consuming them): those topics
+    /// come back, their offsets kept. `GroupIdNotFound` for a group with neither members
+    /// nor offsets.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<BTreeSet<String>, GroupError> {
+        let subscribed = {
+            let groups = self.lock_settled(Some(group_id));
+            if !groups.contains(group_id) && self.offsets.group_offsets(group_id).is_empty() {
+                return Err(GroupError::GroupIdNotFound);
+            }
+            groups.subscribed_topics(group_id)
+        };
+        let (kept, deleted): (Vec<_>, Vec<_>) = partitions
+            .iter()
+            .cloned()
+            .partition(|(t, _)| subscribed.as_ref().is_none_or(|s| s.contains(t)));
+        if let Some(e) = stored(group_id, self.offsets.delete_partitions(group_id, &deleted).await) {
+            return Err(e);
         }
-        stored(
-            group_id,
-            self.offsets.delete_partitions(group_id, partitions).await,
-        )
+        Ok(kept.into_iter().map(|(t, _)| t).collect())
     }
 
     /// Why a group's offsets may not be deleted now: it does not exist (neither members nor

@@ -31,6 +31,29 @@ pub(crate) fn assignment(partitions: &[(String, i32)]) -> Vec<u8> {
     out
 }
 
+/// Topics of consumer-protocol subscription bytes (any version: the topics come first);
+/// `None` when they do not parse.
+pub(crate) fn subscribed_topics(bytes: &[u8]) -> Option<Vec<String>> {
+    let mut at = 2usize; // version
+    let count = i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+    at += 4;
+    let count = usize::try_from(count).ok()?;
+    // Each topic takes at least two bytes: bounded by the input.
+    if count > bytes.len() / 2 {
+        return None;
+    }
+    let mut topics = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = i16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?);
+        at += 2;
+        let len = usize::try_from(len).ok()?;
+        let name = std::str::from_utf8(bytes.get(at..at + len)?).ok()?;
+        topics.push(name.to_string());
+        at += len;
+    }
+    Some(topics)
+}
+
 fn put_strings<'a>(out: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'a str>) {
     out.extend_from_slice(&(items.len() as i32).to_be_bytes());
     for s in items {
@@ -65,5 +88,16 @@ mod tests {
         assert_eq!(bytes, expected);
         let sub = subscription(&["t".to_string()]);
         assert_eq!(sub, vec![0, 0, 0, 0, 0, 1, 0, 1, b't', 0xff, 0xff, 0xff, 0xff]);
+        let two = subscription(&["orders".to_string(), "t".to_string()]);
+        assert_eq!(
+            subscribed_topics(&two),
+            Some(vec!["orders".to_string(), "t".to_string()])
+        );
+        assert_eq!(subscribed_topics(&two[..7]), None, "truncated");
+        assert_eq!(
+            subscribed_topics(&[0, 0, 0x7f, 0xff, 0xff, 0xff]),
+            None,
+            "a huge count"
+        );
     }
 }

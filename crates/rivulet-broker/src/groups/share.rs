@@ -102,6 +102,14 @@ impl ShareGroup {
         !self.members.is_empty()
     }
 
+    /// The topics its members subscribe to.
+    pub(super) fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.members
+            .values()
+            .flat_map(|m| m.subscribed.iter().cloned())
+            .collect()
+    }
+
     pub(super) fn state(&self) -> GroupState {
         if self.members.is_empty() {
             GroupState::Empty

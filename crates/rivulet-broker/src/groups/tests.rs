@@ -324,3 +324,39 @@ async fn a_broker_assigned_member_cannot_join_a_kafka_group() {
     let refused = c.join_local("g", &["t".to_string()], client);
     assert_eq!(refused.err(), Some(GroupError::InconsistentGroupProtocol));
 }
+
+/// OffsetDelete keeps the offsets of topics the members subscribe to and deletes the rest.
+#[tokio::test]
+async fn offsets_of_subscribed_topics_are_kept_and_others_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = coordinator(dir.path());
+    // Consumer-protocol subscription bytes for topic "t" (version 0, one topic, no data).
+    const SUBSCRIBED_TO_T: &[u8] = &[0, 0, 0, 0, 0, 1, 0, 1, b't', 0xff, 0xff, 0xff, 0xff];
+    let id = join_new(&c, SUBSCRIBED_TO_T).await;
+    let joined = c.join(join_req(&id, SUBSCRIBED_TO_T)).await;
+    assert_eq!(joined.error, None);
+    let committed = CommittedOffset {
+        offset: 5,
+        leader_epoch: -1,
+        metadata: None,
+        commit_timestamp_ms: 0,
+    };
+    c.commit(
+        "g",
+        vec![
+            ("t".to_string(), 0, committed.clone()),
+            ("other".to_string(), 0, committed),
+        ],
+    )
+    .await
+    .expect("commit");
+    let partitions = [("t".to_string(), 0), ("other".to_string(), 0)];
+    let kept = c.delete_offsets("g", &partitions).await.expect("delete");
+    assert_eq!(kept.into_iter().collect::<Vec<_>>(), vec!["t".to_string()]);
+    let left: Vec<String> = c.offsets().group_offsets("g").into_iter().map(|o| o.0).collect();
+    assert_eq!(left, vec!["t".to_string()]);
+    assert_eq!(
+        c.delete_offsets("nobody", &partitions).await.err(),
+        Some(GroupError::GroupIdNotFound)
+    );
+}

@@ -6,7 +6,6 @@ use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::*;
-use rivulet_broker::GroupError;
 
 use super::codes::{broker_error_code, group_error_code};
 use super::operations;
@@ -105,16 +104,14 @@ impl Handler {
                     .map(|p| (t.name.0.to_string(), p.partition_index))
             })
             .collect();
-        let refused = self
+        let outcome = self
             .broker
             .groups()
             .delete_offsets(&r.group_id.0, &partitions)
             .await;
-        let (top, each) = match refused {
-            None => (ec::NONE, ec::NONE),
-            // Members may be consuming any of its topics.
-            Some(GroupError::NonEmptyGroup) => (ec::NONE, ec::GROUP_SUBSCRIBED_TO_TOPIC),
-            Some(e) => (group_error_code(e), ec::NONE),
+        let (top, subscribed) = match outcome {
+            Ok(kept) => (ec::NONE, kept),
+            Err(e) => (group_error_code(e), Default::default()),
         };
         let topics = r
             .topics
@@ -124,9 +121,15 @@ impl Handler {
                     .partitions
                     .iter()
                     .map(|p| {
+                        // Members may be consuming the topics they subscribe to.
+                        let code = if subscribed.contains(t.name.0.as_str()) {
+                            ec::GROUP_SUBSCRIBED_TO_TOPIC
+                        } else {
+                            ec::NONE
+                        };
                         OffsetDeleteResponsePartition::default()
                             .with_partition_index(p.partition_index)
-                            .with_error_code(each)
+                            .with_error_code(code)
                     })
                     .collect();
                 OffsetDeleteResponseTopic::default()
