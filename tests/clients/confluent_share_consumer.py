@@ -5,8 +5,11 @@ one record explicitly and then leaves mid-stream holding records it never acknow
 the second receives the released and the abandoned records again, with delivery count 2,
 and accepts everything. Every record must be accepted exactly once.
 
+The group is set to start at the earliest offset through IncrementalAlterConfigs on the
+GROUP resource (share.auto.offset.reset), as Kafka's own tests do.
+
 Usage: python confluent_share_consumer.py BOOTSTRAP
-The broker must run with --share-auto-offset-reset earliest. Prints OK and a JSON summary,
+Prints OK and a JSON summary,
 and exits 0, when every step did what Kafka does; exits 1 with the reason otherwise.
 """
 import json
@@ -14,7 +17,8 @@ import sys
 import time
 
 from confluent_kafka import AcknowledgeType, Producer, ShareConsumer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
+                                  ResourceType)
 
 TOPIC = "jobs"
 RECORDS = 300
@@ -51,6 +55,24 @@ def main():
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(TOPIC, num_partitions=3, replication_factor=1)]).values():
         future.result(30)
+    earliest = ConfigEntry("share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET)
+    group = ConfigResource(ResourceType.GROUP, "workers", incremental_configs=[earliest])
+    for future in admin.incremental_alter_configs([group]).values():
+        future.result(30)
+    described = admin.describe_configs([ConfigResource(ResourceType.GROUP, "workers")])
+    configs = list(described.values())[0].result(30)
+    reset = configs["share.auto.offset.reset"].value
+    if reset != "earliest":
+        fail("share.auto.offset.reset described as %r" % reset)
+    bogus = ConfigEntry("share.no.such.key", "1", incremental_operation=AlterConfigOpType.SET)
+    try:
+        for future in admin.incremental_alter_configs([ConfigResource(ResourceType.GROUP, "workers",
+                                                                      incremental_configs=[bogus])]).values():
+            future.result(30)
+        fail("an unknown group config was accepted")
+    except Exception as e:  # KafkaException carrying INVALID_CONFIG
+        if "INVALID_CONFIG" not in str(e) and "nvalid" not in str(e):
+            fail("an unknown group config was refused oddly: %r" % e)
     producer = Producer({"bootstrap.servers": bootstrap})
     for i in range(RECORDS):
         producer.produce(TOPIC, key=("k%d" % i).encode(), value=("job-%d" % i).encode())

@@ -16,6 +16,7 @@
 pub mod assignor;
 mod classic;
 pub mod clock;
+pub mod configs;
 pub mod consumer;
 #[cfg(test)]
 mod consumer_tests;

@@ -118,16 +118,19 @@ impl GroupCoordinator {
             .get_mut(group_id)
             .ok_or(GroupError::UnknownMemberId)?;
         let owner = group.owner(member_id, now)?;
-        let stored = self
-            .share_state
-            .as_ref()
-            .and_then(|s| s.fetch(group_id, topic, partition))
-            .map(|c| c.offset);
-        let earliest = self.limits.share_start_at_earliest;
-        let fresh_start = || match stored {
-            Some(offset) => offset.max(bounds.log_start),
-            None if earliest => bounds.log_start,
-            None => bounds.available_end,
+        let mut stored = None;
+        // Only a partition the group has not read yet looks its start up.
+        let fresh_start = || {
+            stored = self
+                .share_state
+                .as_ref()
+                .and_then(|s| s.fetch(group_id, topic, partition))
+                .map(|c| c.offset);
+            match stored {
+                Some(offset) => offset.max(bounds.log_start),
+                None if self.share_starts_at_earliest(group_id) => bounds.log_start,
+                None => bounds.available_end,
+            }
         };
         let (state, created) = group.partition(topic, partition, fresh_start, limits);
         let start = state.start();

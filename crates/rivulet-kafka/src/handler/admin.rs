@@ -153,19 +153,23 @@ impl Handler {
     ) -> IncrementalAlterConfigsResponse {
         use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as Out;
         const TOPIC: i8 = 2;
+        const GROUP: i8 = 32;
         let mut responses = Vec::with_capacity(r.resources.len());
         for res in r.resources {
             let mut out = Out::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let name = res.resource_name.to_string();
-            let result = if res.resource_type != TOPIC {
-                Err((
+            let result = match res.resource_type {
+                TOPIC => self.apply_incremental(&name, &res.configs, r.validate_only).await,
+                GROUP => {
+                    self.apply_group_incremental(&name, &res.configs, r.validate_only)
+                        .await
+                }
+                _ => Err((
                     ec::INVALID_REQUEST,
-                    "only topic configs can be altered on Rivulet".to_string(),
-                ))
-            } else {
-                self.apply_incremental(&name, &res.configs, r.validate_only).await
+                    "only topic and group configs can be altered on Rivulet".to_string(),
+                )),
             };
             if let Err((code, message)) = result {
                 tracing::info!(topic = %name, error = %message, "IncrementalAlterConfigs refused");
@@ -175,6 +179,50 @@ impl Handler {
             responses.push(out);
         }
         IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+
+    /// Applies SET (0) and DELETE (1) to a group's config overrides and stores the result.
+    async fn apply_group_incremental(
+        &self,
+        group: &str,
+        ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+        validate_only: bool,
+    ) -> Result<(), (i16, String)> {
+        use rivulet_broker::groups::configs::{self, GroupConfigError};
+        let coordinator = self.broker.groups();
+        let mut overrides = coordinator.group_configs(group);
+        for op in ops {
+            let key = op.name.to_string();
+            match op.config_operation {
+                0 => {
+                    overrides.insert(key, op.value.as_deref().unwrap_or_default().to_string());
+                }
+                1 => {
+                    overrides.remove(&key);
+                }
+                2 | 3 => {
+                    return Err((
+                        ec::INVALID_CONFIG,
+                        format!("{key} is not a list: APPEND and SUBTRACT do not apply"),
+                    ))
+                }
+                other => return Err((ec::INVALID_REQUEST, format!("unknown config operation {other}"))),
+            }
+        }
+        let refused = |e: GroupConfigError| match e {
+            GroupConfigError::Storage => (ec::KAFKA_STORAGE_ERROR, e.to_string()),
+            other => (ec::INVALID_CONFIG, other.to_string()),
+        };
+        for (k, v) in &overrides {
+            configs::check(k, v).map_err(refused)?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        coordinator
+            .set_group_configs(group, overrides)
+            .await
+            .map_err(refused)
     }
 
     /// Applies SET (0), DELETE (1), APPEND (2) and SUBTRACT (3) to a topic's overrides and
@@ -251,6 +299,10 @@ impl Handler {
     pub(super) fn describe_configs(&self, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
         const TOPIC: i8 = 2;
         const BROKER: i8 = 4;
+        const GROUP: i8 = 32;
+        // Kafka's config sources: a group's own value, and the default.
+        const GROUP_CONFIG: i8 = 8;
+        const DEFAULT_CONFIG: i8 = 5;
         let results = r
             .resources
             .into_iter()
@@ -319,6 +371,18 @@ impl Handler {
                             .into_iter()
                             .filter(|(k, _)| wanted(k))
                             .map(|(k, val)| entry(k, val, 4))
+                            .collect();
+                    }
+                    GROUP => {
+                        out.configs = self
+                            .broker
+                            .groups()
+                            .describe_group_configs(&res.resource_name)
+                            .into_iter()
+                            .filter(|(k, _, _)| wanted(k))
+                            .map(|(k, v, is_default)| {
+                                entry(k, v, if is_default { DEFAULT_CONFIG } else { GROUP_CONFIG })
+                            })
                             .collect();
                     }
                     other => {

@@ -213,8 +213,9 @@ fn kafkajs_transactions_commit_abort_and_send_offsets() {
     assert!(stdout.contains("OK transactions"));
 }
 
-/// librdkafka's ShareConsumer (confluent-kafka 2.16, KIP-932): two members of one share
-/// group; the first releases a record and leaves holding records it never acknowledged;
+/// librdkafka's ShareConsumer (confluent-kafka 2.16, KIP-932): the group set to start at
+/// the earliest offset through its GROUP config; two members of one share group; the first
+/// releases a record and leaves holding records it never acknowledged;
 /// the second gets those again with delivery count 2; every record is accepted once.
 #[test]
 fn confluent_share_consumers_split_records_and_redeliver_released_ones() {
@@ -222,7 +223,7 @@ fn confluent_share_consumers_split_records_and_redeliver_released_ones() {
         println!("SKIPPED confluent_share_consumer: python3 is not installed");
         return;
     };
-    let server = Rivulet::start_with(&["--share-auto-offset-reset", "earliest"], &[]);
+    let server = Rivulet::start();
     let script = repo_root().join("tests/clients/confluent_share_consumer.py");
     let output = Command::new(python)
         .arg(script)
