@@ -35,11 +35,12 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "message.timestamp.difference.max.ms",
     "min.compaction.lag.ms",
     "max.compaction.lag.ms",
+    "segment.jitter.ms",
+    "index.interval.bytes",
     "file.delete.delay.ms",
     "flush.messages",
     "flush.ms",
     "follower.replication.throttled.replicas",
-    "index.interval.bytes",
     "leader.replication.throttled.replicas",
     "local.retention.bytes",
     "local.retention.ms",
@@ -50,7 +51,6 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "preallocate",
     "remote.storage.enable",
     "segment.index.bytes",
-    "segment.jitter.ms",
     "unclean.leader.election.enable",
 ];
 
@@ -77,7 +77,6 @@ pub const STORED_KEYS: &[(&str, &str, ConfigKind)] = &[
     ("flush.messages", "9223372036854775807", ConfigKind::Int(1)),
     ("flush.ms", "9223372036854775807", ConfigKind::Int(0)),
     ("follower.replication.throttled.replicas", "", ConfigKind::Text),
-    ("index.interval.bytes", "4096", ConfigKind::Int(0)),
     ("leader.replication.throttled.replicas", "", ConfigKind::Text),
     ("local.retention.bytes", "-2", ConfigKind::Int(-2)),
     ("local.retention.ms", "-2", ConfigKind::Int(-2)),
@@ -88,7 +87,6 @@ pub const STORED_KEYS: &[(&str, &str, ConfigKind)] = &[
     ("preallocate", "false", ConfigKind::Bool),
     ("remote.storage.enable", "false", ConfigKind::Bool),
     ("segment.index.bytes", "10485760", ConfigKind::Int(4)),
-    ("segment.jitter.ms", "0", ConfigKind::Int(0)),
     ("unclean.leader.election.enable", "false", ConfigKind::Bool),
 ];
 
@@ -220,6 +218,12 @@ pub fn apply_topic_config(config: &mut LogConfig, key: &str, value: &str) -> Res
             b.after_max_ms = b.after_max_ms.or(v);
         }
         "min.compaction.lag.ms" => config.min_compaction_lag_ms = non_negative(int(value)?)?,
+        "segment.jitter.ms" => config.segment_jitter_ms = non_negative(int(value)?)?,
+        // 0 (an entry per batch in Kafka) becomes the smallest spacing the index takes.
+        "index.interval.bytes" => {
+            config.index_interval_bytes =
+                u32::try_from(non_negative(int(value)?)?.max(1)).map_err(|_| bad("too large".to_string()))?
+        }
         "max.compaction.lag.ms" => {
             let v = int(value)?;
             if v < 1 {
@@ -275,6 +279,8 @@ pub fn topic_config_value(config: &LogConfig, key: &str) -> Option<String> {
         // Described as stored; its effect shows in the two keys above.
         "message.timestamp.difference.max.ms" => bound_text(None),
         "min.compaction.lag.ms" => config.min_compaction_lag_ms.to_string(),
+        "segment.jitter.ms" => config.segment_jitter_ms.to_string(),
+        "index.interval.bytes" => config.index_interval_bytes.to_string(),
         "max.compaction.lag.ms" => bound_text(config.max_compaction_lag_ms),
         other => stored_key(other)?.1.to_string(),
     })

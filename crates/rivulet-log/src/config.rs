@@ -145,6 +145,9 @@ pub struct LogConfig {
     /// `max.compaction.lag.ms`: on compacted logs, the active segment is sealed (and so
     /// becomes compactable) once it is this old, even before `segment.ms`.
     pub max_compaction_lag_ms: Option<u64>,
+    /// `segment.jitter.ms`: each segment's `segment.ms` is shortened by up to this much
+    /// (a fixed share per segment), so partitions created together do not all roll at once.
+    pub segment_jitter_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -168,6 +171,7 @@ impl Default for LogConfig {
             },
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: None,
+            segment_jitter_ms: 0,
         }
     }
 }
@@ -176,11 +180,16 @@ impl Default for LogConfig {
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 
 impl LogConfig {
-    /// `segment.ms`, or `max.compaction.lag.ms` when the log is compacted and that is
-    /// sooner: how old the active segment may grow before it is sealed.
-    pub fn roll_after_ms(&self) -> Option<u64> {
+    /// How old the active segment starting at `base_offset` may grow before it is sealed:
+    /// `segment.ms` less its jitter, or `max.compaction.lag.ms` when the log is compacted and
+    /// that is sooner.
+    pub fn roll_after_ms(&self, base_offset: i64) -> Option<u64> {
         let lag = self.max_compaction_lag_ms.filter(|_| self.cleanup.compact);
-        match (self.segment_ms, lag) {
+        let segment_ms = self.segment_ms.map(|ms| {
+            let jitter = jitter_share(base_offset, self.segment_jitter_ms.min(ms.saturating_sub(1)));
+            ms - jitter
+        });
+        match (segment_ms, lag) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -215,5 +224,57 @@ impl LogConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// A segment's share of `jitter_ms`, in `[0, jitter_ms)`: spread by the segment's base
+/// offset (a multiplicative hash), fixed for the segment's life.
+fn jitter_share(base_offset: i64, jitter_ms: u64) -> u64 {
+    if jitter_ms == 0 {
+        return 0;
+    }
+    (base_offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % jitter_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_roll_by_age_less_their_jitter_or_at_the_compaction_lag() {
+        let config = LogConfig {
+            segment_ms: Some(1_000),
+            segment_jitter_ms: 400,
+            ..LogConfig::default()
+        };
+        let rolls: Vec<u64> = (0..64)
+            .map(|base| config.roll_after_ms(base * 997).unwrap_or(0))
+            .collect();
+        assert!(rolls.iter().all(|ms| (601..=1_000).contains(ms)), "{rolls:?}");
+        assert!(rolls.iter().any(|ms| *ms != rolls[0]), "segments differ");
+        assert_eq!(
+            config.roll_after_ms(5),
+            config.roll_after_ms(5),
+            "fixed per segment"
+        );
+        let compacted = LogConfig {
+            cleanup: CleanupPolicy::COMPACT,
+            max_compaction_lag_ms: Some(100),
+            ..config.clone()
+        };
+        assert_eq!(compacted.roll_after_ms(7), Some(100));
+        let plain = LogConfig {
+            segment_ms: None,
+            ..compacted
+        };
+        assert_eq!(plain.roll_after_ms(7), Some(100));
+        assert_eq!(
+            LogConfig {
+                segment_ms: None,
+                ..LogConfig::default()
+            }
+            .roll_after_ms(0),
+            None
+        );
     }
 }

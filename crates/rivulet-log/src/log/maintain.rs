@@ -89,13 +89,12 @@ impl Log {
                 self.flush()?;
             }
         }
-        if let Some(segment_ms) = config.roll_after_ms() {
+        {
             let mut st = lock(&self.shared.state);
-            let aged = st
-                .segments
-                .values()
-                .next_back()
-                .is_some_and(|a| a.size() > 0 && now_ms - a.created_ms >= segment_ms as i64);
+            let aged = st.segments.values().next_back().is_some_and(|a| {
+                let roll_after = config.roll_after_ms(a.base_offset);
+                a.size() > 0 && roll_after.is_some_and(|ms| now_ms - a.created_ms >= ms as i64)
+            });
             if aged && !st.closed && st.poisoned.is_none() {
                 self.roll(&mut st, now_ms)?;
             }
@@ -122,9 +121,9 @@ impl Log {
         if let FsyncPolicy::Interval(every) = config.fsync {
             next = next.min(st.last_flush_ms + every.as_millis() as i64);
         }
-        if let (Some(segment_ms), Some(active)) = (config.roll_after_ms(), st.segments.values().next_back()) {
-            if active.size() > 0 {
-                next = next.min(active.created_ms.saturating_add(segment_ms as i64));
+        if let Some(active) = st.segments.values().next_back() {
+            if let (true, Some(ms)) = (active.size() > 0, config.roll_after_ms(active.base_offset)) {
+                next = next.min(active.created_ms.saturating_add(ms as i64));
             }
         }
         if let (true, Some(retention_ms)) = (config.cleanup.delete, config.retention_ms) {
