@@ -8,6 +8,10 @@ use super::ReadLimit;
 use crate::settle::AcquiredRange;
 use crate::Broker;
 
+/// Bytes read from the log at a time: the ranges usually need far less than the budget,
+/// and each read copies and checks every byte it covers.
+const CHUNK_BYTES: usize = 256 * 1024;
+
 impl Broker {
     /// The stored batches holding `ranges` (ascending), each batch once, within `budget`
     /// bytes (at least one batch), which is lowered by what was read. Returns the batches
@@ -25,10 +29,12 @@ impl Broker {
             let mut next = r.first.max(covered);
             // Each read moves `next` past at least one batch, or ends the reading.
             while next <= r.last {
-                let limit = if out.is_empty() {
-                    ReadLimit::AtLeastOneBatch(*budget)
+                let chunk = (*budget).min(CHUNK_BYTES);
+                // A batch larger than a chunk is read whole while the budget has room.
+                let limit = if out.is_empty() || *budget >= CHUNK_BYTES {
+                    ReadLimit::AtLeastOneBatch(chunk)
                 } else {
-                    ReadLimit::Within(*budget)
+                    ReadLimit::Within(chunk)
                 };
                 let read = match self.read(topic, partition, next, limit) {
                     Ok(read) if !read.records.is_empty() => read.records,

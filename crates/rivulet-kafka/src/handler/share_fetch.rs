@@ -88,9 +88,8 @@ impl Handler {
         let mut out: BTreeMap<Tp, PartitionOut> = BTreeMap::new();
         let mut waits = Vec::new();
         for (tp, acks) in requested.iter().filter(|(_, a)| !a.is_empty()) {
-            let (code, durable) = self.settle_share(&group, &member, *tp, acks);
+            let code = self.settle_share(&group, &member, *tp, acks);
             out.entry(*tp).or_default().ack_error = Some(code);
-            waits.extend(durable);
         }
         self.release_share(&group, &member, &forgotten);
         if closing {
@@ -171,10 +170,8 @@ impl Handler {
             Step::Closed(partitions) => Some(partitions),
         };
         let mut by_topic: BTreeMap<u128, Vec<AckPartition>> = BTreeMap::new();
-        let mut waits = Vec::new();
         for (tp, acks) in &requested {
-            let (code, durable) = self.settle_share(&group, &member, *tp, acks);
-            waits.extend(durable);
+            let code = self.settle_share(&group, &member, *tp, acks);
             by_topic.entry(tp.0).or_default().push(
                 AckPartition::default()
                     .with_partition_index(tp.1)
@@ -183,11 +180,6 @@ impl Handler {
         }
         if let Some(partitions) = closing {
             self.release_share(&group, &member, &partitions);
-        }
-        for durable in waits {
-            if let Err(e) = durable.wait().await {
-                tracing::error!(group = %group, error = %e, "Storing a share group start offset failed");
-            }
         }
         let responses = by_topic
             .into_iter()
@@ -213,28 +205,26 @@ impl Handler {
     }
 
     /// Settles one partition's acknowledgement batches; the code for its answer.
-    fn settle_share(
-        &self,
-        group: &str,
-        member: &str,
-        (id, partition): Tp,
-        acks: &[AckBatch],
-    ) -> (i16, Option<Durable>) {
+    ///
+    /// The answer does not wait for a moved start offset to be stored: records settled
+    /// past the stored start are delivered again after a crash anyway (only the start is
+    /// stored), so waiting would buy no guarantee and cost an fsync per acknowledgement.
+    fn settle_share(&self, group: &str, member: &str, (id, partition): Tp, acks: &[AckBatch]) -> i16 {
         let Some(topic) = self.broker.topic_by_id(id) else {
-            return (ec::UNKNOWN_TOPIC_ID, None);
+            return ec::UNKNOWN_TOPIC_ID;
         };
         let Some(batches) = settlements(acks) else {
-            return (ec::INVALID_REQUEST, None);
+            return ec::INVALID_REQUEST;
         };
         match self
             .broker
             .groups()
             .share_settle(group, member, (topic.name(), partition), &batches)
         {
-            Ok(durable) => (ec::NONE, durable),
+            Ok(_stored_soon) => ec::NONE,
             Err(e) => {
                 tracing::debug!(group, member, topic = %topic.name(), partition, error = %e, "Share acknowledgement refused");
-                (group_error_code(e), None)
+                group_error_code(e)
             }
         }
     }
