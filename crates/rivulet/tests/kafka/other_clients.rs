@@ -213,6 +213,53 @@ fn kafkajs_transactions_commit_abort_and_send_offsets() {
     assert!(stdout.contains("OK transactions"));
 }
 
+/// confluent-kafka's AdminClient (librdkafka 2.16): create_partitions (and a refused
+/// shrink), describe_topics with authorized operations, incremental_alter_configs SET and
+/// DELETE, describe_configs listing every standard key, delete_records with list_offsets,
+/// alter/list consumer group offsets, describe and delete a group, describe_cluster.
+#[test]
+fn confluent_admin_client_manages_topics_configs_records_and_groups() {
+    let Some(python) = python() else {
+        println!("SKIPPED confluent_admin: python3 is not installed");
+        return;
+    };
+    let server = Rivulet::start();
+    let script = repo_root().join("tests/clients/confluent_admin.py");
+    let output = Command::new(python)
+        .arg(script)
+        .arg(server.bootstrap())
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "confluent-kafka admin failed: {}",
+        show(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("OK "))
+        .unwrap_or_else(|| panic!("no summary: {}", show(&output)));
+    let summary: serde_json::Value = serde_json::from_str(summary).expect("summary json");
+    assert_eq!(summary["partitions"], 4);
+    assert_eq!(summary["low_watermark"], 6);
+    assert_eq!(summary["committed"], 8);
+    // Kafka's names for the topic operations Rivulet allows, decoded by librdkafka.
+    assert_eq!(
+        summary["topic_operations"],
+        serde_json::json!([
+            "ALTER",
+            "ALTER_CONFIGS",
+            "CREATE",
+            "DELETE",
+            "DESCRIBE",
+            "DESCRIBE_CONFIGS",
+            "READ",
+            "WRITE"
+        ])
+    );
+}
+
 /// librdkafka's ShareConsumer (confluent-kafka 2.16, KIP-932): the group set to start at
 /// the earliest offset through its GROUP config; two members of one share group; the first
 /// releases a record and leaves holding records it never acknowledged;
