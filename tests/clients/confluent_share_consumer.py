@@ -1,9 +1,11 @@
 """confluent-kafka's (librdkafka's) ShareConsumer against `rivulet serve` (KIP-932).
 
-Two share consumers in one group take turns on a three-partition topic; the first releases
-one record explicitly and then leaves mid-stream holding records it never acknowledged;
-the second receives the released and the abandoned records again, with delivery count 2,
-and accepts everything. Every record must be accepted exactly once.
+Share consumers of one group take turns on a three-partition topic: the first releases one
+record explicitly and then leaves mid-stream holding records it never acknowledged; a
+second process acquires records and dies without closing (os._exit: its connection just
+ends); the last consumer receives the released, abandoned and orphaned records again, with
+delivery count 2, well before their 30 s locks would have expired, and accepts everything.
+Every record must be accepted exactly once.
 
 The group is set to start at the earliest offset through IncrementalAlterConfigs on the
 GROUP resource (share.auto.offset.reset), as Kafka's own tests do.
@@ -13,6 +15,7 @@ Prints OK and a JSON summary,
 and exits 0, when every step did what Kafka does; exits 1 with the reason otherwise.
 """
 import json
+import subprocess
 import sys
 import time
 
@@ -97,6 +100,15 @@ def main():
         fail("the first consumer received no second batch")
     first.close()
 
+    # A consumer process that dies holding records: the broker releases them when its
+    # connection ends.
+    crasher = subprocess.run([sys.executable, __file__, "--crash", bootstrap], capture_output=True,
+                             text=True, timeout=60)
+    orphaned = json.loads(crasher.stdout.strip().splitlines()[-1]) if crasher.stdout.strip() else []
+    if not orphaned:
+        fail("the crashing consumer acquired nothing: %r" % crasher.stderr[-500:])
+    crashed_at = time.time()
+
     second = share_consumer(bootstrap)
     deadline = time.time() + 90
     while len(accepted) < RECORDS and time.time() < deadline:
@@ -114,15 +126,36 @@ def main():
     twice = [v for v, n in accepted.items() if n != 1]
     if twice:
         fail("accepted more than once: %r" % twice[:5])
-    if counts.get(released) != 2:
+    # Every earlier delivery counts: one for the first consumer, one more if the crashing
+    # consumer held the record too.
+    def expected(value, before):
+        return before + 1 + (1 if value in orphaned else 0)
+
+    if counts.get(released) != expected(released, 1):
         fail("the released record %s came back with delivery count %r" % (released, counts.get(released)))
-    wrong = [v for v in abandoned if counts.get(v) != 2]
+    took = time.time() - crashed_at
+    if took > 20:
+        fail("the orphaned records took %.1f s to come back (their locks last 30 s)" % took)
+    firsts = set(abandoned) | {released}
+    wrong = [v for v in abandoned if counts.get(v) != expected(v, 1)]
+    wrong += [v for v in orphaned if v not in firsts and counts.get(v) != 2]
     if wrong:
-        fail("abandoned records without delivery count 2: %r" % [(v, counts.get(v)) for v in wrong[:5]])
-    print("OK " + json.dumps({"accepted": len(accepted), "released": released,
-                              "abandoned": len(abandoned), "first_batch": len(batch)}))
+        fail("records redelivered with the wrong count: %r" % [(v, counts.get(v)) for v in wrong[:5]])
+    print("OK " + json.dumps({"accepted": len(accepted), "released": released, "abandoned": len(abandoned),
+                              "orphaned": len(orphaned), "first_batch": len(batch)}))
     return 0
 
 
+def crash(bootstrap):
+    """Acquires one batch, prints its values, and exits without closing anything."""
+    import os
+    consumer = share_consumer(bootstrap)
+    values = [m.value().decode() for m in poll_some(consumer)]
+    print(json.dumps(values), flush=True)
+    os._exit(0)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--crash":
+        crash(sys.argv[2])
     sys.exit(main())

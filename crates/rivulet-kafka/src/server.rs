@@ -255,35 +255,49 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<InFlight>(PIPELINE_DEPTH_MAX);
-    let read = read_requests(reader, tx, peer, handler, config.clone(), memory, stop);
+    let client = ClientInfo {
+        host: peer.ip().to_string(),
+        connection: next_connection(),
+    };
+    // Share fetch sessions of this connection end with it (see below).
+    let closing = (handler.clone(), client.connection);
+    let read = read_requests(reader, tx, peer, client, handler, config.clone(), memory, stop);
     let write = write_responses(writer, rx, peer, config);
     tokio::pin!(read, write);
     // When the reader ends (end of stream, a malformed frame, shutdown) the responses already
     // in flight are still written; when the writer ends (the client stopped reading, an I/O
     // error) the connection closes at once.
-    tokio::select! {
+    let result = tokio::select! {
         read_result = &mut read => {
             let write_result = write.await;
             read_result.and(write_result)
         }
         write_result = &mut write => write_result,
-    }
+    };
+    closing.0.connection_closed(closing.1);
+    result
+}
+
+/// A number no other connection of this process had.
+fn next_connection() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Reads requests one after another and starts each: Produce appends happen here, in
 /// request order; the responses go to the writer in the same order.
+// One argument per piece of the connection's state; grouping them would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn read_requests(
     stream: OwnedReadHalf,
     responses: mpsc::Sender<InFlight>,
     peer: SocketAddr,
+    client: ClientInfo,
     handler: Handler,
     config: Arc<ServerConfig>,
     memory: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), crate::ProtocolError> {
-    let client = ClientInfo {
-        host: peer.ip().to_string(),
-    };
     let idle = Duration::from_millis(config.idle_timeout_ms);
     // One receive usually brings a small request's length and body together.
     let mut stream = BufReader::with_capacity(READ_BUFFER_BYTES, stream);

@@ -359,6 +359,7 @@ async fn every_advertised_version_round_trips() {
     );
     let client = ClientInfo {
         host: "127.0.0.1".to_string(),
+        connection: 1,
     };
     let mut checked = 0;
     for (key, min, max) in versions::SUPPORTED {

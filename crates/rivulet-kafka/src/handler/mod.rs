@@ -104,6 +104,8 @@ pub struct Handler {
 pub struct ClientInfo {
     /// The peer address.
     pub host: String,
+    /// The connection, unique for the process's life (share sessions end with it).
+    pub connection: u64,
 }
 
 /// What [`Handler::start`] returns.
@@ -144,6 +146,14 @@ impl Handler {
     /// The broker this handler serves.
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// A connection closed: the share fetch sessions it used end, and what their members
+    /// held is offered to the others at once.
+    pub fn connection_closed(&self, connection: u64) {
+        for ((group, member), partitions) in self.share_sessions.close_connection(connection) {
+            self.release_share(&group, &member, &partitions);
+        }
     }
 
     /// The process metrics (the broker's).
@@ -239,9 +249,9 @@ impl Handler {
             RequestKind::ShareGroupDescribe(r) => {
                 ResponseKind::ShareGroupDescribe(self.share_group_describe(r))
             }
-            RequestKind::ShareFetch(r) => ResponseKind::ShareFetch(self.share_fetch(r).await),
+            RequestKind::ShareFetch(r) => ResponseKind::ShareFetch(self.share_fetch(r, client).await),
             RequestKind::ShareAcknowledge(r) => {
-                ResponseKind::ShareAcknowledge(self.share_acknowledge(r).await)
+                ResponseKind::ShareAcknowledge(self.share_acknowledge(r, client).await)
             }
             RequestKind::ConsumerGroupHeartbeat(r) => {
                 ResponseKind::ConsumerGroupHeartbeat(self.consumer_group_heartbeat(r, client_id, client))

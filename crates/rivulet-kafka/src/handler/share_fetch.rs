@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::codes::group_error_code;
 use super::share_sessions::{Step, Tp};
-use super::{str_bytes, Handler};
+use super::{str_bytes, ClientInfo, Handler};
 use crate::errors as ec;
 
 /// Records acquired per ShareFetch when the client names no limit.
@@ -43,7 +43,7 @@ type AckBatch = (i64, i64, Vec<i8>);
 type Acquisition = (Vec<(Tp, PartitionOut)>, Vec<Durable>);
 
 impl Handler {
-    pub(super) async fn share_fetch(&self, r: ShareFetchRequest) -> ShareFetchResponse {
+    pub(super) async fn share_fetch(&self, r: ShareFetchRequest, client: &ClientInfo) -> ShareFetchResponse {
         let lock_ms = i32::try_from(self.broker.groups().share_record_lock_ms()).unwrap_or(i32::MAX);
         let (Some(group), Some(member)) = (r.group_id.as_ref(), r.member_id.as_ref()) else {
             return ShareFetchResponse::default().with_error_code(ec::INVALID_REQUEST);
@@ -71,9 +71,14 @@ impl Handler {
             .iter()
             .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id.as_u128(), *p)))
             .collect();
-        let step =
-            self.share_sessions
-                .step((&group, &member), r.share_session_epoch, true, &added, &forgotten);
+        let step = self.share_sessions.step(
+            (&group, &member),
+            r.share_session_epoch,
+            true,
+            &added,
+            &forgotten,
+            client.connection,
+        );
         let (partitions, closing) = match step {
             Step::Refused(code, released) => {
                 self.release_share(&group, &member, &released);
@@ -135,7 +140,11 @@ impl Handler {
             .with_responses(fetch_responses(out))
     }
 
-    pub(super) async fn share_acknowledge(&self, r: ShareAcknowledgeRequest) -> ShareAcknowledgeResponse {
+    pub(super) async fn share_acknowledge(
+        &self,
+        r: ShareAcknowledgeRequest,
+        client: &ClientInfo,
+    ) -> ShareAcknowledgeResponse {
         use kafka_protocol::messages::share_acknowledge_response::{
             PartitionData as AckPartition, ShareAcknowledgeTopicResponse,
         };
@@ -155,9 +164,14 @@ impl Handler {
                 )
             })
         }));
-        let step = self
-            .share_sessions
-            .step((&group, &member), r.share_session_epoch, false, &[], &[]);
+        let step = self.share_sessions.step(
+            (&group, &member),
+            r.share_session_epoch,
+            false,
+            &[],
+            &[],
+            client.connection,
+        );
         let closing = match step {
             Step::Refused(code, released) => {
                 self.release_share(&group, &member, &released);
@@ -193,7 +207,7 @@ impl Handler {
     }
 
     /// Releases what the member holds on partitions named by topic id.
-    fn release_share(&self, group: &str, member: &str, partitions: &[Tp]) {
+    pub(super) fn release_share(&self, group: &str, member: &str, partitions: &[Tp]) {
         if partitions.is_empty() {
             return;
         }

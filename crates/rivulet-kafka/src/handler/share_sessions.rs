@@ -23,6 +23,8 @@ pub type Tp = (u128, i32);
 
 #[derive(Debug)]
 struct Session {
+    /// The connection that last used it.
+    connection: u64,
     next_epoch: i32,
     partitions: Vec<Tp>,
     last_used: Instant,
@@ -56,7 +58,15 @@ impl ShareSessions {
     /// Applies a request's epoch, adds and forgets to the member's session.
     /// `opens` is true for ShareFetch (epoch 0 opens a session) and false for
     /// ShareAcknowledge (epoch 0 is refused).
-    pub fn step(&self, key: (&str, &str), epoch: i32, opens: bool, added: &[Tp], forgotten: &[Tp]) -> Step {
+    pub fn step(
+        &self,
+        key: (&str, &str),
+        epoch: i32,
+        opens: bool,
+        added: &[Tp],
+        forgotten: &[Tp],
+        connection: u64,
+    ) -> Step {
         let now = Instant::now();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let id = (key.0.to_string(), key.1.to_string());
@@ -75,6 +85,7 @@ impl ShareSessions {
                 sessions.insert(
                     id,
                     Session {
+                        connection,
                         next_epoch: 1,
                         partitions: partitions.clone(),
                         last_used: now,
@@ -104,6 +115,7 @@ impl ShareSessions {
                     s.next_epoch + 1
                 };
                 s.last_used = now;
+                s.connection = connection;
                 s.partitions.retain(|tp| !forgotten.contains(tp));
                 add(&mut s.partitions, added);
                 Step::Continue {
@@ -112,6 +124,20 @@ impl ShareSessions {
                 }
             }
         }
+    }
+
+    /// Ends the sessions last used over `connection`; their (group, member) and partitions.
+    pub fn close_connection(&self, connection: u64) -> Vec<((String, String), Vec<Tp>)> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let closed: Vec<(String, String)> = sessions
+            .iter()
+            .filter(|(_, s)| s.connection == connection)
+            .map(|(k, _)| k.clone())
+            .collect();
+        closed
+            .into_iter()
+            .filter_map(|k| sessions.remove(&k).map(|s| (k, s.partitions)))
+            .collect()
     }
 
     /// Drops a member's session (it left the group).
@@ -140,42 +166,62 @@ mod tests {
         let s = ShareSessions::default();
         let key = ("g", "m");
         assert_eq!(
-            s.step(key, 3, true, &[], &[]),
+            s.step(key, 3, true, &[], &[], 7),
             Step::Refused(ec::SHARE_SESSION_NOT_FOUND, vec![])
         );
         assert_eq!(
-            s.step(key, 0, false, &[], &[]),
+            s.step(key, 0, false, &[], &[], 7),
             Step::Refused(ec::INVALID_SHARE_SESSION_EPOCH, vec![])
         );
         let go = |partitions: Vec<Tp>, released: Vec<Tp>| Step::Continue { partitions, released };
         assert_eq!(
-            s.step(key, 0, true, &[(1, 0), (1, 1)], &[]),
+            s.step(key, 0, true, &[(1, 0), (1, 1)], &[], 7),
             go(vec![(1, 0), (1, 1)], vec![])
         );
         assert_eq!(
-            s.step(key, 1, true, &[(2, 0)], &[(1, 0)]),
+            s.step(key, 1, true, &[(2, 0)], &[(1, 0)], 7),
             go(vec![(1, 1), (2, 0)], vec![])
         );
-        assert_eq!(s.step(key, 2, false, &[], &[]), go(vec![(1, 1), (2, 0)], vec![]));
+        assert_eq!(
+            s.step(key, 2, false, &[], &[], 7),
+            go(vec![(1, 1), (2, 0)], vec![])
+        );
         // Reopening releases the old session's partitions.
         assert_eq!(
-            s.step(key, 0, true, &[(1, 1)], &[]),
+            s.step(key, 0, true, &[(1, 1)], &[], 7),
             go(vec![(1, 1)], vec![(1, 1), (2, 0)])
         );
         assert_eq!(
-            s.step(key, 1, true, &[(2, 0)], &[]),
+            s.step(key, 1, true, &[(2, 0)], &[], 7),
             go(vec![(1, 1), (2, 0)], vec![])
         );
         // A skipped epoch ends the session and hands its partitions back for release.
         assert_eq!(
-            s.step(key, 9, true, &[], &[]),
+            s.step(key, 9, true, &[], &[], 7),
             Step::Refused(ec::INVALID_SHARE_SESSION_EPOCH, vec![(1, 1), (2, 0)])
         );
-        assert_eq!(s.step(key, 0, true, &[(1, 0)], &[]), go(vec![(1, 0)], vec![]));
-        assert_eq!(s.step(key, -1, false, &[], &[]), Step::Closed(vec![(1, 0)]));
+        assert_eq!(s.step(key, 0, true, &[(1, 0)], &[], 7), go(vec![(1, 0)], vec![]));
+        assert_eq!(s.step(key, -1, false, &[], &[], 7), Step::Closed(vec![(1, 0)]));
         assert_eq!(
-            s.step(key, -1, false, &[], &[]),
+            s.step(key, -1, false, &[], &[], 7),
             Step::Refused(ec::SHARE_SESSION_NOT_FOUND, vec![])
         );
+    }
+
+    #[test]
+    fn a_closed_connection_ends_its_sessions() {
+        let s = ShareSessions::default();
+        s.step(("g", "a"), 0, true, &[(1, 0)], &[], 1);
+        s.step(("g", "b"), 0, true, &[(1, 1)], &[], 2);
+        let closed = s.close_connection(1);
+        assert_eq!(closed, vec![(("g".to_string(), "a".to_string()), vec![(1, 0)])]);
+        assert_eq!(
+            s.step(("g", "a"), 1, true, &[], &[], 3),
+            Step::Refused(ec::SHARE_SESSION_NOT_FOUND, vec![])
+        );
+        assert!(matches!(
+            s.step(("g", "b"), 1, true, &[], &[], 2),
+            Step::Continue { .. }
+        ));
     }
 }

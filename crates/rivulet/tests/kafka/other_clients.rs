@@ -262,7 +262,8 @@ fn confluent_admin_client_manages_topics_configs_records_and_groups() {
 
 /// librdkafka's ShareConsumer (confluent-kafka 2.16, KIP-932): the group set to start at
 /// the earliest offset through its GROUP config; two members of one share group; the first
-/// releases a record and leaves holding records it never acknowledged;
+/// releases a record and leaves holding records it never acknowledged; a second process
+/// dies holding records (its connection just ends) and they are released at once;
 /// the second gets those again with delivery count 2; every record is accepted once.
 #[test]
 fn confluent_share_consumers_split_records_and_redeliver_released_ones() {
@@ -290,6 +291,7 @@ fn confluent_share_consumers_split_records_and_redeliver_released_ones() {
     let summary: serde_json::Value = serde_json::from_str(summary).expect("summary json");
     assert_eq!(summary["accepted"], 300);
     assert!(summary["abandoned"].as_u64().is_some_and(|n| n > 0), "{summary}");
+    assert!(summary["orphaned"].as_u64().is_some_and(|n| n > 0), "{summary}");
     let log = server.log();
     assert!(log.contains("Share group member joined"), "{log}");
 }
