@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Rivulet's whole test suite on a fresh machine: installs what the client
-# compatibility tests need (kcat from Debian, kafka-python in ./.venv, kafkajs in
+# compatibility tests need (kcat from Debian, kafka-python and confluent-kafka in ./.venv, kafkajs in
 # tests/clients/node_modules), checks formatting and lints, runs every test, then runs the
 # fuzz targets for a bounded time.
 set -euo pipefail
