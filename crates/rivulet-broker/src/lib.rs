@@ -36,6 +36,7 @@ mod meta;
 pub mod offsets;
 pub mod partitioner;
 pub mod producers;
+pub mod routing;
 pub mod settle;
 pub mod topics;
 pub mod txn;

@@ -1,0 +1,468 @@
+//! Exchanges and bindings: where a message published to an exchange with a routing key
+//! (and headers) goes. Protocol-neutral; the AMQP 0-9-1 front end is meant to call it, with
+//! RabbitMQ's behaviour as the reference where the spec is loose.
+//!
+//! - The default exchange (`""`, direct) routes to the queue named by the routing key and
+//!   cannot be declared, deleted or bound; `amq.direct`, `amq.fanout`, `amq.topic`,
+//!   `amq.headers` and `amq.match` always exist, and other `amq.` names are reserved.
+//! - Redeclaring an exchange with other properties is refused (`inequivalent arg`).
+//! - Direct bindings match the key exactly, fanout ones always, topic ones by pattern
+//!   ([`topic`]), headers ones by arguments ([`headers`]).
+//!
+//! Queues are not kept here: a binding names its queue, and the caller checks that the queue
+//! exists before binding and drops routes to queues that do not.
+
+pub mod headers;
+pub mod topic;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use headers::{FieldValue, Headers};
+
+/// Exchanges kept at most.
+pub const EXCHANGES_MAX: usize = 10_000;
+/// Bindings kept at most, over all exchanges.
+pub const BINDINGS_MAX: usize = 100_000;
+
+/// How an exchange routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// Exact routing key.
+    Direct,
+    /// Every bound queue.
+    Fanout,
+    /// Routing key against dot-separated patterns.
+    Topic,
+    /// Headers against binding arguments.
+    Headers,
+}
+
+impl ExchangeKind {
+    /// The kind named as AMQP names it (`direct`, `fanout`, `topic`, `headers`).
+    pub fn parse(name: &str) -> Option<ExchangeKind> {
+        match name {
+            "direct" => Some(ExchangeKind::Direct),
+            "fanout" => Some(ExchangeKind::Fanout),
+            "topic" => Some(ExchangeKind::Topic),
+            "headers" => Some(ExchangeKind::Headers),
+            _ => None,
+        }
+    }
+
+    /// The AMQP name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+/// An exchange's declared properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// How it routes.
+    pub kind: ExchangeKind,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Only other exchanges may publish to it.
+    pub internal: bool,
+}
+
+/// One binding of a queue to an exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    /// The bound queue.
+    pub queue: String,
+    /// Routing key (direct), pattern (topic); unused for fanout and headers.
+    pub key: String,
+    /// Arguments (headers exchanges match on them).
+    pub arguments: Headers,
+}
+
+/// Why a topology change or a route was refused. Codes are stable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingError {
+    /// No exchange of that name.
+    #[error("no exchange {0:?}")]
+    NotFound(String),
+    /// The name is reserved (the default exchange, `amq.` names).
+    #[error("access refused: {0}")]
+    AccessRefused(String),
+    /// The exchange exists with other properties, or the kind is unknown.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// `if_unused` deletion of an exchange that has bindings.
+    #[error("exchange {0:?} in use")]
+    InUse(String),
+    /// A limit on exchanges or bindings.
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+}
+
+impl RoutingError {
+    /// A stable numeric code.
+    pub fn code(&self) -> u32 {
+        match self {
+            RoutingError::NotFound(_) => 6001,
+            RoutingError::AccessRefused(_) => 6002,
+            RoutingError::PreconditionFailed(_) => 6003,
+            RoutingError::InUse(_) => 6004,
+            RoutingError::LimitReached(_) => 6005,
+        }
+    }
+}
+
+/// The predeclared exchanges.
+const PREDECLARED: &[(&str, ExchangeKind)] = &[
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+/// Every exchange and binding.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    exchanges: BTreeMap<String, Exchange>,
+    bindings: BTreeMap<String, Vec<Binding>>,
+    binding_count: usize,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        let exchanges = PREDECLARED
+            .iter()
+            .map(|(name, kind)| {
+                let exchange = Exchange {
+                    kind: *kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                };
+                (name.to_string(), exchange)
+            })
+            .collect();
+        Topology {
+            exchanges,
+            bindings: BTreeMap::new(),
+            binding_count: 0,
+        }
+    }
+}
+
+impl Topology {
+    /// An exchange's properties (`None` for the default exchange and unknown names).
+    pub fn exchange(&self, name: &str) -> Option<&Exchange> {
+        self.exchanges.get(name)
+    }
+
+    /// Every declared exchange, by name (the default exchange is not listed).
+    pub fn exchanges(&self) -> impl Iterator<Item = (&String, &Exchange)> {
+        self.exchanges.iter()
+    }
+
+    /// Declares an exchange, or checks it when `passive` (it must exist). Returns true when
+    /// it was created.
+    pub fn declare(&mut self, name: &str, wanted: Exchange, passive: bool) -> Result<bool, RoutingError> {
+        if name.is_empty() {
+            return Err(RoutingError::AccessRefused(
+                "the default exchange cannot be declared".into(),
+            ));
+        }
+        match self.exchanges.get(name) {
+            Some(_) if passive => Ok(false),
+            None if passive => Err(RoutingError::NotFound(name.to_string())),
+            Some(existing) => check_equivalent(name, existing, &wanted).map(|()| false),
+            None if name.starts_with("amq.") => Err(RoutingError::AccessRefused(format!(
+                "exchange name {name:?} is reserved"
+            ))),
+            None if self.exchanges.len() >= EXCHANGES_MAX => {
+                Err(RoutingError::LimitReached(format!("{EXCHANGES_MAX} exchanges")))
+            }
+            None => {
+                self.exchanges.insert(name.to_string(), wanted);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Deletes an exchange and its bindings; with `if_unused`, only when it has none.
+    pub fn delete(&mut self, name: &str, if_unused: bool) -> Result<(), RoutingError> {
+        if name.is_empty() || PREDECLARED.iter().any(|(n, _)| *n == name) {
+            return Err(RoutingError::AccessRefused(format!(
+                "exchange {name:?} cannot be deleted"
+            )));
+        }
+        if !self.exchanges.contains_key(name) {
+            return Err(RoutingError::NotFound(name.to_string()));
+        }
+        let bound = self.bindings.get(name).map_or(0, Vec::len);
+        if if_unused && bound > 0 {
+            return Err(RoutingError::InUse(name.to_string()));
+        }
+        self.exchanges.remove(name);
+        self.bindings.remove(name);
+        self.binding_count -= bound;
+        Ok(())
+    }
+
+    /// Binds `queue` to `exchange`; binding again with the same key and arguments changes
+    /// nothing.
+    pub fn bind(&mut self, exchange: &str, binding: Binding) -> Result<(), RoutingError> {
+        if exchange.is_empty() {
+            return Err(RoutingError::AccessRefused(
+                "the default exchange cannot be bound".into(),
+            ));
+        }
+        if !self.exchanges.contains_key(exchange) {
+            return Err(RoutingError::NotFound(exchange.to_string()));
+        }
+        let list = self.bindings.entry(exchange.to_string()).or_default();
+        if list.contains(&binding) {
+            return Ok(());
+        }
+        if self.binding_count >= BINDINGS_MAX {
+            return Err(RoutingError::LimitReached(format!("{BINDINGS_MAX} bindings")));
+        }
+        list.push(binding);
+        self.binding_count += 1;
+        Ok(())
+    }
+
+    /// Removes a binding (absent ones are fine, as in RabbitMQ); an auto-delete exchange
+    /// left without bindings goes too.
+    pub fn unbind(&mut self, exchange: &str, binding: &Binding) -> Result<(), RoutingError> {
+        if exchange.is_empty() {
+            return Err(RoutingError::AccessRefused(
+                "the default exchange cannot be unbound".into(),
+            ));
+        }
+        if !self.exchanges.contains_key(exchange) {
+            return Err(RoutingError::NotFound(exchange.to_string()));
+        }
+        if let Some(list) = self.bindings.get_mut(exchange) {
+            let before = list.len();
+            list.retain(|b| b != binding);
+            self.binding_count -= before - list.len();
+        }
+        self.drop_if_auto_deleted(exchange);
+        Ok(())
+    }
+
+    /// Removes every binding of a deleted queue (auto-delete exchanges left empty go too).
+    pub fn forget_queue(&mut self, queue: &str) {
+        let mut emptied = Vec::new();
+        for (exchange, list) in self.bindings.iter_mut() {
+            let before = list.len();
+            list.retain(|b| b.queue != queue);
+            self.binding_count -= before - list.len();
+            if before != list.len() {
+                emptied.push(exchange.clone());
+            }
+        }
+        for exchange in emptied {
+            self.drop_if_auto_deleted(&exchange);
+        }
+    }
+
+    fn drop_if_auto_deleted(&mut self, exchange: &str) {
+        let empty = self.bindings.get(exchange).is_none_or(Vec::is_empty);
+        if empty && self.exchanges.get(exchange).is_some_and(|e| e.auto_delete) {
+            self.exchanges.remove(exchange);
+            self.bindings.remove(exchange);
+        }
+    }
+
+    /// The queues a message published to `exchange` with `key` and `headers` goes to.
+    /// Publishing to an internal exchange is refused.
+    pub fn route(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: &Headers,
+    ) -> Result<BTreeSet<String>, RoutingError> {
+        if exchange.is_empty() {
+            return Ok(BTreeSet::from([key.to_string()]));
+        }
+        let e = self
+            .exchanges
+            .get(exchange)
+            .ok_or_else(|| RoutingError::NotFound(exchange.to_string()))?;
+        if e.internal {
+            return Err(RoutingError::AccessRefused(format!(
+                "exchange {exchange:?} is internal"
+            )));
+        }
+        let bindings = self.bindings.get(exchange).map(Vec::as_slice).unwrap_or_default();
+        Ok(bindings
+            .iter()
+            .filter(|b| match e.kind {
+                ExchangeKind::Direct => b.key == key,
+                ExchangeKind::Fanout => true,
+                ExchangeKind::Topic => topic::matches(&b.key, key),
+                ExchangeKind::Headers => headers::matches(&b.arguments, headers),
+            })
+            .map(|b| b.queue.clone())
+            .collect())
+    }
+}
+
+fn check_equivalent(name: &str, existing: &Exchange, wanted: &Exchange) -> Result<(), RoutingError> {
+    let differs = |what: &str| {
+        Err(RoutingError::PreconditionFailed(format!(
+            "inequivalent arg '{what}' for exchange '{name}'"
+        )))
+    };
+    if existing.kind != wanted.kind {
+        return differs("type");
+    }
+    if existing.durable != wanted.durable {
+        return differs("durable");
+    }
+    if existing.auto_delete != wanted.auto_delete {
+        return differs("auto_delete");
+    }
+    if existing.internal != wanted.internal {
+        return differs("internal");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(kind: ExchangeKind) -> Exchange {
+        Exchange {
+            kind,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+        }
+    }
+
+    fn binding(queue: &str, key: &str) -> Binding {
+        Binding {
+            queue: queue.to_string(),
+            key: key.to_string(),
+            arguments: Headers::new(),
+        }
+    }
+
+    #[test]
+    fn the_kinds_route_as_rabbitmq_does() {
+        let mut t = Topology::default();
+        let none = Headers::new();
+        assert_eq!(
+            t.route("", "orders", &none),
+            Ok(BTreeSet::from(["orders".to_string()]))
+        );
+        t.declare("logs", exchange(ExchangeKind::Fanout), false)
+            .expect("fanout");
+        t.declare("direct_logs", exchange(ExchangeKind::Direct), false)
+            .expect("direct");
+        t.declare("topic_logs", exchange(ExchangeKind::Topic), false)
+            .expect("topic");
+        t.bind("logs", binding("q1", "")).expect("bind");
+        t.bind("logs", binding("q2", "ignored")).expect("bind");
+        t.bind("direct_logs", binding("errors", "error")).expect("bind");
+        t.bind("direct_logs", binding("all", "error")).expect("bind");
+        t.bind("direct_logs", binding("all", "info")).expect("bind");
+        t.bind("topic_logs", binding("kern", "kern.*")).expect("bind");
+        t.bind("topic_logs", binding("critical", "*.critical"))
+            .expect("bind");
+        let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(t.route("logs", "x", &none), Ok(set(&["q1", "q2"])));
+        assert_eq!(
+            t.route("direct_logs", "error", &none),
+            Ok(set(&["all", "errors"]))
+        );
+        assert_eq!(t.route("direct_logs", "info", &none), Ok(set(&["all"])));
+        assert_eq!(t.route("direct_logs", "debug", &none), Ok(set(&[])));
+        assert_eq!(
+            t.route("topic_logs", "kern.critical", &none),
+            Ok(set(&["critical", "kern"]))
+        );
+        assert_eq!(t.route("topic_logs", "cron.info", &none), Ok(set(&[])));
+        assert_eq!(
+            t.route("nope", "x", &none),
+            Err(RoutingError::NotFound("nope".into()))
+        );
+    }
+
+    #[test]
+    fn declarations_follow_rabbitmqs_rules() {
+        let mut t = Topology::default();
+        assert_eq!(t.declare("logs", exchange(ExchangeKind::Fanout), false), Ok(true));
+        assert_eq!(
+            t.declare("logs", exchange(ExchangeKind::Fanout), false),
+            Ok(false)
+        );
+        assert!(matches!(
+            t.declare("logs", exchange(ExchangeKind::Topic), false),
+            Err(RoutingError::PreconditionFailed(m)) if m.contains("'type'")
+        ));
+        assert_eq!(
+            t.declare("logs", exchange(ExchangeKind::Topic), true),
+            Ok(false),
+            "passive ignores properties"
+        );
+        assert_eq!(
+            t.declare("absent", exchange(ExchangeKind::Topic), true),
+            Err(RoutingError::NotFound("absent".into()))
+        );
+        assert!(matches!(
+            t.declare("", exchange(ExchangeKind::Direct), false),
+            Err(RoutingError::AccessRefused(_))
+        ));
+        assert!(matches!(
+            t.declare("amq.mine", exchange(ExchangeKind::Direct), false),
+            Err(RoutingError::AccessRefused(_))
+        ));
+        assert!(t
+            .exchange("amq.topic")
+            .is_some_and(|e| e.kind == ExchangeKind::Topic));
+        assert!(matches!(
+            t.delete("amq.topic", false),
+            Err(RoutingError::AccessRefused(_))
+        ));
+        t.bind("logs", binding("q", "")).expect("bind");
+        assert_eq!(t.delete("logs", true), Err(RoutingError::InUse("logs".into())));
+        t.delete("logs", false).expect("delete");
+        assert_eq!(
+            t.route("logs", "", &Headers::new()),
+            Err(RoutingError::NotFound("logs".into()))
+        );
+    }
+
+    #[test]
+    fn auto_delete_exchanges_go_with_their_last_binding_and_internal_ones_refuse_publishers() {
+        let mut t = Topology::default();
+        let auto = Exchange {
+            auto_delete: true,
+            ..exchange(ExchangeKind::Direct)
+        };
+        t.declare("temp", auto, false).expect("declare");
+        t.bind("temp", binding("a", "k")).expect("bind");
+        t.bind("temp", binding("b", "k")).expect("bind");
+        t.forget_queue("a");
+        assert!(t.exchange("temp").is_some(), "one binding left");
+        t.unbind("temp", &binding("b", "k")).expect("unbind");
+        assert!(t.exchange("temp").is_none(), "auto-deleted with its last binding");
+        let internal = Exchange {
+            internal: true,
+            ..exchange(ExchangeKind::Fanout)
+        };
+        t.declare("inner", internal, false).expect("declare");
+        assert!(matches!(
+            t.route("inner", "", &Headers::new()),
+            Err(RoutingError::AccessRefused(_))
+        ));
+    }
+}
