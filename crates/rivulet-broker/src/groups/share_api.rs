@@ -196,7 +196,8 @@ impl GroupCoordinator {
     }
 }
 
-/// A share group as DescribeGroups-style views show it.
+/// A share group as DescribeGroups-style views show it: subscriptions and partitions in the
+/// classic consumer protocol's bytes, so tools that decode those show them.
 pub(super) fn share_description(d: ShareGroupDetail) -> GroupDescription {
     GroupDescription {
         state: d.state,
@@ -205,13 +206,20 @@ pub(super) fn share_description(d: ShareGroupDetail) -> GroupDescription {
         members: d
             .members
             .into_iter()
-            .map(|m| MemberDescription {
-                member_id: m.member_id,
-                group_instance_id: None,
-                client_id: m.client_id,
-                client_host: m.client_host,
-                metadata: Bytes::new(),
-                assignment: Bytes::new(),
+            .map(|m| {
+                let partitions: Vec<(String, i32)> = m
+                    .assignment
+                    .iter()
+                    .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+                    .collect();
+                MemberDescription {
+                    member_id: m.member_id,
+                    group_instance_id: None,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    metadata: Bytes::from(super::protocol::subscription(&m.subscribed_topics)),
+                    assignment: Bytes::from(super::protocol::assignment(&partitions)),
+                }
             })
             .collect(),
     }

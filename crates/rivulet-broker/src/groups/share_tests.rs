@@ -54,6 +54,19 @@ async fn members_share_every_partition_and_each_record_goes_to_one_of_them() {
         assert_eq!(parts["t"].len(), 2, "every member gets every partition");
     }
     assert_eq!(b.member_epoch, 2);
+    let described = c.describe("q", &|_| 2).expect("described");
+    assert_eq!(
+        (described.protocol_type.as_str(), described.members.len()),
+        ("share", 2)
+    );
+    assert_eq!(
+        super::protocol::subscribed_topics(&described.members[0].metadata),
+        Some(vec!["t".to_string()])
+    );
+    assert!(
+        !described.members[0].assignment.is_empty(),
+        "partitions in consumer-protocol bytes"
+    );
     let got_a = acquire(&c, "a", 4);
     let got_b = acquire(&c, "b", 4);
     assert_eq!((got_a[0].first, got_a[0].last), (0, 3));
