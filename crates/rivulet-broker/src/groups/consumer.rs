@@ -92,6 +92,9 @@ struct Member {
     last_seen: Instant,
     /// The assignment changed since the member last heard it.
     send_assignment: bool,
+    /// A static member that left with epoch -2: it keeps its partitions for its session
+    /// timeout, for a restart with the same instance id to take over.
+    departed: bool,
 }
 
 /// One consumer group (KIP-848).
@@ -134,7 +137,7 @@ impl ConsumerGroup {
         topics: &dyn Fn() -> Vec<String>,
     ) -> ConsumerHeartbeatOutcome {
         let member_id = match req.member_epoch {
-            -2 | -1 => return self.leave(req),
+            -2 | -1 => return self.leave(req, now),
             0 => match self.join(req, limits, now) {
                 Ok(id) => id,
                 Err(e) => return ConsumerHeartbeatOutcome::error(e, req),
@@ -177,12 +180,15 @@ impl ConsumerGroup {
             req.member_id.clone()
         };
         if let Some(instance) = req.instance_id.as_deref().filter(|i| !i.is_empty()) {
-            let held = self
+            let holder = self
                 .members
                 .iter()
-                .any(|(other, m)| *other != id && m.instance_id.as_deref() == Some(instance));
-            if held {
-                return Err(GroupError::UnreleasedInstanceId);
+                .find(|(other, m)| **other != id && m.instance_id.as_deref() == Some(instance))
+                .map(|(other, m)| (other.clone(), m.departed));
+            match holder {
+                Some((old, true)) => return Ok(self.take_over(&old, id, req, (names, pattern), now)),
+                Some((_, false)) => return Err(GroupError::UnreleasedInstanceId),
+                None => {}
             }
         }
         if !self.members.contains_key(&id) && self.members.len() >= limits.members_per_group_max {
@@ -204,6 +210,7 @@ impl ConsumerGroup {
             revoking_since: None,
             last_seen: now,
             send_assignment: true,
+            departed: false,
         };
         // A member joining again (epoch 0) starts over: its old partitions are given out anew.
         if self.members.insert(id.clone(), member).is_none() {
@@ -213,9 +220,47 @@ impl ConsumerGroup {
         Ok(id)
     }
 
-    fn leave(&mut self, req: &ConsumerHeartbeat) -> ConsumerHeartbeatOutcome {
-        if self.remove_member(&req.member_id) {
-            tracing::info!(group = %req.group_id, member = %req.member_id, "Consumer group member left");
+    /// A static member restarted: the new incarnation takes the departed one's place, epoch
+    /// and partitions, without a new group epoch.
+    fn take_over(
+        &mut self,
+        old: &str,
+        id: String,
+        req: &ConsumerHeartbeat,
+        (names, pattern): (BTreeSet<String>, Option<(String, regex::Regex)>),
+        now: Instant,
+    ) -> String {
+        if let Some(mut m) = self.members.remove(old) {
+            // A changed subscription shows when it is resolved, as for any member.
+            m.names = names;
+            m.pattern = pattern;
+            m.departed = false;
+            m.last_seen = now;
+            m.send_assignment = true;
+            m.client_id = req.client_id.clone();
+            m.client_host = req.client_host.clone();
+            if let Some(target) = self.target.remove(old) {
+                self.target.insert(id.clone(), target);
+            }
+            tracing::info!(member = %id, replaced = %old, "Static consumer group member rejoined");
+            self.members.insert(id.clone(), m);
+        }
+        id
+    }
+
+    fn leave(&mut self, req: &ConsumerHeartbeat, now: Instant) -> ConsumerHeartbeatOutcome {
+        let is_static = req.instance_id.as_deref().is_some_and(|i| !i.is_empty());
+        match self.members.get_mut(&req.member_id) {
+            Some(m) if req.member_epoch == -2 && is_static => {
+                m.departed = true;
+                m.last_seen = now;
+                tracing::info!(group = %req.group_id, member = %req.member_id, "Static consumer group member left for now");
+            }
+            _ => {
+                if self.remove_member(&req.member_id) {
+                    tracing::info!(group = %req.group_id, member = %req.member_id, "Consumer group member left");
+                }
+            }
         }
         ConsumerHeartbeatOutcome {
             error: None,

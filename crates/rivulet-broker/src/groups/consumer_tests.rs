@@ -230,3 +230,55 @@ fn a_pattern_subscribes_to_matching_topics_as_they_appear() {
         "a pattern matches whole names only"
     );
 }
+
+#[test]
+fn a_restarted_static_member_takes_its_partitions_back_without_a_rebalance() {
+    let (_dir, c, clock) = coordinator();
+    let beat_static = |member: &str, epoch: i32, owned: Option<&[i32]>| {
+        let req = ConsumerHeartbeat {
+            group_id: "g".to_string(),
+            member_id: member.to_string(),
+            member_epoch: epoch,
+            instance_id: Some("worker-1".to_string()),
+            rebalance_timeout_ms: 30_000,
+            subscribed_topics: (epoch == 0).then(|| vec!["t".to_string()]),
+            owned: owned.map(parts),
+            ..ConsumerHeartbeat::default()
+        };
+        c.consumer_heartbeat(&req, &|_| PARTITIONS, &Vec::new)
+    };
+    beat_static("s1", 0, None);
+    beat(&c, "b", 0, None);
+    let s1 = beat_static("s1", 1, Some(&[0, 1, 2, 3]));
+    let kept = owned_by(&s1);
+    let s1 = beat_static("s1", 1, Some(&kept));
+    let b = beat(&c, "b", 2, Some(&[]));
+    let b_parts = owned_by(&b);
+    let epoch = c.describe_consumer_group("g").expect("group").epoch;
+    // The static member leaves for a restart: its partitions stay its own meanwhile.
+    let left = beat_static("s1", -2, None);
+    assert_eq!((left.error, left.member_epoch), (None, -2));
+    let b = beat(&c, "b", 2, Some(&b_parts));
+    assert!(b.assignment.is_none(), "nothing moved to b");
+    // While it is departed, a restart with the same instance id takes over.
+    let back = beat_static("s1-restarted", 0, None);
+    assert_eq!(back.error, None);
+    assert_eq!(
+        (back.member_epoch, owned_by(&back)),
+        (s1.member_epoch, kept.clone())
+    );
+    assert_eq!(
+        c.describe_consumer_group("g").expect("group").epoch,
+        epoch,
+        "no new group epoch"
+    );
+    // A second live claim on the instance id is refused.
+    let clash = beat_static("s1-again", 0, None);
+    assert_eq!(clash.error, Some(GroupError::UnreleasedInstanceId));
+    // Departed and never back: its partitions go to the others after the session timeout.
+    beat_static("s1-restarted", -2, None);
+    clock.advance(Duration::from_millis(45_001));
+    beat(&c, "b", 2, Some(&b_parts));
+    c.tick();
+    assert_eq!(c.describe_consumer_group("g").expect("group").members.len(), 1);
+}

@@ -176,3 +176,84 @@ fn a_consumer_protocol_pattern_subscription_follows_matching_topics() {
         .collect();
     assert_eq!(seen, expected, "only the matching topics, the late one included");
 }
+
+/// Each static member's partitions, by instance id.
+type ByInstance = HashMap<String, BTreeSet<i32>>;
+
+/// A static member (group.instance.id) that closes and restarts gets its partitions back,
+/// and the other member's partitions never move meanwhile.
+#[test]
+fn a_restarted_static_member_gets_its_partitions_back_without_moving_the_others() {
+    let server = Rivulet::start_with(&["--group-consumer-heartbeat-interval-ms", "300"], &[]);
+    create_topic(&server, "statics", PARTITIONS, &[]);
+    let assigned: Arc<Mutex<ByInstance>> = Arc::default();
+    let moved_other = Arc::new(AtomicBool::new(false));
+    let run = |instance: &'static str, stop: Arc<AtomicBool>| {
+        let bootstrap = server.bootstrap();
+        let assigned = assigned.clone();
+        std::thread::spawn(move || {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("group.id", "statics-group")
+                .set("group.protocol", "consumer")
+                .set("group.instance.id", instance)
+                .create()
+                .expect("consumer");
+            c.subscribe(&["statics"]).expect("subscribe");
+            while !stop.load(Ordering::SeqCst) {
+                let _ = c.poll(Duration::from_millis(50));
+                let parts: BTreeSet<i32> = c
+                    .assignment()
+                    .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+                    .unwrap_or_default();
+                assigned.lock().expect("lock").insert(instance.to_string(), parts);
+            }
+            // Dropping closes: a static member leaves with epoch -2.
+        })
+    };
+    let halves = |a: &ByInstance| {
+        let (x, y) = (a.get("w1"), a.get("w2"));
+        x.zip(y)
+            .is_some_and(|(x, y)| x.len() == 3 && y.len() == 3 && x.is_disjoint(y))
+    };
+    let wait = |what: &str, cond: &dyn Fn(&ByInstance) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let snapshot = assigned.lock().expect("lock").clone();
+            if cond(&snapshot) {
+                return snapshot;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {snapshot:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (stop1, stop2) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let w1 = run("w1", stop1.clone());
+    let w2 = run("w2", stop2.clone());
+    let before = wait("two static members with three partitions each", &halves);
+    stop1.store(true, Ordering::SeqCst);
+    w1.join().expect("w1");
+    assigned.lock().expect("lock").remove("w1");
+    let stop3 = Arc::new(AtomicBool::new(false));
+    let restarted = run("w1", stop3.clone());
+    let after = wait("the restarted w1 holding partitions", &|a| {
+        if a.get("w2") != before.get("w2") {
+            moved_other.store(true, Ordering::SeqCst);
+        }
+        a.get("w1").is_some_and(|p| !p.is_empty())
+    });
+    assert_eq!(
+        after.get("w1"),
+        before.get("w1"),
+        "the same partitions as before the restart"
+    );
+    assert!(!moved_other.load(Ordering::SeqCst), "w2's partitions never moved");
+    stop2.store(true, Ordering::SeqCst);
+    stop3.store(true, Ordering::SeqCst);
+    w2.join().expect("w2");
+    restarted.join().expect("w1 again");
+    assert!(server.log().contains("Static consumer group member rejoined"));
+}
