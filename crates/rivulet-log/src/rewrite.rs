@@ -142,6 +142,48 @@ fn xerial_snappy(data: &[u8]) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::record::Record;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any batch survives a trip through every codec byte for byte, and the timestamp
+        /// check agrees with the records' own timestamps.
+        #[test]
+        fn recompression_round_trips_and_bounds_follow_the_records(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..20),
+            deltas in proptest::collection::vec(-5_000i64..5_000, 20),
+            codec in 1i16..=4,
+        ) {
+            let records: Vec<Record> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Record {
+                    offset_delta: i as i32,
+                    timestamp_delta: deltas[i],
+                    ..Record::new(None, Some(v.clone()))
+                })
+                .collect();
+            let base = 1_000_000;
+            let original = batch::build(0, base, None, &records);
+            let header = batch::validate(&original, usize::MAX).expect("valid");
+            let packed = recompress(&original, &header, codec).expect("compress");
+            let h = batch::validate(&packed, usize::MAX).expect("valid after");
+            prop_assert_eq!(recompress(&packed, &h, 0).expect("back"), original);
+            let used = &deltas[..values.len()];
+            let (lo, hi) = (base + used.iter().min().copied().unwrap_or(0), base + used.iter().max().copied().unwrap_or(0));
+            let bounds = |before: i64, after: i64| TimestampBounds {
+                before_max_ms: Some(before as u64),
+                after_max_ms: Some(after as u64),
+            };
+            // "Now" is the batch's base; the window just fits, then misses by one on each side.
+            prop_assert!(check_timestamps(&packed, &h, bounds(base - lo, hi - base), base).is_ok());
+            if lo < base {
+                prop_assert!(check_timestamps(&packed, &h, bounds(base - lo - 1, hi - base), base).is_err());
+            }
+            if hi > base {
+                prop_assert!(check_timestamps(&packed, &h, bounds(base - lo, hi - base - 1), base).is_err());
+            }
+        }
+    }
 
     fn plain_batch(base_timestamp: i64, deltas: &[i64]) -> Vec<u8> {
         let records: Vec<Record> = deltas

@@ -74,14 +74,15 @@ fn least_loaded<'a>(candidates: &[&'a str], count: &HashMap<&str, usize>) -> Opt
 }
 
 /// Moves partitions from members holding more than one above the least loaded member
-/// that could take them, until no such move exists. Each move lowers the spread, so the
-/// loop ends within the number of partitions squared; it is bounded by that.
+/// that could take them, until no such move exists. Each move lowers the sum of squared
+/// counts, so the loop ends; a pass usually moves many partitions, and the passes are
+/// capped at the partition count (hitting the cap leaves a valid, less balanced target).
 fn balance<'a>(
     owner: &mut BTreeMap<(&'a str, i32), &'a str>,
     count: &mut HashMap<&'a str, usize>,
     eligible: &dyn Fn(&str) -> Vec<&'a str>,
 ) {
-    let bound = owner.len().saturating_mul(owner.len()).max(1);
+    let bound = owner.len().max(1);
     for _ in 0..bound {
         let mut moved = false;
         let keys: Vec<(&str, i32)> = owner.keys().copied().collect();

@@ -71,6 +71,20 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Member metadata comes from clients: any bytes parse or are refused, never panic,
+        /// and what `subscription` writes reads back.
+        #[test]
+        fn subscriptions_read_back_and_garbage_is_refused(
+            topics in proptest::collection::vec("[a-z.]{0,12}", 0..6),
+            garbage in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            prop_assert_eq!(subscribed_topics(&subscription(&topics)), Some(topics));
+            let _ = subscribed_topics(&garbage);
+        }
+    }
 
     #[test]
     fn assignment_bytes_follow_the_consumer_protocol() {
