@@ -604,9 +604,10 @@ fn stuck_consumers_and_a_producer_flood_keep_memory_bounded_and_others_served() 
     );
     // A starved client would wait for the 30 s probe deadline: stuck connections pin the
     // shared fetch memory until the 1 s write-stall timeout closes them. The bounds leave room
-    // for a 2-core machine running other tests at the same time.
+    // for a 2-core machine running other tests at the same time (the client tests beside this
+    // one spawn Python and Node processes: a median of 690 ms was seen under that load).
     assert!(
-        median < Duration::from_millis(500),
+        median < Duration::from_secs(2),
         "a normal client's median round trip took {median:?} under the flood"
     );
     assert!(
