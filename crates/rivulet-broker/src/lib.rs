@@ -311,13 +311,13 @@ impl Broker {
     }
 
     /// Handles a share group (KIP-932) heartbeat against the current topics.
-    pub fn share_heartbeat(&self, req: &groups::ShareHeartbeat) -> groups::ShareHeartbeatOutcome {
+    pub fn share_heartbeat(&self, req: &groups::ShareHeartbeat) -> groups::HeartbeatOutcome {
         let partitions = |t: &str| self.topic(t).map_or(0, |t| t.partition_count());
         self.groups().share_heartbeat(req, &partitions)
     }
 
     /// Handles a consumer group (KIP-848) heartbeat against the current topics.
-    pub fn consumer_heartbeat(&self, req: &groups::ConsumerHeartbeat) -> groups::ConsumerHeartbeatOutcome {
+    pub fn consumer_heartbeat(&self, req: &groups::ConsumerHeartbeat) -> groups::HeartbeatOutcome {
         let partitions = |t: &str| self.topic(t).map_or(0, |t| t.partition_count());
         let topics = || self.topics().iter().map(|t| t.name().to_string()).collect();
         self.groups().consumer_heartbeat(req, &partitions, &topics)

@@ -69,6 +69,18 @@ struct Record {
     delivery_count: u16,
 }
 
+impl Record {
+    /// The state of a record given back (released, its lock passed, its holder gone):
+    /// available again, or archived once delivered `limit` times.
+    fn given_back(&self, limit: u16) -> State {
+        if self.delivery_count >= limit {
+            State::Settled
+        } else {
+            State::Available
+        }
+    }
+}
+
 /// The settlement state of one partition.
 #[derive(Debug, Clone)]
 pub struct SharedPartition {
@@ -173,8 +185,7 @@ impl SharedPartition {
         for (_, r) in self.records.range_mut(first..=last) {
             r.state = match how {
                 Settle::Accept | Settle::Reject => State::Settled,
-                Settle::Release if r.delivery_count >= limit => State::Settled,
-                Settle::Release => State::Available,
+                Settle::Release => r.given_back(limit),
             };
         }
         Ok(self.advance())
@@ -183,37 +194,17 @@ impl SharedPartition {
     /// Makes records whose lock passed available again (or archives them at the delivery
     /// limit). Returns true when the start moved.
     pub fn expire(&mut self, now: Instant) -> bool {
-        let limit = self.limits.delivery_limit;
-        let mut any = false;
-        for r in self.records.values_mut() {
-            if matches!(r.state, State::Acquired { until, .. } if until <= now) {
-                r.state = if r.delivery_count >= limit {
-                    State::Settled
-                } else {
-                    State::Available
-                };
-                any = true;
-            }
-        }
-        any && self.advance()
+        self.give_back_where(
+            i64::MIN,
+            i64::MAX,
+            |state| matches!(state, State::Acquired { until, .. } if *until <= now),
+        )
     }
 
     /// Releases every record `owner` holds (it left or was removed). Returns true when the
     /// start moved.
     pub fn release_owner(&mut self, owner: &str) -> bool {
-        let limit = self.limits.delivery_limit;
-        let mut any = false;
-        for r in self.records.values_mut() {
-            if matches!(&r.state, State::Acquired { owner: o, .. } if o.as_ref() == owner) {
-                r.state = if r.delivery_count >= limit {
-                    State::Settled
-                } else {
-                    State::Available
-                };
-                any = true;
-            }
-        }
-        any && self.advance()
+        self.release_range(owner, i64::MIN, i64::MAX)
     }
 
     /// Gives back records acquired by `owner` in `[first, last]` that were never delivered
@@ -230,15 +221,21 @@ impl SharedPartition {
     /// Releases what `owner` holds in `[first, last]`, as [`Settle::Release`] would, without
     /// requiring it to hold every offset. Returns true when the start moved.
     pub fn release_range(&mut self, owner: &str, first: i64, last: i64) -> bool {
+        self.give_back_where(
+            first,
+            last,
+            |state| matches!(state, State::Acquired { owner: o, .. } if o.as_ref() == owner),
+        )
+    }
+
+    /// Gives back the records in `[first, last]` whose state `pick` selects (available
+    /// again, archived at the delivery limit); true when the start moved.
+    fn give_back_where(&mut self, first: i64, last: i64, pick: impl Fn(&State) -> bool) -> bool {
         let limit = self.limits.delivery_limit;
         let mut any = false;
         for (_, r) in self.records.range_mut(first..=last.max(first)) {
-            if matches!(&r.state, State::Acquired { owner: o, .. } if o.as_ref() == owner) {
-                r.state = if r.delivery_count >= limit {
-                    State::Settled
-                } else {
-                    State::Available
-                };
+            if pick(&r.state) {
+                r.state = r.given_back(limit);
                 any = true;
             }
         }

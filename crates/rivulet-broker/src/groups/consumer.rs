@@ -15,7 +15,9 @@ use bytes::Bytes;
 
 use super::assignor::{self, Assignment};
 use super::protocol;
-use super::types::{GroupDescription, GroupError, GroupLimits, GroupState, MemberDescription};
+use super::types::{
+    GroupDescription, GroupError, GroupLimits, GroupState, HeartbeatOutcome, MemberDescription,
+};
 
 /// A ConsumerGroupHeartbeat, protocol-neutral (topics by name).
 #[derive(Debug, Clone, Default)]
@@ -41,33 +43,6 @@ pub struct ConsumerHeartbeat {
     pub client_id: String,
     /// Client address.
     pub client_host: String,
-}
-
-/// The answer to a [`ConsumerHeartbeat`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerHeartbeatOutcome {
-    /// Why the heartbeat was refused.
-    pub error: Option<GroupError>,
-    /// The member id.
-    pub member_id: String,
-    /// The member's epoch after this heartbeat.
-    pub member_epoch: i32,
-    /// How often the member should heartbeat.
-    pub heartbeat_interval_ms: i32,
-    /// The member's full assignment when it changed; `None` when unchanged.
-    pub assignment: Option<Assignment>,
-}
-
-impl ConsumerHeartbeatOutcome {
-    fn error(error: GroupError, req: &ConsumerHeartbeat) -> ConsumerHeartbeatOutcome {
-        ConsumerHeartbeatOutcome {
-            error: Some(error),
-            member_id: req.member_id.clone(),
-            member_epoch: req.member_epoch,
-            heartbeat_interval_ms: 0,
-            assignment: None,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -135,26 +110,32 @@ impl ConsumerGroup {
         now: Instant,
         partitions: &dyn Fn(&str) -> usize,
         topics: &dyn Fn() -> Vec<String>,
-    ) -> ConsumerHeartbeatOutcome {
+    ) -> HeartbeatOutcome {
         let member_id = match req.member_epoch {
             -2 | -1 => return self.leave(req, now),
             0 => match self.join(req, limits, now) {
                 Ok(id) => id,
-                Err(e) => return ConsumerHeartbeatOutcome::error(e, req),
+                Err(e) => return HeartbeatOutcome::refused(e, &req.member_id, req.member_epoch),
             },
             e if e > 0 => match self.check_member(req, now) {
                 Ok(()) => req.member_id.clone(),
-                Err(e) => return ConsumerHeartbeatOutcome::error(e, req),
+                Err(e) => return HeartbeatOutcome::refused(e, &req.member_id, req.member_epoch),
             },
-            _ => return ConsumerHeartbeatOutcome::error(GroupError::FencedMemberEpoch, req),
+            _ => {
+                return HeartbeatOutcome::refused(
+                    GroupError::FencedMemberEpoch,
+                    &req.member_id,
+                    req.member_epoch,
+                )
+            }
         };
         self.refresh_target(partitions, topics);
         self.reconcile(&member_id, req.owned.as_ref(), now);
         let Some(m) = self.members.get_mut(&member_id) else {
-            return ConsumerHeartbeatOutcome::error(GroupError::UnknownMemberId, req);
+            return HeartbeatOutcome::refused(GroupError::UnknownMemberId, &req.member_id, req.member_epoch);
         };
         let assignment = std::mem::take(&mut m.send_assignment).then(|| m.assigned.clone());
-        ConsumerHeartbeatOutcome {
+        HeartbeatOutcome {
             error: None,
             member_id,
             member_epoch: m.epoch,
@@ -248,7 +229,7 @@ impl ConsumerGroup {
         id
     }
 
-    fn leave(&mut self, req: &ConsumerHeartbeat, now: Instant) -> ConsumerHeartbeatOutcome {
+    fn leave(&mut self, req: &ConsumerHeartbeat, now: Instant) -> HeartbeatOutcome {
         let is_static = req.instance_id.as_deref().is_some_and(|i| !i.is_empty());
         match self.members.get_mut(&req.member_id) {
             Some(m) if req.member_epoch == -2 && is_static => {
@@ -262,13 +243,7 @@ impl ConsumerGroup {
                 }
             }
         }
-        ConsumerHeartbeatOutcome {
-            error: None,
-            member_id: req.member_id.clone(),
-            member_epoch: req.member_epoch,
-            heartbeat_interval_ms: 0,
-            assignment: None,
-        }
+        HeartbeatOutcome::left(&req.member_id, req.member_epoch)
     }
 
     /// Removes a member; its partitions go to the others at the next epoch.

@@ -27,7 +27,7 @@ fn parts(list: &[i32]) -> Assignment {
     a
 }
 
-fn beat(c: &GroupCoordinator, member: &str, epoch: i32, owned: Option<&[i32]>) -> ConsumerHeartbeatOutcome {
+fn beat(c: &GroupCoordinator, member: &str, epoch: i32, owned: Option<&[i32]>) -> HeartbeatOutcome {
     let req = ConsumerHeartbeat {
         group_id: "g".to_string(),
         member_id: member.to_string(),
@@ -42,7 +42,7 @@ fn beat(c: &GroupCoordinator, member: &str, epoch: i32, owned: Option<&[i32]>) -
     c.consumer_heartbeat(&req, &|t| if t == "t" { PARTITIONS } else { 0 }, &Vec::new)
 }
 
-fn owned_by(outcome: &ConsumerHeartbeatOutcome) -> Vec<i32> {
+fn owned_by(outcome: &HeartbeatOutcome) -> Vec<i32> {
     let a = outcome.assignment.as_ref().expect("an assignment");
     a.get("t")
         .map(|ps| ps.iter().copied().collect())
@@ -105,8 +105,8 @@ fn a_wrong_epoch_is_fenced_and_an_unknown_member_is_refused() {
     assert!(again.member_epoch > 1);
 }
 
-#[test]
-fn a_leaving_members_partitions_go_to_the_others_and_commits_follow_epochs() {
+#[tokio::test]
+async fn a_leaving_members_partitions_go_to_the_others_and_commits_follow_epochs() {
     let (_dir, c, _clock) = coordinator();
     beat(&c, "a", 0, None);
     beat(&c, "b", 0, None);
@@ -117,10 +117,7 @@ fn a_leaving_members_partitions_go_to_the_others_and_commits_follow_epochs() {
     assert_eq!(c.validate_commit("g", 2, "a"), None);
     assert_eq!(c.validate_commit("g", 1, "a"), Some(GroupError::StaleMemberEpoch));
     assert_eq!(c.validate_commit("g", 2, "zz"), Some(GroupError::UnknownMemberId));
-    assert_eq!(
-        c.delete("g").now_or_never_result(),
-        Some(Some(GroupError::NonEmptyGroup))
-    );
+    assert_eq!(c.delete("g").await, Some(GroupError::NonEmptyGroup));
 
     let left = beat(&c, "a", -1, None);
     assert_eq!((left.error, left.member_epoch), (None, -1));
@@ -170,21 +167,6 @@ fn kinds_do_not_mix_in_one_group() {
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].0.as_str(), listed[0].2), ("g", GroupState::Stable));
 }
-
-/// Runs a future that completes without waiting (no I/O pending) to its result.
-trait NowOrNever: std::future::Future + Sized {
-    fn now_or_never_result(self) -> Option<Self::Output> {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut fut = std::pin::pin!(self);
-        match fut.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(v) => Some(v),
-            std::task::Poll::Pending => None,
-        }
-    }
-}
-
-impl<F: std::future::Future> NowOrNever for F {}
 
 #[test]
 fn a_pattern_subscribes_to_matching_topics_as_they_appear() {

@@ -42,15 +42,15 @@ use crate::offsets::{CommittedOffset, OffsetStore};
 use classic::{ClassicGroup, Joined, Synced};
 pub use clock::{Clock, ManualClock, SystemClock};
 use consumer::ConsumerGroup;
-pub use consumer::{ConsumerGroupDetail, ConsumerHeartbeat, ConsumerHeartbeatOutcome, ConsumerMemberDetail};
+pub use consumer::{ConsumerGroupDetail, ConsumerHeartbeat, ConsumerMemberDetail};
 use local::{LocalClient, LocalGroup};
 use share::ShareGroup;
-pub use share::{ShareGroupDetail, ShareHeartbeat, ShareHeartbeatOutcome, ShareMemberDetail};
+pub use share::{ShareGroupDetail, ShareHeartbeat, ShareMemberDetail};
 use share_api::share_description;
 pub use share_api::LogBounds;
 pub use types::{
-    GroupDescription, GroupError, GroupLimits, GroupState, JoinOutcome, JoinRequest, JoinedMember,
-    MemberDescription, SyncOutcome,
+    GroupDescription, GroupError, GroupLimits, GroupState, HeartbeatOutcome, JoinOutcome, JoinRequest,
+    JoinedMember, MemberDescription, SyncOutcome,
 };
 
 /// Every group of the node, under one lock.
@@ -221,17 +221,11 @@ impl GroupCoordinator {
         req: &ConsumerHeartbeat,
         partitions: &dyn Fn(&str) -> usize,
         topics: &dyn Fn() -> Vec<String>,
-    ) -> ConsumerHeartbeatOutcome {
+    ) -> HeartbeatOutcome {
         let now = self.clock.now();
         let mut groups = self.lock();
         if let Some(error) = self.check_consumer(&groups, req) {
-            return ConsumerHeartbeatOutcome {
-                error: Some(error),
-                member_id: req.member_id.clone(),
-                member_epoch: req.member_epoch,
-                heartbeat_interval_ms: 0,
-                assignment: None,
-            };
+            return HeartbeatOutcome::refused(error, &req.member_id, req.member_epoch);
         }
         groups.classic.remove(&req.group_id);
         let group = groups.consumer.entry(req.group_id.clone()).or_default();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::assignor::Assignment;
-use super::types::{GroupError, GroupLimits, GroupState};
+use super::types::{GroupError, GroupLimits, GroupState, HeartbeatOutcome};
 use crate::settle::{AcquiredRange, Settle, SettleLimits, SharedPartition};
 
 /// A ShareGroupHeartbeat, protocol-neutral (topics by name).
@@ -30,21 +30,6 @@ pub struct ShareHeartbeat {
     pub client_id: String,
     /// Client address.
     pub client_host: String,
-}
-
-/// The answer to a [`ShareHeartbeat`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShareHeartbeatOutcome {
-    /// Why the heartbeat was refused.
-    pub error: Option<GroupError>,
-    /// The member id.
-    pub member_id: String,
-    /// The member's epoch.
-    pub member_epoch: i32,
-    /// How often the member should heartbeat.
-    pub heartbeat_interval_ms: i32,
-    /// The member's partitions when they changed; `None` when unchanged.
-    pub assignment: Option<Assignment>,
 }
 
 /// A start offset that moved and must be stored: `(topic, partition, start)`.
@@ -126,28 +111,12 @@ impl ShareGroup {
         limits: &GroupLimits,
         now: Instant,
         partitions: &dyn Fn(&str) -> usize,
-    ) -> (ShareHeartbeatOutcome, Vec<StartMove>) {
-        let refused = |e| ShareHeartbeatOutcome {
-            error: Some(e),
-            member_id: req.member_id.clone(),
-            member_epoch: req.member_epoch,
-            heartbeat_interval_ms: 0,
-            assignment: None,
-        };
+    ) -> (HeartbeatOutcome, Vec<StartMove>) {
+        let refused = |e| HeartbeatOutcome::refused(e, &req.member_id, req.member_epoch);
         let member_id = match req.member_epoch {
             -1 => {
                 let moves = self.remove_member(&req.member_id);
-                let outcome = ShareHeartbeatOutcome {
-                    member_epoch: -1,
-                    ..refused(GroupError::UnknownMemberId)
-                };
-                return (
-                    ShareHeartbeatOutcome {
-                        error: None,
-                        ..outcome
-                    },
-                    moves,
-                );
+                return (HeartbeatOutcome::left(&req.member_id, -1), moves);
             }
             0 => match self.join(req, limits, now) {
                 Ok(id) => id,
@@ -186,7 +155,7 @@ impl ShareGroup {
         if changed {
             m.sent = Some(assignment.clone());
         }
-        let outcome = ShareHeartbeatOutcome {
+        let outcome = HeartbeatOutcome {
             error: None,
             member_id,
             member_epoch: epoch,

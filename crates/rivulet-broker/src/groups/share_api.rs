@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::share::{ShareGroupDetail, ShareHeartbeat, ShareHeartbeatOutcome, StartMove};
-use super::{GroupCoordinator, GroupDescription, GroupError, Kind, MemberDescription};
+use super::share::{ShareGroupDetail, ShareHeartbeat, StartMove};
+use super::{GroupCoordinator, GroupDescription, GroupError, HeartbeatOutcome, Kind, MemberDescription};
 use crate::offsets::CommittedOffset;
 use crate::settle::{AcquiredRange, Settle, SettleLimits};
 
@@ -67,16 +67,10 @@ impl GroupCoordinator {
         &self,
         req: &ShareHeartbeat,
         partitions: &dyn Fn(&str) -> usize,
-    ) -> ShareHeartbeatOutcome {
+    ) -> HeartbeatOutcome {
         let now = self.clock.now();
         let mut groups = self.lock();
-        let refused = |e| ShareHeartbeatOutcome {
-            error: Some(e),
-            member_id: req.member_id.clone(),
-            member_epoch: req.member_epoch,
-            heartbeat_interval_ms: 0,
-            assignment: None,
-        };
+        let refused = |e| HeartbeatOutcome::refused(e, &req.member_id, req.member_epoch);
         if req.group_id.is_empty() {
             return refused(GroupError::InvalidGroupId);
         }

@@ -22,7 +22,7 @@ fn coordinator(dir: &std::path::Path, earliest: bool) -> (Arc<GroupCoordinator>,
     (Arc::new(c), clock)
 }
 
-fn join(c: &GroupCoordinator, member: &str) -> ShareHeartbeatOutcome {
+fn join(c: &GroupCoordinator, member: &str) -> HeartbeatOutcome {
     let req = ShareHeartbeat {
         group_id: "q".to_string(),
         member_id: member.to_string(),

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use super::assignor::Assignment;
+
 /// Why a group request was refused. The front end maps these to wire error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
@@ -272,4 +274,40 @@ pub struct GroupDescription {
     pub protocol_name: String,
     /// Members.
     pub members: Vec<MemberDescription>,
+}
+
+/// The answer to a consumer-protocol or share group heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    /// Why the heartbeat was refused.
+    pub error: Option<GroupError>,
+    /// The member id.
+    pub member_id: String,
+    /// The member's epoch after this heartbeat.
+    pub member_epoch: i32,
+    /// How often the member should heartbeat.
+    pub heartbeat_interval_ms: i32,
+    /// The member's full assignment when it changed; `None` when unchanged.
+    pub assignment: Option<Assignment>,
+}
+
+impl HeartbeatOutcome {
+    /// A heartbeat of `member_id` at `member_epoch` answered with `error`.
+    pub fn refused(error: GroupError, member_id: &str, member_epoch: i32) -> HeartbeatOutcome {
+        HeartbeatOutcome {
+            error: Some(error),
+            member_id: member_id.to_string(),
+            member_epoch,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        }
+    }
+
+    /// A member's leave (epoch -1 or -2), accepted.
+    pub fn left(member_id: &str, member_epoch: i32) -> HeartbeatOutcome {
+        HeartbeatOutcome {
+            error: None,
+            ..HeartbeatOutcome::refused(GroupError::UnknownMemberId, member_id, member_epoch)
+        }
+    }
 }

@@ -58,10 +58,10 @@ impl Log {
         if !config.log_append_time && recompressed.is_none() {
             return self.append_checked(&config, records, batches);
         }
-        let rewritten = recompressed.as_deref().unwrap_or(records);
-        let stamped = match config.log_append_time {
-            true => batch::stamp_log_append_time(rewritten, now),
-            false => rewritten.to_vec(),
+        // Recompressed bytes are used as they are; LogAppendTime stamps a copy.
+        let stamped = match recompressed {
+            Some(bytes) if !config.log_append_time => bytes,
+            bytes => batch::stamp_log_append_time(bytes.as_deref().unwrap_or(records), now),
         };
         // Recompression may grow a batch past the limit; it was accepted as sent.
         let batches = split_batches(&stamped, usize::MAX)?;

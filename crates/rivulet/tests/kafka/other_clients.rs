@@ -61,6 +61,16 @@ fn kcat_lists_produces_and_consumes() {
     assert!(text.contains("topic \"kcat-topic\" with 1 partitions"), "{text}");
 }
 
+/// The JSON a client script printed after `prefix` on one line of its output.
+fn summary(output: &Output, prefix: &str) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line: {}", show(output)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {line}"))
+}
+
 fn python() -> Option<std::path::PathBuf> {
     let venv = repo_root().join(".venv/bin/python");
     if venv.is_file() {
@@ -178,12 +188,7 @@ fn kafkajs_transactions_commit_abort_and_send_offsets() {
         "kafkajs transactions failed (run `npm install` in tests/clients?): {}",
         show(&output)
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: serde_json::Value = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SUMMARY "))
-        .map(|json| serde_json::from_str(json).expect("the summary is JSON"))
-        .unwrap_or_else(|| panic!("no SUMMARY line: {}", show(&output)));
+    let summary = summary(&output, "SUMMARY ");
     let values = |view: &str, partition: &str| -> Vec<String> {
         summary[view][partition]
             .as_array()
@@ -210,7 +215,7 @@ fn kafkajs_transactions_commit_abort_and_send_offsets() {
     let five = serde_json::json!({ "0": "5", "1": "5" });
     assert_eq!(summary["sentOffsets"], five, "offsets sent with the transactions");
     assert_eq!(summary["fetchedOffsets"], five, "the group's committed offsets");
-    assert!(stdout.contains("OK transactions"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("OK transactions"));
 }
 
 /// confluent-kafka's AdminClient (librdkafka 2.16): create_partitions (and a refused
@@ -235,12 +240,7 @@ fn confluent_admin_client_manages_topics_configs_records_and_groups() {
         "confluent-kafka admin failed: {}",
         show(&output)
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("OK "))
-        .unwrap_or_else(|| panic!("no summary: {}", show(&output)));
-    let summary: serde_json::Value = serde_json::from_str(summary).expect("summary json");
+    let summary = summary(&output, "OK ");
     assert_eq!(summary["partitions"], 4);
     assert_eq!(summary["low_watermark"], 6);
     assert_eq!(summary["committed"], 8);
@@ -283,12 +283,7 @@ fn confluent_share_consumers_split_records_and_redeliver_released_ones() {
         "confluent-kafka share consumer failed: {}",
         show(&output)
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("OK "))
-        .unwrap_or_else(|| panic!("no summary: {}", show(&output)));
-    let summary: serde_json::Value = serde_json::from_str(summary).expect("summary json");
+    let summary = summary(&output, "OK ");
     assert_eq!(summary["accepted"], 300);
     assert!(summary["abandoned"].as_u64().is_some_and(|n| n > 0), "{summary}");
     assert!(summary["orphaned"].as_u64().is_some_and(|n| n > 0), "{summary}");
@@ -318,12 +313,7 @@ fn kafkajs_admin_grows_alters_deletes_records_and_manages_groups() {
         "kafkajs admin failed (run `npm install` in tests/clients?): {}",
         show(&output)
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: serde_json::Value = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SUMMARY "))
-        .map(|json| serde_json::from_str(json).expect("the summary is JSON"))
-        .unwrap_or_else(|| panic!("no SUMMARY line: {}", show(&output)));
+    let summary = summary(&output, "SUMMARY ");
     assert_eq!(summary["partitions"], 4);
     assert_eq!(summary["compression"], "gzip");
     assert_eq!(
@@ -356,12 +346,7 @@ fn kafka_python_admin_grows_partitions_alters_configs_incrementally_and_deletes_
         "kafka-python admin failed: {}",
         show(&output)
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("OK "))
-        .unwrap_or_else(|| panic!("no summary: {}", show(&output)));
-    let summary: serde_json::Value = serde_json::from_str(summary).expect("summary json");
+    let summary = summary(&output, "OK ");
     assert_eq!(summary["partitions"], 5);
     assert_eq!(summary["offsets_kept"], serde_json::json!([0]));
     assert!(
