@@ -326,7 +326,7 @@ fn wraps_and_checkpoints_across_crashes(logs: usize) {
     for round in 0..4 {
         let node = Node::open(&storage, dir.path(), logs, small_ring());
         assert_holds(&node, &expected);
-        let added = append_all(&node, &format!("r{round}"), 600 / logs, 40);
+        let added = append_all(&node, &format!("r{round}"), 720 / logs, 40);
         for (e, a) in expected.iter_mut().zip(added) {
             e.extend(a);
         }
