@@ -20,6 +20,8 @@
 //! <data_dir>/topics/<topic>/topic.json     id, partition count, config overrides
 //! <data_dir>/topics/<topic>/<partition>/   one rivulet-log Log per partition
 //! <data_dir>/internal/__consumer_offsets/  committed offsets (compacted log)
+//! <data_dir>/internal/__queue_state/       queues' ack floors and settled offsets
+//! <data_dir>/amqp/definitions.json         exchanges, queues and bindings
 //! <data_dir>/producer_ids                  reserved producer-id block
 //! <data_dir>/journal/                       shared journal of `fsync=always` appends
 //! <data_dir>/trash/                        deleted topics whose files are still being freed
@@ -36,6 +38,7 @@ mod meta;
 pub mod offsets;
 pub mod partitioner;
 pub mod producers;
+pub mod queues;
 pub mod routing;
 pub mod settle;
 pub mod topics;
@@ -160,6 +163,7 @@ struct Inner {
     producer_ids: producers::ProducerIds,
     groups: GroupCoordinator,
     txns: txn::TxnCoordinator,
+    queues: queues::Queues,
     metrics: Arc<Metrics>,
     round_robin: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -192,7 +196,8 @@ impl Broker {
         let topics_dir = config.data_dir.join("topics");
         let internal = config.data_dir.join("internal");
         let trash = config.data_dir.join(TRASH_DIR);
-        for dir in [&topics_dir, &internal, &trash] {
+        let amqp_dir = config.data_dir.join("amqp");
+        for dir in [&topics_dir, &internal, &trash, &amqp_dir] {
             create(dir)?;
         }
         free_trash(storage.as_ref(), &trash)?;
@@ -216,6 +221,12 @@ impl Broker {
             &context,
             offsets::SHARE_STATE_TOPIC,
         )?;
+        let queue_state = OffsetStore::open_named(
+            &internal.join(queues::QUEUE_STATE_TOPIC),
+            &context,
+            queues::QUEUE_STATE_TOPIC,
+        )?;
+        let queues = queues::Queues::new(queue_state, amqp_dir.join("definitions.json"));
         let (txn_store, txn_state) = txn::TxnStore::open(&internal.join(txn::TRANSACTIONS_TOPIC), &context)?;
         let txns = txn::TxnCoordinator::new(txn_store, txn_state, config.transaction_timeout_ms_max);
         // Every log that uses the journal took its entries: checkpoints may run.
@@ -243,6 +254,7 @@ impl Broker {
                 producer_ids,
                 groups,
                 txns,
+                queues,
                 metrics,
                 round_robin: AtomicUsize::new(0),
                 shutdown: watch::channel(false).0,
@@ -250,11 +262,17 @@ impl Broker {
             }),
         };
         broker.recover_transactions();
+        broker.recover_queues()?;
         broker
             .inner
             .background
             .start(Arc::downgrade(&broker.inner), tick, maintain);
         Ok(broker)
+    }
+
+    /// Queues, exchanges and bindings ([`queues`]).
+    pub fn queues(&self) -> &queues::Queues {
+        &self.inner.queues
     }
 
     /// The broker's settings.
@@ -515,6 +533,10 @@ impl Broker {
         if let Some(Err(e)) = self.inner.groups.share_state().map(|s| s.maintain(now_ms)) {
             tracing::error!(error = %e, "Share state log maintenance failed");
         }
+        if let Err(e) = self.inner.queues.state_log().maintain(now_ms) {
+            tracing::error!(error = %e, "Queue state log maintenance failed");
+        }
+        self.free_acknowledged();
         let forgotten = self.inner.txns.expire_idle(now_ms);
         if forgotten > 0 {
             tracing::info!(
@@ -554,6 +576,10 @@ impl Broker {
         }
         if let Some(Err(e)) = self.inner.groups.share_state().map(|s| s.close()) {
             tracing::error!(error = %e, "Closing the share state log failed");
+            result = Err(e);
+        }
+        if let Err(e) = self.inner.queues.state_log().close() {
+            tracing::error!(error = %e, "Closing the queue state log failed");
             result = Err(e);
         }
         if let Err(e) = self.inner.txns.close() {

@@ -169,27 +169,32 @@ impl OffsetStore {
     /// Removes the committed offsets of some partitions of a group (writes tombstones for
     /// those it has).
     pub async fn delete_partitions(&self, group: &str, partitions: &[(String, i32)]) -> Result<()> {
-        let outcome = {
-            let mut state = self.lock();
-            let Some(offsets) = state.get_mut(group) else {
-                return Ok(());
-            };
-            let records: Vec<Record> = partitions
-                .iter()
-                .filter(|(t, p)| offsets.remove(&(t.clone(), *p)).is_some())
-                .map(|(t, p)| Record::new(Some(encode_key(group, t, *p)), None))
-                .collect();
-            if offsets.is_empty() {
-                state.remove(group);
-            }
-            if records.is_empty() {
-                return Ok(());
-            }
-            let batch = rivulet_log::batch::build(0, now_ms(), None, &records);
-            self.log.append(&batch)?
-        };
-        outcome.durable.wait().await?;
+        if let Some(durable) = self.forget(group, partitions)? {
+            durable.wait().await?;
+        }
         Ok(())
+    }
+
+    /// [`OffsetStore::delete_partitions`] without waiting: the handle resolves once the
+    /// tombstones are on disk (`None`: nothing to remove).
+    pub fn forget(&self, group: &str, partitions: &[(String, i32)]) -> Result<Option<rivulet_log::Durable>> {
+        let mut state = self.lock();
+        let Some(offsets) = state.get_mut(group) else {
+            return Ok(None);
+        };
+        let records: Vec<Record> = partitions
+            .iter()
+            .filter(|(t, p)| offsets.remove(&(t.clone(), *p)).is_some())
+            .map(|(t, p)| Record::new(Some(encode_key(group, t, *p)), None))
+            .collect();
+        if offsets.is_empty() {
+            state.remove(group);
+        }
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let batch = rivulet_log::batch::build(0, now_ms(), None, &records);
+        Ok(Some(self.log.append(&batch)?.durable))
     }
 
     /// Runs the offsets log's periodic maintenance (compaction, flushes).

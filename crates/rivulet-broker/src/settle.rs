@@ -242,6 +242,104 @@ impl SharedPartition {
         any && self.advance()
     }
 
+    /// Records a consumer could be handed now: available ones in the window and those never
+    /// handed out up to `available_end`.
+    pub fn ready(&self, available_end: i64) -> u64 {
+        let waiting = self
+            .records
+            .values()
+            .filter(|r| r.state == State::Available)
+            .count();
+        waiting as u64 + u64::try_from(available_end - self.end).unwrap_or(0)
+    }
+
+    /// Settles every record not currently acquired, up to `available_end` (a queue purge).
+    /// Returns how many were dropped.
+    pub fn purge(&mut self, available_end: i64) -> u64 {
+        let mut dropped = 0u64;
+        for r in self.records.values_mut() {
+            if r.state == State::Available {
+                r.state = State::Settled;
+                dropped += 1;
+            }
+        }
+        if available_end > self.end {
+            dropped += u64::try_from(available_end - self.end).unwrap_or(0);
+            if self.records.is_empty() {
+                self.start = available_end;
+            } else {
+                for offset in self.end..available_end {
+                    self.records.insert(
+                        offset,
+                        Record {
+                            state: State::Settled,
+                            delivery_count: 0,
+                        },
+                    );
+                }
+            }
+            self.end = available_end;
+        }
+        self.advance();
+        dropped
+    }
+
+    /// Settled ranges `[first, last]` above the start, at most `max` of them, lowest first.
+    pub fn settled_ranges(&self, max: usize) -> Vec<(i64, i64)> {
+        let mut out: Vec<(i64, i64)> = Vec::new();
+        for (offset, r) in &self.records {
+            if r.state != State::Settled {
+                continue;
+            }
+            let full = out.len() >= max;
+            match out.last_mut() {
+                Some(last) if last.1 + 1 == *offset => last.1 = *offset,
+                _ if full => break,
+                _ => out.push((*offset, *offset)),
+            }
+        }
+        out
+    }
+
+    /// Restores the state stored before a restart: `[first, last]` ranges above the start
+    /// are settled; the other records below `delivered_end` were handed out before, so they
+    /// count one delivery (they come back marked as redelivered).
+    pub fn restore(&mut self, settled: &[(i64, i64)], delivered_end: i64) {
+        let end = settled
+            .iter()
+            .map(|r| r.1 + 1)
+            .max()
+            .unwrap_or(0)
+            .max(delivered_end);
+        if end <= self.end {
+            return;
+        }
+        let window_end = self.start.saturating_add(self.limits.window as i64);
+        let end = end.min(window_end);
+        for offset in self.end..end {
+            let done = settled.iter().any(|r| r.0 <= offset && offset <= r.1);
+            let state = if done { State::Settled } else { State::Available };
+            self.records.insert(
+                offset,
+                Record {
+                    state,
+                    delivery_count: 1,
+                },
+            );
+        }
+        self.end = end;
+        self.advance();
+    }
+
+    /// True when `offset` is settled (below the start, or settled above it).
+    pub fn is_settled(&self, offset: i64) -> bool {
+        offset < self.start
+            || self
+                .records
+                .get(&offset)
+                .is_some_and(|r| r.state == State::Settled)
+    }
+
     /// Skips records the log no longer holds (retention, DeleteRecords).
     pub fn skip_to(&mut self, log_start: i64) {
         if log_start <= self.start {

@@ -187,6 +187,8 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "kafka_listeners": state.config.kafka_addresses,
+        "amqp_listeners": state.config.amqp_addresses,
+        "listeners": crate::listeners(&state.config),
         "topics": topics.len(),
         "partitions": partitions,
         "groups": state.broker.groups().list().len(),

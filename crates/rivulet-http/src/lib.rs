@@ -52,6 +52,10 @@ pub struct GatewayConfig {
     pub sse_streams_max: usize,
     /// The Kafka listener addresses, shown by `/v1/status`.
     pub kafka_addresses: Vec<String>,
+    /// The AMQP listener addresses serving, shown by `/v1/status` and `/readyz`.
+    pub amqp_addresses: Vec<String>,
+    /// AMQP addresses that could not be bound, with the reason.
+    pub amqp_down: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -73,6 +77,8 @@ impl Default for GatewayConfig {
             poll_wait_ms_max: 30_000,
             sse_streams_max: 1_000,
             kafka_addresses: Vec::new(),
+            amqp_addresses: Vec::new(),
+            amqp_down: Vec::new(),
         }
     }
 }
@@ -183,7 +189,25 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
     // Ready once the broker opened its data (it has by the time routes exist) and the
     // offsets store answers.
     let _ = state.broker.groups().list();
-    axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    axum::Json(serde_json::json!({
+        "status": "ready",
+        "listeners": listeners(&state.config),
+    }))
+    .into_response()
+}
+
+/// Every listener and whether it serves.
+pub(crate) fn listeners(config: &GatewayConfig) -> serde_json::Value {
+    let up = |protocol: &str, a: &String| serde_json::json!({"protocol": protocol, "address": a, "up": true});
+    let mut out: Vec<serde_json::Value> = config.kafka_addresses.iter().map(|a| up("kafka", a)).collect();
+    out.extend(config.amqp_addresses.iter().map(|a| up("amqp", a)));
+    out.extend(
+        config
+            .amqp_down
+            .iter()
+            .map(|(a, why)| serde_json::json!({"protocol": "amqp", "address": a, "up": false, "error": why})),
+    );
+    serde_json::Value::Array(out)
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {

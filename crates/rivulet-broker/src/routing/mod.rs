@@ -167,6 +167,13 @@ impl Topology {
         self.exchanges.iter()
     }
 
+    /// Every binding, by exchange.
+    pub fn bindings(&self) -> impl Iterator<Item = (&String, &Binding)> {
+        self.bindings
+            .iter()
+            .flat_map(|(e, list)| list.iter().map(move |b| (e, b)))
+    }
+
     /// Declares an exchange, or checks it when `passive` (it must exist). Returns true when
     /// it was created.
     pub fn declare(&mut self, name: &str, wanted: Exchange, passive: bool) -> Result<bool, RoutingError> {

@@ -352,6 +352,14 @@ impl Log {
         lock(&self.shared.state).segments.len()
     }
 
+    /// Base offset of the segment holding `offset` (the last segment starting at or below
+    /// it); the log start when none does.
+    pub fn segment_base_of(&self, offset: i64) -> i64 {
+        let st = lock(&self.shared.state);
+        let base = st.segments.range(..=offset).next_back().map(|(b, _)| *b);
+        base.unwrap_or(st.log_start_offset).max(st.log_start_offset)
+    }
+
     /// Flushes, writes the active segment's index and refuses further appends.
     pub fn close(&self) -> Result<()> {
         self.flush()?;

@@ -52,9 +52,19 @@ async fn serve(mut settings: Settings) -> Result<()> {
     let server = Server::from_listeners(listeners, settings.kafka, broker.clone())
         .context("starting the Kafka listener")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (amqp_listeners, amqp_down) = bind_amqp(&settings.amqp).await?;
+    let amqp =
+        rivulet_amqp::Server::from_listeners(amqp_listeners, settings.amqp.config.clone(), broker.clone());
+    for addr in amqp.local_addrs() {
+        tracing::info!(address = %addr, "Listening for AMQP 0-9-1 clients");
+    }
+    let amqp_addresses: Vec<String> = amqp.local_addrs().iter().map(ToString::to_string).collect();
+    let amqp_task = tokio::spawn(amqp.run(stop_rx.clone()));
     let gateway = match settings.http {
         Some(addr) => {
             settings.gateway.kafka_addresses = server.local_addrs().iter().map(ToString::to_string).collect();
+            settings.gateway.amqp_addresses = amqp_addresses;
+            settings.gateway.amqp_down = amqp_down;
             Some(start_gateway(addr, broker.clone(), settings.gateway, stop_rx.clone()).await?)
         }
         None => None,
@@ -77,6 +87,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
         })
         .await
         .context("serving")?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), amqp_task).await;
     if let Some(gateway) = gateway {
         // Event streams end at shutdown; give the gateway a moment, no more.
         match tokio::time::timeout(std::time::Duration::from_secs(2), gateway).await {
@@ -130,6 +141,27 @@ async fn bind_all(listen: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>>
         out.push(l);
     }
     Ok(out)
+}
+
+/// Binds the AMQP addresses. A busy default address only warns (RabbitMQ may hold 5672 on
+/// the same machine): the other protocols are served and the listener shows as down. A busy
+/// address the user asked for is an error.
+async fn bind_amqp(
+    amqp: &settings::AmqpSettings,
+) -> Result<(Vec<tokio::net::TcpListener>, Vec<(String, String)>)> {
+    let mut up = Vec::new();
+    let mut down = Vec::new();
+    for addr in &amqp.listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => up.push(l),
+            Err(e) if !amqp.explicit => {
+                tracing::warn!(address = %addr, error = %e, "AMQP listener not started: the default address is unavailable; pass --amqp-listen to choose another");
+                down.push((addr.to_string(), e.to_string()));
+            }
+            Err(e) => return Err(e).with_context(|| format!("AMQP: listening on {addr}")),
+        }
+    }
+    Ok((up, down))
 }
 
 async fn shutdown_signal() {

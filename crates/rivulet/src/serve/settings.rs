@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 const DEFAULT_LISTEN: &[&str] = &["127.0.0.1:9092", "[::1]:9092"];
 const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_AMQP_LISTEN: &[&str] = &["127.0.0.1:5672", "[::1]:5672"];
 
 /// Settings of `rivulet serve`. Each comes from a flag, else its environment variable, else
 /// the config file (same names in snake_case, e.g. `data_dir = "/var/lib/rivulet"`), else
@@ -111,6 +112,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RIVULET_HTTP_LISTEN", value_name = "ADDR")]
     http_listen: Option<String>,
 
+    /// Addresses to listen on for AMQP 0-9-1 clients (RabbitMQ applications),
+    /// comma-separated; `off` disables it. A busy default port only warns; a busy address
+    /// given here is an error [default: 127.0.0.1:5672,[::1]:5672]
+    #[arg(long, env = "RIVULET_AMQP_LISTEN", value_name = "ADDR,...|off")]
+    amqp_listen: Option<String>,
+
     /// Largest HTTP request body accepted [default: 8388608]
     #[arg(long, env = "RIVULET_HTTP_BODY_BYTES_MAX", value_name = "BYTES")]
     http_body_bytes_max: Option<usize>,
@@ -182,6 +189,7 @@ struct FileConfig {
     write_stall_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     http_listen: Option<String>,
+    amqp_listen: Option<String>,
     http_body_bytes_max: Option<usize>,
     flush_threads: Option<usize>,
     journal: Option<bool>,
@@ -214,7 +222,18 @@ pub(crate) struct Settings {
     /// The HTTP gateway's address, `None` when it is off.
     pub http: Option<SocketAddr>,
     pub gateway: GatewayConfig,
+    /// The AMQP listener's addresses (empty: off); `explicit` when the user chose them.
+    pub amqp: AmqpSettings,
     pub log_format: LogFormat,
+}
+
+/// Where the AMQP front end listens.
+#[derive(Debug, Clone)]
+pub(crate) struct AmqpSettings {
+    pub listen: Vec<SocketAddr>,
+    /// Given by the user: a busy address is an error rather than a warning.
+    pub explicit: bool,
+    pub config: rivulet_amqp::AmqpConfig,
 }
 
 impl Settings {
@@ -253,9 +272,11 @@ impl Settings {
             body_bytes_max: setting!(http_body_bytes_max).unwrap_or(defaults.body_bytes_max),
             ..defaults
         };
+        let amqp = amqp_settings(setting!(amqp_listen))?;
         Ok(Settings {
             broker,
             kafka,
+            amqp,
             advertised: setting!(advertised_address),
             http,
             gateway,
@@ -398,6 +419,28 @@ fn kafka_config(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
         bail!("connections_max must be at least 1");
     }
     Ok(config)
+}
+
+fn amqp_settings(listen: Option<String>) -> Result<AmqpSettings> {
+    let config = rivulet_amqp::AmqpConfig::default();
+    let (addrs, explicit): (Vec<String>, bool) = match listen.as_deref().map(str::trim) {
+        Some("off" | "none" | "") => (Vec::new(), true),
+        Some(list) => (list.split(',').map(|a| a.trim().to_string()).collect(), true),
+        None => (
+            DEFAULT_AMQP_LISTEN
+                .iter()
+                .filter(|a| !a.starts_with('[') || ipv6_loopback_available())
+                .map(|a| a.to_string())
+                .collect(),
+            false,
+        ),
+    };
+    let listen = addrs.iter().map(|a| resolve(a)).collect::<Result<Vec<_>>>()?;
+    Ok(AmqpSettings {
+        listen,
+        explicit,
+        config,
+    })
 }
 
 fn ipv6_loopback_available() -> bool {

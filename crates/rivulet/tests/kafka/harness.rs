@@ -15,6 +15,7 @@ pub struct Rivulet {
     child: Option<Child>,
     port: u16,
     http_port: u16,
+    amqp_port: u16,
     dir: Arc<tempfile::TempDir>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
@@ -76,6 +77,7 @@ impl Rivulet {
             child: None,
             port,
             http_port: free_port(),
+            amqp_port: free_port(),
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -110,6 +112,10 @@ impl Rivulet {
         if !self.args.iter().any(|a| a == "--http-listen") {
             cmd.arg("--http-listen")
                 .arg(format!("127.0.0.1:{}", self.http_port));
+        }
+        if !self.args.iter().any(|a| a == "--amqp-listen") {
+            cmd.arg("--amqp-listen")
+                .arg(format!("127.0.0.1:{}", self.amqp_port));
         }
         cmd.arg("--data-dir")
             .arg(self.data_dir())
@@ -159,6 +165,10 @@ impl Rivulet {
     }
 
     /// `http://127.0.0.1:<http port>`: the HTTP gateway.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://127.0.0.1:{}", self.amqp_port)
+    }
+
     pub fn http_base(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }

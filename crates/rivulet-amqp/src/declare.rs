@@ -1,0 +1,163 @@
+//! `exchange.*` and `queue.*`: declarations, bindings, purge and delete.
+
+use amq_protocol::protocol::{exchange, queue, AMQPClass};
+use rivulet_broker::queues::QueueSpec;
+use rivulet_broker::routing::{Exchange, ExchangeKind};
+
+use crate::connection::Connection;
+use crate::fault::{self, Fault};
+use crate::message::table_to_headers;
+
+impl Connection {
+    pub(crate) async fn exchange_method(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), Fault> {
+        match m {
+            exchange::AMQPMethod::Declare(d) => {
+                let kind = ExchangeKind::parse(d.kind.as_str());
+                let kind = match (kind, d.passive) {
+                    (Some(k), _) => k,
+                    // A passive declare only checks existence; the type is not compared.
+                    (None, true) => ExchangeKind::Direct,
+                    (None, false) => {
+                        return Err(Fault::connection(
+                            fault::COMMAND_INVALID,
+                            format!("unknown exchange type '{}'", d.kind),
+                        ))
+                    }
+                };
+                if !d.arguments.inner().is_empty() && !d.passive {
+                    let keys: Vec<&str> = d.arguments.inner().keys().map(|k| k.as_str()).collect();
+                    return Err(Fault::channel(
+                        fault::PRECONDITION_FAILED,
+                        format!("exchange arguments {keys:?} are not supported by Rivulet"),
+                    ));
+                }
+                let wanted = Exchange {
+                    kind,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                };
+                self.broker
+                    .exchange_declare(d.exchange.as_str(), wanted, d.passive)?;
+                self.reply(
+                    ch,
+                    d.nowait,
+                    exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}),
+                )
+                .await
+            }
+            exchange::AMQPMethod::Delete(d) => {
+                match self.broker.exchange_delete(d.exchange.as_str(), d.if_unused) {
+                    // Deleting an exchange that does not exist succeeds, as in RabbitMQ.
+                    Ok(()) | Err(rivulet_broker::queues::QueueError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.reply(
+                    ch,
+                    d.nowait,
+                    exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}),
+                )
+                .await
+            }
+            exchange::AMQPMethod::Bind(_) | exchange::AMQPMethod::Unbind(_) => Err(Fault::channel(
+                fault::NOT_IMPLEMENTED,
+                "exchange-to-exchange bindings are not supported",
+            )),
+            _ => Err(Fault::channel(
+                fault::COMMAND_INVALID,
+                "unexpected exchange method",
+            )),
+        }
+    }
+
+    async fn reply(&mut self, ch: u16, nowait: bool, m: exchange::AMQPMethod) -> Result<(), Fault> {
+        if nowait {
+            return Ok(());
+        }
+        self.send(ch, AMQPClass::Exchange(m)).await
+    }
+
+    pub(crate) async fn queue_method(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), Fault> {
+        let connection = self.id;
+        let (nowait, reply) = match m {
+            queue::AMQPMethod::Declare(d) => {
+                let spec = QueueSpec {
+                    durable: d.durable,
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    arguments: table_to_headers(&d.arguments),
+                };
+                let declared = self
+                    .broker
+                    .queue_declare(d.queue.as_str(), spec, d.passive, connection)?;
+                let ok = queue::DeclareOk {
+                    queue: declared.name.into(),
+                    message_count: u32::try_from(declared.messages).unwrap_or(u32::MAX),
+                    consumer_count: declared.consumers,
+                };
+                (d.nowait, queue::AMQPMethod::DeclareOk(ok))
+            }
+            queue::AMQPMethod::Bind(b) => {
+                let args = table_to_headers(&b.arguments);
+                let queue = self.default_queue(ch, b.queue.as_str())?;
+                self.broker.queue_bind(
+                    &queue,
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                    args,
+                    connection,
+                )?;
+                (b.nowait, queue::AMQPMethod::BindOk(queue::BindOk {}))
+            }
+            queue::AMQPMethod::Unbind(u) => {
+                let args = table_to_headers(&u.arguments);
+                let queue = self.default_queue(ch, u.queue.as_str())?;
+                self.broker.queue_unbind(
+                    &queue,
+                    u.exchange.as_str(),
+                    u.routing_key.as_str(),
+                    args,
+                    connection,
+                )?;
+                (false, queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))
+            }
+            queue::AMQPMethod::Purge(p) => {
+                let queue = self.default_queue(ch, p.queue.as_str())?;
+                let n = self.broker.queue_purge(&queue, connection)?;
+                let ok = queue::PurgeOk {
+                    message_count: u32::try_from(n).unwrap_or(u32::MAX),
+                };
+                (p.nowait, queue::AMQPMethod::PurgeOk(ok))
+            }
+            queue::AMQPMethod::Delete(d) => {
+                let queue = self.default_queue(ch, d.queue.as_str())?;
+                let n = self
+                    .broker
+                    .queue_delete(&queue, d.if_unused, d.if_empty, connection)?;
+                let ok = queue::DeleteOk {
+                    message_count: u32::try_from(n).unwrap_or(u32::MAX),
+                };
+                (d.nowait, queue::AMQPMethod::DeleteOk(ok))
+            }
+            _ => return Err(Fault::channel(fault::COMMAND_INVALID, "unexpected queue method")),
+        };
+        if let queue::AMQPMethod::DeclareOk(ok) = &reply {
+            self.channel(ch)?.last_queue = Some(ok.queue.as_str().to_string());
+        }
+        if nowait {
+            return Ok(());
+        }
+        self.send(ch, AMQPClass::Queue(reply)).await
+    }
+
+    /// The queue a method names; an empty name means the channel's last declared queue.
+    pub(crate) fn default_queue(&mut self, ch: u16, name: &str) -> Result<String, Fault> {
+        if !name.is_empty() {
+            return Ok(name.to_string());
+        }
+        self.channel(ch)?
+            .last_queue
+            .clone()
+            .ok_or_else(|| Fault::channel(fault::NOT_FOUND, "no previously declared queue"))
+    }
+}

@@ -1,0 +1,75 @@
+//! Queue arguments (`x-...`): which ones Rivulet honours, and their checks. An argument it
+//! does not honour is refused by name rather than accepted and ignored.
+
+use super::error::{QueueError, Result};
+use crate::routing::{FieldValue, Headers};
+
+/// Arguments honoured, with what they do.
+const KNOWN: &[&str] = &[
+    // classic | quorum: both are a durable-capable single-partition log here.
+    "x-queue-type",
+    // Deliveries after which a message is dead-lettered (or dropped).
+    "x-delivery-limit",
+    // Where rejected and over-delivered messages go.
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+];
+
+/// Checks a declaration's arguments.
+pub fn validate(args: &Headers, durable: bool, exclusive: bool) -> Result<()> {
+    for key in args.keys() {
+        if !KNOWN.contains(&key.as_str()) {
+            return Err(QueueError::PreconditionFailed(format!(
+                "queue argument '{key}' is not supported by Rivulet"
+            )));
+        }
+    }
+    match args.get("x-queue-type") {
+        None => {}
+        Some(FieldValue::Str(t)) if t == "classic" => {}
+        Some(FieldValue::Str(t)) if t == "quorum" && (!durable || exclusive) => {
+            return Err(QueueError::PreconditionFailed(
+                "a quorum queue must be durable and not exclusive".to_string(),
+            ));
+        }
+        Some(FieldValue::Str(t)) if t == "quorum" => {}
+        Some(other) => {
+            return Err(QueueError::PreconditionFailed(format!(
+                "invalid arg 'x-queue-type': {other:?} (classic or quorum)"
+            )))
+        }
+    }
+    if args.contains_key("x-delivery-limit") && delivery_limit(args).is_none() {
+        return Err(QueueError::PreconditionFailed(
+            "invalid arg 'x-delivery-limit': a positive integer below 65536".to_string(),
+        ));
+    }
+    for key in ["x-dead-letter-exchange", "x-dead-letter-routing-key"] {
+        if args.get(key).is_some_and(|v| !matches!(v, FieldValue::Str(_))) {
+            return Err(QueueError::PreconditionFailed(format!(
+                "invalid arg '{key}': a string"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `x-delivery-limit`: deliveries allowed before a message is dead-lettered.
+pub fn delivery_limit(args: &Headers) -> Option<u16> {
+    match args.get("x-delivery-limit")? {
+        FieldValue::Int(n) => u16::try_from(*n).ok().filter(|n| *n > 0),
+        _ => None,
+    }
+}
+
+/// `x-dead-letter-exchange` and the routing key override, when set.
+pub fn dead_letter(args: &Headers) -> Option<(String, Option<String>)> {
+    let FieldValue::Str(exchange) = args.get("x-dead-letter-exchange")? else {
+        return None;
+    };
+    let key = match args.get("x-dead-letter-routing-key") {
+        Some(FieldValue::Str(k)) => Some(k.clone()),
+        _ => None,
+    };
+    Some((exchange.clone(), key))
+}

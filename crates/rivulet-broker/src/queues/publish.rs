@@ -1,0 +1,142 @@
+//! Routing and appending published messages, storing settlement state, and restoring
+//! queues at start.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::error::Result;
+use super::{definitions, Queue, StoredState};
+use crate::data::{Appended, Create, NewRecord};
+use crate::error::BrokerError;
+use crate::offsets::CommittedOffset;
+use crate::routing::Headers;
+use crate::Broker;
+
+/// Key of a queue's entry in the state log (with the queue's name as the group).
+const STATE_TOPIC_KEY: &str = "";
+
+impl Broker {
+    /// The queues a message published to `exchange` with `key` and `headers` goes to;
+    /// names of queues that do not exist are left out.
+    pub fn route(&self, exchange: &str, key: &str, headers: &Headers) -> Result<BTreeSet<String>> {
+        let registry = self.inner.queues.lock();
+        let mut targets = registry.topology.route(exchange, key, headers)?;
+        targets.retain(|q| registry.queues.contains_key(q));
+        Ok(targets)
+    }
+
+    /// Appends one message to each queue in `targets` and wakes their consumers. The
+    /// returned handles resolve once the copies are durable by their topics' policies.
+    pub fn publish(&self, targets: &BTreeSet<String>, record: &NewRecord) -> Result<Vec<Appended>> {
+        let mut out = Vec::with_capacity(targets.len());
+        for name in targets {
+            let appended = self.append_records(name, vec![record.clone()], Create::Never)?;
+            out.push(appended);
+            if let Some(queue) = self.inner.queues.get(name) {
+                queue.wake();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a durable queue's settlement state when it changed (not waiting for the
+    /// disk: a crash of the process keeps what the OS has; the log's policy syncs it).
+    pub fn store_queue_state(&self, queue: &Queue) {
+        if !queue.spec().durable {
+            return;
+        }
+        let Some(state) = queue.state_to_store() else {
+            return;
+        };
+        let entry = CommittedOffset {
+            offset: state.floor,
+            leader_epoch: -1,
+            metadata: Some(state.encode()),
+            commit_timestamp_ms: rivulet_log::now_ms(),
+        };
+        let entries = vec![(STATE_TOPIC_KEY.to_string(), 0, entry)];
+        if let Err(e) = self
+            .inner
+            .queues
+            .state_log()
+            .commit_durable(queue.name(), entries)
+        {
+            tracing::error!(queue = %queue.name(), error = %e, "Storing queue state failed");
+        }
+    }
+
+    pub(super) fn forget_queue_state(&self, name: &str) {
+        // Tombstones need not be waited for: a restart without the queue ignores its state.
+        let entries = [(STATE_TOPIC_KEY.to_string(), 0)];
+        if let Err(e) = self.inner.queues.state_log().forget(name, &entries) {
+            tracing::warn!(queue = %name, error = %e, "Removing queue state failed");
+        }
+    }
+
+    /// Frees whole segments below each queue's ack floor (log maintenance calls this):
+    /// acknowledged messages in the segment being written stay readable as Kafka records
+    /// until it rolls.
+    pub(crate) fn free_acknowledged(&self) {
+        for queue in self.inner.queues.list() {
+            let Ok(log) = self.partition_log(queue.name(), 0) else {
+                continue;
+            };
+            let base = log.segment_base_of(queue.floor());
+            if base > log.log_start_offset() {
+                if let Err(e) = log.delete_records_before(base) {
+                    tracing::warn!(queue = %queue.name(), error = %e, "Freeing acknowledged messages failed");
+                }
+            }
+        }
+    }
+
+    /// Restores durable queues, exchanges and bindings; removes the topics of transient
+    /// and exclusive queues (they vanish with the broker, as in RabbitMQ).
+    pub(crate) fn recover_queues(&self) -> std::result::Result<(), BrokerError> {
+        let queues = &self.inner.queues;
+        let defs = definitions::load(self.inner.context.storage.as_ref(), &queues.definitions)?;
+        let mut registry = queues.lock();
+        for e in &defs.exchanges {
+            match e.exchange() {
+                Some(x) => {
+                    let _ = registry.topology.declare(&e.name, x, false);
+                }
+                None => {
+                    tracing::warn!(exchange = %e.name, kind = %e.kind, "Skipping a stored exchange of unknown kind")
+                }
+            }
+        }
+        for q in &defs.queues {
+            if !q.survives() {
+                match self.delete_topic(&q.name) {
+                    Ok(()) | Err(BrokerError::UnknownTopic(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            let Some(topic) = self.topic(&q.name) else {
+                tracing::warn!(queue = %q.name, "The topic of a durable queue is gone; dropping the queue");
+                continue;
+            };
+            let (log_start, _) = topic.offsets(0).unwrap_or((0, 0));
+            let stored = queues
+                .state_log()
+                .fetch(&q.name, STATE_TOPIC_KEY, 0)
+                .and_then(|c| StoredState::decode(c.offset, c.metadata.as_deref().unwrap_or("")))
+                .unwrap_or_default();
+            let queue = Arc::new(Queue::new(&q.name, q.spec(), None, stored));
+            queue.skip_to(log_start);
+            registry.queues.insert(q.name.clone(), queue);
+        }
+        for b in &defs.bindings {
+            if registry.queues.contains_key(&b.queue) {
+                let _ = registry.topology.bind(&b.exchange, b.binding());
+            }
+        }
+        if !defs.queues.is_empty() {
+            tracing::info!(queues = registry.queues.len(), "Restored queues");
+        }
+        let defs = definitions::snapshot(&registry);
+        definitions::save(self.inner.context.storage.as_ref(), &queues.definitions, &defs)
+    }
+}

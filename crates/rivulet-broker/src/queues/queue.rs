@@ -1,0 +1,269 @@
+//! One queue: a single-partition topic and the settlement state of its messages, shared by
+//! the consumers that compete for them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::routing::Headers;
+use crate::settle::{AcquiredRange, Settle, SettleError, SettleLimits, SharedPartition};
+
+/// How long a delivered, unacknowledged message stays with its consumer: until the
+/// consumer's channel closes, in practice.
+const HOLD: Duration = Duration::from_secs(24 * 3600);
+/// Offsets tracked one by one past the ack floor; a consumer holding the message at the
+/// floor unacknowledged stops deliveries this far beyond it.
+pub const WINDOW_MAX: usize = 100_000;
+/// Settled ranges above the ack floor kept in the stored state; acknowledgements beyond
+/// these come back after a restart (at-least-once).
+pub const STORED_RANGES_MAX: usize = 256;
+
+/// What a queue was declared with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    /// Survives a restart; transient queues vanish with the broker.
+    pub durable: bool,
+    /// Used only by the declaring connection, and deleted when it closes.
+    pub exclusive: bool,
+    /// Deleted when its last consumer goes (once it had one).
+    pub auto_delete: bool,
+    /// `x-` arguments, as declared.
+    pub arguments: Headers,
+}
+
+/// Counters of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueCounts {
+    /// Messages a consumer could be handed now.
+    pub ready: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub unacked: u64,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+/// The settlement state stored for a durable queue.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredState {
+    /// Every offset below is settled.
+    pub floor: i64,
+    /// Every offset below was handed out at least once.
+    pub delivered_end: i64,
+    /// Settled ranges above the floor, at most [`STORED_RANGES_MAX`].
+    pub settled: Vec<(i64, i64)>,
+}
+
+impl StoredState {
+    /// The text kept in the state log entry's metadata.
+    pub fn encode(&self) -> String {
+        let ranges: Vec<String> = self.settled.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+        format!("{};{}", self.delivered_end, ranges.join(","))
+    }
+
+    /// Parses [`StoredState::encode`]'s text; `None` when it is not ours.
+    pub fn decode(floor: i64, text: &str) -> Option<StoredState> {
+        let (end, ranges) = text.split_once(';')?;
+        let mut settled = Vec::new();
+        for r in ranges
+            .split(',')
+            .filter(|r| !r.is_empty())
+            .take(STORED_RANGES_MAX)
+        {
+            let (a, b) = r.split_once('-')?;
+            settled.push((a.parse().ok()?, b.parse().ok()?));
+        }
+        Some(StoredState {
+            floor,
+            delivered_end: end.parse().ok()?,
+            settled,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    settle: SharedPartition,
+    consumers: u32,
+    exclusive_consumer: bool,
+    had_consumer: bool,
+    stored: StoredState,
+}
+
+/// One queue. Shared by the registry and every consumer of it.
+#[derive(Debug)]
+pub struct Queue {
+    name: String,
+    spec: QueueSpec,
+    owner: Option<u64>,
+    state: Mutex<State>,
+    changed: watch::Sender<u64>,
+    deleted: AtomicBool,
+}
+
+impl Queue {
+    pub(crate) fn new(name: &str, spec: QueueSpec, owner: Option<u64>, stored: StoredState) -> Queue {
+        let limit = super::args::delivery_limit(&spec.arguments).unwrap_or(u16::MAX);
+        let limits = SettleLimits {
+            lock: HOLD,
+            delivery_limit: limit,
+            window: WINDOW_MAX,
+        };
+        let mut settle = SharedPartition::new(stored.floor.max(0), limits);
+        settle.restore(&stored.settled, stored.delivered_end);
+        Queue {
+            name: name.to_string(),
+            spec,
+            owner,
+            state: Mutex::new(State {
+                settle,
+                consumers: 0,
+                exclusive_consumer: false,
+                had_consumer: false,
+                stored,
+            }),
+            changed: watch::channel(0).0,
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The queue's name (also its topic's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it was declared with.
+    pub fn spec(&self) -> &QueueSpec {
+        &self.spec
+    }
+
+    /// The connection an exclusive queue belongs to.
+    pub fn owner(&self) -> Option<u64> {
+        self.owner
+    }
+
+    /// True once deleted: consumers stop.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Wakes consumers waiting for messages (a publish, a release, a deletion).
+    pub fn wake(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever [`Queue::wake`] runs.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Hands up to `max` messages to `owner`: requeued ones first, in order, then new ones
+    /// up to `available_end`.
+    pub fn acquire(&self, owner: &Arc<str>, available_end: i64, max: usize) -> Vec<AcquiredRange> {
+        if max == 0 {
+            return Vec::new();
+        }
+        self.lock()
+            .settle
+            .acquire(owner, available_end, max, Instant::now())
+    }
+
+    /// Gives back acquired messages that could not be delivered, uncounted.
+    pub fn unacquire(&self, owner: &str, first: i64, last: i64) {
+        self.lock().settle.unacquire(owner, first, last);
+        self.wake();
+    }
+
+    /// Settles one delivered message. Returns true when a released message was archived
+    /// instead (it reached the delivery limit).
+    pub fn settle(&self, owner: &str, offset: i64, how: Settle) -> Result<bool, SettleError> {
+        let archived = {
+            let mut state = self.lock();
+            state.settle.settle(owner, offset, offset, how)?;
+            how == Settle::Release && state.settle.is_settled(offset)
+        };
+        if how == Settle::Release {
+            self.wake();
+        }
+        Ok(archived)
+    }
+
+    /// Gives back everything `owner` holds (its channel closed, or it asked to recover).
+    pub fn release_owner(&self, owner: &str) {
+        self.lock().settle.release_owner(owner);
+        self.wake();
+    }
+
+    /// Skips messages the log no longer holds.
+    pub fn skip_to(&self, log_start: i64) {
+        self.lock().settle.skip_to(log_start);
+    }
+
+    /// Drops every message not delivered; returns how many.
+    pub(crate) fn purge(&self, available_end: i64) -> u64 {
+        self.lock().settle.purge(available_end)
+    }
+
+    /// Counts ready and unacknowledged messages.
+    pub fn counts(&self, available_end: i64) -> QueueCounts {
+        let state = self.lock();
+        QueueCounts {
+            ready: state.settle.ready(available_end),
+            unacked: state.settle.acquired() as u64,
+            consumers: state.consumers,
+        }
+    }
+
+    /// The ack floor: every message below it is settled.
+    pub fn floor(&self) -> i64 {
+        self.lock().settle.start()
+    }
+
+    /// Adds a consumer; false when an exclusive consumer holds the queue, or `exclusive`
+    /// is asked while others consume.
+    pub(crate) fn add_consumer(&self, exclusive: bool) -> bool {
+        let mut state = self.lock();
+        if state.exclusive_consumer || (exclusive && state.consumers > 0) {
+            return false;
+        }
+        state.consumers += 1;
+        state.exclusive_consumer = exclusive;
+        state.had_consumer = true;
+        true
+    }
+
+    /// Removes a consumer; true when an auto-delete queue just lost its last one.
+    pub(crate) fn remove_consumer(&self) -> bool {
+        let mut state = self.lock();
+        state.consumers = state.consumers.saturating_sub(1);
+        if state.consumers == 0 {
+            state.exclusive_consumer = false;
+        }
+        self.spec.auto_delete && state.had_consumer && state.consumers == 0
+    }
+
+    /// The state to store when it changed since the last call.
+    pub(crate) fn state_to_store(&self) -> Option<StoredState> {
+        let mut state = self.lock();
+        let now = StoredState {
+            floor: state.settle.start(),
+            delivered_end: state.settle.end(),
+            settled: state.settle.settled_ranges(STORED_RANGES_MAX),
+        };
+        if now == state.stored {
+            return None;
+        }
+        state.stored = now.clone();
+        Some(now)
+    }
+}
