@@ -305,6 +305,7 @@ impl Connection {
             let Some(range) = queue.acquire(&shared.owner, end, 1).first().copied() else {
                 break;
             };
+            self.broker.store_queue_state(&queue);
             let read = self.broker.read_records(&name, 0, range.first, 1 << 20, 1);
             let record = read
                 .ok()

@@ -214,8 +214,10 @@ impl Connection {
             Some(AMQPValue::FieldTable(t)) => t.clone(),
             _ => return,
         };
-        self.caps.consumer_cancel_notify =
-            matches!(caps.inner().get("consumer_cancel_notify"), Some(AMQPValue::Boolean(true)));
+        self.caps.consumer_cancel_notify = matches!(
+            caps.inner().get("consumer_cancel_notify"),
+            Some(AMQPValue::Boolean(true))
+        );
     }
 
     fn apply_tune(&mut self, tuned: &connection::TuneOk) -> Result<(), Fault> {

@@ -8,7 +8,7 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use bytes::Bytes;
 use rivulet_broker::queues::Queue;
 use rivulet_broker::settle::{AcquiredRange, Settle};
-use rivulet_broker::{Broker, BrokerError, StoredRecord};
+use rivulet_broker::{Broker, BrokerError, StoredRecord, Woke};
 
 use crate::frame;
 use crate::message::{self, Outgoing};
@@ -40,6 +40,9 @@ pub struct Closed;
 pub async fn run(c: Consumer) {
     let mut changes = c.queue.changes();
     let mut credit = c.channel.credit_changes();
+    // Messages become visible when their append is durable, after the publish woke us.
+    let mut data = c.broker.watch([(c.queue.name(), 0)]);
+    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
     loop {
         changes.borrow_and_update();
         credit.borrow_and_update();
@@ -59,10 +62,13 @@ pub async fn run(c: Consumer) {
         }
         let end = c.broker.queue_end(c.queue.name());
         let ranges = c.queue.acquire(&c.channel.owner, end, room);
+        // Stored before the deliveries leave: after a crash they come back as redelivered.
+        c.broker.store_queue_state(&c.queue);
         if ranges.is_empty() {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
                 r = credit.changed() => if r.is_err() { return },
+                woke = data.wait(far()) => if woke == Woke::ShuttingDown { return },
             }
             continue;
         }

@@ -165,6 +165,7 @@ impl Rivulet {
     }
 
     /// `http://127.0.0.1:<http port>`: the HTTP gateway.
+    /// The AMQP URL of this server.
     pub fn amqp_url(&self) -> String {
         format!("amqp://127.0.0.1:{}", self.amqp_port)
     }

@@ -1,0 +1,146 @@
+"""pika (BlockingConnection) against Rivulet's AMQP front end: publisher confirms and
+returns, prefetch, nack/requeue order and redelivery, dead-lettering with x-death, the
+delivery limit, basic.get, purge, and channel errors. Prints `OK <check>` per check."""
+
+import sys
+import time
+
+import pika
+from pika.exceptions import ChannelClosedByBroker, UnroutableError
+
+URL = sys.argv[1]
+
+
+def connect():
+    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    return conn, conn.channel()
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAIL {what}", flush=True)
+        sys.exit(1)
+
+
+def wait_for(conn, got, n):
+    """Processes events until `n` deliveries arrived, then a little longer, so a
+    delivery beyond `n` would show."""
+    deadline = time.monotonic() + 5
+    while len(got) < n and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.1)
+    settle = time.monotonic() + 0.3
+    while time.monotonic() < settle:
+        conn.process_data_events(time_limit=0.1)
+
+
+def confirms_and_returns():
+    conn, ch = connect()
+    ch.confirm_delivery()
+    ch.queue_declare("p_confirmed", durable=True)
+    for i in range(100):
+        ch.basic_publish("", "p_confirmed", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    try:
+        ch.basic_publish("", "no_such_queue", b"lost", mandatory=True)
+        check(False, "an unroutable mandatory message was confirmed without a return")
+    except UnroutableError as e:
+        check(len(e.messages) == 1, "one message returned")
+    q = ch.queue_declare("p_confirmed", durable=True, passive=True)
+    check(q.method.message_count == 100, f"100 confirmed messages queued, not {q.method.message_count}")
+    conn.close()
+    print("OK confirms and returns", flush=True)
+
+
+def prefetch_and_requeue_order():
+    conn, ch = connect()
+    ch.queue_declare("p_prefetch")
+    for i in range(10):
+        ch.basic_publish("", "p_prefetch", f"m{i}".encode())
+    ch.basic_qos(prefetch_count=3)
+    got = []
+
+    def on_message(c, method, props, body):
+        got.append((method.delivery_tag, body.decode(), method.redelivered))
+
+    ch.basic_consume("p_prefetch", on_message)
+    wait_for(conn, got, 3)
+    check(len(got) == 3, f"prefetch 3 allows 3 unacked deliveries, got {len(got)}")
+    # Requeue the first two (multiple): they come back first, in order, redelivered.
+    ch.basic_nack(got[1][0], multiple=True, requeue=True)
+    ch.basic_ack(got[2][0])
+    del got[:]
+    wait_for(conn, got, 3)
+    check([b for _, b, _ in got] == ["m0", "m1", "m3"], f"requeued first, in order: {got}")
+    check([r for _, _, r in got] == [True, True, False], f"redelivered flags: {got}")
+    conn.close()
+    print("OK prefetch and requeue order", flush=True)
+
+
+def dead_letters_and_delivery_limit():
+    conn, ch = connect()
+    ch.exchange_declare("p_dlx", "fanout")
+    ch.queue_declare("p_dead")
+    ch.queue_bind("p_dead", "p_dlx")
+    args = {"x-dead-letter-exchange": "p_dlx", "x-delivery-limit": 2}
+    ch.queue_declare("p_work", arguments=args)
+    ch.basic_publish("", "p_work", b"rejected", pika.BasicProperties(headers={"k": "v"}))
+    ch.basic_publish("", "p_work", b"retried")
+    m, _, _ = ch.basic_get("p_work")
+    ch.basic_reject(m.delivery_tag, requeue=False)
+    for _ in range(2):
+        m, _, body = ch.basic_get("p_work")
+        check(body == b"retried", f"the retried message comes back, got {body}")
+        ch.basic_nack(m.delivery_tag, requeue=True)
+    m, _, _ = ch.basic_get("p_work")
+    check(m is None, "the message past its delivery limit is gone from the queue")
+    deaths = []
+    for _ in range(2):
+        m, props, body = ch.basic_get("p_dead", auto_ack=True)
+        check(m is not None, "two dead letters")
+        death = props.headers["x-death"][0]
+        deaths.append((body, death["reason"], death["queue"]))
+        if body == b"rejected":
+            check(props.headers.get("k") == "v", "the original headers survive dead-lettering")
+    check(sorted(deaths) == [(b"rejected", "rejected", "p_work"), (b"retried", "delivery_limit", "p_work")], f"x-death: {deaths}")
+    conn.close()
+    print("OK dead letters and delivery limit", flush=True)
+
+
+def get_purge_and_errors():
+    conn, ch = connect()
+    ch.queue_declare("p_misc")
+    for i in range(5):
+        ch.basic_publish("", "p_misc", f"m{i}".encode())
+    m, props, body = ch.basic_get("p_misc")
+    check(body == b"m0" and m.message_count == 4, f"get-ok with the remaining count: {m}")
+    purged = ch.queue_purge("p_misc")
+    check(purged.method.message_count == 4, f"purge drops the 4 not delivered: {purged.method}")
+    ch.basic_ack(m.delivery_tag)
+    try:
+        ch.queue_declare("p_missing", passive=True)
+        check(False, "a passive declare of a missing queue fails")
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == 404, f"404 NOT_FOUND, got {e.reply_code}")
+    ch = conn.channel()
+    try:
+        ch.queue_declare("p_misc", durable=True)
+        check(False, "an inequivalent redeclare fails")
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == 406, f"406 PRECONDITION_FAILED, got {e.reply_code}")
+    ch = conn.channel()
+    try:
+        ch.basic_ack(999)
+        ch.queue_declare("p_misc", passive=True)
+        check(False, "an unknown delivery tag fails")
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == 406, f"406 for an unknown delivery tag, got {e.reply_code}")
+    ch = conn.channel()
+    q = ch.queue_declare("p_misc", passive=True)
+    check(q.method.message_count == 0, "the connection still works after channel errors")
+    conn.close()
+    print("OK get, purge and channel errors", flush=True)
+
+
+confirms_and_returns()
+prefetch_and_requeue_order()
+dead_letters_and_delivery_limit()
+get_purge_and_errors()
