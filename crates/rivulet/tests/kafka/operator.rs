@@ -416,3 +416,75 @@ fn rt() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// `/readyz` and `/v1/status` list every listener; an AMQP address given explicitly that
+/// is busy stops the server with a clear error, while a busy default one (RabbitMQ's 5672)
+/// only shows as down.
+#[test]
+fn listeners_show_in_readyz_and_a_busy_default_amqp_port_only_warns() {
+    let server = Rivulet::start();
+    let (code, body) = curl(&[&format!("{}/readyz", server.http_base())]);
+    assert_eq!(code, 200, "{body}");
+    let ready: Value = serde_json::from_str(&body).expect("json");
+    let amqp = server.amqp_url().trim_start_matches("amqp://").to_string();
+    let listeners = ready["listeners"].as_array().expect("listeners");
+    assert!(
+        listeners
+            .iter()
+            .any(|l| l["protocol"] == "amqp" && l["address"] == amqp.as_str() && l["up"] == true),
+        "{body}"
+    );
+    let (_, status) = curl(&[&format!("{}/v1/status", server.http_base())]);
+    assert!(status.contains(&amqp), "{status}");
+
+    // Explicitly asked for and busy: an error naming the address.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = held.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off"])
+        .args(["--amqp-listen", &busy])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("AMQP: listening on {busy}")), "{stderr}");
+
+    // The default 127.0.0.1:5672, busy (held here unless RabbitMQ already holds it): the
+    // broker serves anyway and reports the listener down.
+    let _hold = std::net::TcpListener::bind("127.0.0.1:5672").ok();
+    let http = crate::harness::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("RIVULET_AMQP_LISTEN")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let url = format!("http://127.0.0.1:{http}/readyz");
+    let mut body = String::new();
+    for _ in 0..100 {
+        let (code, b) = curl(&["--max-time", "1", &url]);
+        if code == 200 {
+            body = b;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let ready: Value = serde_json::from_str(&body).expect("readyz answers");
+    let down = ready["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .find(|l| l["address"] == "127.0.0.1:5672")
+        .cloned()
+        .expect("the default AMQP address is listed");
+    assert_eq!(down["up"], false, "{body}");
+    assert!(down["error"].as_str().is_some_and(|e| e.contains("in use")), "{body}");
+}
