@@ -94,6 +94,8 @@ pub async fn serve(
         channels: HashMap::new(),
         caps: ClientCaps::default(),
     };
+    let metrics = conn.broker.metrics().clone();
+    metrics.connection_opened("amqp");
     match tokio::time::timeout(handshake, conn.handshake(&mut reader)).await {
         Ok(Ok(heartbeat)) => {
             beat_tx.send_replace(heartbeat);
@@ -108,6 +110,7 @@ pub async fn serve(
     }
     conn.cleanup();
     drop(conn);
+    metrics.connection_closed("amqp");
     let _ = writer.await;
 }
 
@@ -424,6 +427,9 @@ impl Connection {
     async fn channel_fault(&mut self, f: Fault) -> Result<(), Fault> {
         let ch = f.channel;
         tracing::info!(connection = self.id, channel = ch, code = f.code, text = %f.text, "AMQP channel error");
+        self.broker
+            .metrics()
+            .request_error("amqp", fault::code_name(f.code));
         if let Some(channel) = self.channels.get_mut(&ch) {
             channel.closing = true;
             channel.pending = None;
@@ -442,6 +448,9 @@ impl Connection {
     /// Sends `connection.close` and waits briefly for the client's close-ok.
     async fn close_with(&mut self, reader: &mut Reader, f: Fault) {
         tracing::info!(connection = self.id, code = f.code, text = %f.text, "AMQP connection error");
+        self.broker
+            .metrics()
+            .request_error("amqp", fault::code_name(f.code));
         let close = connection::Close {
             reply_code: f.code,
             reply_text: ShortString::from(f.text),

@@ -34,7 +34,7 @@ pub const NOT_IMPLEMENTED: u16 = 540;
 pub const INTERNAL_ERROR: u16 = 541;
 
 /// The name RabbitMQ prefixes reply texts with.
-fn code_name(code: u16) -> &'static str {
+pub fn code_name(code: u16) -> &'static str {
     match code {
         CONTENT_TOO_LARGE => "CONTENT_TOO_LARGE",
         NO_ROUTE => "NO_ROUTE",

@@ -9,7 +9,7 @@
 //! - `GET /v1/topics/{topic}/events`: a Server-Sent Events stream that `EventSource` can
 //!   follow, from a position or as a member of a consumer group with committed offsets,
 //!   resuming with `Last-Event-ID`.
-//! - Admin: topics, groups with lag, status; `/metrics`, `/healthz`, `/readyz`,
+//! - Admin: topics, groups with lag, queues and exchanges, status; `/metrics`, `/healthz`, `/readyz`,
 //!   `/openapi.json`.
 //!
 //! Errors are JSON `{error_code, message}` with a matching HTTP status (see [`ApiError`]).
@@ -20,6 +20,7 @@ mod consume;
 pub mod error;
 mod partitions;
 mod produce;
+mod queues;
 pub mod records;
 mod scrape;
 mod sse;
@@ -131,6 +132,17 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
             get(consume::poll),
         )
         .route("/v1/topics/{topic}/events", get(sse::events))
+        .route("/v1/queues", get(queues::list_queues))
+        .route(
+            "/v1/queues/{queue}",
+            get(queues::describe_queue).delete(queues::delete_queue),
+        )
+        .route("/v1/queues/{queue}/purge", post(queues::purge_queue))
+        .route("/v1/exchanges", get(queues::list_exchanges))
+        .route(
+            "/v1/exchanges/{exchange}",
+            get(queues::describe_exchange).delete(queues::delete_exchange),
+        )
         .route("/v1/groups", get(admin::list_groups))
         .route(
             "/v1/groups/{group}",

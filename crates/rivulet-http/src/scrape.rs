@@ -39,6 +39,20 @@ struct PartitionFamilies {
     partitions: Gauge,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+/// Families read from the broker's queues.
+#[derive(Default)]
+struct QueueFamilies {
+    ready: Family<QueueLabels, Gauge>,
+    unacked: Family<QueueLabels, Gauge>,
+    consumers: Family<QueueLabels, Gauge>,
+    queues: Gauge,
+}
+
 /// Families read from the groups' committed offsets.
 #[derive(Default)]
 struct LagFamilies {
@@ -101,6 +115,27 @@ pub(crate) fn render(broker: &Broker, metrics: &Metrics) -> String {
         lags.groups,
     );
     register_journal(&mut reg, broker);
+    let queues = queue_families(broker, &dropped);
+    reg.register(
+        "queue_messages_ready",
+        "Messages a queue's consumers could be handed now",
+        queues.ready,
+    );
+    reg.register(
+        "queue_messages_unacknowledged",
+        "Messages delivered from a queue and not yet acknowledged",
+        queues.unacked,
+    );
+    reg.register(
+        "queue_consumers",
+        "Consumers attached to a queue",
+        queues.consumers,
+    );
+    reg.register(
+        "queues",
+        "Queues (AMQP and other queue front ends)",
+        queues.queues,
+    );
     reg.register(
         "metrics_series_dropped",
         "Series left out of this scrape to bound cardinality",
@@ -139,6 +174,28 @@ fn partition_families(broker: &Broker, dropped: &Gauge) -> PartitionFamilies {
     out.disk.set(disk_bytes as i64);
     out.topics.set(topics.len() as i64);
     out.partitions.set(partitions);
+    out
+}
+
+fn queue_families(broker: &Broker, dropped: &Gauge) -> QueueFamilies {
+    let out = QueueFamilies::default();
+    let infos = broker.queue_infos();
+    for (n, q) in infos.iter().enumerate() {
+        if n >= SERIES_MAX {
+            dropped.inc();
+            continue;
+        }
+        let labels = QueueLabels {
+            queue: q.name.clone(),
+        };
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        out.ready.get_or_create(&labels).set(gauge(q.counts.ready));
+        out.unacked.get_or_create(&labels).set(gauge(q.counts.unacked));
+        out.consumers
+            .get_or_create(&labels)
+            .set(i64::from(q.counts.consumers));
+    }
+    out.queues.set(infos.len() as i64);
     out
 }
 

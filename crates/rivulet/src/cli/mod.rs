@@ -1,6 +1,8 @@
 //! Operator commands (`topic`, `produce`, `consume`, `group`, `txn`, `status`). They speak the Kafka
 //! protocol through librdkafka, so they work against Rivulet and against any Kafka cluster.
+//! `queue` and `exchange` use Rivulet's HTTP admin API: Kafka has no words for them.
 
+mod admin_http;
 mod bench;
 mod consume;
 mod dlq;
@@ -8,6 +10,7 @@ mod group;
 mod offsets;
 mod output;
 mod produce;
+mod queue;
 mod status;
 mod topic;
 mod topic_producers;
@@ -43,6 +46,10 @@ pub enum Command {
     Dlq(dlq::DlqArgs),
     /// Benchmark a Kafka-compatible broker against this machine's disk and loopback limits.
     Bench(bench::BenchArgs),
+    /// List, describe, purge and delete queues (AMQP), through the HTTP admin API.
+    Queue(queue::QueueArgs),
+    /// List, describe and delete exchanges (AMQP), through the HTTP admin API.
+    Exchange(queue::ExchangeArgs),
 }
 
 /// Runs an operator command.
@@ -56,6 +63,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Txn(args) => txn::run(args),
         Command::Dlq(args) => dlq::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Queue(args) => queue::run_queue(args),
+        Command::Exchange(args) => queue::run_exchange(args),
     }
 }
 

@@ -77,7 +77,7 @@ wait $server
     );
 }
 
-fn tutorial(server: &Rivulet, name: &str) -> String {
+pub fn tutorial(server: &Rivulet, name: &str) -> String {
     let output = Command::new("node")
         .current_dir(repo_root().join("tests/clients"))
         .args(["amqp/tutorials.js", &server.amqp_url(), name])

@@ -8,4 +8,5 @@ mod harness;
 mod amqplib;
 mod crash;
 mod hostile;
+mod operator;
 mod pika;

@@ -486,5 +486,8 @@ fn listeners_show_in_readyz_and_a_busy_default_amqp_port_only_warns() {
         .cloned()
         .expect("the default AMQP address is listed");
     assert_eq!(down["up"], false, "{body}");
-    assert!(down["error"].as_str().is_some_and(|e| e.contains("in use")), "{body}");
+    assert!(
+        down["error"].as_str().is_some_and(|e| e.contains("in use")),
+        "{body}"
+    );
 }

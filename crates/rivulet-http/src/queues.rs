@@ -1,0 +1,157 @@
+//! Admin routes for queues and exchanges (the AMQP front end's, and any protocol's that
+//! uses the broker's queues): list, describe, purge, delete.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use rivulet_broker::queues::{QueueError, QueueInfo, OPERATOR};
+use rivulet_broker::routing::{Binding, FieldValue, Headers};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> ApiError {
+        match e {
+            QueueError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, 40407, m),
+            QueueError::AccessRefused(m) => ApiError::new(StatusCode::FORBIDDEN, 40301, m),
+            QueueError::ResourceLocked(m) => ApiError::new(StatusCode::CONFLICT, 40907, m),
+            QueueError::PreconditionFailed(m) => ApiError::new(StatusCode::CONFLICT, 40908, m),
+            QueueError::LimitReached(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, 42901, m),
+            QueueError::Broker(e) => e.into(),
+        }
+    }
+}
+
+fn value(v: &FieldValue) -> Value {
+    match v {
+        FieldValue::Void => Value::Null,
+        FieldValue::Bool(b) => json!(b),
+        FieldValue::Int(i) => json!(i),
+        FieldValue::Float(f) => json!(f),
+        FieldValue::Str(s) => json!(s),
+        FieldValue::Bytes(b) => json!(String::from_utf8_lossy(b)),
+    }
+}
+
+fn headers(h: &Headers) -> Value {
+    Value::Object(h.iter().map(|(k, v)| (k.clone(), value(v))).collect())
+}
+
+fn queue_json(q: &QueueInfo) -> Value {
+    json!({
+        "name": q.name,
+        "durable": q.spec.durable,
+        "exclusive": q.spec.exclusive,
+        "auto_delete": q.spec.auto_delete,
+        "arguments": headers(&q.spec.arguments),
+        "messages_ready": q.counts.ready,
+        "messages_unacknowledged": q.counts.unacked,
+        "consumers": q.counts.consumers,
+        "ack_floor": q.ack_floor,
+        "end_offset": q.end,
+        "size_bytes": q.size_bytes,
+    })
+}
+
+fn binding_json(exchange: &str, b: &Binding) -> Value {
+    json!({"exchange": exchange, "queue": b.queue, "routing_key": b.key, "arguments": headers(&b.arguments)})
+}
+
+fn unknown_queue(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, 40407, format!("no queue {name:?}"))
+}
+
+pub(crate) async fn list_queues(State(state): State<AppState>) -> Json<Value> {
+    let queues: Vec<Value> = state.broker.queue_infos().iter().map(queue_json).collect();
+    Json(json!({"queues": queues}))
+}
+
+pub(crate) async fn describe_queue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = state
+        .broker
+        .queue_info(&name)
+        .ok_or_else(|| unknown_queue(&name))?;
+    let topology = state.broker.queues().topology();
+    let bindings: Vec<Value> = topology
+        .bindings()
+        .filter(|(_, b)| b.queue == name)
+        .map(|(e, b)| binding_json(e, b))
+        .collect();
+    let mut out = queue_json(&info);
+    out["bindings"] = Value::Array(bindings);
+    Ok(Json(out))
+}
+
+pub(crate) async fn purge_queue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let purged = state.broker.queue_purge(&name, OPERATOR)?;
+    Ok(Json(json!({"queue": name, "purged": purged})))
+}
+
+pub(crate) async fn delete_queue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if state.broker.queue_info(&name).is_none() {
+        return Err(unknown_queue(&name));
+    }
+    let messages = state.broker.queue_delete(&name, false, false, OPERATOR)?;
+    Ok(Json(json!({"queue": name, "deleted_messages": messages})))
+}
+
+pub(crate) async fn list_exchanges(State(state): State<AppState>) -> Json<Value> {
+    let topology = state.broker.queues().topology();
+    let exchanges: Vec<Value> = topology
+        .exchanges()
+        .map(|(name, e)| {
+            let bindings = topology.bindings().filter(|(x, _)| *x == name).count();
+            json!({
+                "name": name,
+                "type": e.kind.as_str(),
+                "durable": e.durable,
+                "auto_delete": e.auto_delete,
+                "internal": e.internal,
+                "bindings": bindings,
+            })
+        })
+        .collect();
+    Json(json!({"exchanges": exchanges}))
+}
+
+pub(crate) async fn describe_exchange(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let topology = state.broker.queues().topology();
+    let e = topology
+        .exchange(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, 40408, format!("no exchange {name:?}")))?;
+    let bindings: Vec<Value> = topology
+        .bindings()
+        .filter(|(x, _)| **x == name)
+        .map(|(x, b)| binding_json(x, b))
+        .collect();
+    Ok(Json(json!({
+        "name": name,
+        "type": e.kind.as_str(),
+        "durable": e.durable,
+        "auto_delete": e.auto_delete,
+        "internal": e.internal,
+        "bindings": bindings,
+    })))
+}
+
+pub(crate) async fn delete_exchange(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.broker.exchange_delete(&name, false)?;
+    Ok(StatusCode::NO_CONTENT)
+}
