@@ -149,21 +149,20 @@ impl Connection {
             .broker
             .route(exchange, key, &headers)
             .map_err(|e| fail(e.into()))?;
-        let appends = if targets.is_empty() {
+        if targets.is_empty() {
+            // Nothing to append: what was batched before goes first, then the return and
+            // the confirm, in publish order.
+            self.flush_or_fail().await?;
             if publish.mandatory {
                 self.return_message(ch, &publish, &header, body).await?;
             }
-            Vec::new()
-        } else {
-            let record = message::to_record(exchange, key, &header, body);
-            self.broker
-                .publish(&targets, &record)
-                .map_err(|e| fail(e.into()))?
-        };
-        if let Some(confirms) = self.channel(ch)?.confirms.as_mut() {
-            confirms.push(appends).await;
+            if let Some(confirms) = self.channel(ch)?.confirms.as_mut() {
+                confirms.push(1, Vec::new(), false).await;
+            }
+            return Ok(());
         }
-        Ok(())
+        let record = message::to_record(exchange, key, &header, body);
+        self.batch_publish(ch, targets, record).await
     }
 
     async fn return_message(

@@ -4,7 +4,7 @@
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use bytes::Bytes;
-use rivulet_broker::Appended;
+use rivulet_broker::Durable;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -13,13 +13,17 @@ use crate::frame;
 /// Messages awaiting their confirm at most, per channel; publishing waits beyond.
 pub const UNCONFIRMED_MAX: usize = 8_192;
 
-/// One published message: its sequence number and the appends to wait for.
+/// A run of published messages: the last one's sequence number and the appends to wait for.
 #[derive(Debug)]
 pub struct Pending {
-    /// Publish sequence number, from 1.
+    /// Publish sequence number of the run's last message (numbers start at 1).
     pub seq: u64,
-    /// One per target queue; empty for an unroutable message (confirmed at once).
-    pub appends: Vec<Appended>,
+    /// Messages in the run.
+    pub count: u64,
+    /// What the run's appends wait for; empty for unroutable messages (confirmed at once).
+    pub durables: Vec<Durable>,
+    /// An append failed: the run is nacked.
+    pub failed: bool,
 }
 
 /// A channel in confirm mode.
@@ -42,12 +46,15 @@ impl Confirms {
         }
     }
 
-    /// Queues the next publish's confirm (waits when [`UNCONFIRMED_MAX`] are pending).
-    pub async fn push(&mut self, appends: Vec<Appended>) {
-        self.last_seq += 1;
+    /// Queues the confirm of the next `count` publishes (waits when [`UNCONFIRMED_MAX`]
+    /// runs are pending).
+    pub async fn push(&mut self, count: u64, durables: Vec<Durable>, failed: bool) {
+        self.last_seq += count;
         let pending = Pending {
             seq: self.last_seq,
-            appends,
+            count,
+            durables,
+            failed,
         };
         if self.tx.send(pending).await.is_err() {
             tracing::debug!("AMQP: confirm task gone");
@@ -85,28 +92,30 @@ async fn run(channel: u16, mut rx: mpsc::Receiver<Pending>, out: mpsc::Sender<By
             }
             return;
         };
-        match wait_all(pending.appends).await {
+        let result = match pending.failed {
+            true => Err("the append failed".to_string()),
+            false => Durable::wait_all(pending.durables)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match result {
             Ok(()) => done = Some(pending.seq),
             Err(e) => {
-                tracing::error!(seq = pending.seq, error = %e, "AMQP: a published message did not become durable");
+                tracing::error!(seq = pending.seq, messages = pending.count, error = %e, "AMQP: published messages did not become durable");
                 if let Some(seq) = done.take() {
                     if send(&out, channel, ack(seq)).await.is_err() {
                         return;
                     }
                 }
-                if send(&out, channel, nack(pending.seq)).await.is_err() {
+                if send(&out, channel, nack(pending.seq, pending.count > 1))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
         }
     }
-}
-
-async fn wait_all(appends: Vec<Appended>) -> rivulet_broker::Result<()> {
-    for a in appends {
-        a.durable().await?;
-    }
-    Ok(())
 }
 
 fn ack(seq: u64) -> AMQPClass {
@@ -116,10 +125,10 @@ fn ack(seq: u64) -> AMQPClass {
     }))
 }
 
-fn nack(seq: u64) -> AMQPClass {
+fn nack(seq: u64, multiple: bool) -> AMQPClass {
     AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
         delivery_tag: seq,
-        multiple: false,
+        multiple,
         requeue: false,
     }))
 }

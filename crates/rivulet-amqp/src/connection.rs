@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amq_protocol::protocol::{channel, connection, AMQPClass};
+use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use bytes::Bytes;
 use rivulet_broker::Broker;
@@ -16,6 +16,7 @@ use crate::channel::Channel;
 use crate::fault::{self, Fault};
 use crate::frame::{self, Frame, PROTOCOL_HEADER};
 use crate::io::{self, ReadError, Reader};
+use crate::publish::PublishBatch;
 use crate::AmqpConfig;
 
 /// What the client said it understands (`client_properties.capabilities`).
@@ -44,12 +45,16 @@ pub struct Connection {
     pub channels: HashMap<u16, Channel>,
     /// What the client understands.
     pub caps: ClientCaps,
+    /// Published messages not yet appended.
+    pub batch: PublishBatch,
 }
 
 /// Why the frame loop ended.
 enum End {
-    /// The client closed or the socket ended.
+    /// The socket ended.
     Done,
+    /// The client closed the connection and got its close-ok.
+    Closed,
     /// A connection error: `connection.close` goes out, then the socket closes.
     Fault(Fault),
 }
@@ -93,6 +98,7 @@ pub async fn serve(
         out: tx,
         channels: HashMap::new(),
         caps: ClientCaps::default(),
+        batch: PublishBatch::default(),
     };
     let metrics = conn.broker.metrics().clone();
     metrics.connection_opened("amqp");
@@ -101,8 +107,11 @@ pub async fn serve(
             beat_tx.send_replace(heartbeat);
             tracing::debug!(?peer, connection = id, heartbeat, "AMQP connection open");
             let end = conn.run(&mut reader, heartbeat, shutdown).await;
-            if let End::Fault(f) = end {
-                conn.close_with(&mut reader, f).await;
+            // Messages received before an error are kept, as if the error came after them.
+            let _ = conn.flush_publishes().await;
+            match end {
+                End::Fault(f) => conn.close_with(&mut reader, f).await,
+                End::Done | End::Closed => {}
             }
         }
         Ok(Err(f)) => conn.close_with(&mut reader, f).await,
@@ -111,7 +120,10 @@ pub async fn serve(
     conn.cleanup();
     drop(conn);
     metrics.connection_closed("amqp");
+    // The writer sends what is queued (the close-ok), then shuts the socket's write side;
+    // reading on to the client's end of stream lets the socket close without a reset.
     let _ = writer.await;
+    reader.drain(Duration::from_secs(1)).await;
 }
 
 fn server_properties() -> FieldTable {
@@ -286,11 +298,21 @@ impl Connection {
     async fn run(&mut self, reader: &mut Reader, heartbeat: u16, mut shutdown: watch::Receiver<bool>) -> End {
         let silence = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat) * 2));
         loop {
-            let frame = tokio::select! {
-                r = reader.next(self.frame_max, silence) => r,
-                _ = shutdown.wait_for(|s| *s) => {
-                    return End::Fault(Fault::connection(fault::CONNECTION_FORCED, "broker shutting down"));
+            let frame = match reader.buffered(self.frame_max) {
+                Ok(Some(f)) => Ok(Some(f)),
+                Ok(None) => {
+                    // About to wait for bytes: what was published so far is appended now.
+                    if let Err(f) = self.flush_or_fail().await {
+                        return End::Fault(f);
+                    }
+                    tokio::select! {
+                        r = reader.next(self.frame_max, silence) => r,
+                        _ = shutdown.wait_for(|s| *s) => {
+                            return End::Fault(Fault::connection(fault::CONNECTION_FORCED, "broker shutting down"));
+                        }
+                    }
                 }
+                Err(e) => Err(ReadError::Frame(e)),
             };
             let frame = match frame {
                 Ok(Some(f)) => f,
@@ -302,11 +324,19 @@ impl Connection {
                 }
                 Err(e) => return End::Fault(read_fault(e)),
             };
+            if !is_publishing(&frame) {
+                if let Err(f) = self.flush_or_fail().await {
+                    return End::Fault(f);
+                }
+            }
             match self.apply(frame).await {
                 Ok(true) => {}
-                Ok(false) => return End::Done,
+                Ok(false) => return End::Closed,
                 Err(f) if f.connection || f.channel == 0 => return End::Fault(f),
                 Err(f) => {
+                    if let Err(f) = self.flush_or_fail().await {
+                        return End::Fault(f);
+                    }
                     if let Err(f) = self.channel_fault(f).await {
                         return End::Fault(f);
                     }
@@ -481,6 +511,14 @@ impl Connection {
             channel.shut(&self.broker);
         }
         self.broker.queues_connection_closed(self.id);
+    }
+}
+
+/// Frames of a publish: applying them may add to the batch without flushing it.
+fn is_publishing(frame: &Frame) -> bool {
+    match frame {
+        Frame::Method(_, class) => matches!(**class, AMQPClass::Basic(basic::AMQPMethod::Publish(_))),
+        Frame::Header(..) | Frame::Body(..) | Frame::Heartbeat(_) => true,
     }
 }
 

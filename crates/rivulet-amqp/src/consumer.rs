@@ -15,7 +15,7 @@ use crate::message::{self, Outgoing};
 use crate::shared::{ChannelShared, ConsumerState, Unacked};
 
 /// Bytes of stored batches one read covers.
-const READ_BYTES_MAX: usize = 1 << 20;
+const READ_BYTES_MAX: usize = 256 << 10;
 
 /// What a consumer task needs.
 #[derive(Debug, Clone)]

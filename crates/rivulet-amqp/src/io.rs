@@ -50,6 +50,23 @@ impl Reader {
         Ok(self.buf.split_to(n).freeze())
     }
 
+    /// Reads and discards until the peer closes, for at most `limit`.
+    pub async fn drain(&mut self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            self.buf.clear();
+            match tokio::time::timeout_at(deadline, self.half.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// The next frame already received, without reading the socket.
+    pub fn buffered(&mut self, frame_max: u32) -> Result<Option<Frame>, FrameError> {
+        frame::next_frame(&mut self.buf, frame_max)
+    }
+
     /// The next frame; `Ok(None)` at end of stream. `silence` bounds the wait for bytes
     /// (two heartbeat intervals; `None`: no bound).
     pub async fn next(
@@ -105,6 +122,7 @@ pub async fn write_loop(
         };
         let Some(mut bytes) = next else {
             let _ = w.flush().await;
+            let _ = w.shutdown().await;
             return;
         };
         loop {

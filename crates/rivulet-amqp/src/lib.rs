@@ -23,6 +23,7 @@ pub mod fault;
 pub mod frame;
 pub mod io;
 pub mod message;
+pub mod publish;
 pub mod server;
 pub mod shared;
 

@@ -221,10 +221,11 @@ impl Broker {
             &context,
             offsets::SHARE_STATE_TOPIC,
         )?;
-        let queue_state = OffsetStore::open_named(
+        let queue_state = OffsetStore::open_with_fsync(
             &internal.join(queues::QUEUE_STATE_TOPIC),
             &context,
             queues::QUEUE_STATE_TOPIC,
+            rivulet_log::FsyncPolicy::Interval(queues::STATE_SYNC_INTERVAL),
         )?;
         let queues = queues::Queues::new(queue_state, amqp_dir.join("definitions.json"));
         let (txn_store, txn_state) = txn::TxnStore::open(&internal.join(txn::TRANSACTIONS_TOPIC), &context)?;

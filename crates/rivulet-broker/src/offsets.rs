@@ -53,10 +53,23 @@ impl OffsetStore {
 
     /// Opens an offsets log named `name` (its key in the shared journal) under `dir`.
     pub fn open_named(dir: &Path, context: &LogContext, name: &'static str) -> Result<OffsetStore> {
+        OffsetStore::open_with_fsync(dir, context, name, FsyncPolicy::Always)
+    }
+
+    /// [`OffsetStore::open_named`] with another fsync policy: a store written on every
+    /// acknowledgement syncs on an interval instead, so its writes never wait for the disk
+    /// or add journal commits (a crash of the process keeps them; a power loss may lose
+    /// the last interval).
+    pub fn open_with_fsync(
+        dir: &Path,
+        context: &LogContext,
+        name: &'static str,
+        fsync: FsyncPolicy,
+    ) -> Result<OffsetStore> {
         let config = LogConfig {
             segment_bytes: 100 << 20,
             max_batch_bytes: 16 << 20,
-            fsync: FsyncPolicy::Always,
+            fsync,
             retention_ms: None,
             retention_bytes: None,
             cleanup: CleanupPolicy::COMPACT,

@@ -70,6 +70,11 @@ pub struct Appended {
 }
 
 impl Appended {
+    /// The handles [`Appended::durable`] waits for, one per partition written.
+    pub fn durables(&self) -> &[Durable] {
+        &self.durable
+    }
+
     /// Waits until every record is on disk (the partitions sync in parallel), then returns
     /// the positions.
     pub async fn durable(self) -> Result<Vec<RecordPosition>> {

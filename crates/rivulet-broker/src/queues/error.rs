@@ -45,7 +45,9 @@ impl QueueError {
 impl From<RoutingError> for QueueError {
     fn from(e: RoutingError) -> QueueError {
         match e {
-            RoutingError::NotFound(name) => QueueError::NotFound(format!("no exchange '{name}'")),
+            RoutingError::NotFound(name) => {
+                QueueError::NotFound(format!("no exchange '{name}' in vhost '/'"))
+            }
             RoutingError::AccessRefused(m) => QueueError::AccessRefused(m),
             RoutingError::PreconditionFailed(m) => QueueError::PreconditionFailed(m),
             RoutingError::InUse(name) => QueueError::PreconditionFailed(format!("exchange '{name}' in use")),

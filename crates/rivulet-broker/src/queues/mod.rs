@@ -26,6 +26,10 @@ use crate::routing::Topology;
 
 /// Name of the internal log keeping durable queues' settlement state.
 pub const QUEUE_STATE_TOPIC: &str = "__queue_state";
+/// How often the queue state log is synced: acknowledgements are written as they are
+/// applied (a crash of the process keeps them) and reach the disk within this interval (a
+/// power loss may bring back messages acknowledged in the last interval).
+pub const STATE_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Largest number of queues.
 pub const QUEUES_MAX: usize = 10_000;
 /// The connection id operators act as (HTTP API, CLI): exclusive queues do not lock them out.

@@ -40,7 +40,8 @@ impl Broker {
     }
 
     /// Stores a durable queue's settlement state when it changed (not waiting for the
-    /// disk: a crash of the process keeps what the OS has; the log's policy syncs it).
+    /// disk: a crash of the process keeps what the OS has; the log syncs every
+    /// [`super::STATE_SYNC_INTERVAL`]).
     pub fn store_queue_state(&self, queue: &Queue) {
         if !queue.spec().durable {
             return;

@@ -8,5 +8,6 @@ mod harness;
 mod amqplib;
 mod crash;
 mod hostile;
+mod lapin_client;
 mod operator;
 mod pika;

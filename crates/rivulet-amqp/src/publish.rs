@@ -1,0 +1,130 @@
+//! Publishing in batches: messages that arrive back to back (already in the read buffer)
+//! are appended to each queue together, as one record batch per queue, and confirmed
+//! together. A batch is flushed before the connection waits for more bytes, before any
+//! other method is applied, when it is full, and before a message that goes nowhere is
+//! returned or confirmed, so every channel's effects keep their order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rivulet_broker::{BrokerError, Create, Durable, NewRecord};
+
+use crate::connection::Connection;
+use crate::fault::{self, Fault};
+
+/// Messages in one batch at most.
+pub const BATCH_MESSAGES_MAX: usize = 512;
+/// Body bytes in one batch at most.
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
+
+/// One routed message waiting to be appended.
+#[derive(Debug)]
+struct Entry {
+    channel: u16,
+    targets: BTreeSet<String>,
+    record: NewRecord,
+}
+
+/// Routed messages not yet appended.
+#[derive(Debug, Default)]
+pub struct PublishBatch {
+    entries: Vec<Entry>,
+    bytes: usize,
+}
+
+impl PublishBatch {
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn full(&self) -> bool {
+        self.entries.len() >= BATCH_MESSAGES_MAX || self.bytes >= BATCH_BYTES_MAX
+    }
+}
+
+/// What one channel's messages in a flushed batch wait for.
+#[derive(Debug, Default)]
+struct ChannelShare {
+    count: u64,
+    durables: Vec<Durable>,
+    failed: bool,
+}
+
+impl Connection {
+    /// Adds a routed message to the batch (flushing when it is full).
+    pub(crate) async fn batch_publish(
+        &mut self,
+        channel: u16,
+        targets: BTreeSet<String>,
+        record: NewRecord,
+    ) -> Result<(), Fault> {
+        self.batch.bytes += record.value.as_ref().map_or(0, Vec::len);
+        self.batch.entries.push(Entry {
+            channel,
+            targets,
+            record,
+        });
+        if self.batch.full() {
+            self.flush_publishes().await?;
+        }
+        Ok(())
+    }
+
+    /// Appends the batch: one append per target queue, then each channel's confirms.
+    pub(crate) async fn flush_publishes(&mut self) -> Result<(), Fault> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.batch.entries);
+        self.batch.bytes = 0;
+        let mut by_queue: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            for q in &e.targets {
+                by_queue.entry(q.as_str()).or_default().push(i);
+            }
+        }
+        let mut shares: BTreeMap<u16, ChannelShare> = BTreeMap::new();
+        for e in &entries {
+            shares.entry(e.channel).or_default().count += 1;
+        }
+        for (queue, indexes) in by_queue {
+            let records: Vec<NewRecord> = indexes.iter().map(|i| entries[*i].record.clone()).collect();
+            let channels: BTreeSet<u16> = indexes.iter().map(|i| entries[*i].channel).collect();
+            match self.broker.append_records(queue, records, Create::Never) {
+                Ok(appended) => {
+                    for ch in channels {
+                        if let Some(share) = shares.get_mut(&ch) {
+                            share.durables.extend(appended.durables().iter().cloned());
+                        }
+                    }
+                    if let Some(q) = self.broker.queues().get(queue) {
+                        q.wake();
+                    }
+                }
+                // Deleted between routing and appending: as if routed a moment later.
+                Err(BrokerError::UnknownTopic(_)) => {}
+                Err(e) => {
+                    tracing::error!(queue, error = %e, "AMQP: appending published messages failed");
+                    for ch in channels {
+                        if let Some(share) = shares.get_mut(&ch) {
+                            share.failed = true;
+                        }
+                    }
+                }
+            }
+        }
+        for (ch, share) in shares {
+            if let Some(confirms) = self.channels.get_mut(&ch).and_then(|c| c.confirms.as_mut()) {
+                confirms.push(share.count, share.durables, share.failed).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes, turning a failure into a connection error.
+    pub(crate) async fn flush_or_fail(&mut self) -> Result<(), Fault> {
+        self.flush_publishes()
+            .await
+            .map_err(|f| Fault::connection(fault::INTERNAL_ERROR, f.text))
+    }
+}

@@ -1,0 +1,184 @@
+//! lapin (Rust): publisher confirms, prefetch, nack with requeue and dead-lettering through
+//! the default exchange.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+use crate::harness::Rivulet;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn lapin_confirms_prefetch_requeue_and_dead_letters() {
+    let server = Rivulet::start();
+    runtime().block_on(async {
+        let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        ch.queue_declare("l_orders", durable, FieldTable::default())
+            .await
+            .expect("declare");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        let mut confirms = Vec::new();
+        for i in 0..200 {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            let body = format!("order {i}");
+            let c = ch
+                .basic_publish(
+                    "",
+                    "l_orders",
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    props,
+                )
+                .await
+                .expect("publish");
+            confirms.push(c);
+        }
+        for c in confirms {
+            assert!(c.await.expect("confirm").is_ack(), "every publish is acked");
+        }
+
+        // Prefetch 10: ten deliveries, then nothing until acks.
+        let consumer_ch = conn.create_channel().await.expect("channel");
+        consumer_ch
+            .basic_qos(10, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let mut consumer = consumer_ch
+            .basic_consume(
+                "l_orders",
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let mut held = Vec::new();
+        while held.len() < 10 {
+            let d = consumer.next().await.expect("delivery").expect("ok");
+            held.push(d);
+        }
+        let more = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+        assert!(more.is_err(), "no 11th delivery within prefetch 10");
+        // Requeue the first five (multiple): they come back first, redelivered, in order.
+        held[4]
+            .nack(BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            })
+            .await
+            .expect("nack");
+        let mut again = Vec::new();
+        while again.len() < 5 {
+            again.push(consumer.next().await.expect("delivery").expect("ok"));
+        }
+        let bodies: Vec<String> = again
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.data).into_owned())
+            .collect();
+        assert_eq!(bodies, ["order 0", "order 1", "order 2", "order 3", "order 4"]);
+        assert!(again.iter().all(|d| d.redelivered));
+        // Ack everything, one by one for the rest: 200 distinct messages in all.
+        let mut seen: std::collections::BTreeSet<String> = bodies.into_iter().collect();
+        for d in held.drain(5..).chain(again) {
+            seen.insert(String::from_utf8_lossy(&d.data).into_owned());
+            d.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+        while seen.len() < 200 {
+            let d = consumer.next().await.expect("delivery").expect("ok");
+            seen.insert(String::from_utf8_lossy(&d.data).into_owned());
+            d.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+        assert_eq!(seen.len(), 200);
+
+        // Dead-lettering through the default exchange.
+        ch.queue_declare("l_dead", QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .expect("declare");
+        let mut args = FieldTable::default();
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString("l_dead".into()),
+        );
+        ch.queue_declare("l_work", QueueDeclareOptions::default(), args)
+            .await
+            .expect("declare");
+        ch.basic_publish(
+            "",
+            "l_work",
+            BasicPublishOptions::default(),
+            b"bad",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+        let mut work = consumer_ch
+            .basic_consume(
+                "l_work",
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let d = work.next().await.expect("delivery").expect("ok");
+        d.reject(BasicRejectOptions { requeue: false })
+            .await
+            .expect("reject");
+        let mut dead = consumer_ch
+            .basic_consume(
+                "l_dead",
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let d = tokio::time::timeout(Duration::from_secs(5), dead.next())
+            .await
+            .expect("a dead letter arrives")
+            .expect("delivery")
+            .expect("ok");
+        assert_eq!(&d.data[..], b"bad");
+        let headers = d.properties.headers().clone().expect("headers");
+        let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
+            panic!("x-death missing: {headers:?}");
+        };
+        let Some(AMQPValue::FieldTable(death)) = deaths.as_slice().first() else {
+            panic!("x-death entry missing");
+        };
+        assert_eq!(
+            death.inner().get("queue"),
+            Some(&AMQPValue::LongString("l_work".into()))
+        );
+        assert_eq!(
+            death.inner().get("reason"),
+            Some(&AMQPValue::LongString("rejected".into()))
+        );
+        conn.close(200, "done").await.expect("close");
+    });
+}
