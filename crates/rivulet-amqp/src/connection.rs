@@ -86,7 +86,8 @@ pub async fn serve(
         );
         let _ = tx.send(Bytes::from_static(PROTOCOL_HEADER)).await;
         drop(tx);
-        let _ = writer.await;
+        let write_half = writer.await;
+        drop(write_half);
         return;
     }
     let mut conn = Connection {
@@ -120,10 +121,11 @@ pub async fn serve(
     conn.cleanup();
     drop(conn);
     metrics.connection_closed("amqp");
-    // The writer sends what is queued (the close-ok), then shuts the socket's write side;
-    // reading on to the client's end of stream lets the socket close without a reset.
-    let _ = writer.await;
+    // The writer sends what is queued (the close-ok); the socket stays open until the
+    // client closes it (or a second passes), so it closes without a reset.
+    let write_half = writer.await;
     reader.drain(Duration::from_secs(1)).await;
+    drop(write_half);
 }
 
 fn server_properties() -> FieldTable {
@@ -373,6 +375,7 @@ impl Connection {
         match class {
             AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
                 tracing::debug!(connection = self.id, code = c.reply_code, text = %c.reply_text, "AMQP: client closed");
+                self.quiesce().await;
                 let ok = AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
                 self.send(0, ok).await?;
                 Ok(false)
@@ -502,6 +505,20 @@ impl Connection {
             {
                 break;
             }
+        }
+    }
+
+    /// Stops every consumer so that nothing follows the close-ok: each checks its flag
+    /// under its channel's send lock, which is taken once here after the flags are set.
+    async fn quiesce(&mut self) {
+        for channel in self.channels.values_mut() {
+            channel.confirms = None;
+            for c in channel.consumers.values() {
+                c.state
+                    .cancelled
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            drop(channel.shared.send_lock.lock().await);
         }
     }
 

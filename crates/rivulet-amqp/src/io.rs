@@ -96,12 +96,13 @@ impl Reader {
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 /// Writes queued frames until the queue closes, sending a heartbeat when nothing else went
-/// out for half the heartbeat interval (`heartbeat_s`; 0: none).
+/// out for half the heartbeat interval (`heartbeat_s`; 0: none). Returns the write half,
+/// still open.
 pub async fn write_loop(
     half: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Bytes>,
     mut heartbeat_s: watch::Receiver<u16>,
-) {
+) -> OwnedWriteHalf {
     let mut w = BufWriter::with_capacity(WRITE_BATCH_BYTES, half);
     loop {
         let interval = match *heartbeat_s.borrow_and_update() {
@@ -111,7 +112,7 @@ pub async fn write_loop(
         let next = tokio::select! {
             m = rx.recv() => m,
             r = heartbeat_s.changed() => {
-                if r.is_err() { return; }
+                if r.is_err() { return w.into_inner(); }
                 continue;
             }
             _ = tokio::time::sleep(interval) => {
@@ -121,13 +122,14 @@ pub async fn write_loop(
             }
         };
         let Some(mut bytes) = next else {
+            // No shutdown: after a close-ok the client closes first (some clients take an
+            // end of stream that overtakes the close-ok for a broken connection).
             let _ = w.flush().await;
-            let _ = w.shutdown().await;
-            return;
+            return w.into_inner();
         };
         loop {
             if w.write_all(&bytes).await.is_err() {
-                return;
+                return w.into_inner();
             }
             match rx.try_recv() {
                 Ok(more) => bytes = more,
@@ -135,7 +137,7 @@ pub async fn write_loop(
             }
         }
         if w.flush().await.is_err() {
-            return;
+            return w.into_inner();
         }
     }
 }

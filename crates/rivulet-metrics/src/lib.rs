@@ -265,6 +265,15 @@ impl Metrics {
         self.connections_total.get_or_create(&labels).inc();
     }
 
+    /// Connections of `protocol` open now.
+    pub fn connections_open(&self, protocol: &str) -> i64 {
+        self.connections_open
+            .get_or_create(&ProtocolLabels {
+                protocol: protocol.to_string(),
+            })
+            .get()
+    }
+
     /// A connection closed.
     pub fn connection_closed(&self, protocol: &str) {
         self.connections_open

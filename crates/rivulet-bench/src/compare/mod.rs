@@ -42,6 +42,9 @@ pub enum System {
     RabbitmqStream,
     /// RabbitMQ quorum queues (lapin).
     RabbitmqQuorum,
+    /// Rivulet's AMQP 0-9-1 front end, driven exactly as RabbitMQ quorum queues are
+    /// (lapin, durable quorum queues, persistent messages, publisher confirms).
+    RivuletAmqp,
 }
 
 impl System {
@@ -52,6 +55,7 @@ impl System {
             System::Nats => "nats-jetstream",
             System::RabbitmqStream => "rabbitmq-stream",
             System::RabbitmqQuorum => "rabbitmq-quorum",
+            System::RivuletAmqp => "rivulet-amqp",
         }
     }
 
@@ -61,6 +65,7 @@ impl System {
             System::Nats => 1,
             System::RabbitmqStream => 2,
             System::RabbitmqQuorum => 3,
+            System::RivuletAmqp => 4,
         }
     }
 }
@@ -248,6 +253,23 @@ fn measure_system(
                 let driver = NatsDriver::new(url);
                 let peer = PeerArgs::with_defaults(load);
                 measure_peer(driver, &peer, url, nats::CLIENT_DESCRIPTION, baseline.clone())
+            })
+        }
+        System::RivuletAmqp => {
+            let mut load = load.clone();
+            let started = StartedRivulet::start(args.rivulet_data_dir.clone(), baseline_base)?;
+            load.broker_pid = Some(started.pid());
+            let url = started.amqp_url.clone();
+            sweep(system, &load, fractions, |load| {
+                let peer = PeerArgs::with_defaults(load);
+                let driver = QueueDriver::quorum(&url);
+                measure_peer(
+                    driver,
+                    &peer,
+                    &url,
+                    rabbitmq::QUORUM_CLIENT_DESCRIPTION,
+                    baseline.clone(),
+                )
             })
         }
         System::RabbitmqStream | System::RabbitmqQuorum => {

@@ -15,6 +15,8 @@ const RIVULET_START_SECS_MAX: u64 = 30;
 pub(super) struct StartedRivulet {
     /// Its Kafka address.
     pub address: String,
+    /// Its AMQP 0-9-1 URL.
+    pub amqp_url: String,
     child: Child,
     data_dir: PathBuf,
     remove_data_dir: bool,
@@ -31,14 +33,17 @@ impl StartedRivulet {
                 true,
             ),
         };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free port for Rivulet")?
-            .port();
-        let address = format!("127.0.0.1:{port}");
+        // Both held until both are known, so they differ.
+        let kafka = TcpListener::bind("127.0.0.1:0").context("finding a free port for Rivulet")?;
+        let amqp = TcpListener::bind("127.0.0.1:0").context("finding a free port for Rivulet")?;
+        let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).context("a bound port");
+        let address = format!("127.0.0.1:{}", port(&kafka)?);
+        let amqp_address = format!("127.0.0.1:{}", port(&amqp)?);
+        drop((kafka, amqp));
         let exe = std::env::current_exe().context("finding the rivulet executable")?;
         let child = Command::new(exe)
             .args(["serve", "--listen", &address, "--http-listen", "off"])
+            .args(["--amqp-listen", &amqp_address])
             .arg("--data-dir")
             .arg(&data_dir)
             .stdin(Stdio::null())
@@ -49,6 +54,7 @@ impl StartedRivulet {
         let mut started = StartedRivulet {
             child,
             address,
+            amqp_url: format!("amqp://{amqp_address}"),
             data_dir,
             remove_data_dir,
         };

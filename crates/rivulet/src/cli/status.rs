@@ -5,7 +5,9 @@ use clap::Args;
 use rdkafka::admin::ResourceSpecifier;
 use rdkafka::consumer::Consumer;
 use serde::Serialize;
+use serde_json::Value;
 
+use super::admin_http::HttpArgs;
 use super::output::{emit, emit_json, key_values, or_dash};
 use super::{runtime, ConnArgs, Format};
 
@@ -19,6 +21,10 @@ const DISK_CONFIG: &str = "rivulet.log.dirs.size.bytes";
 pub struct StatusArgs {
     #[command(flatten)]
     conn: ConnArgs,
+    /// Address of a Rivulet's HTTP gateway, to add its listeners (Kafka, AMQP, up or
+    /// down), AMQP connections, queues and exchanges
+    #[arg(long = "http", env = "RIVULET_HTTP", value_name = "HOST:PORT")]
+    http: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +45,10 @@ struct Status {
     /// Bytes of all partitions, from a Rivulet broker's `rivulet.log.dirs.size.bytes`
     /// config; other brokers do not report it.
     disk_use_bytes: Option<u64>,
+    /// What a Rivulet broker's HTTP gateway (`--http`) reports beyond Kafka: every
+    /// listener with its state, AMQP connections, queues and exchanges (when `--http` is
+    /// given).
+    rivulet: Option<Value>,
 }
 
 /// Runs `rivulet status`.
@@ -77,6 +87,15 @@ pub fn run(args: StatusArgs) -> Result<()> {
         partitions,
         groups,
         disk_use_bytes,
+        rivulet: match &args.http {
+            Some(address) => Some(
+                HttpArgs {
+                    address: address.clone(),
+                }
+                .call("GET", "/v1/status", conn.timeout())?,
+            ),
+            None => None,
+        },
     };
     match conn.format {
         Format::Json => emit_json(&status),
@@ -86,7 +105,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
                 .iter()
                 .map(|b| format!("{} (node {})", b.address, b.id))
                 .collect();
-            emit(&key_values(&[
+            let mut pairs = vec![
                 ("broker", addresses.join(", ")),
                 ("cluster-id", or_dash(status.cluster_id.clone())),
                 ("version", or_dash(status.version.clone())),
@@ -94,9 +113,42 @@ pub fn run(args: StatusArgs) -> Result<()> {
                 ("partitions", status.partitions.to_string()),
                 ("groups", status.groups.to_string()),
                 ("disk-use", or_dash(status.disk_use_bytes)),
-            ]))
+            ];
+            if let Some(r) = &status.rivulet {
+                pairs.extend(rivulet_pairs(r));
+            }
+            emit(&key_values(&pairs))
         }
     }
+}
+
+/// Listeners, AMQP connections, queues and exchanges from a Rivulet's `/v1/status`.
+fn rivulet_pairs(status: &Value) -> Vec<(&'static str, String)> {
+    let listeners: Vec<String> = status["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let state = if l["up"] == true { "up" } else { "DOWN" };
+            let address = l["address"].as_str().unwrap_or("?");
+            let protocol = l["protocol"].as_str().unwrap_or("?");
+            match l["error"].as_str() {
+                Some(e) => format!("{protocol} {address} {state} ({e})"),
+                None => format!("{protocol} {address} {state}"),
+            }
+        })
+        .collect();
+    let count = |key: &str| {
+        status[key]
+            .as_i64()
+            .map_or_else(|| "-".to_string(), |n| n.to_string())
+    };
+    vec![
+        ("listeners", listeners.join(", ")),
+        ("amqp-connections", count("amqp_connections")),
+        ("queues", count("queues")),
+        ("exchanges", count("exchanges")),
+    ]
 }
 
 /// The broker's software version and disk use, where it reports them as broker configs.

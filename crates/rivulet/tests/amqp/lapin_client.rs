@@ -182,3 +182,65 @@ fn lapin_confirms_prefetch_requeue_and_dead_letters() {
         conn.close(200, "done").await.expect("close");
     });
 }
+
+/// A record produced over Kafka (kcat) to a queue's topic is delivered over AMQP, its Kafka
+/// headers as the AMQP headers table.
+#[test]
+fn a_kafka_record_is_delivered_to_the_queue_s_amqp_consumer_with_its_headers() {
+    let server = Rivulet::start();
+    runtime().block_on(async {
+        let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare(
+            "from_kafka",
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+        let out = std::process::Command::new("kcat")
+            .args([
+                "-b",
+                &server.bootstrap(),
+                "-P",
+                "-t",
+                "from_kafka",
+                "-H",
+                "source=kafka",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(b"{\"order\":7}\n")?;
+                child.wait_with_output()
+            })
+            .expect("run kcat");
+        assert!(out.status.success(), "kcat failed");
+        let mut consumer = ch
+            .basic_consume(
+                "from_kafka",
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("the Kafka record arrives")
+            .expect("delivery")
+            .expect("ok");
+        assert_eq!(&d.data[..], b"{\"order\":7}");
+        assert_eq!(d.routing_key.as_str(), "from_kafka");
+        let headers = d.properties.headers().clone().expect("headers");
+        assert_eq!(
+            headers.inner().get("source"),
+            Some(&AMQPValue::LongString("kafka".into()))
+        );
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        conn.close(200, "done").await.expect("close");
+    });
+}

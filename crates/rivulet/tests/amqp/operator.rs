@@ -58,6 +58,15 @@ fn queue_and_exchange_commands_api_and_metrics_show_what_amqp_clients_made() {
     let purged = cli(&server, &["queue", "purge", "confirmed"]);
     assert!(purged.contains("Purged 250 messages"), "{purged}");
     assert!(metrics(&server).contains("rivulet_queue_messages_ready{queue=\"confirmed\"} 0"));
+    let status = cli(&server, &["status", "-b", &server.bootstrap()]);
+    let amqp = server.amqp_url().trim_start_matches("amqp://").to_string();
+    assert!(status.contains(&format!("amqp {amqp} up")), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("QUEUES") && l.trim_end().ends_with(" 1")),
+        "{status}"
+    );
     let exchanges = cli(&server, &["exchange", "list"]);
     assert!(
         exchanges
