@@ -16,6 +16,10 @@ use crate::frame::ContentHeader;
 use crate::message::{self, Outgoing};
 use crate::shared::{ConsumerState, Unacked};
 
+/// Messages one `basic.get` may skip (expired, or offsets holding no message) before it
+/// answers get-empty.
+const GET_SKIPS_MAX: usize = 256;
+
 impl Connection {
     pub(crate) async fn basic_method(&mut self, ch: u16, m: basic::AMQPMethod) -> Result<(), Fault> {
         match m {
@@ -64,6 +68,21 @@ impl Connection {
     /// A content header frame: the message's properties and size.
     pub(crate) async fn content_header(&mut self, ch: u16, header: ContentHeader) -> Result<(), Fault> {
         let body_max = self.config.message_bytes_max;
+        let receiving: u64 = self
+            .channels
+            .values()
+            .filter_map(|c| c.pending.as_ref()?.header.as_ref())
+            .map(|h| h.body_size)
+            .sum();
+        if receiving.saturating_add(header.body_size.min(body_max)) > self.config.content_bytes_max {
+            return Err(Fault::connection(
+                fault::RESOURCE_ERROR,
+                format!(
+                    "more than {} bytes of message bodies in flight on one connection",
+                    self.config.content_bytes_max
+                ),
+            ));
+        }
         let channel = self.channel(ch)?;
         if channel.closing {
             return Ok(());
@@ -298,8 +317,9 @@ impl Connection {
         let channel = self.channel(ch)?;
         channel.queues.insert(name.clone(), queue.clone());
         let shared = channel.shared.clone();
-        // Offsets that hold no message (control records) are settled and skipped.
-        for _ in 0..16 {
+        // Offsets that hold no message (control records) are settled and skipped, expired
+        // messages dead-lettered.
+        for _ in 0..GET_SKIPS_MAX {
             let end = self.broker.queue_end(&name);
             let Some(range) = queue.acquire(&shared.owner, end, 1).first().copied() else {
                 break;
@@ -313,6 +333,10 @@ impl Connection {
                 let _ = queue.settle(&shared.owner, range.first, Settle::Accept);
                 continue;
             };
+            let ttl = rivulet_broker::queues::args::message_ttl_ms(&queue.spec().arguments);
+            if consumer::expire_if_due(&self.broker, &queue, &shared.owner, &record, ttl) {
+                continue;
+            }
             let msg = message::from_record(&record, &name);
             let unacked = (!g.no_ack).then(|| Unacked {
                 queue: queue.clone(),

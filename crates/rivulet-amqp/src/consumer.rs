@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use bytes::Bytes;
-use rivulet_broker::queues::Queue;
+use rivulet_broker::queues::{args, Queue};
 use rivulet_broker::settle::{AcquiredRange, Settle};
 use rivulet_broker::{Broker, BrokerError, StoredRecord, Woke};
 
@@ -119,9 +119,13 @@ async fn deliver_range(c: &Consumer, range: AcquiredRange) -> Result<(), Closed>
         }
     };
     let mut next = range.first;
+    let ttl = args::message_ttl_ms(&c.queue.spec().arguments);
     for record in read.records.iter().filter(|r| r.offset <= range.last) {
         settle_gap(&c.queue, owner, next, record.offset - 1);
         next = record.offset + 1;
+        if expire_if_due(&c.broker, &c.queue, owner, record, ttl) {
+            continue;
+        }
         if deliver_one(c, record, range.delivery_count > 1).await?.is_none() {
             c.queue.unacquire(owner, record.offset, range.last);
             return Ok(());
@@ -133,6 +137,33 @@ async fn deliver_range(c: &Consumer, range: AcquiredRange) -> Result<(), Closed>
         c.queue.unacquire(owner, next, range.last);
     }
     Ok(())
+}
+
+/// Settles an acquired message whose TTL passed instead of delivering it, and dead-letters
+/// it (reason `expired`). True when it expired.
+pub fn expire_if_due(
+    broker: &Broker,
+    queue: &Queue,
+    owner: &str,
+    record: &StoredRecord,
+    ttl_ms: Option<u64>,
+) -> bool {
+    let Some(expires_at) = message::expires_at_ms(record, ttl_ms) else {
+        return false;
+    };
+    if expires_at > now_ms() {
+        return false;
+    }
+    if queue.settle(owner, record.offset, Settle::Reject).is_ok() {
+        crate::deadletter::dead_letter(broker, queue, record.offset, "expired");
+    }
+    true
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Accepts offsets that hold nothing to deliver.

@@ -40,6 +40,8 @@ pub struct AmqpConfig {
     pub heartbeat_s: u16,
     /// Largest message body accepted.
     pub message_bytes_max: u64,
+    /// Body bytes being received at once on one connection, all channels together.
+    pub content_bytes_max: u64,
     /// Concurrent connections; further ones are closed at once.
     pub connections_max: usize,
     /// Outbound messages (frames of one method, or one delivery) queued per connection.
@@ -55,6 +57,7 @@ impl Default for AmqpConfig {
             channel_max: 2_047,
             heartbeat_s: 60,
             message_bytes_max: 16 << 20,
+            content_bytes_max: 64 << 20,
             connections_max: 4_096,
             outbound_frames_max: 1_024,
             handshake_timeout_ms: 10_000,

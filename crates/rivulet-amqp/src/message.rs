@@ -33,30 +33,57 @@ pub struct Outgoing {
     pub body: Bytes,
 }
 
-/// The record a published message is stored as.
+/// Record header holding a message's own `expiration` (milliseconds, as published).
+pub const HEADER_EXPIRATION: &str = "amqp.expiration";
+
+/// The record a published message is stored as. Its timestamp is the broker's clock at
+/// append (message TTLs count from it); the AMQP `timestamp` property stays in the raw
+/// properties.
 pub fn to_record(exchange: &str, routing_key: &str, header: &ContentHeader, body: Vec<u8>) -> NewRecord {
-    let timestamp_ms = header
-        .properties
-        .timestamp()
-        .and_then(|t| i64::try_from(t).ok())
-        .and_then(|s| s.checked_mul(1000));
+    let mut headers = vec![
+        (HEADER_EXCHANGE.to_string(), Some(exchange.as_bytes().to_vec())),
+        (
+            HEADER_ROUTING_KEY.to_string(),
+            Some(routing_key.as_bytes().to_vec()),
+        ),
+        (
+            HEADER_PROPERTIES.to_string(),
+            Some(header.raw_properties.to_vec()),
+        ),
+    ];
+    if let Some(ms) = header.properties.expiration() {
+        headers.push((
+            HEADER_EXPIRATION.to_string(),
+            Some(ms.as_str().as_bytes().to_vec()),
+        ));
+    }
     NewRecord {
         key: None,
         value: Some(body),
-        headers: vec![
-            (HEADER_EXCHANGE.to_string(), Some(exchange.as_bytes().to_vec())),
-            (
-                HEADER_ROUTING_KEY.to_string(),
-                Some(routing_key.as_bytes().to_vec()),
-            ),
-            (
-                HEADER_PROPERTIES.to_string(),
-                Some(header.raw_properties.to_vec()),
-            ),
-        ],
+        headers,
         partition: Some(0),
-        timestamp_ms: timestamp_ms.filter(|t| *t >= 0),
+        timestamp_ms: None,
     }
+}
+
+/// When a stored message expires (ms since the epoch): its own `expiration` or the queue's
+/// `x-message-ttl`, whichever is shorter, counted from its append; `None`: never.
+pub fn expires_at_ms(record: &StoredRecord, queue_ttl_ms: Option<u64>) -> Option<i64> {
+    let own = record
+        .headers
+        .iter()
+        .find(|(k, _)| k == HEADER_EXPIRATION)
+        .and_then(|(_, v)| v.as_ref())
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    let ttl = match (own, queue_ttl_ms) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    Some(
+        record
+            .timestamp_ms
+            .saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
+    )
 }
 
 /// The message a stored record is delivered as, from queue `queue`.

@@ -105,6 +105,31 @@ def dead_letters_and_delivery_limit():
     print("OK dead letters and delivery limit", flush=True)
 
 
+def message_ttl_and_expiration():
+    conn, ch = connect()
+    ch.exchange_declare("p_expired_dlx", "fanout")
+    ch.queue_declare("p_expired")
+    ch.queue_bind("p_expired", "p_expired_dlx")
+    ch.queue_declare("p_ttl", arguments={"x-message-ttl": 300, "x-dead-letter-exchange": "p_expired_dlx"})
+    ch.basic_publish("", "p_ttl", b"by queue ttl")
+    ch.basic_publish("", "p_ttl", b"by own expiration", pika.BasicProperties(expiration="50"))
+    time.sleep(0.15)
+    m, _, body = ch.basic_get("p_ttl", auto_ack=True)
+    check(body == b"by queue ttl", f"the queue TTL has not passed yet, the 50 ms one has: {body}")
+    ch.basic_publish("", "p_ttl", b"late")
+    time.sleep(0.5)
+    m, _, _ = ch.basic_get("p_ttl")
+    check(m is None, "an expired message is not delivered")
+    reasons = []
+    for _ in range(2):
+        m, props, body = ch.basic_get("p_expired", auto_ack=True)
+        check(m is not None, "expired messages are dead-lettered")
+        reasons.append((body, props.headers["x-death"][0]["reason"]))
+    check(sorted(reasons) == [(b"by own expiration", "expired"), (b"late", "expired")], f"{reasons}")
+    conn.close()
+    print("OK message TTL and expiration", flush=True)
+
+
 def get_purge_and_errors():
     conn, ch = connect()
     ch.queue_declare("p_misc")
@@ -143,4 +168,5 @@ def get_purge_and_errors():
 confirms_and_returns()
 prefetch_and_requeue_order()
 dead_letters_and_delivery_limit()
+message_ttl_and_expiration()
 get_purge_and_errors()

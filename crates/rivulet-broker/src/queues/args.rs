@@ -13,6 +13,8 @@ const KNOWN: &[&str] = &[
     // Where rejected and over-delivered messages go.
     "x-dead-letter-exchange",
     "x-dead-letter-routing-key",
+    // Milliseconds a message may wait in the queue before it expires (dead-lettered).
+    "x-message-ttl",
 ];
 
 /// Checks a declaration's arguments.
@@ -44,6 +46,11 @@ pub fn validate(args: &Headers, durable: bool, exclusive: bool) -> Result<()> {
             "invalid arg 'x-delivery-limit': a positive integer below 65536".to_string(),
         ));
     }
+    if args.contains_key("x-message-ttl") && message_ttl_ms(args).is_none() {
+        return Err(QueueError::PreconditionFailed(
+            "invalid arg 'x-message-ttl': a non-negative integer of milliseconds".to_string(),
+        ));
+    }
     for key in ["x-dead-letter-exchange", "x-dead-letter-routing-key"] {
         if args.get(key).is_some_and(|v| !matches!(v, FieldValue::Str(_))) {
             return Err(QueueError::PreconditionFailed(format!(
@@ -72,4 +79,12 @@ pub fn dead_letter(args: &Headers) -> Option<(String, Option<String>)> {
         _ => None,
     };
     Some((exchange.clone(), key))
+}
+
+/// `x-message-ttl` in milliseconds.
+pub fn message_ttl_ms(args: &Headers) -> Option<u64> {
+    match args.get("x-message-ttl")? {
+        FieldValue::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
 }

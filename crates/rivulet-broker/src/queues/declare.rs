@@ -102,14 +102,14 @@ impl Broker {
             return Err(QueueError::LimitReached(format!("{QUEUES_MAX} queues")));
         }
         args::validate(&spec.arguments, spec.durable, spec.exclusive)?;
-        let floor = self.queue_topic(&name, spec.durable)?;
+        let (floor, existing) = self.queue_topic(&name, spec.durable)?;
         let owner = spec.exclusive.then_some(connection);
         let stored = StoredState {
             floor,
             delivered_end: floor,
             settled: Vec::new(),
         };
-        let queue = Arc::new(Queue::new(&name, spec, owner, stored));
+        let queue = Arc::new(Queue::new(&name, spec, owner, stored).over_existing_topic(existing));
         registry.queues.insert(name.clone(), queue);
         self.save_definitions(&registry)?;
         tracing::info!(queue = %name, "Declared queue");
@@ -121,8 +121,8 @@ impl Broker {
     }
 
     /// Creates the queue's topic, or checks an existing one has a single partition; returns
-    /// where the new queue starts (the topic's end).
-    fn queue_topic(&self, name: &str, durable: bool) -> Result<i64> {
+    /// where the new queue starts (the topic's end) and whether the topic existed.
+    fn queue_topic(&self, name: &str, durable: bool) -> Result<(i64, bool)> {
         if let Some(topic) = self.topic(name) {
             if topic.partition_count() != 1 {
                 return Err(QueueError::PreconditionFailed(format!(
@@ -130,14 +130,14 @@ impl Broker {
                     topic.partition_count()
                 )));
             }
-            return Ok(topic.offsets(0).map_or(0, |o| o.1));
+            return Ok((topic.offsets(0).map_or(0, |o| o.1), true));
         }
         let mut overrides = BTreeMap::new();
         if !durable {
             overrides.insert("fsync.policy".to_string(), "none".to_string());
         }
         match self.create_topic(name, 1, 1, overrides, false) {
-            Ok(_) => Ok(0),
+            Ok(_) => Ok((0, false)),
             Err(BrokerError::InvalidTopicName { reason, .. }) => Err(QueueError::PreconditionFailed(
                 format!("queue name '{name}' is not usable as a topic name: {reason}"),
             )),
@@ -186,9 +186,11 @@ impl Broker {
         registry.topology.forget_queue(name);
         queue.mark_deleted();
         self.save_definitions(registry)?;
-        match self.delete_topic(name) {
-            Ok(()) | Err(BrokerError::UnknownTopic(_)) => {}
-            Err(e) => return Err(e.into()),
+        if queue.owns_topic() {
+            match self.delete_topic(name) {
+                Ok(()) | Err(BrokerError::UnknownTopic(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         self.forget_queue_state(name);
         tracing::info!(queue = %name, "Deleted queue");

@@ -36,6 +36,14 @@ pub(super) struct QueueDef {
     pub exclusive: bool,
     pub auto_delete: bool,
     pub arguments: BTreeMap<String, Value>,
+    /// The queue created its topic (false: declared over an existing Kafka topic, which
+    /// outlives the queue).
+    #[serde(default = "created")]
+    pub owns_topic: bool,
+}
+
+fn created() -> bool {
+    true
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,6 +115,7 @@ pub(super) fn snapshot(registry: &Registry) -> Definitions {
             exclusive: q.spec().exclusive,
             auto_delete: q.spec().auto_delete,
             arguments: headers_to(&q.spec().arguments),
+            owns_topic: q.owns_topic(),
         })
         .collect();
     let durable_queue = |name: &str| queues.iter().any(|q| q.name == name && q.survives());

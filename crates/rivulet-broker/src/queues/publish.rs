@@ -109,6 +109,9 @@ impl Broker {
         }
         for q in &defs.queues {
             if !q.survives() {
+                if !q.owns_topic {
+                    continue;
+                }
                 match self.delete_topic(&q.name) {
                     Ok(()) | Err(BrokerError::UnknownTopic(_)) => {}
                     Err(e) => return Err(e),
@@ -125,7 +128,8 @@ impl Broker {
                 .fetch(&q.name, STATE_TOPIC_KEY, 0)
                 .and_then(|c| StoredState::decode(c.offset, c.metadata.as_deref().unwrap_or("")))
                 .unwrap_or_default();
-            let queue = Arc::new(Queue::new(&q.name, q.spec(), None, stored));
+            let queue =
+                Arc::new(Queue::new(&q.name, q.spec(), None, stored).over_existing_topic(!q.owns_topic));
             queue.skip_to(log_start);
             registry.queues.insert(q.name.clone(), queue);
         }

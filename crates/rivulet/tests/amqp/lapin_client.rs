@@ -183,42 +183,44 @@ fn lapin_confirms_prefetch_requeue_and_dead_letters() {
     });
 }
 
-/// A record produced over Kafka (kcat) to a queue's topic is delivered over AMQP, its Kafka
-/// headers as the AMQP headers table.
+fn kcat_produce(server: &Rivulet, topic: &str, line: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kcat")
+        .args(["-b", &server.bootstrap(), "-P", "-t", topic, "-H", "source=kafka"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kcat");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{line}\n").as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("kcat").success(), "kcat failed");
+}
+
+/// A queue declared over an existing Kafka topic starts at the topic's end; a record
+/// produced over Kafka (kcat) then reaches the AMQP consumer with its Kafka headers as the
+/// AMQP headers table; deleting the queue leaves the topic and its records.
 #[test]
 fn a_kafka_record_is_delivered_to_the_queue_s_amqp_consumer_with_its_headers() {
-    let server = Rivulet::start();
+    let mut server = Rivulet::start();
+    kcat_produce(&server, "from_kafka", "{\"order\":6}");
     runtime().block_on(async {
         let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
             .await
             .expect("connect");
         let ch = conn.create_channel().await.expect("channel");
-        ch.queue_declare(
-            "from_kafka",
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-        let out = std::process::Command::new("kcat")
-            .args([
-                "-b",
-                &server.bootstrap(),
-                "-P",
-                "-t",
+        let q = ch
+            .queue_declare(
                 "from_kafka",
-                "-H",
-                "source=kafka",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().expect("stdin").write_all(b"{\"order\":7}\n")?;
-                child.wait_with_output()
-            })
-            .expect("run kcat");
-        assert!(out.status.success(), "kcat failed");
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+        assert_eq!(q.message_count(), 0, "a queue over a topic starts at its end");
+        kcat_produce(&server, "from_kafka", "{\"order\":7}");
         let mut consumer = ch
             .basic_consume(
                 "from_kafka",
@@ -241,6 +243,75 @@ fn a_kafka_record_is_delivered_to_the_queue_s_amqp_consumer_with_its_headers() {
             Some(&AMQPValue::LongString("kafka".into()))
         );
         d.ack(BasicAckOptions::default()).await.expect("ack");
+        ch.queue_delete("from_kafka", lapin::options::QueueDeleteOptions::default())
+            .await
+            .expect("delete");
         conn.close(200, "done").await.expect("close");
+    });
+    let out = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            &server.bootstrap(),
+            "-C",
+            "-t",
+            "from_kafka",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .output()
+        .expect("run kcat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "the topic outlives the queue: {text}");
+    // A transient queue over the topic vanishes at restart; the topic stays.
+    runtime().block_on(async {
+        let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare(
+            "from_kafka",
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+        conn.close(200, "done").await.expect("close");
+    });
+    server.restart();
+    let out = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            &server.bootstrap(),
+            "-C",
+            "-t",
+            "from_kafka",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .output()
+        .expect("run kcat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "the topic outlives a restart that drops the transient queue: {text}"
+    );
+    runtime().block_on(async {
+        let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let gone = ch
+            .queue_declare("from_kafka", passive, FieldTable::default())
+            .await;
+        assert!(gone.is_err(), "the transient queue is gone after the restart");
     });
 }
