@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use rivulet_broker::queues::{QueueError, QueueInfo, OPERATOR};
-use rivulet_broker::routing::{Binding, FieldValue, Headers};
+use rivulet_broker::routing::{Binding, Exchange, FieldValue, Headers};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -111,15 +111,11 @@ pub(crate) async fn list_exchanges(State(state): State<AppState>) -> Json<Value>
     let exchanges: Vec<Value> = topology
         .exchanges()
         .map(|(name, e)| {
-            let bindings = topology.bindings().filter(|(x, _)| *x == name).count();
-            json!({
-                "name": name,
-                "type": e.kind.as_str(),
-                "durable": e.durable,
-                "auto_delete": e.auto_delete,
-                "internal": e.internal,
-                "bindings": bindings,
-            })
+            exchange_json(
+                name,
+                e,
+                json!(topology.bindings().filter(|(x, _)| *x == name).count()),
+            )
         })
         .collect();
     Json(json!({"exchanges": exchanges}))
@@ -138,14 +134,19 @@ pub(crate) async fn describe_exchange(
         .filter(|(x, _)| **x == name)
         .map(|(x, b)| binding_json(x, b))
         .collect();
-    Ok(Json(json!({
+    Ok(Json(exchange_json(&name, e, Value::Array(bindings))))
+}
+
+/// An exchange; `bindings` is their count (list) or the bindings themselves (describe).
+fn exchange_json(name: &str, e: &Exchange, bindings: Value) -> Value {
+    json!({
         "name": name,
         "type": e.kind.as_str(),
         "durable": e.durable,
         "auto_delete": e.auto_delete,
         "internal": e.internal,
         "bindings": bindings,
-    })))
+    })
 }
 
 pub(crate) async fn delete_exchange(

@@ -214,20 +214,7 @@ impl Broker {
         arguments: Headers,
         connection: u64,
     ) -> Result<()> {
-        let mut registry = self.inner.queues.lock();
-        let q = registry
-            .queues
-            .get(queue)
-            .cloned()
-            .ok_or_else(|| no_queue(queue))?;
-        check_access(&q, connection)?;
-        let binding = Binding {
-            queue: queue.to_string(),
-            key: key.to_string(),
-            arguments,
-        };
-        registry.topology.bind(exchange, binding)?;
-        self.save_definitions(&registry)
+        self.change_binding(queue, exchange, key, arguments, connection, true)
     }
 
     /// Removes a binding; an absent binding is fine.
@@ -238,6 +225,18 @@ impl Broker {
         key: &str,
         arguments: Headers,
         connection: u64,
+    ) -> Result<()> {
+        self.change_binding(queue, exchange, key, arguments, connection, false)
+    }
+
+    fn change_binding(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        arguments: Headers,
+        connection: u64,
+        bind: bool,
     ) -> Result<()> {
         let mut registry = self.inner.queues.lock();
         let q = registry
@@ -251,7 +250,11 @@ impl Broker {
             key: key.to_string(),
             arguments,
         };
-        registry.topology.unbind(exchange, &binding)?;
+        if bind {
+            registry.topology.bind(exchange, binding)?;
+        } else {
+            registry.topology.unbind(exchange, &binding)?;
+        }
         self.save_definitions(&registry)
     }
 

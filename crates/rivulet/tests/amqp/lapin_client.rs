@@ -13,6 +13,14 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 use crate::harness::Rivulet;
 
+async fn connect(server: &Rivulet) -> (Connection, lapin::Channel) {
+    let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    (conn, ch)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -25,10 +33,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn lapin_confirms_prefetch_requeue_and_dead_letters() {
     let server = Rivulet::start();
     runtime().block_on(async {
-        let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
+        let (conn, ch) = connect(&server).await;
         let durable = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -207,10 +212,7 @@ fn a_kafka_record_is_delivered_to_the_queue_s_amqp_consumer_with_its_headers() {
     let mut server = Rivulet::start();
     kcat_produce(&server, "from_kafka", "{\"order\":6}");
     runtime().block_on(async {
-        let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
+        let (conn, ch) = connect(&server).await;
         let q = ch
             .queue_declare(
                 "from_kafka",
@@ -266,10 +268,7 @@ fn a_kafka_record_is_delivered_to_the_queue_s_amqp_consumer_with_its_headers() {
     assert_eq!(text.lines().count(), 2, "the topic outlives the queue: {text}");
     // A transient queue over the topic vanishes at restart; the topic stays.
     runtime().block_on(async {
-        let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
+        let (conn, ch) = connect(&server).await;
         ch.queue_declare(
             "from_kafka",
             QueueDeclareOptions::default(),
@@ -301,10 +300,7 @@ fn a_kafka_record_is_delivered_to_the_queue_s_amqp_consumer_with_its_headers() {
         "the topic outlives a restart that drops the transient queue: {text}"
     );
     runtime().block_on(async {
-        let conn = Connection::connect(&server.amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
+        let (_conn, ch) = connect(&server).await;
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
