@@ -538,6 +538,7 @@ impl Broker {
             tracing::error!(error = %e, "Queue state log maintenance failed");
         }
         self.free_acknowledged();
+        self.expire_unused_queues();
         let forgotten = self.inner.txns.expire_idle(now_ms);
         if forgotten > 0 {
             tracing::info!(

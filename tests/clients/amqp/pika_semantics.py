@@ -126,8 +126,16 @@ def message_ttl_and_expiration():
         check(m is not None, "expired messages are dead-lettered")
         reasons.append((body, props.headers["x-death"][0]["reason"]))
     check(sorted(reasons) == [(b"by own expiration", "expired"), (b"late", "expired")], f"{reasons}")
+    # x-expires: a queue unused that long goes (checked by the broker's maintenance, 1 s).
+    ch.queue_declare("p_unused", arguments={"x-expires": 300})
+    time.sleep(2.5)
+    try:
+        ch.queue_declare("p_unused", passive=True)
+        check(False, "a queue unused past x-expires is deleted")
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == 404, f"404 for the expired queue, got {e.reply_code}")
     conn.close()
-    print("OK message TTL and expiration", flush=True)
+    print("OK message TTL, expiration and x-expires", flush=True)
 
 
 def get_purge_and_errors():

@@ -15,6 +15,8 @@ const KNOWN: &[&str] = &[
     "x-dead-letter-routing-key",
     // Milliseconds a message may wait in the queue before it expires (dead-lettered).
     "x-message-ttl",
+    // Milliseconds without consumers, gets or redeclarations after which the queue goes.
+    "x-expires",
 ];
 
 /// Checks a declaration's arguments.
@@ -51,6 +53,11 @@ pub fn validate(args: &Headers, durable: bool, exclusive: bool) -> Result<()> {
             "invalid arg 'x-message-ttl': a non-negative integer of milliseconds".to_string(),
         ));
     }
+    if args.contains_key("x-expires") && expires_ms(args).is_none() {
+        return Err(QueueError::PreconditionFailed(
+            "invalid arg 'x-expires': a positive integer of milliseconds".to_string(),
+        ));
+    }
     for key in ["x-dead-letter-exchange", "x-dead-letter-routing-key"] {
         if args.get(key).is_some_and(|v| !matches!(v, FieldValue::Str(_))) {
             return Err(QueueError::PreconditionFailed(format!(
@@ -85,6 +92,14 @@ pub fn dead_letter(args: &Headers) -> Option<(String, Option<String>)> {
 pub fn message_ttl_ms(args: &Headers) -> Option<u64> {
     match args.get("x-message-ttl")? {
         FieldValue::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// `x-expires` in milliseconds.
+pub fn expires_ms(args: &Headers) -> Option<u64> {
+    match args.get("x-expires")? {
+        FieldValue::Int(n) => u64::try_from(*n).ok().filter(|n| *n > 0),
         _ => None,
     }
 }

@@ -82,6 +82,7 @@ impl Broker {
             check_access(&queue, connection)?;
             if !passive {
                 check_equivalent(&queue, &spec)?;
+                queue.touch();
             }
             let counts = queue.counts(self.queue_end(&name));
             return Ok(Declared {
@@ -298,6 +299,24 @@ impl Broker {
         {
             if let Err(e) = self.remove_queue(&mut registry, queue) {
                 tracing::error!(queue = %queue.name(), error = %e, "Deleting an auto-delete queue failed");
+            }
+        }
+    }
+
+    /// Deletes queues unused for their `x-expires` (log maintenance calls this).
+    pub(crate) fn expire_unused_queues(&self) {
+        let now = std::time::Instant::now();
+        let mut registry = self.inner.queues.lock();
+        let due: Vec<Arc<Queue>> = registry
+            .queues
+            .values()
+            .filter(|q| q.unused_past_expiry(now))
+            .cloned()
+            .collect();
+        for queue in due {
+            tracing::info!(queue = %queue.name(), "Queue unused past its x-expires");
+            if let Err(e) = self.remove_queue(&mut registry, &queue) {
+                tracing::error!(queue = %queue.name(), error = %e, "Deleting an expired queue failed");
             }
         }
     }

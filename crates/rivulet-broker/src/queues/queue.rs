@@ -89,6 +89,8 @@ struct State {
     exclusive_consumer: bool,
     had_consumer: bool,
     stored: StoredState,
+    /// Last declaration, consumer change or acquisition (for `x-expires`).
+    used_at: Instant,
 }
 
 /// One queue. Shared by the registry and every consumer of it.
@@ -123,6 +125,7 @@ impl Queue {
                 exclusive_consumer: false,
                 had_consumer: false,
                 stored,
+                used_at: Instant::now(),
             }),
             changed: watch::channel(0).0,
             deleted: AtomicBool::new(false),
@@ -253,13 +256,29 @@ impl Queue {
         state.consumers += 1;
         state.exclusive_consumer = exclusive;
         state.had_consumer = true;
+        state.used_at = Instant::now();
         true
+    }
+
+    /// Marks the queue used (a redeclaration): `x-expires` counts from now.
+    pub(crate) fn touch(&self) {
+        self.lock().used_at = Instant::now();
+    }
+
+    /// True when the queue has `x-expires`, no consumer, and went unused that long.
+    pub(crate) fn unused_past_expiry(&self, now: Instant) -> bool {
+        let Some(ms) = super::args::expires_ms(&self.spec.arguments) else {
+            return false;
+        };
+        let state = self.lock();
+        state.consumers == 0 && now.saturating_duration_since(state.used_at) >= Duration::from_millis(ms)
     }
 
     /// Removes a consumer; true when an auto-delete queue just lost its last one.
     pub(crate) fn remove_consumer(&self) -> bool {
         let mut state = self.lock();
         state.consumers = state.consumers.saturating_sub(1);
+        state.used_at = Instant::now();
         if state.consumers == 0 {
             state.exclusive_consumer = false;
         }

@@ -29,7 +29,7 @@ fn pika_confirms_prefetch_requeue_dead_letters_and_errors() {
         "OK confirms and returns",
         "OK prefetch and requeue order",
         "OK dead letters and delivery limit",
-        "OK message TTL and expiration",
+        "OK message TTL, expiration and x-expires",
         "OK get, purge and channel errors",
     ] {
         assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
