@@ -10,13 +10,13 @@ use rivulet_broker::queues::{args, Queue};
 use rivulet_broker::{Broker, NewRecord};
 
 use crate::frame::properties_bytes;
-use crate::message::{self, HEADER_EXCHANGE, HEADER_PROPERTIES, HEADER_ROUTING_KEY};
+use crate::message::{self, Outgoing, HEADER_EXCHANGE, HEADER_PROPERTIES, HEADER_ROUTING_KEY};
 
 /// Republishes the message at `offset` of `queue` to its dead-letter exchange.
 pub fn dead_letter(broker: &Broker, queue: &Queue, offset: i64, reason: &str) {
-    let Some((exchange, key)) = args::dead_letter(&queue.spec().arguments) else {
+    if args::dead_letter(&queue.spec().arguments).is_none() {
         return;
-    };
+    }
     let read = match broker.read_records(queue.name(), 0, offset, 1 << 20, 1) {
         Ok(read) => read,
         Err(e) => {
@@ -27,7 +27,14 @@ pub fn dead_letter(broker: &Broker, queue: &Queue, offset: i64, reason: &str) {
     let Some(record) = read.records.into_iter().find(|r| r.offset == offset) else {
         return;
     };
-    let original = message::from_record(&record, queue.name());
+    dead_letter_message(broker, queue, message::from_record(&record, queue.name()), reason);
+}
+
+/// Republishes `original`, a message of `queue`, to the queue's dead-letter exchange.
+pub fn dead_letter_message(broker: &Broker, queue: &Queue, original: Outgoing, reason: &str) {
+    let Some((exchange, key)) = args::dead_letter(&queue.spec().arguments) else {
+        return;
+    };
     let mut properties = match parse_properties(original.raw_properties.as_ref()) {
         Ok((_, p)) => p,
         Err(_) => AMQPProperties::default(),

@@ -175,3 +175,19 @@ pub fn field_value(v: &AMQPValue) -> FieldValue {
         }
     }
 }
+
+/// A message about to be appended, as it would be delivered from `queue`.
+pub fn from_new_record(record: &NewRecord, queue: &str) -> Outgoing {
+    let stored = StoredRecord {
+        offset: 0,
+        timestamp_ms: record.timestamp_ms.unwrap_or(0),
+        key: record.key.clone().map(Bytes::from),
+        value: record.value.clone().map(Bytes::from),
+        headers: record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().map(Bytes::from)))
+            .collect(),
+    };
+    from_record(&stored, queue)
+}

@@ -6,10 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rivulet_broker::queues::Queue;
 use rivulet_broker::{BrokerError, Create, Durable, NewRecord};
 
 use crate::connection::Connection;
 use crate::fault::{self, Fault};
+use crate::{deadletter, message};
 
 /// Messages in one batch at most.
 pub const BATCH_MESSAGES_MAX: usize = 512;
@@ -98,6 +100,9 @@ impl Connection {
                         }
                     }
                     if let Some(q) = self.broker.queues().get(queue) {
+                        let first = appended.positions.first().map_or(i64::MAX, |p| p.offset);
+                        let batch: Vec<&NewRecord> = indexes.iter().map(|i| &entries[*i].record).collect();
+                        self.trim(&q, first, &batch);
                         q.wake();
                     }
                 }
@@ -119,6 +124,22 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Applies the queue's `x-max-length` after an append whose records start at offset
+    /// `first`: the dropped ones are dead-lettered (`maxlen`), from `batch` when they were
+    /// in it, else read back from the queue.
+    fn trim(&self, queue: &Queue, first: i64, batch: &[&NewRecord]) {
+        for offset in self.broker.queue_trim_to_max_length(queue) {
+            let in_batch = usize::try_from(offset - first).ok().and_then(|i| batch.get(i));
+            match in_batch {
+                Some(record) => {
+                    let message = message::from_new_record(record, queue.name());
+                    deadletter::dead_letter_message(&self.broker, queue, message, "maxlen");
+                }
+                None => deadletter::dead_letter(&self.broker, queue, offset, "maxlen"),
+            }
+        }
     }
 
     /// Flushes, turning a failure into a connection error.

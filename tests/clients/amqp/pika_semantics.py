@@ -138,6 +138,35 @@ def message_ttl_and_expiration():
     print("OK message TTL, expiration and x-expires", flush=True)
 
 
+def max_length_drops_the_oldest():
+    conn, ch = connect()
+    ch.exchange_declare("p_maxlen_dlx", "fanout")
+    ch.queue_declare("p_maxlen_dead")
+    ch.queue_bind("p_maxlen_dead", "p_maxlen_dlx")
+    ch.queue_declare("p_max", arguments={"x-max-length": 2, "x-dead-letter-exchange": "p_maxlen_dlx"})
+    # A burst on one channel (appended together), then one by one with confirms.
+    for i in range(4):
+        ch.basic_publish("", "p_max", f"burst {i}".encode())
+    ch.confirm_delivery()
+    for i in range(3):
+        ch.basic_publish("", "p_max", f"confirmed {i}".encode())
+    q = ch.queue_declare("p_max", passive=True, arguments={"x-max-length": 2, "x-dead-letter-exchange": "p_maxlen_dlx"})
+    check(q.method.message_count == 2, f"x-max-length 2 keeps 2, not {q.method.message_count}")
+    kept = [ch.basic_get("p_max", auto_ack=True)[2] for _ in range(2)]
+    check(kept == [b"confirmed 1", b"confirmed 2"], f"the newest are kept: {kept}")
+    dead = []
+    while True:
+        m, props, body = ch.basic_get("p_maxlen_dead", auto_ack=True)
+        if m is None:
+            break
+        check(props.headers["x-death"][0]["reason"] == "maxlen", f"reason maxlen: {props.headers}")
+        dead.append(body.decode())
+    want = [f"burst {i}" for i in range(4)] + ["confirmed 0"]
+    check(dead == want, f"the dropped ones are dead-lettered oldest first: {dead}")
+    conn.close()
+    print("OK x-max-length drops the oldest", flush=True)
+
+
 def get_purge_and_errors():
     conn, ch = connect()
     ch.queue_declare("p_misc")
@@ -177,4 +206,5 @@ confirms_and_returns()
 prefetch_and_requeue_order()
 dead_letters_and_delivery_limit()
 message_ttl_and_expiration()
+max_length_drops_the_oldest()
 get_purge_and_errors()

@@ -17,6 +17,10 @@ const KNOWN: &[&str] = &[
     "x-message-ttl",
     // Milliseconds without consumers, gets or redeclarations after which the queue goes.
     "x-expires",
+    // Ready messages kept at most; the oldest are dropped (dead-lettered, `maxlen`) beyond.
+    "x-max-length",
+    // Only `drop-head`, the default, is supported.
+    "x-overflow",
 ];
 
 /// Checks a declaration's arguments.
@@ -52,6 +56,20 @@ pub fn validate(args: &Headers, durable: bool, exclusive: bool) -> Result<()> {
         return Err(QueueError::PreconditionFailed(
             "invalid arg 'x-message-ttl': a non-negative integer of milliseconds".to_string(),
         ));
+    }
+    if args.contains_key("x-max-length") && max_length(args).is_none() {
+        return Err(QueueError::PreconditionFailed(
+            "invalid arg 'x-max-length': a non-negative integer".to_string(),
+        ));
+    }
+    match args.get("x-overflow") {
+        None => {}
+        Some(FieldValue::Str(o)) if o == "drop-head" => {}
+        Some(other) => {
+            return Err(QueueError::PreconditionFailed(format!(
+                "invalid arg 'x-overflow': {other:?}; Rivulet supports drop-head only"
+            )))
+        }
     }
     if args.contains_key("x-expires") && expires_ms(args).is_none() {
         return Err(QueueError::PreconditionFailed(
@@ -100,6 +118,14 @@ pub fn message_ttl_ms(args: &Headers) -> Option<u64> {
 pub fn expires_ms(args: &Headers) -> Option<u64> {
     match args.get("x-expires")? {
         FieldValue::Int(n) => u64::try_from(*n).ok().filter(|n| *n > 0),
+        _ => None,
+    }
+}
+
+/// `x-max-length`: ready messages kept at most.
+pub fn max_length(args: &Headers) -> Option<u64> {
+    match args.get("x-max-length")? {
+        FieldValue::Int(n) => u64::try_from(*n).ok(),
         _ => None,
     }
 }

@@ -303,6 +303,37 @@ impl Broker {
         }
     }
 
+    /// Drops the oldest ready messages of a queue beyond its `x-max-length` (drop-head),
+    /// counting messages appended but not yet durable; returns the dropped offsets (for
+    /// dead-lettering).
+    pub fn queue_trim_to_max_length(&self, queue: &Queue) -> Vec<i64> {
+        let Some(max) = args::max_length(&queue.spec().arguments) else {
+            return Vec::new();
+        };
+        let end = self
+            .topic(queue.name())
+            .and_then(|t| t.partition(0).map(|log| log.log_end_offset()))
+            .unwrap_or(0);
+        let over = queue.counts(end).ready.saturating_sub(max);
+        if over == 0 {
+            return Vec::new();
+        }
+        let owner: Arc<str> = Arc::from("x-max-length");
+        let mut dropped = Vec::new();
+        for r in queue.acquire(&owner, end, usize::try_from(over).unwrap_or(usize::MAX)) {
+            for offset in r.first..=r.last {
+                if queue
+                    .settle(&owner, offset, crate::settle::Settle::Reject)
+                    .is_ok()
+                {
+                    dropped.push(offset);
+                }
+            }
+        }
+        self.store_queue_state(queue);
+        dropped
+    }
+
     /// Deletes queues unused for their `x-expires` (log maintenance calls this).
     pub(crate) fn expire_unused_queues(&self) {
         let now = std::time::Instant::now();

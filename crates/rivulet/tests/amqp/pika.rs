@@ -30,6 +30,7 @@ fn pika_confirms_prefetch_requeue_dead_letters_and_errors() {
         "OK prefetch and requeue order",
         "OK dead letters and delivery limit",
         "OK message TTL, expiration and x-expires",
+        "OK x-max-length drops the oldest",
         "OK get, purge and channel errors",
     ] {
         assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
