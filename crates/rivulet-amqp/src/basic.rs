@@ -15,6 +15,7 @@ use crate::fault::{self, Fault};
 use crate::frame::ContentHeader;
 use crate::message::{self, Outgoing};
 use crate::shared::{ConsumerState, Unacked};
+use crate::stream;
 
 /// Messages one `basic.get` may skip (expired, or offsets holding no message) before it
 /// answers get-empty.
@@ -224,6 +225,17 @@ impl Connection {
                 format!("attempt to reuse consumer tag '{tag}'"),
             ));
         }
+        let start = if queue.is_stream() {
+            if c.no_ack || (channel.consumer_prefetch == 0 && channel.shared.prefetch() == 0) {
+                return Err(Fault::channel(
+                    fault::PRECONDITION_FAILED,
+                    "a stream consumer needs manual acknowledgements and a prefetch count (basic.qos)",
+                ));
+            }
+            Some(stream::start_offset(&self.broker, &name, &c.arguments)?)
+        } else {
+            None
+        };
         self.broker.queue_consumer_added(&queue, c.exclusive)?;
         let channel = self.channel(ch)?;
         let state = Arc::new(ConsumerState {
@@ -242,13 +254,17 @@ impl Connection {
             self.send(ch, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)))
                 .await?;
         }
-        let task = tokio::spawn(consumer::run(Consumer {
+        let consumer = Consumer {
             broker: self.broker.clone(),
             queue: queue.clone(),
             channel: shared,
             state: state.clone(),
             cancel_notify: self.caps.consumer_cancel_notify,
-        }));
+        };
+        let task = match start {
+            Some(offset) => tokio::spawn(stream::run(consumer, offset)),
+            None => tokio::spawn(consumer::run(consumer)),
+        };
         let handle = ConsumerHandle { state, queue, task };
         self.channel(ch)?.consumers.insert(tag, handle);
         Ok(())
@@ -285,6 +301,10 @@ impl Connection {
         };
         let mut touched: Vec<Arc<rivulet_broker::queues::Queue>> = Vec::new();
         for u in taken {
+            if u.queue.is_stream() {
+                // A stream keeps every message; the acknowledgement only returned credit.
+                continue;
+            }
             let archived = u.queue.settle(&owner, u.offset, how).unwrap_or_else(|e| {
                 tracing::warn!(queue = %u.queue.name(), error = %e, "AMQP: settling a delivery failed");
                 false
@@ -314,6 +334,12 @@ impl Connection {
     async fn get(&mut self, ch: u16, g: basic::Get) -> Result<(), Fault> {
         let name = self.default_queue(ch, g.queue.as_str())?;
         let queue = self.broker.queue_for(&name, self.id)?;
+        if queue.is_stream() {
+            return Err(Fault::channel(
+                fault::PRECONDITION_FAILED,
+                format!("queue '{name}' in vhost '/' is a stream; streams do not support basic.get"),
+            ));
+        }
         let channel = self.channel(ch)?;
         channel.queues.insert(name.clone(), queue.clone());
         let shared = channel.shared.clone();

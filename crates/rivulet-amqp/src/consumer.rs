@@ -84,7 +84,7 @@ pub async fn run(c: Consumer) {
 }
 
 /// Tells the client its consumer ended because the queue was deleted.
-async fn notify_cancel(c: &Consumer) {
+pub(crate) async fn notify_cancel(c: &Consumer) {
     c.state.cancelled.store(true, Ordering::Release);
     if !c.cancel_notify {
         return;

@@ -26,6 +26,7 @@ pub mod message;
 pub mod publish;
 pub mod server;
 pub mod shared;
+pub mod stream;
 
 pub use server::Server;
 

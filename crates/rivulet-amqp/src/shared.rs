@@ -88,6 +88,11 @@ impl ChannelShared {
         self.wake_credit();
     }
 
+    /// The channel-wide prefetch (0: none).
+    pub fn prefetch(&self) -> u32 {
+        self.lock().prefetch
+    }
+
     /// Deliveries `consumer` may receive now.
     pub fn room(&self, consumer: &ConsumerState) -> usize {
         if consumer.no_ack {

@@ -167,6 +167,39 @@ def max_length_drops_the_oldest():
     print("OK x-max-length drops the oldest", flush=True)
 
 
+def streams_read_from_offsets():
+    conn, ch = connect()
+    ch.queue_declare("p_stream", durable=True, arguments={"x-queue-type": "stream"})
+    ch.confirm_delivery()
+    for i in range(10):
+        ch.basic_publish("", "p_stream", f"s{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    ch.basic_qos(prefetch_count=4)
+
+    def read(offset, n):
+        got = []
+
+        def on_message(c, method, props, body):
+            got.append((props.headers["x-stream-offset"], body.decode()))
+            c.basic_ack(method.delivery_tag)
+
+        tag = ch.basic_consume("p_stream", on_message, arguments={"x-stream-offset": offset})
+        wait_for(conn, got, n)
+        ch.basic_cancel(tag)
+        return got
+
+    first = read("first", 10)
+    check(first == [(i, f"s{i}") for i in range(10)], f"from first, past the prefetch with acks: {first}")
+    check(read(6, 4) == [(i, f"s{i}") for i in range(6, 10)], "from offset 6")
+    check(read("first", 10) == first, "a stream keeps its messages for every reader")
+    try:
+        ch.basic_get("p_stream")
+        check(False, "basic.get on a stream fails")
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == 406, f"406 for basic.get on a stream, got {e.reply_code}")
+    conn.close()
+    print("OK streams read from offsets", flush=True)
+
+
 def get_purge_and_errors():
     conn, ch = connect()
     ch.queue_declare("p_misc")
@@ -207,4 +240,5 @@ prefetch_and_requeue_order()
 dead_letters_and_delivery_limit()
 message_ttl_and_expiration()
 max_length_drops_the_oldest()
+streams_read_from_offsets()
 get_purge_and_errors()

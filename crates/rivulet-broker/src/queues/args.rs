@@ -6,7 +6,8 @@ use crate::routing::{FieldValue, Headers};
 
 /// Arguments honoured, with what they do.
 const KNOWN: &[&str] = &[
-    // classic | quorum: both are a durable-capable single-partition log here.
+    // classic | quorum: both are a durable-capable single-partition log here; stream: the
+    // log itself, read by each consumer from its own offset.
     "x-queue-type",
     // Deliveries after which a message is dead-lettered (or dropped).
     "x-delivery-limit",
@@ -41,9 +42,21 @@ pub fn validate(args: &Headers, durable: bool, exclusive: bool) -> Result<()> {
             ));
         }
         Some(FieldValue::Str(t)) if t == "quorum" => {}
+        Some(FieldValue::Str(t)) if t == "stream" => {
+            if !durable || exclusive {
+                return Err(QueueError::PreconditionFailed(
+                    "a stream must be durable and not exclusive".to_string(),
+                ));
+            }
+            if let Some(other) = args.keys().find(|k| *k != "x-queue-type") {
+                return Err(QueueError::PreconditionFailed(format!(
+                    "queue argument '{other}' is not supported on a stream by Rivulet"
+                )));
+            }
+        }
         Some(other) => {
             return Err(QueueError::PreconditionFailed(format!(
-                "invalid arg 'x-queue-type': {other:?} (classic or quorum)"
+                "invalid arg 'x-queue-type': {other:?} (classic, quorum or stream)"
             )))
         }
     }
@@ -128,4 +141,10 @@ pub fn max_length(args: &Headers) -> Option<u64> {
         FieldValue::Int(n) => u64::try_from(*n).ok(),
         _ => None,
     }
+}
+
+/// True for `x-queue-type=stream`: consumers read from their own offsets and acks do not
+/// remove messages.
+pub fn is_stream(args: &Headers) -> bool {
+    matches!(args.get("x-queue-type"), Some(FieldValue::Str(t)) if t == "stream")
 }

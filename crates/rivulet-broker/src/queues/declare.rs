@@ -84,7 +84,7 @@ impl Broker {
                 check_equivalent(&queue, &spec)?;
                 queue.touch();
             }
-            let counts = queue.counts(self.queue_end(&name));
+            let counts = self.queue_counts(&queue, self.queue_end(&name));
             return Ok(Declared {
                 name,
                 messages: counts.ready,
@@ -201,6 +201,11 @@ impl Broker {
     /// Drops every message of a queue not delivered to a consumer; returns how many.
     pub fn queue_purge(&self, name: &str, connection: u64) -> Result<u64> {
         let queue = self.queue_for(name, connection)?;
+        if queue.is_stream() {
+            return Err(QueueError::PreconditionFailed(format!(
+                "queue '{name}' in vhost '/' is a stream; streams are not purged"
+            )));
+        }
         let dropped = queue.purge(self.queue_end(name));
         self.store_queue_state(&queue);
         Ok(dropped)

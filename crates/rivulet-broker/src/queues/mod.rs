@@ -114,6 +114,20 @@ pub struct QueueInfo {
 }
 
 impl crate::Broker {
+    /// A queue's counts; a stream's ready count is every message it holds.
+    pub fn queue_counts(&self, queue: &Queue, end: i64) -> QueueCounts {
+        let mut counts = queue.counts(end);
+        if queue.is_stream() {
+            let start = self
+                .topic(queue.name())
+                .and_then(|t| t.offsets(0))
+                .map_or(0, |o| o.0);
+            counts.ready = u64::try_from(end - start).unwrap_or(0);
+            counts.unacked = 0;
+        }
+        counts
+    }
+
     /// One queue's operator view.
     pub fn queue_info(&self, name: &str) -> Option<QueueInfo> {
         let queue = self.inner.queues.get(name)?;
@@ -131,7 +145,7 @@ impl crate::Broker {
             name: queue.name().to_string(),
             spec: queue.spec().clone(),
             owner: queue.owner(),
-            counts: queue.counts(end),
+            counts: self.queue_counts(queue, end),
             ack_floor: queue.floor(),
             end,
             size_bytes: self.topic(queue.name()).map_or(0, |t| t.size_bytes()),

@@ -43,7 +43,7 @@ impl Broker {
     /// disk: a crash of the process keeps what the OS has; the log syncs every
     /// [`super::STATE_SYNC_INTERVAL`]).
     pub fn store_queue_state(&self, queue: &Queue) {
-        if !queue.spec().durable {
+        if !queue.spec().durable || queue.is_stream() {
             return;
         }
         let Some(state) = queue.state_to_store() else {
@@ -78,7 +78,7 @@ impl Broker {
     /// acknowledged messages in the segment being written stay readable as Kafka records
     /// until it rolls.
     pub(crate) fn free_acknowledged(&self) {
-        for queue in self.inner.queues.list() {
+        for queue in self.inner.queues.list().into_iter().filter(|q| !q.is_stream()) {
             let Ok(log) = self.partition_log(queue.name(), 0) else {
                 continue;
             };

@@ -159,6 +159,11 @@ impl Queue {
         &self.spec
     }
 
+    /// A stream (`x-queue-type=stream`): read from offsets, never settled.
+    pub fn is_stream(&self) -> bool {
+        super::args::is_stream(&self.spec.arguments)
+    }
+
     /// The connection an exclusive queue belongs to.
     pub fn owner(&self) -> Option<u64> {
         self.owner

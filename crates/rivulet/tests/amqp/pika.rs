@@ -31,6 +31,7 @@ fn pika_confirms_prefetch_requeue_dead_letters_and_errors() {
         "OK dead letters and delivery limit",
         "OK message TTL, expiration and x-expires",
         "OK x-max-length drops the oldest",
+        "OK streams read from offsets",
         "OK get, purge and channel errors",
     ] {
         assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
