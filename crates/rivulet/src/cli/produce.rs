@@ -267,7 +267,9 @@ fn create_producer(args: &ProduceArgs) -> Result<ThreadedProducer<Reporter>> {
     } else {
         "false"
     };
+    // Idempotent: a retried request neither duplicates nor reorders lines.
     cfg.set("acks", "all")
+        .set("enable.idempotence", "true")
         .set("message.timeout.ms", conn.timeout().as_millis().to_string())
         .set("allow.auto.create.topics", auto_create)
         .set("linger.ms", "5");
