@@ -62,8 +62,6 @@ pub async fn run(c: Consumer) {
         }
         let end = c.broker.queue_end(c.queue.name());
         let ranges = c.queue.acquire(&c.channel.owner, end, room);
-        // Stored before the deliveries leave: after a crash they come back as redelivered.
-        c.broker.store_queue_state(&c.queue);
         if ranges.is_empty() {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
@@ -72,6 +70,8 @@ pub async fn run(c: Consumer) {
             }
             continue;
         }
+        // Stored before the deliveries leave: after a crash they come back as redelivered.
+        c.broker.store_queue_state(&c.queue);
         for range in ranges {
             if deliver_range(&c, range).await.is_err() {
                 return;

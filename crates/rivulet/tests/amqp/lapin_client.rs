@@ -204,6 +204,25 @@ fn kcat_produce(server: &Rivulet, topic: &str, line: &str) {
     assert!(child.wait().expect("kcat").success(), "kcat failed");
 }
 
+/// Every record of `topic`, one line each, read with kcat from the beginning.
+fn kcat_read(server: &Rivulet, topic: &str) -> String {
+    let out = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            &server.bootstrap(),
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .output()
+        .expect("run kcat");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A queue declared over an existing Kafka topic starts at the topic's end; a record
 /// produced over Kafka (kcat) then reaches the AMQP consumer with its Kafka headers as the
 /// AMQP headers table; deleting the queue leaves the topic and its records.
@@ -250,21 +269,7 @@ fn a_kafka_record_is_delivered_to_the_queue_s_amqp_consumer_with_its_headers() {
             .expect("delete");
         conn.close(200, "done").await.expect("close");
     });
-    let out = std::process::Command::new("kcat")
-        .args([
-            "-b",
-            &server.bootstrap(),
-            "-C",
-            "-t",
-            "from_kafka",
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-        ])
-        .output()
-        .expect("run kcat");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = kcat_read(&server, "from_kafka");
     assert_eq!(text.lines().count(), 2, "the topic outlives the queue: {text}");
     // A transient queue over the topic vanishes at restart; the topic stays.
     runtime().block_on(async {
@@ -279,21 +284,7 @@ fn a_kafka_record_is_delivered_to_the_queue_s_amqp_consumer_with_its_headers() {
         conn.close(200, "done").await.expect("close");
     });
     server.restart();
-    let out = std::process::Command::new("kcat")
-        .args([
-            "-b",
-            &server.bootstrap(),
-            "-C",
-            "-t",
-            "from_kafka",
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-        ])
-        .output()
-        .expect("run kcat");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = kcat_read(&server, "from_kafka");
     assert_eq!(
         text.lines().count(),
         2,
