@@ -322,7 +322,7 @@ fn wraps_and_checkpoints_across_crashes(logs: usize) {
     let storage = LossyStorage::default();
     let mut expected: Vec<Vec<String>> = vec![Vec::new(); logs];
     let mut checkpoints = 0;
-    let ring_bytes = small_ring().ring_bytes as u64;
+    let ring_bytes = small_ring().ring_bytes;
     for round in 0..4 {
         let node = Node::open(&storage, dir.path(), logs, small_ring());
         assert_holds(&node, &expected);
