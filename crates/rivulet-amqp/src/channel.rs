@@ -61,11 +61,36 @@ pub struct Channel {
     pub next_consumer: u64,
     /// The last queue declared on the channel (an empty queue name refers to it).
     pub last_queue: Option<String>,
+    /// Counts the channel in `rivulet_channels_open` while it lives.
+    _counted: Counted,
+}
+
+/// Holds one count in the open-channels gauge, given back on drop.
+#[derive(Debug)]
+struct Counted(Arc<rivulet_metrics::Metrics>);
+
+impl Counted {
+    fn new(metrics: Arc<rivulet_metrics::Metrics>) -> Counted {
+        metrics.channels_changed("amqp", 1);
+        Counted(metrics)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.channels_changed("amqp", -1);
+    }
 }
 
 impl Channel {
     /// A newly opened channel.
-    pub fn new(id: u16, owner: Arc<str>, out: mpsc::Sender<Bytes>, frame_max: u32) -> Channel {
+    pub fn new(
+        id: u16,
+        owner: Arc<str>,
+        out: mpsc::Sender<Bytes>,
+        frame_max: u32,
+        broker: &Broker,
+    ) -> Channel {
         Channel {
             shared: Arc::new(ChannelShared::new(id, owner, out, frame_max)),
             closing: false,
@@ -76,6 +101,7 @@ impl Channel {
             queues: HashMap::new(),
             next_consumer: 0,
             last_queue: None,
+            _counted: Counted::new(broker.metrics().clone()),
         }
     }
 

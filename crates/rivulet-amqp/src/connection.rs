@@ -24,6 +24,8 @@ use crate::AmqpConfig;
 pub struct ClientCaps {
     /// `basic.cancel` from the server when a queue goes.
     pub consumer_cancel_notify: bool,
+    /// `connection.blocked` and `connection.unblocked` around a resource alarm.
+    pub connection_blocked: bool,
 }
 
 /// A connection being served.
@@ -47,6 +49,8 @@ pub struct Connection {
     pub caps: ClientCaps,
     /// Published messages not yet appended.
     pub batch: PublishBatch,
+    /// The broker's resource alarm: publishing waits while it is raised.
+    pub alarm: watch::Receiver<Option<String>>,
 }
 
 /// Why the frame loop ended.
@@ -92,7 +96,7 @@ pub async fn serve(
     }
     let mut conn = Connection {
         id,
-        broker,
+        broker: broker.clone(),
         frame_max: config.frame_max,
         channel_max: config.channel_max,
         config,
@@ -100,6 +104,7 @@ pub async fn serve(
         channels: HashMap::new(),
         caps: ClientCaps::default(),
         batch: PublishBatch::default(),
+        alarm: broker.alarm(),
     };
     let metrics = conn.broker.metrics().clone();
     metrics.connection_opened("amqp");
@@ -136,6 +141,7 @@ fn server_properties() -> FieldTable {
         "consumer_cancel_notify",
         "per_consumer_qos",
         "authentication_failure_close",
+        "connection.blocked",
     ] {
         caps.insert(cap.into(), AMQPValue::Boolean(true));
     }
@@ -231,10 +237,9 @@ impl Connection {
             Some(AMQPValue::FieldTable(t)) => t.clone(),
             _ => return,
         };
-        self.caps.consumer_cancel_notify = matches!(
-            caps.inner().get("consumer_cancel_notify"),
-            Some(AMQPValue::Boolean(true))
-        );
+        let has = |name: &str| matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)));
+        self.caps.consumer_cancel_notify = has("consumer_cancel_notify");
+        self.caps.connection_blocked = has("connection.blocked");
     }
 
     fn apply_tune(&mut self, tuned: &connection::TuneOk) -> Result<(), Fault> {
@@ -331,6 +336,11 @@ impl Connection {
                     return End::Fault(f);
                 }
             }
+            if is_publish(&frame) && self.alarm.borrow().is_some() {
+                if let Err(f) = self.wait_while_blocked(&mut shutdown).await {
+                    return End::Fault(f);
+                }
+            }
             match self.apply(frame).await {
                 Ok(true) => {}
                 Ok(false) => return End::Closed,
@@ -345,6 +355,45 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Holds a publishing connection while the broker's alarm is raised, as RabbitMQ does:
+    /// what it published so far is appended, the client is told (`connection.blocked`, if
+    /// it understands it), nothing more is read until the alarm clears, then
+    /// `connection.unblocked`. Consumers of the connection go on delivering meanwhile.
+    async fn wait_while_blocked(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), Fault> {
+        let Some(reason) = self.alarm.borrow().clone() else {
+            return Ok(());
+        };
+        self.flush_or_fail().await?;
+        tracing::info!(connection = self.id, %reason, "AMQP: publisher blocked");
+        if self.caps.connection_blocked {
+            let blocked = connection::Blocked {
+                reason: ShortString::from(reason),
+            };
+            self.send(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked)))
+                .await?;
+        }
+        tokio::select! {
+            cleared = self.alarm.wait_for(Option::is_none) => {
+                if cleared.is_err() {
+                    return Err(Fault::connection(fault::CONNECTION_FORCED, "broker shutting down"));
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => {
+                return Err(Fault::connection(fault::CONNECTION_FORCED, "broker shutting down"));
+            }
+        }
+        tracing::info!(connection = self.id, "AMQP: publisher unblocked");
+        if self.caps.connection_blocked {
+            let unblocked = connection::Unblocked {};
+            self.send(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Unblocked(unblocked)),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Applies one frame; `Ok(false)` when the client closed the connection. A channel
@@ -441,8 +490,10 @@ impl Connection {
             ));
         }
         let owner: Arc<str> = Arc::from(format!("amqp-{}-{ch}", self.id));
-        self.channels
-            .insert(ch, Channel::new(ch, owner, self.out.clone(), self.frame_max));
+        self.channels.insert(
+            ch,
+            Channel::new(ch, owner, self.out.clone(), self.frame_max, &self.broker),
+        );
         let ok = AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {}));
         self.send(ch, ok).await
     }
@@ -537,6 +588,11 @@ fn is_publishing(frame: &Frame) -> bool {
         Frame::Method(_, class) => matches!(**class, AMQPClass::Basic(basic::AMQPMethod::Publish(_))),
         Frame::Header(..) | Frame::Body(..) | Frame::Heartbeat(_) => true,
     }
+}
+
+/// A `basic.publish` method (the frame a blocked connection stops at).
+fn is_publish(frame: &Frame) -> bool {
+    matches!(frame, Frame::Method(_, class) if matches!(**class, AMQPClass::Basic(basic::AMQPMethod::Publish(_))))
 }
 
 /// A fault raised by a publish's content names `basic.publish` on its channel.

@@ -6,8 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rivulet_broker::queues::Queue;
-use rivulet_broker::{BrokerError, Create, Durable, NewRecord};
+use rivulet_broker::queues::args::Overflow;
+use rivulet_broker::queues::QueueAppend;
+use rivulet_broker::{BrokerError, Durable, NewRecord};
 
 use crate::connection::Connection;
 use crate::fault::{self, Fault};
@@ -47,7 +48,6 @@ impl PublishBatch {
 /// What one channel's messages in a flushed batch wait for.
 #[derive(Debug, Default)]
 struct ChannelShare {
-    count: u64,
     durables: Vec<Durable>,
     failed: bool,
 }
@@ -72,7 +72,9 @@ impl Connection {
         Ok(())
     }
 
-    /// Appends the batch: one append per target queue, then each channel's confirms.
+    /// Appends the batch: one append per target queue, then each channel's confirms (a
+    /// message a full reject-publish queue refused is nacked, as in RabbitMQ, though the
+    /// other queues it was routed to keep it).
     pub(crate) async fn flush_publishes(&mut self) -> Result<(), Fault> {
         if self.batch.is_empty() {
             return Ok(());
@@ -87,57 +89,79 @@ impl Connection {
         }
         let mut shares: BTreeMap<u16, ChannelShare> = BTreeMap::new();
         for e in &entries {
-            shares.entry(e.channel).or_default().count += 1;
+            shares.entry(e.channel).or_default();
         }
+        let mut refused = vec![false; entries.len()];
         for (queue, indexes) in by_queue {
             let records: Vec<NewRecord> = indexes.iter().map(|i| entries[*i].record.clone()).collect();
             let channels: BTreeSet<u16> = indexes.iter().map(|i| entries[*i].channel).collect();
-            match self.broker.append_records(queue, records, Create::Never) {
-                Ok(appended) => {
+            match self.broker.queue_append(queue, records) {
+                Ok(done) => {
                     for ch in channels {
-                        if let Some(share) = shares.get_mut(&ch) {
+                        let share = shares.entry(ch).or_default();
+                        if let Some(appended) = &done.appended {
                             share.durables.extend(appended.durables().iter().cloned());
                         }
                     }
-                    if let Some(q) = self.broker.queues().get(queue) {
-                        let first = appended.positions.first().map_or(i64::MAX, |p| p.offset);
-                        let batch: Vec<&NewRecord> = indexes.iter().map(|i| &entries[*i].record).collect();
-                        self.trim(&q, first, &batch);
-                        q.wake();
+                    for k in &done.rejected {
+                        refused[indexes[*k]] = true;
                     }
+                    self.dead_letter_overflow(queue, &done, &indexes, &entries);
                 }
                 // Deleted between routing and appending: as if routed a moment later.
                 Err(BrokerError::UnknownTopic(_)) => {}
                 Err(e) => {
                     tracing::error!(queue, error = %e, "AMQP: appending published messages failed");
                     for ch in channels {
-                        if let Some(share) = shares.get_mut(&ch) {
-                            share.failed = true;
-                        }
+                        shares.entry(ch).or_default().failed = true;
                     }
                 }
             }
         }
-        for (ch, share) in shares {
-            if let Some(confirms) = self.channels.get_mut(&ch).and_then(|c| c.confirms.as_mut()) {
-                confirms.push(share.count, share.durables, share.failed).await;
+        for (ch, share) in shares.iter_mut() {
+            let runs = runs_of(&entries, &refused, *ch, share.failed);
+            let Some(confirms) = self.channels.get_mut(ch).and_then(|c| c.confirms.as_mut()) else {
+                continue;
+            };
+            for (count, failed) in runs {
+                let durables = if failed {
+                    Vec::new()
+                } else {
+                    share.durables.clone()
+                };
+                confirms.push(count, durables, failed).await;
             }
         }
         Ok(())
     }
 
-    /// Applies the queue's `x-max-length` after an append whose records start at offset
-    /// `first`: the dropped ones are dead-lettered (`maxlen`), from `batch` when they were
-    /// in it, else read back from the queue.
-    fn trim(&self, queue: &Queue, first: i64, batch: &[&NewRecord]) {
-        for offset in self.broker.queue_trim_to_max_length(queue) {
-            let in_batch = usize::try_from(offset - first).ok().and_then(|i| batch.get(i));
-            match in_batch {
-                Some(record) => {
-                    let message = message::from_new_record(record, queue.name());
-                    deadletter::dead_letter_message(&self.broker, queue, message, "maxlen");
+    /// Dead-letters what a queue's limits pushed out: messages dropped from its head
+    /// (`drop-head`; from the batch when they were in it, else read back) and messages it
+    /// refused under `reject-publish-dlx`; both with reason `maxlen`.
+    fn dead_letter_overflow(&self, name: &str, done: &QueueAppend, indexes: &[usize], entries: &[Entry]) {
+        let Some(queue) = self.broker.queues().get(name) else {
+            return;
+        };
+        let refusing_dlx = queue
+            .limits()
+            .is_some_and(|l| l.overflow == Overflow::RejectPublishDlx);
+        if refusing_dlx {
+            for k in &done.rejected {
+                let message = message::from_new_record(&entries[indexes[*k]].record, name);
+                deadletter::dead_letter_message(&self.broker, &queue, message, "maxlen");
+            }
+        }
+        for offset in &done.dropped {
+            let taken = usize::try_from(offset - done.first_offset)
+                .ok()
+                .filter(|_| done.appended.is_some())
+                .and_then(|i| indexes.get(i));
+            match taken {
+                Some(i) => {
+                    let message = message::from_new_record(&entries[*i].record, name);
+                    deadletter::dead_letter_message(&self.broker, &queue, message, "maxlen");
                 }
-                None => deadletter::dead_letter(&self.broker, queue, offset, "maxlen"),
+                None => deadletter::dead_letter(&self.broker, &queue, *offset, "maxlen"),
             }
         }
     }
@@ -148,4 +172,21 @@ impl Connection {
             .await
             .map_err(|f| Fault::connection(fault::INTERNAL_ERROR, f.text))
     }
+}
+
+/// A channel's messages in a flushed batch as runs to confirm, in publish order: each run
+/// a count and whether it is nacked (refused by a full queue, or its append failed).
+fn runs_of(entries: &[Entry], refused: &[bool], channel: u16, failed: bool) -> Vec<(u64, bool)> {
+    let mut runs: Vec<(u64, bool)> = Vec::new();
+    for (e, refused) in entries.iter().zip(refused) {
+        if e.channel != channel {
+            continue;
+        }
+        let nack = failed || *refused;
+        match runs.last_mut() {
+            Some((count, last)) if *last == nack => *count += 1,
+            _ => runs.push((1, nack)),
+        }
+    }
+    runs
 }

@@ -27,6 +27,7 @@
 //! <data_dir>/trash/                        deleted topics whose files are still being freed
 //! ```
 
+pub mod alarm;
 mod background;
 pub mod data;
 pub mod error;
@@ -108,6 +109,9 @@ pub struct BrokerConfig {
     pub journal: Option<JournalConfig>,
     /// Largest `transaction.timeout.ms` a transactional producer may ask for.
     pub transaction_timeout_ms_max: i32,
+    /// Free bytes of the data directory's file system below which the disk alarm holds
+    /// publishers back (see [`Broker::alarm`]); 0 turns the alarm off.
+    pub disk_free_min_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -125,6 +129,7 @@ impl Default for BrokerConfig {
             maintenance_interval_ms: 1_000,
             journal: Some(JournalConfig::default()),
             transaction_timeout_ms_max: txn::TRANSACTION_TIMEOUT_MS_MAX,
+            disk_free_min_bytes: alarm::DISK_FREE_MIN_BYTES_DEFAULT,
         }
     }
 }
@@ -164,6 +169,7 @@ struct Inner {
     groups: GroupCoordinator,
     txns: txn::TxnCoordinator,
     queues: queues::Queues,
+    alarms: alarm::Alarms,
     metrics: Arc<Metrics>,
     round_robin: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -256,6 +262,7 @@ impl Broker {
                 groups,
                 txns,
                 queues,
+                alarms: alarm::Alarms::new(),
                 metrics,
                 round_robin: AtomicUsize::new(0),
                 shutdown: watch::channel(false).0,
@@ -539,6 +546,11 @@ impl Broker {
         }
         self.free_acknowledged();
         self.expire_unused_queues();
+        self.check_disk_alarm();
+        let now = std::time::Instant::now();
+        for queue in self.inner.queues.list() {
+            queue.sample_rates(now);
+        }
         let forgotten = self.inner.txns.expire_idle(now_ms);
         if forgotten > 0 {
             tracing::info!(

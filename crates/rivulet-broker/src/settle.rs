@@ -253,6 +253,14 @@ impl SharedPartition {
         waiting as u64 + u64::try_from(available_end - self.end).unwrap_or(0)
     }
 
+    /// Offsets in the window that are available again (released or expired), lowest first.
+    pub fn available_in_window(&self) -> impl Iterator<Item = i64> + '_ {
+        self.records
+            .iter()
+            .filter(|(_, r)| r.state == State::Available)
+            .map(|(offset, _)| *offset)
+    }
+
     /// Settles every record not currently acquired, up to `available_end` (a queue purge).
     /// Returns how many were dropped.
     pub fn purge(&mut self, available_end: i64) -> u64 {

@@ -189,6 +189,8 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
         "kafka_listeners": state.config.kafka_addresses,
         "amqp_listeners": state.config.amqp_addresses,
         "amqp_connections": state.broker.metrics().connections_open("amqp"),
+        "amqp_channels": state.broker.metrics().channels_open("amqp"),
+        "alarm": *state.broker.alarm().borrow(),
         "queues": state.broker.queues().list().len(),
         "exchanges": state.broker.queues().topology().exchanges().count(),
         "listeners": crate::listeners(&state.config),

@@ -52,6 +52,12 @@ fn queue_json(q: &QueueInfo) -> Value {
         "ack_floor": q.ack_floor,
         "end_offset": q.end,
         "size_bytes": q.size_bytes,
+        "published_total": q.rates.published_total,
+        "delivered_total": q.rates.delivered_total,
+        "acknowledged_total": q.rates.acknowledged_total,
+        "published_per_s": q.rates.published_per_s,
+        "delivered_per_s": q.rates.delivered_per_s,
+        "acknowledged_per_s": q.rates.acknowledged_per_s,
     })
 }
 

@@ -50,6 +50,9 @@ struct QueueFamilies {
     ready: Family<QueueLabels, Gauge>,
     unacked: Family<QueueLabels, Gauge>,
     consumers: Family<QueueLabels, Gauge>,
+    published: Family<QueueLabels, Counter>,
+    delivered: Family<QueueLabels, Counter>,
+    acknowledged: Family<QueueLabels, Counter>,
     queues: Gauge,
 }
 
@@ -132,6 +135,21 @@ pub(crate) fn render(broker: &Broker, metrics: &Metrics) -> String {
         queues.consumers,
     );
     reg.register(
+        "queue_messages_published",
+        "Messages appended to a queue since the broker started",
+        queues.published,
+    );
+    reg.register(
+        "queue_messages_delivered",
+        "Deliveries from a queue (redeliveries included) since the broker started",
+        queues.delivered,
+    );
+    reg.register(
+        "queue_messages_acknowledged",
+        "Messages acknowledged from a queue since the broker started",
+        queues.acknowledged,
+    );
+    reg.register(
         "queues",
         "Queues (AMQP and other queue front ends)",
         queues.queues,
@@ -194,6 +212,15 @@ fn queue_families(broker: &Broker, dropped: &Gauge) -> QueueFamilies {
         out.consumers
             .get_or_create(&labels)
             .set(i64::from(q.counts.consumers));
+        out.published
+            .get_or_create(&labels)
+            .inc_by(q.rates.published_total);
+        out.delivered
+            .get_or_create(&labels)
+            .inc_by(q.rates.delivered_total);
+        out.acknowledged
+            .get_or_create(&labels)
+            .inc_by(q.rates.acknowledged_total);
     }
     out.queues.set(infos.len() as i64);
     out

@@ -83,6 +83,8 @@ pub struct Metrics {
     request_errors: Family<ErrorLabels, Counter>,
     connections_open: Family<ProtocolLabels, Gauge>,
     connections_total: Family<ProtocolLabels, Counter>,
+    channels_open: Family<ProtocolLabels, Gauge>,
+    disk_alarm: Gauge,
     fsync_duration: Histogram,
     fetch_sessions: Gauge,
     transaction_duration: Histogram,
@@ -104,6 +106,18 @@ impl Metrics {
         let request_errors = Family::<ErrorLabels, Counter>::default();
         let connections_open = Family::<ProtocolLabels, Gauge>::default();
         let connections_total = Family::<ProtocolLabels, Counter>::default();
+        let channels_open = Family::<ProtocolLabels, Gauge>::default();
+        let disk_alarm = Gauge::default();
+        root.register(
+            "channels_open",
+            "Channels open on connections that multiplex them (AMQP)",
+            channels_open.clone(),
+        );
+        root.register(
+            "disk_alarm",
+            "1 while the data directory is low on space and publishers are held back",
+            disk_alarm.clone(),
+        );
         let fsync_duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 18));
         let fetch_sessions = Gauge::default();
         let transaction_duration = Histogram::new(exponential_buckets(0.001, 2.0, 22));
@@ -190,6 +204,8 @@ impl Metrics {
             request_errors,
             connections_open,
             connections_total,
+            channels_open,
+            disk_alarm,
             fsync_duration,
             fetch_sessions,
             transaction_duration,
@@ -281,6 +297,34 @@ impl Metrics {
                 protocol: protocol.to_string(),
             })
             .dec();
+    }
+
+    /// A channel opened (`delta` 1) or closed (-1) on a `protocol` connection.
+    pub fn channels_changed(&self, protocol: &str, delta: i64) {
+        self.channels_open
+            .get_or_create(&ProtocolLabels {
+                protocol: protocol.to_string(),
+            })
+            .inc_by(delta);
+    }
+
+    /// Channels of `protocol` open now.
+    pub fn channels_open(&self, protocol: &str) -> i64 {
+        self.channels_open
+            .get_or_create(&ProtocolLabels {
+                protocol: protocol.to_string(),
+            })
+            .get()
+    }
+
+    /// Raises or clears the disk alarm gauge.
+    pub fn set_disk_alarm(&self, raised: bool) {
+        self.disk_alarm.set(i64::from(raised));
+    }
+
+    /// True while the disk alarm is raised.
+    pub fn disk_alarm(&self) -> bool {
+        self.disk_alarm.get() > 0
     }
 
     /// Sets the number of cached fetch sessions.

@@ -6,7 +6,7 @@ import sys
 import time
 
 import pika
-from pika.exceptions import ChannelClosedByBroker, UnroutableError
+from pika.exceptions import ChannelClosedByBroker, NackError, UnroutableError
 
 URL = sys.argv[1]
 
@@ -167,6 +167,111 @@ def max_length_drops_the_oldest():
     print("OK x-max-length drops the oldest", flush=True)
 
 
+def drain(ch, queue):
+    """Every message of `queue` by basic.get: (headers, body) pairs, oldest first."""
+    out = []
+    while True:
+        m, props, body = ch.basic_get(queue, auto_ack=True)
+        if m is None:
+            return out
+        out.append((props.headers or {}, body.decode()))
+
+
+def max_length_bytes_drops_the_oldest():
+    conn, ch = connect()
+    ch.exchange_declare("p_maxbytes_dlx", "fanout")
+    ch.queue_declare("p_maxbytes_dead")
+    ch.queue_bind("p_maxbytes_dead", "p_maxbytes_dlx")
+    args = {"x-max-length-bytes": 25, "x-dead-letter-exchange": "p_maxbytes_dlx"}
+    ch.queue_declare("p_maxbytes", arguments=args)
+    ch.confirm_delivery()
+    # Bodies of 10 bytes: 25 bytes keep the newest two.
+    for i in range(5):
+        ch.basic_publish("", "p_maxbytes", f"ten bytes{i}".encode()[:10])
+    q = ch.queue_declare("p_maxbytes", passive=True, arguments=args)
+    check(q.method.message_count == 2, f"25 bytes keep two 10-byte messages, not {q.method.message_count}")
+    kept = [body for _, body in drain(ch, "p_maxbytes")]
+    check(kept == ["ten bytes3", "ten bytes4"], f"the newest are kept: {kept}")
+    dead = drain(ch, "p_maxbytes_dead")
+    check([b for _, b in dead] == [f"ten bytes{i}" for i in range(3)], f"the oldest dead-lettered: {dead}")
+    check(all(h["x-death"][0]["reason"] == "maxlen" for h, _ in dead), "reason maxlen")
+    # Unacknowledged messages do not count: with two delivered and held, two more fit.
+    for i in range(2):
+        ch.basic_publish("", "p_maxbytes", f"held {i}   ".encode()[:10])
+    held = [ch.basic_get("p_maxbytes")[0] for _ in range(2)]
+    for i in range(2):
+        ch.basic_publish("", "p_maxbytes", f"more {i}   ".encode()[:10])
+    q = ch.queue_declare("p_maxbytes", passive=True, arguments=args)
+    check(q.method.message_count == 2, f"held messages do not count toward the limit: {q.method.message_count}")
+    for m in held:
+        ch.basic_ack(m.delivery_tag)
+    conn.close()
+    print("OK x-max-length-bytes drops the oldest", flush=True)
+
+
+def reject_publish_nacks_new_messages():
+    conn, ch = connect()
+    ch.exchange_declare("p_reject_fan", "fanout")
+    ch.queue_declare("p_reject", arguments={"x-max-length": 2, "x-overflow": "reject-publish"})
+    ch.queue_declare("p_reject_other")
+    ch.queue_bind("p_reject", "p_reject_fan")
+    ch.queue_bind("p_reject_other", "p_reject_fan")
+    ch.confirm_delivery()
+    nacked = []
+    for i in range(4):
+        try:
+            ch.basic_publish("p_reject_fan", "", f"m{i}".encode())
+        except NackError:
+            nacked.append(i)
+    check(nacked == [2, 3], f"publishes beyond the limit are nacked, in order: {nacked}")
+    check([b for _, b in drain(ch, "p_reject")] == ["m0", "m1"], "the full queue kept the first two")
+    other = [b for _, b in drain(ch, "p_reject_other")]
+    check(other == ["m0", "m1", "m2", "m3"], f"the other queue got every message: {other}")
+    ch.basic_publish("p_reject_fan", "", b"after")
+    check([b for _, b in drain(ch, "p_reject")] == ["after"], "room again once consumed")
+    # reject-publish-dlx: refused and dead-lettered.
+    ch.exchange_declare("p_rejdlx_dlx", "fanout")
+    ch.queue_declare("p_rejdlx_dead")
+    ch.queue_bind("p_rejdlx_dead", "p_rejdlx_dlx")
+    args = {"x-max-length": 1, "x-overflow": "reject-publish-dlx", "x-dead-letter-exchange": "p_rejdlx_dlx"}
+    ch.queue_declare("p_rejdlx", arguments=args)
+    results = []
+    for i in range(3):
+        try:
+            ch.basic_publish("", "p_rejdlx", f"d{i}".encode())
+            results.append("ack")
+        except NackError:
+            results.append("nack")
+    check(results == ["ack", "nack", "nack"], f"reject-publish-dlx nacks beyond 1: {results}")
+    dead = drain(ch, "p_rejdlx_dead")
+    check([b for _, b in dead] == ["d1", "d2"], f"the refused ones are dead-lettered: {dead}")
+    check(all(h["x-death"][0]["reason"] == "maxlen" for h, _ in dead), "reason maxlen")
+    try:
+        ch.queue_declare("p_bad_overflow", arguments={"x-overflow": "reject-everything"})
+        check(False, "an unknown x-overflow is refused")
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == 406, f"406 for an unknown x-overflow, got {e.reply_code}")
+    conn.close()
+    print("OK reject-publish and reject-publish-dlx", flush=True)
+
+
+def stream_arguments():
+    conn, ch = connect()
+    args = {"x-queue-type": "stream", "x-max-age": "7D", "x-max-length-bytes": 20_000_000,
+            "x-stream-max-segment-size-bytes": 1_000_000}
+    ch.queue_declare("p_stream_args", durable=True, arguments=args)
+    ch.queue_declare("p_stream_args", durable=True, passive=True)
+    for bad in ({"x-max-age": "7 days"}, {"x-max-age": "0s"}, {"x-max-length-bytes": -1}):
+        ch = conn.channel()
+        try:
+            ch.queue_declare("p_stream_bad", durable=True, arguments={"x-queue-type": "stream", **bad})
+            check(False, f"a bad stream argument is refused: {bad}")
+        except ChannelClosedByBroker as e:
+            check(e.reply_code == 406, f"406 for {bad}, got {e.reply_code}")
+    conn.close()
+    print("OK stream arguments", flush=True)
+
+
 def streams_read_from_offsets():
     conn, ch = connect()
     ch.queue_declare("p_stream", durable=True, arguments={"x-queue-type": "stream"})
@@ -240,5 +345,8 @@ prefetch_and_requeue_order()
 dead_letters_and_delivery_limit()
 message_ttl_and_expiration()
 max_length_drops_the_oldest()
+max_length_bytes_drops_the_oldest()
+reject_publish_nacks_new_messages()
+stream_arguments()
 streams_read_from_offsets()
 get_purge_and_errors()

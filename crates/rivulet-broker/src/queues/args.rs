@@ -18,16 +18,144 @@ const KNOWN: &[&str] = &[
     "x-message-ttl",
     // Milliseconds without consumers, gets or redeclarations after which the queue goes.
     "x-expires",
-    // Ready messages kept at most; the oldest are dropped (dead-lettered, `maxlen`) beyond.
+    // Ready messages kept at most, and their body bytes at most (on a stream: the bytes
+    // its log keeps, as retention.bytes).
     "x-max-length",
-    // Only `drop-head`, the default, is supported.
+    "x-max-length-bytes",
+    // Beyond those: drop-head (the default; the oldest are dead-lettered, `maxlen`),
+    // reject-publish (new messages are refused, nacked) or reject-publish-dlx (refused and
+    // dead-lettered).
     "x-overflow",
 ];
+
+/// Arguments honoured on a stream, mapped to its topic's retention settings.
+const STREAM_KNOWN: &[&str] = &[
+    "x-queue-type",
+    // Age after which whole segments are removed (`7D`, `12h`, `30m`, `10s`; Y, M, D, h,
+    // m, s units as RabbitMQ's).
+    "x-max-age",
+    // Bytes kept at most (retention.bytes).
+    "x-max-length-bytes",
+    // Segment size (segment.bytes).
+    "x-stream-max-segment-size-bytes",
+];
+
+/// What a queue does with a message beyond its length limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drops (dead-letters) the oldest ready messages.
+    DropHead,
+    /// Refuses the new message; publishers in confirm mode get a nack.
+    RejectPublish,
+    /// Refuses and dead-letters the new message.
+    RejectPublishDlx,
+}
+
+/// A queue's length limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Ready messages at most.
+    pub messages_max: Option<u64>,
+    /// Body bytes of ready messages at most.
+    pub bytes_max: Option<u64>,
+    /// What happens beyond them.
+    pub overflow: Overflow,
+}
+
+impl Limits {
+    /// True when a queue holding `ready` messages of `bytes` stays within the limits.
+    pub fn within(&self, ready: u64, bytes: u64) -> bool {
+        self.messages_max.is_none_or(|m| ready <= m) && self.bytes_max.is_none_or(|m| bytes <= m)
+    }
+}
+
+/// The length limits declared, if any (never for a stream).
+pub fn limits(args: &Headers) -> Option<Limits> {
+    if is_stream(args) {
+        // A stream's x-max-length-bytes is its retention, applied by the log.
+        return None;
+    }
+    let messages_max = max_length(args);
+    let bytes_max = int_arg(args, "x-max-length-bytes");
+    if messages_max.is_none() && bytes_max.is_none() {
+        return None;
+    }
+    Some(Limits {
+        messages_max,
+        bytes_max,
+        overflow: overflow(args).unwrap_or(Overflow::DropHead),
+    })
+}
+
+fn overflow(args: &Headers) -> Option<Overflow> {
+    match args.get("x-overflow")? {
+        FieldValue::Str(o) if o == "drop-head" => Some(Overflow::DropHead),
+        FieldValue::Str(o) if o == "reject-publish" => Some(Overflow::RejectPublish),
+        FieldValue::Str(o) if o == "reject-publish-dlx" => Some(Overflow::RejectPublishDlx),
+        _ => None,
+    }
+}
+
+fn int_arg(args: &Headers, key: &str) -> Option<u64> {
+    match args.get(key)? {
+        FieldValue::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// A stream's topic settings from its arguments (`retention.ms`, `retention.bytes`,
+/// `segment.bytes`).
+pub fn stream_topic_configs(args: &Headers) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if let Some(v) = args.get("x-max-age") {
+        let ms = match v {
+            FieldValue::Str(text) => max_age_ms(text),
+            _ => None,
+        };
+        let ms = ms.ok_or_else(|| {
+            QueueError::PreconditionFailed(format!(
+                "invalid arg 'x-max-age': {v:?} (a number and a unit: Y, M, D, h, m or s)"
+            ))
+        })?;
+        out.push(("retention.ms".to_string(), ms.to_string()));
+    }
+    for (key, config) in [
+        ("x-max-length-bytes", "retention.bytes"),
+        ("x-stream-max-segment-size-bytes", "segment.bytes"),
+    ] {
+        if args.contains_key(key) {
+            let n = int_arg(args, key).filter(|n| *n > 0).ok_or_else(|| {
+                QueueError::PreconditionFailed(format!("invalid arg '{key}': a positive integer"))
+            })?;
+            out.push((config.to_string(), n.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// `x-max-age` text (`7D`, `12h`) in milliseconds.
+fn max_age_ms(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit_s: u64 = match unit {
+        "Y" => 365 * 24 * 3600,
+        "M" => 30 * 24 * 3600,
+        "D" => 24 * 3600,
+        "h" => 3600,
+        "m" => 60,
+        "s" => 1,
+        _ => return None,
+    };
+    n.checked_mul(unit_s)?.checked_mul(1000).filter(|ms| *ms > 0)
+}
 
 /// Checks a declaration's arguments.
 pub fn validate(args: &Headers, durable: bool, exclusive: bool) -> Result<()> {
     for key in args.keys() {
-        if !KNOWN.contains(&key.as_str()) {
+        let honoured =
+            KNOWN.contains(&key.as_str()) || (is_stream(args) && STREAM_KNOWN.contains(&key.as_str()));
+        if !honoured {
             return Err(QueueError::PreconditionFailed(format!(
                 "queue argument '{key}' is not supported by Rivulet"
             )));
@@ -48,11 +176,13 @@ pub fn validate(args: &Headers, durable: bool, exclusive: bool) -> Result<()> {
                     "a stream must be durable and not exclusive".to_string(),
                 ));
             }
-            if let Some(other) = args.keys().find(|k| *k != "x-queue-type") {
+            if let Some(other) = args.keys().find(|k| !STREAM_KNOWN.contains(&k.as_str())) {
                 return Err(QueueError::PreconditionFailed(format!(
                     "queue argument '{other}' is not supported on a stream by Rivulet"
                 )));
             }
+            stream_topic_configs(args)?;
+            return Ok(());
         }
         Some(other) => {
             return Err(QueueError::PreconditionFailed(format!(
@@ -75,14 +205,15 @@ pub fn validate(args: &Headers, durable: bool, exclusive: bool) -> Result<()> {
             "invalid arg 'x-max-length': a non-negative integer".to_string(),
         ));
     }
-    match args.get("x-overflow") {
-        None => {}
-        Some(FieldValue::Str(o)) if o == "drop-head" => {}
-        Some(other) => {
-            return Err(QueueError::PreconditionFailed(format!(
-                "invalid arg 'x-overflow': {other:?}; Rivulet supports drop-head only"
-            )))
-        }
+    if args.contains_key("x-max-length-bytes") && int_arg(args, "x-max-length-bytes").is_none() {
+        return Err(QueueError::PreconditionFailed(
+            "invalid arg 'x-max-length-bytes': a non-negative integer".to_string(),
+        ));
+    }
+    if let Some(v) = args.get("x-overflow").filter(|_| overflow(args).is_none()) {
+        return Err(QueueError::PreconditionFailed(format!(
+            "invalid arg 'x-overflow': {v:?} (drop-head, reject-publish or reject-publish-dlx)"
+        )));
     }
     if args.contains_key("x-expires") && expires_ms(args).is_none() {
         return Err(QueueError::PreconditionFailed(

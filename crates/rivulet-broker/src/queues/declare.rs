@@ -103,7 +103,7 @@ impl Broker {
             return Err(QueueError::LimitReached(format!("{QUEUES_MAX} queues")));
         }
         args::validate(&spec.arguments, spec.durable, spec.exclusive)?;
-        let (floor, existing) = self.queue_topic(&name, spec.durable)?;
+        let (floor, existing) = self.queue_topic(&name, &spec)?;
         let owner = spec.exclusive.then_some(connection);
         let stored = StoredState {
             floor,
@@ -123,7 +123,7 @@ impl Broker {
 
     /// Creates the queue's topic, or checks an existing one has a single partition; returns
     /// where the new queue starts (the topic's end) and whether the topic existed.
-    fn queue_topic(&self, name: &str, durable: bool) -> Result<(i64, bool)> {
+    fn queue_topic(&self, name: &str, spec: &QueueSpec) -> Result<(i64, bool)> {
         if let Some(topic) = self.topic(name) {
             if topic.partition_count() != 1 {
                 return Err(QueueError::PreconditionFailed(format!(
@@ -134,14 +134,20 @@ impl Broker {
             return Ok((topic.offsets(0).map_or(0, |o| o.1), true));
         }
         let mut overrides = BTreeMap::new();
-        if !durable {
+        if !spec.durable {
             overrides.insert("fsync.policy".to_string(), "none".to_string());
+        }
+        if args::is_stream(&spec.arguments) {
+            overrides.extend(args::stream_topic_configs(&spec.arguments)?);
         }
         match self.create_topic(name, 1, 1, overrides, false) {
             Ok(_) => Ok((0, false)),
             Err(BrokerError::InvalidTopicName { reason, .. }) => Err(QueueError::PreconditionFailed(
                 format!("queue name '{name}' is not usable as a topic name: {reason}"),
             )),
+            Err(BrokerError::InvalidConfig { key, reason }) => Err(QueueError::PreconditionFailed(format!(
+                "invalid stream setting {key}: {reason}"
+            ))),
             Err(e) => Err(e.into()),
         }
     }
@@ -308,34 +314,41 @@ impl Broker {
         }
     }
 
-    /// Drops the oldest ready messages of a queue beyond its `x-max-length` (drop-head),
-    /// counting messages appended but not yet durable; returns the dropped offsets (for
-    /// dead-lettering).
+    /// Drops the oldest ready messages of a drop-head queue beyond its `x-max-length` and
+    /// `x-max-length-bytes`, counting messages appended but not yet durable; returns the
+    /// dropped offsets (for dead-lettering).
     pub fn queue_trim_to_max_length(&self, queue: &Queue) -> Vec<i64> {
-        let Some(max) = args::max_length(&queue.spec().arguments) else {
+        let Some(limits) = queue.limits().filter(|l| l.overflow == args::Overflow::DropHead) else {
             return Vec::new();
         };
-        let end = self
-            .topic(queue.name())
-            .and_then(|t| t.partition(0).map(|log| log.log_end_offset()))
-            .unwrap_or(0);
-        let over = queue.counts(end).ready.saturating_sub(max);
-        if over == 0 {
-            return Vec::new();
-        }
+        let end = self.queue_end(queue.name());
+        let (mut ready, mut bytes) = queue.ready_and_bytes(end);
         let owner: Arc<str> = Arc::from("x-max-length");
         let mut dropped = Vec::new();
-        for r in queue.acquire(&owner, end, usize::try_from(over).unwrap_or(usize::MAX)) {
-            for offset in r.first..=r.last {
-                if queue
-                    .settle(&owner, offset, crate::settle::Settle::Reject)
-                    .is_ok()
-                {
-                    dropped.push(offset);
+        // Each pass drops at least one message or stops; ready messages bound the passes.
+        while !limits.within(ready, bytes) {
+            let over = limits.messages_max.map_or(0, |m| ready.saturating_sub(m)).max(1);
+            let got = queue.acquire_to_drop(&owner, end, usize::try_from(over).unwrap_or(usize::MAX));
+            if got.is_empty() {
+                break;
+            }
+            for r in got {
+                for offset in r.first..=r.last {
+                    let size = queue.size_of(offset);
+                    if queue
+                        .settle(&owner, offset, crate::settle::Settle::Reject)
+                        .is_ok()
+                    {
+                        dropped.push(offset);
+                    }
+                    ready = ready.saturating_sub(1);
+                    bytes = bytes.saturating_sub(size);
                 }
             }
         }
-        self.store_queue_state(queue);
+        if !dropped.is_empty() {
+            self.store_queue_state(queue);
+        }
         dropped
     }
 

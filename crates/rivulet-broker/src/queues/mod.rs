@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use error::QueueError;
-pub use queue::{Queue, QueueCounts, QueueSpec, StoredState, STORED_RANGES_MAX, WINDOW_MAX};
+pub use publish::QueueAppend;
+pub use queue::{Queue, QueueCounts, QueueRates, QueueSpec, StoredState, STORED_RANGES_MAX, WINDOW_MAX};
 
 use crate::offsets::OffsetStore;
 use crate::routing::Topology;
@@ -111,6 +112,8 @@ pub struct QueueInfo {
     pub end: i64,
     /// Bytes of the queue's topic on disk.
     pub size_bytes: u64,
+    /// Messages through the queue and their rates.
+    pub rates: QueueRates,
 }
 
 impl crate::Broker {
@@ -149,6 +152,7 @@ impl crate::Broker {
             ack_floor: queue.floor(),
             end,
             size_bytes: self.topic(queue.name()).map_or(0, |t| t.size_bytes()),
+            rates: queue.rates(),
         }
     }
 }

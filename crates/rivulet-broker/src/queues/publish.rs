@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use super::args::{Limits, Overflow};
 use super::error::Result;
+use super::queue::Total;
 use super::{definitions, Queue, StoredState};
 use crate::data::{Appended, Create, NewRecord};
 use crate::error::BrokerError;
@@ -14,6 +16,39 @@ use crate::Broker;
 
 /// Key of a queue's entry in the state log (with the queue's name as the group).
 const STATE_TOPIC_KEY: &str = "";
+
+/// What appending to a queue did.
+#[derive(Debug, Default)]
+pub struct QueueAppend {
+    /// The append of the messages taken; `None` when the queue took none.
+    pub appended: Option<Appended>,
+    /// Offset of the first message taken.
+    pub first_offset: i64,
+    /// Indexes, into the messages given, of those a reject-publish queue refused.
+    pub rejected: Vec<usize>,
+    /// Offsets a drop-head queue dropped from its head to stay within its limits (to be
+    /// dead-lettered).
+    pub dropped: Vec<i64>,
+}
+
+impl QueueAppend {
+    fn appended(appended: Appended) -> QueueAppend {
+        let first_offset = appended.positions.first().map_or(0, |p| p.offset);
+        QueueAppend {
+            appended: Some(appended),
+            first_offset,
+            ..QueueAppend::default()
+        }
+    }
+}
+
+/// A message's body bytes, as length limits count them.
+fn body_size(record: &NewRecord) -> u32 {
+    record
+        .value
+        .as_ref()
+        .map_or(0, |v| u32::try_from(v.len()).unwrap_or(u32::MAX))
+}
 
 impl Broker {
     /// The queues a message published to `exchange` with `key` and `headers` goes to;
@@ -27,16 +62,76 @@ impl Broker {
 
     /// Appends one message to each queue in `targets` and wakes their consumers. The
     /// returned handles resolve once the copies are durable by their topics' policies.
+    /// Messages a full queue refuses, or drops from its head, go nowhere else (this is how
+    /// dead letters are published; dropping them avoids dead-letter cycles).
     pub fn publish(&self, targets: &BTreeSet<String>, record: &NewRecord) -> Result<Vec<Appended>> {
         let mut out = Vec::with_capacity(targets.len());
         for name in targets {
-            let appended = self.append_records(name, vec![record.clone()], Create::Never)?;
-            out.push(appended);
-            if let Some(queue) = self.inner.queues.get(name) {
-                queue.wake();
+            let done = self.queue_append(name, vec![record.clone()])?;
+            if !done.rejected.is_empty() || !done.dropped.is_empty() {
+                tracing::debug!(queue = %name, "A republished message overflowed its queue");
             }
+            out.extend(done.appended);
         }
         Ok(out)
+    }
+
+    /// Appends messages to one queue (its topic, when no queue has that name) under the
+    /// queue's length limits, and wakes its consumers.
+    pub fn queue_append(
+        &self,
+        name: &str,
+        records: Vec<NewRecord>,
+    ) -> std::result::Result<QueueAppend, BrokerError> {
+        let queue = self.inner.queues.get(name);
+        let Some(queue) = queue else {
+            let appended = self.append_records(name, records, Create::Never)?;
+            return Ok(QueueAppend::appended(appended));
+        };
+        let rejecting = queue.limits().filter(|l| l.overflow != Overflow::DropHead);
+        let _admitting = rejecting.map(|_| queue.admit.lock().unwrap_or_else(|p| p.into_inner()));
+        let (records, rejected) = match rejecting {
+            Some(limits) => self.admit(&queue, limits, records),
+            None => (records, Vec::new()),
+        };
+        if records.is_empty() {
+            return Ok(QueueAppend {
+                rejected,
+                ..QueueAppend::default()
+            });
+        }
+        let sizes: Vec<u32> = records.iter().map(body_size).collect();
+        let appended = self.append_records(name, records, Create::Never)?;
+        let first = appended.positions.first().map_or(0, |p| p.offset);
+        queue.note_sizes(first, &sizes);
+        queue.count(Total::Published, sizes.len() as u64);
+        let dropped = self.queue_trim_to_max_length(&queue);
+        queue.wake();
+        Ok(QueueAppend {
+            appended: Some(appended),
+            first_offset: first,
+            rejected,
+            dropped,
+        })
+    }
+
+    /// Splits `records` into those a reject-publish queue takes, in order, and the indexes
+    /// of those it refuses.
+    fn admit(&self, queue: &Queue, limits: Limits, records: Vec<NewRecord>) -> (Vec<NewRecord>, Vec<usize>) {
+        let (mut ready, mut bytes) = queue.ready_and_bytes(self.queue_end(queue.name()));
+        let mut taken = Vec::with_capacity(records.len());
+        let mut rejected = Vec::new();
+        for (i, record) in records.into_iter().enumerate() {
+            let size = u64::from(body_size(&record));
+            if limits.within(ready + 1, bytes + size) {
+                ready += 1;
+                bytes += size;
+                taken.push(record);
+            } else {
+                rejected.push(i);
+            }
+        }
+        (taken, rejected)
     }
 
     /// Stores a durable queue's settlement state when it changed (not waiting for the

@@ -1,7 +1,8 @@
 //! One queue: a single-partition topic and the settlement state of its messages, shared by
 //! the consumers that compete for them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,24 @@ pub struct QueueCounts {
     pub consumers: u32,
 }
 
+/// Messages through a queue since the broker started, and their rates over the last
+/// sampling interval (log maintenance samples every second).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct QueueRates {
+    /// Messages appended.
+    pub published_total: u64,
+    /// Deliveries (redeliveries included).
+    pub delivered_total: u64,
+    /// Messages acknowledged.
+    pub acknowledged_total: u64,
+    /// Appended per second.
+    pub published_per_s: f64,
+    /// Delivered per second.
+    pub delivered_per_s: f64,
+    /// Acknowledged per second.
+    pub acknowledged_per_s: f64,
+}
+
 /// The settlement state stored for a durable queue.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredState {
@@ -82,6 +101,14 @@ impl StoredState {
     }
 }
 
+/// Which total [`Queue::count`] adds to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Total {
+    Published = 0,
+    Delivered = 1,
+    Acknowledged = 2,
+}
+
 #[derive(Debug)]
 struct State {
     settle: SharedPartition,
@@ -91,6 +118,12 @@ struct State {
     stored: StoredState,
     /// Last declaration, consumer change or acquisition (for `x-expires`).
     used_at: Instant,
+    /// Body bytes by offset, for messages not yet settled (kept only under
+    /// `x-max-length-bytes`).
+    sizes: BTreeMap<i64, u32>,
+    /// Totals and when they were last sampled, for rates.
+    sampled: (Instant, [u64; 3]),
+    rates: [f64; 3],
 }
 
 /// One queue. Shared by the registry and every consumer of it.
@@ -103,6 +136,12 @@ pub struct Queue {
     changed: watch::Sender<u64>,
     deleted: AtomicBool,
     owns_topic: bool,
+    limits: Option<super::args::Limits>,
+    /// Published, delivered, acknowledged.
+    totals: [AtomicU64; 3],
+    /// Held while a reject-publish queue admits and appends, so concurrent publishers
+    /// cannot both take the last room.
+    pub(crate) admit: Mutex<()>,
 }
 
 impl Queue {
@@ -115,6 +154,7 @@ impl Queue {
         };
         let mut settle = SharedPartition::new(stored.floor.max(0), limits);
         settle.restore(&stored.settled, stored.delivered_end);
+        let length_limits = super::args::limits(&spec.arguments);
         Queue {
             name: name.to_string(),
             spec,
@@ -126,10 +166,16 @@ impl Queue {
                 had_consumer: false,
                 stored,
                 used_at: Instant::now(),
+                sizes: BTreeMap::new(),
+                sampled: (Instant::now(), [0; 3]),
+                rates: [0.0; 3],
             }),
             changed: watch::channel(0).0,
             deleted: AtomicBool::new(false),
             owns_topic: true,
+            limits: length_limits,
+            totals: Default::default(),
+            admit: Mutex::new(()),
         }
     }
 
@@ -195,9 +241,101 @@ impl Queue {
         if max == 0 {
             return Vec::new();
         }
+        let got = self
+            .lock()
+            .settle
+            .acquire(owner, available_end, max, Instant::now());
+        let count: i64 = got.iter().map(|r| r.last - r.first + 1).sum();
+        self.count(Total::Delivered, u64::try_from(count).unwrap_or(0));
+        got
+    }
+
+    /// Takes up to `max` messages from the head to drop them (not counted as deliveries).
+    pub(crate) fn acquire_to_drop(
+        &self,
+        owner: &Arc<str>,
+        available_end: i64,
+        max: usize,
+    ) -> Vec<AcquiredRange> {
         self.lock()
             .settle
             .acquire(owner, available_end, max, Instant::now())
+    }
+
+    /// The body bytes of the message at `offset`, when sizes are kept.
+    pub(crate) fn size_of(&self, offset: i64) -> u64 {
+        u64::from(self.lock().sizes.get(&offset).copied().unwrap_or(0))
+    }
+
+    /// The length limits (`x-max-length`, `x-max-length-bytes`, `x-overflow`).
+    pub fn limits(&self) -> Option<super::args::Limits> {
+        self.limits
+    }
+
+    /// Adds to one of the queue's totals.
+    pub(crate) fn count(&self, total: Total, n: u64) {
+        self.totals[total as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records the body sizes of messages appended from offset `first` on (only when the
+    /// queue limits its bytes).
+    pub(crate) fn note_sizes(&self, first: i64, sizes: &[u32]) {
+        if self.limits.is_none_or(|l| l.bytes_max.is_none()) {
+            return;
+        }
+        let mut state = self.lock();
+        for (offset, size) in (first..).zip(sizes) {
+            state.sizes.insert(offset, *size);
+        }
+    }
+
+    /// Ready messages and their body bytes (bytes are counted only under
+    /// `x-max-length-bytes`; 0 otherwise).
+    pub fn ready_and_bytes(&self, available_end: i64) -> (u64, u64) {
+        let mut state = self.lock();
+        let start = state.settle.start();
+        state.sizes = state.sizes.split_off(&start);
+        let ready = state.settle.ready(available_end);
+        let size = |o: &i64| u64::from(state.sizes.get(o).copied().unwrap_or(0));
+        let requeued: u64 = state.settle.available_in_window().map(|o| size(&o)).sum();
+        let end = state.settle.end();
+        let fresh: u64 = if end < available_end {
+            state
+                .sizes
+                .range(end..available_end)
+                .map(|(_, s)| u64::from(*s))
+                .sum()
+        } else {
+            0
+        };
+        (ready, requeued + fresh)
+    }
+
+    /// Totals and rates.
+    pub fn rates(&self) -> QueueRates {
+        let rates = self.lock().rates;
+        let total = |t: Total| self.totals[t as usize].load(Ordering::Relaxed);
+        QueueRates {
+            published_total: total(Total::Published),
+            delivered_total: total(Total::Delivered),
+            acknowledged_total: total(Total::Acknowledged),
+            published_per_s: rates[0],
+            delivered_per_s: rates[1],
+            acknowledged_per_s: rates[2],
+        }
+    }
+
+    /// Updates the rates from the totals' change since the last sample.
+    pub(crate) fn sample_rates(&self, now: Instant) {
+        let totals = [0, 1, 2].map(|i| self.totals[i].load(Ordering::Relaxed));
+        let mut state = self.lock();
+        let (at, before) = state.sampled;
+        let secs = now.saturating_duration_since(at).as_secs_f64();
+        if secs < 0.5 {
+            return;
+        }
+        state.rates = [0, 1, 2].map(|i| totals[i].saturating_sub(before[i]) as f64 / secs);
+        state.sampled = (now, totals);
     }
 
     /// Gives back acquired messages that could not be delivered, uncounted.
@@ -214,6 +352,9 @@ impl Queue {
             state.settle.settle(owner, offset, offset, how)?;
             how == Settle::Release && state.settle.is_settled(offset)
         };
+        if how == Settle::Accept {
+            self.count(Total::Acknowledged, 1);
+        }
         if how == Settle::Release {
             self.wake();
         }
@@ -380,6 +521,33 @@ mod tests {
             q.settle("c1", offset, Settle::Accept).expect("held");
         }
         assert_eq!(q.floor(), 10);
+    }
+
+    #[test]
+    fn ready_bytes_count_ready_messages_only() {
+        let mut args = Headers::new();
+        args.insert("x-max-length-bytes".into(), crate::routing::FieldValue::Int(100));
+        let q = Queue::new(
+            "q",
+            QueueSpec {
+                arguments: args,
+                ..spec()
+            },
+            None,
+            StoredState::default(),
+        );
+        q.note_sizes(0, &[10, 20, 30, 40]);
+        assert_eq!(q.ready_and_bytes(4), (4, 100));
+        let got = q.acquire(&owner(), 4, 2);
+        assert_eq!((got[0].first, got[0].last), (0, 1));
+        assert_eq!(q.ready_and_bytes(4), (2, 70), "held messages do not count");
+        q.settle("c1", 1, Settle::Release).expect("held");
+        assert_eq!(q.ready_and_bytes(4), (3, 90), "a released one counts again");
+        q.settle("c1", 0, Settle::Accept).expect("held");
+        assert_eq!(q.ready_and_bytes(4), (3, 90));
+        assert_eq!(q.ready_and_bytes(3), (2, 50), "only up to the available end");
+        assert_eq!(q.rates().acknowledged_total, 1);
+        assert_eq!(q.rates().delivered_total, 2);
     }
 
     proptest! {

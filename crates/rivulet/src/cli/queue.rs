@@ -107,7 +107,17 @@ pub fn run_queue(args: QueueArgs) -> Result<()> {
     }
     match &args.command {
         QueueCommand::List => {
-            let mut table = Table::new(&["name", "durable", "ready", "unacked", "consumers", "size bytes"]);
+            let mut table = Table::new(&[
+                "name",
+                "durable",
+                "ready",
+                "unacked",
+                "consumers",
+                "publish/s",
+                "deliver/s",
+                "ack/s",
+                "size bytes",
+            ]);
             for q in value["queues"].as_array().into_iter().flatten() {
                 table.row(vec![
                     text(&q["name"]),
@@ -115,6 +125,9 @@ pub fn run_queue(args: QueueArgs) -> Result<()> {
                     text(&q["messages_ready"]),
                     text(&q["messages_unacknowledged"]),
                     text(&q["consumers"]),
+                    rate(&q["published_per_s"]),
+                    rate(&q["delivered_per_s"]),
+                    rate(&q["acknowledged_per_s"]),
                     text(&q["size_bytes"]),
                 ]);
             }
@@ -132,6 +145,12 @@ pub fn run_queue(args: QueueArgs) -> Result<()> {
                 "ack_floor",
                 "end_offset",
                 "size_bytes",
+                "published_total",
+                "delivered_total",
+                "acknowledged_total",
+                "published_per_s",
+                "delivered_per_s",
+                "acknowledged_per_s",
             ];
             let mut pairs: Vec<(&str, String)> = keys.iter().map(|k| (*k, text(&value[*k]))).collect();
             pairs.push(("arguments", value["arguments"].to_string()));
@@ -150,6 +169,11 @@ pub fn run_queue(args: QueueArgs) -> Result<()> {
             text(&value["deleted_messages"])
         )),
     }
+}
+
+/// A per-second rate, one decimal.
+fn rate(v: &serde_json::Value) -> String {
+    v.as_f64().map_or_else(|| "-".to_string(), |r| format!("{r:.1}"))
 }
 
 /// Runs `rivulet exchange`.

@@ -146,8 +146,10 @@ fn rivulet_pairs(status: &Value) -> Vec<(&'static str, String)> {
     vec![
         ("listeners", listeners.join(", ")),
         ("amqp-connections", count("amqp_connections")),
+        ("amqp-channels", count("amqp_channels")),
         ("queues", count("queues")),
         ("exchanges", count("exchanges")),
+        ("alarm", status["alarm"].as_str().unwrap_or("none").to_string()),
     ]
 }
 

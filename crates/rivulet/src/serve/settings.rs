@@ -163,6 +163,12 @@ pub struct ServeArgs {
     /// (Kafka's group.share.record.lock.duration.ms) [default: 30000]
     #[arg(long, env = "RIVULET_SHARE_RECORD_LOCK_MS", value_name = "MS")]
     share_record_lock_ms: Option<u64>,
+
+    /// Free bytes of the data directory's file system below which AMQP publishers are held
+    /// back (connection.blocked) until space is freed; 0 turns the disk alarm off
+    /// [default: 50000000]
+    #[arg(long, env = "RIVULET_DISK_FREE_MIN_BYTES", value_name = "BYTES")]
+    disk_free_min_bytes: Option<u64>,
 }
 
 /// The config file: the same settings as the flags, snake_case.
@@ -199,6 +205,7 @@ struct FileConfig {
     group_consumer_session_timeout_ms: Option<u64>,
     share_auto_offset_reset: Option<String>,
     share_record_lock_ms: Option<u64>,
+    disk_free_min_bytes: Option<u64>,
 }
 
 /// How log lines are written.
@@ -364,6 +371,7 @@ fn broker_config(args: &ServeArgs, file: &FileConfig) -> Result<BrokerConfig> {
                 .clamp(1_000, 3_600_000),
             ..defaults.group_limits.clone()
         },
+        disk_free_min_bytes: setting!(disk_free_min_bytes).unwrap_or(defaults.disk_free_min_bytes),
         ..defaults
     })
 }

@@ -46,6 +46,9 @@ fn queue_and_exchange_commands_api_and_metrics_show_what_amqp_clients_made() {
     let described: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(described["messages_ready"], 250, "{json}");
     assert_eq!(described["end_offset"], 250, "{json}");
+    assert_eq!(described["published_total"], 250, "{json}");
+    assert_eq!(described["delivered_total"], 0, "{json}");
+    assert!(described["published_per_s"].is_number(), "{json}");
     let scrape = metrics(&server);
     assert!(
         scrape.contains("rivulet_queue_messages_ready{queue=\"confirmed\"} 250"),
@@ -55,6 +58,15 @@ fn queue_and_exchange_commands_api_and_metrics_show_what_amqp_clients_made() {
         scrape.contains("rivulet_connections_total{protocol=\"amqp\"}"),
         "{scrape}"
     );
+    assert!(
+        scrape.contains("rivulet_queue_messages_published_total{queue=\"confirmed\"} 250"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("rivulet_channels_open{protocol=\"amqp\"} 0"),
+        "{scrape}"
+    );
+    assert!(scrape.contains("rivulet_disk_alarm 0"), "{scrape}");
     let purged = cli(&server, &["queue", "purge", "confirmed"]);
     assert!(purged.contains("Purged 250 messages"), "{purged}");
     assert!(metrics(&server).contains("rivulet_queue_messages_ready{queue=\"confirmed\"} 0"));

@@ -31,8 +31,61 @@ fn pika_confirms_prefetch_requeue_dead_letters_and_errors() {
         "OK dead letters and delivery limit",
         "OK message TTL, expiration and x-expires",
         "OK x-max-length drops the oldest",
+        "OK x-max-length-bytes drops the oldest",
+        "OK reject-publish and reject-publish-dlx",
+        "OK stream arguments",
         "OK streams read from offsets",
         "OK get, purge and channel errors",
+    ] {
+        assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
+    }
+}
+
+/// Free bytes of the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .expect("df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints the available bytes")
+}
+
+#[test]
+fn a_disk_alarm_blocks_publishers_until_space_comes_back() {
+    const GIB: u64 = 1 << 30;
+    let free = free_bytes(&std::env::temp_dir());
+    assert!(
+        free > 8 * GIB,
+        "this test needs 8 GiB free in the temp dir, {free} bytes free"
+    );
+    // The alarm sits 2 GiB below today's free space; allocating 4 GiB raises it.
+    let min = (free - 2 * GIB).to_string();
+    let server = Rivulet::start_with(&["--disk-free-min-bytes", &min], &[]);
+    let filler = server.dir().join("filler");
+    let output = Command::new(python())
+        .arg(repo_root().join("tests/clients/amqp/pika_blocked.py"))
+        .arg(server.amqp_url())
+        .arg(format!("{}/v1/status", server.http_base()))
+        .arg(&filler)
+        .arg((4 * GIB).to_string())
+        .output()
+        .expect("run python");
+    let _ = std::fs::remove_file(&filler);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for check in [
+        "OK the alarm is raised",
+        "OK the publisher was blocked and unblocked",
+        "OK both messages confirmed and queued",
     ] {
         assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
     }
