@@ -45,6 +45,10 @@ pub enum System {
     /// Rivulet's AMQP 0-9-1 front end, driven exactly as RabbitMQ quorum queues are
     /// (lapin, durable quorum queues, persistent messages, publisher confirms).
     RivuletAmqp,
+    /// Rivulet's AMQP 0-9-1 streams, driven exactly as RabbitMQ streams are (lapin,
+    /// `x-queue-type=stream`, publisher confirms); started with `--fsync none`, so confirms
+    /// follow the page cache, as RabbitMQ streams' do (D0).
+    RivuletAmqpStream,
 }
 
 impl System {
@@ -56,6 +60,7 @@ impl System {
             System::RabbitmqStream => "rabbitmq-stream",
             System::RabbitmqQuorum => "rabbitmq-quorum",
             System::RivuletAmqp => "rivulet-amqp",
+            System::RivuletAmqpStream => "rivulet-amqp-stream",
         }
     }
 
@@ -66,6 +71,7 @@ impl System {
             System::RabbitmqStream => 2,
             System::RabbitmqQuorum => 3,
             System::RivuletAmqp => 4,
+            System::RivuletAmqpStream => 5,
         }
     }
 }
@@ -238,7 +244,7 @@ fn measure_system(
             let address = match &args.rivulet {
                 Some(address) => address.clone(),
                 None => {
-                    started = StartedRivulet::start(args.rivulet_data_dir.clone(), baseline_base)?;
+                    started = StartedRivulet::start(args.rivulet_data_dir.clone(), baseline_base, &[])?;
                     load.broker_pid = Some(started.pid());
                     started.address.clone()
                 }
@@ -255,21 +261,20 @@ fn measure_system(
                 measure_peer(driver, &peer, url, nats::CLIENT_DESCRIPTION, baseline.clone())
             })
         }
-        System::RivuletAmqp => {
+        System::RivuletAmqp | System::RivuletAmqpStream => {
             let mut load = load.clone();
-            let started = StartedRivulet::start(args.rivulet_data_dir.clone(), baseline_base)?;
+            let stream = system == System::RivuletAmqpStream;
+            let extra: &[&str] = if stream { &["--fsync", "none"] } else { &[] };
+            let started = StartedRivulet::start(args.rivulet_data_dir.clone(), baseline_base, extra)?;
             load.broker_pid = Some(started.pid());
             let url = started.amqp_url.clone();
             sweep(system, &load, fractions, |load| {
                 let peer = PeerArgs::with_defaults(load);
-                let driver = QueueDriver::quorum(&url);
-                measure_peer(
-                    driver,
-                    &peer,
-                    &url,
-                    rabbitmq::QUORUM_CLIENT_DESCRIPTION,
-                    baseline.clone(),
-                )
+                let (driver, client) = match stream {
+                    true => (QueueDriver::stream(&url), rabbitmq::STREAM_CLIENT_DESCRIPTION),
+                    false => (QueueDriver::quorum(&url), rabbitmq::QUORUM_CLIENT_DESCRIPTION),
+                };
+                measure_peer(driver, &peer, &url, client, baseline.clone())
             })
         }
         System::RabbitmqStream | System::RabbitmqQuorum => {

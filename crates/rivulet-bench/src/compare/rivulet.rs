@@ -24,8 +24,9 @@ pub(super) struct StartedRivulet {
 
 impl StartedRivulet {
     /// Starts `rivulet serve` (this executable) on a free port with `data_dir`, or a new
-    /// directory under `base` that is removed afterwards, and waits until it listens.
-    pub fn start(data_dir: Option<PathBuf>, base: &std::path::Path) -> Result<StartedRivulet> {
+    /// directory under `base` that is removed afterwards, and `extra` arguments, and waits
+    /// until it listens.
+    pub fn start(data_dir: Option<PathBuf>, base: &std::path::Path, extra: &[&str]) -> Result<StartedRivulet> {
         let (data_dir, remove_data_dir) = match data_dir {
             Some(dir) => (dir, false),
             None => (
@@ -44,6 +45,7 @@ impl StartedRivulet {
         let child = Command::new(exe)
             .args(["serve", "--listen", &address, "--http-listen", "off"])
             .args(["--amqp-listen", &amqp_address])
+            .args(extra)
             .arg("--data-dir")
             .arg(&data_dir)
             .stdin(Stdio::null())
