@@ -26,7 +26,11 @@ impl StartedRivulet {
     /// Starts `rivulet serve` (this executable) on a free port with `data_dir`, or a new
     /// directory under `base` that is removed afterwards, and `extra` arguments, and waits
     /// until it listens.
-    pub fn start(data_dir: Option<PathBuf>, base: &std::path::Path, extra: &[&str]) -> Result<StartedRivulet> {
+    pub fn start(
+        data_dir: Option<PathBuf>,
+        base: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<StartedRivulet> {
         let (data_dir, remove_data_dir) = match data_dir {
             Some(dir) => (dir, false),
             None => (
