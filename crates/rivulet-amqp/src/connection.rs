@@ -51,6 +51,8 @@ pub struct Connection {
     pub batch: PublishBatch,
     /// The broker's resource alarm: publishing waits while it is raised.
     pub alarm: watch::Receiver<Option<String>>,
+    /// The client's address (failed logins are counted per host).
+    pub host: String,
 }
 
 /// Why the frame loop ended.
@@ -105,6 +107,7 @@ pub async fn serve(
         caps: ClientCaps::default(),
         batch: PublishBatch::default(),
         alarm: broker.alarm(),
+        host: peer.map_or_else(String::new, |p| p.ip().to_string()),
     };
     let metrics = conn.broker.metrics().clone();
     metrics.connection_opened("amqp");
@@ -191,6 +194,12 @@ impl Connection {
             }
         };
         self.read_caps(&ok.client_properties);
+        crate::login::check(
+            &self.broker,
+            &self.host,
+            ok.mechanism.as_str(),
+            ok.response.as_bytes(),
+        )?;
         let tune = connection::Tune {
             channel_max: self.config.channel_max,
             frame_max: self.config.frame_max,

@@ -22,6 +22,7 @@ pub mod declare;
 pub mod fault;
 pub mod frame;
 pub mod io;
+pub mod login;
 pub mod message;
 pub mod publish;
 pub mod server;

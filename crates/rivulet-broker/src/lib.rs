@@ -44,6 +44,7 @@ pub mod routing;
 pub mod settle;
 pub mod topics;
 pub mod txn;
+pub mod users;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -112,6 +113,9 @@ pub struct BrokerConfig {
     /// Free bytes of the data directory's file system below which the disk alarm holds
     /// publishers back (see [`Broker::alarm`]); 0 turns the alarm off.
     pub disk_free_min_bytes: u64,
+    /// Every front end requires a login with one of the [`users`] (Kafka SASL, AMQP PLAIN,
+    /// HTTP basic auth).
+    pub auth_required: bool,
 }
 
 impl Default for BrokerConfig {
@@ -130,6 +134,7 @@ impl Default for BrokerConfig {
             journal: Some(JournalConfig::default()),
             transaction_timeout_ms_max: txn::TRANSACTION_TIMEOUT_MS_MAX,
             disk_free_min_bytes: alarm::DISK_FREE_MIN_BYTES_DEFAULT,
+            auth_required: false,
         }
     }
 }
@@ -170,6 +175,7 @@ struct Inner {
     txns: txn::TxnCoordinator,
     queues: queues::Queues,
     alarms: alarm::Alarms,
+    users: users::Users,
     metrics: Arc<Metrics>,
     round_robin: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -234,6 +240,7 @@ impl Broker {
             rivulet_log::FsyncPolicy::Interval(queues::STATE_SYNC_INTERVAL),
         )?;
         let queues = queues::Queues::new(queue_state, amqp_dir.join("definitions.json"));
+        let users = users::Users::load(context.storage.as_ref(), config.data_dir.join("users.json"))?;
         let (txn_store, txn_state) = txn::TxnStore::open(&internal.join(txn::TRANSACTIONS_TOPIC), &context)?;
         let txns = txn::TxnCoordinator::new(txn_store, txn_state, config.transaction_timeout_ms_max);
         // Every log that uses the journal took its entries: checkpoints may run.
@@ -263,6 +270,7 @@ impl Broker {
                 txns,
                 queues,
                 alarms: alarm::Alarms::new(),
+                users,
                 metrics,
                 round_robin: AtomicUsize::new(0),
                 shutdown: watch::channel(false).0,

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod auth;
 mod consume;
 pub mod error;
 mod partitions;
@@ -25,6 +26,7 @@ pub mod records;
 mod scrape;
 mod sse;
 mod txns;
+mod users;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -91,6 +93,7 @@ pub(crate) struct AppState {
     pub config: Arc<GatewayConfig>,
     pub sse_streams: Arc<AtomicUsize>,
     pub started: Instant,
+    pub verified: Arc<auth::Verified>,
 }
 
 /// The gateway's routes over a broker.
@@ -101,6 +104,7 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
         config: Arc::new(config),
         sse_streams: Arc::new(AtomicUsize::new(0)),
         started: Instant::now(),
+        verified: Arc::new(auth::Verified::default()),
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -151,8 +155,17 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
         .route("/v1/transactions", get(txns::list))
         .route("/v1/transactions/{id}", get(txns::describe))
         .route("/v1/transactions/{id}/abort", post(txns::abort))
+        .route("/v1/users", get(users::list))
+        .route(
+            "/v1/users/{user}",
+            axum::routing::put(users::set_password).delete(users::delete),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_login,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

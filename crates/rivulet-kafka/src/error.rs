@@ -58,6 +58,13 @@ pub enum ProtocolError {
     /// Socket I/O failed.
     #[error("connection I/O: {0}")]
     Io(#[from] io::Error),
+    /// A request other than ApiVersions and the SASL ones before the client authenticated,
+    /// or any request after a failed authentication: the connection is closed.
+    #[error("API {api_key} before authentication")]
+    Unauthenticated {
+        /// The raw API key.
+        api_key: i16,
+    },
 }
 
 impl ProtocolError {
@@ -71,6 +78,7 @@ impl ProtocolError {
             ProtocolError::Decode { .. } => 4005,
             ProtocolError::Encode { .. } => 4006,
             ProtocolError::Io(_) => 4007,
+            ProtocolError::Unauthenticated { .. } => 4008,
         }
     }
 }

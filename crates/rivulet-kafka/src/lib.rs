@@ -5,12 +5,15 @@
 //! - [`versions`]: the APIs and version ranges Rivulet advertises.
 //! - [`handler`]: turns decoded requests into calls on the broker core.
 //! - [`server`]: TCP listeners, per-connection request loop, limits and graceful shutdown.
+//! - [`sasl`]: a connection's login (SaslHandshake, SaslAuthenticate) when the broker
+//!   requires one.
 
 pub mod codec;
 pub mod error;
 pub mod errors;
 pub mod frame;
 pub mod handler;
+pub mod sasl;
 pub mod server;
 pub mod versions;
 

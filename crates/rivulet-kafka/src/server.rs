@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::codec::{self, Decoded};
 use crate::frame::{self, Frame, Piece};
 use crate::handler::{ClientInfo, Handler, HandlerConfig, Response, Started};
+use crate::sasl::SaslState;
 use kafka_protocol::messages::ResponseKind;
 use rivulet_broker::Broker;
 
@@ -299,6 +300,7 @@ async fn read_requests(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), crate::ProtocolError> {
     let idle = Duration::from_millis(config.idle_timeout_ms);
+    let mut sasl = SaslState::new(handler.broker());
     // One receive usually brings a small request's length and body together.
     let mut stream = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     loop {
@@ -350,7 +352,7 @@ async fn read_requests(
                 return Ok(());
             }
         }
-        let response = start_request(&handler, frame.freeze(), &client, peer).await?;
+        let response = start_request(&handler, frame.freeze(), &client, peer, &mut sasl).await?;
         // The request's bytes are no longer needed: a Produce's records are in the log.
         drop(permit);
         if responses.send(response).await.is_err() {
@@ -383,6 +385,7 @@ async fn start_request(
     frame: Bytes,
     client: &ClientInfo,
     peer: SocketAddr,
+    sasl: &mut SaslState,
 ) -> Result<InFlight, crate::ProtocolError> {
     let request = match codec::decode_request(frame)? {
         Decoded::ApiVersionsTooNew {
@@ -413,6 +416,14 @@ async fn start_request(
             None => Ok(None),
         }
     };
+    if let Some(body) = sasl.intercept(handler.broker(), &client.host, api_key, &request.body)? {
+        let response = Response {
+            body,
+            slices: Vec::new(),
+            reservation: None,
+        };
+        return Ok(Box::pin(std::future::ready(finish(Some(response)))));
+    }
     Ok(match handler.start(*request, client).await {
         Started::Done(resp) => Box::pin(std::future::ready(finish(resp.map(|r| *r)))),
         Started::Produce(in_flight) => Box::pin(async move {

@@ -23,6 +23,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use rivulet_broker::{Broker, BrokerConfig};
 use rivulet_kafka::codec::{decode_request, Decoded};
 use rivulet_kafka::handler::ClientInfo;
+use rivulet_kafka::sasl::SaslState;
 use rivulet_kafka::{versions, Handler, HandlerConfig};
 use rivulet_log::record::Record;
 
@@ -314,6 +315,24 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
             .with_member_id(Some(s("share-member")))
             .with_share_session_epoch(1)
             .into(),
+        ApiKey::SaslHandshake => SaslHandshakeRequest::default().with_mechanism(s("PLAIN")).into(),
+        ApiKey::SaslAuthenticate => SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from_static(b"\0alice\0password"))
+            .into(),
+        ApiKey::DescribeUserScramCredentials => DescribeUserScramCredentialsRequest::default()
+            .with_users(None)
+            .into(),
+        ApiKey::AlterUserScramCredentials => {
+            use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+            AlterUserScramCredentialsRequest::default()
+                .with_upsertions(vec![ScramCredentialUpsertion::default()
+                    .with_name(s("alice"))
+                    .with_mechanism(1)
+                    .with_iterations(4096)
+                    .with_salt(Bytes::from_static(b"salt"))
+                    .with_salted_password(Bytes::from(vec![7u8; 32]))])
+                .into()
+        }
         other => panic!("no sample request for {other:?}: add one when advertising a new API"),
     }
 }
@@ -344,8 +363,9 @@ async fn every_advertised_version_round_trips() {
         .create_topic("t", 1, 1, BTreeMap::new(), false)
         .expect("topic");
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut sasl = SaslState::new(&broker);
     let handler = Handler::new(
-        broker,
+        broker.clone(),
         HandlerConfig {
             node_id: 0,
             advertised_host: "127.0.0.1".to_string(),
@@ -370,10 +390,21 @@ async fn every_advertised_version_round_trips() {
                 other => panic!("{key:?} v{version} does not decode: {other:?}"),
             };
             assert_eq!(decoded.header.correlation_id, 42);
-            let response = handler
-                .handle(*decoded, &client)
-                .await
-                .unwrap_or_else(|| panic!("{key:?} v{version} got no response"));
+            // The connection answers the SASL requests itself.
+            let intercepted = sasl
+                .intercept(&broker, "127.0.0.1", *key, &decoded.body)
+                .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+            let response = match intercepted {
+                Some(body) => rivulet_kafka::handler::Response {
+                    body,
+                    slices: Vec::new(),
+                    reservation: None,
+                },
+                None => handler
+                    .handle(*decoded, &client)
+                    .await
+                    .unwrap_or_else(|| panic!("{key:?} v{version} got no response")),
+            };
             let frame =
                 rivulet_kafka::frame::encode_response(*key, version, 42, &response.body, response.slices)
                     .unwrap_or_else(|e| panic!("{key:?} v{version} response: {e}"));

@@ -32,6 +32,7 @@ mod share_fetch;
 mod share_groups;
 pub mod share_sessions;
 mod txn;
+mod users;
 
 use std::sync::Arc;
 
@@ -267,8 +268,15 @@ impl Handler {
             RequestKind::IncrementalAlterConfigs(r) => {
                 ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
             }
+            RequestKind::DescribeUserScramCredentials(r) => {
+                ResponseKind::DescribeUserScramCredentials(self.describe_user_scram_credentials(r))
+            }
+            RequestKind::AlterUserScramCredentials(r) => {
+                ResponseKind::AlterUserScramCredentials(self.alter_user_scram_credentials(r))
+            }
             other => {
-                // Unreachable in practice: the codec only decodes served APIs.
+                // Unreachable in practice: the codec only decodes served APIs, and the
+                // connection answers SaslHandshake and SaslAuthenticate itself.
                 tracing::warn!(api = ?request.api_key, "Request for an API without a handler");
                 drop(other);
                 return None;

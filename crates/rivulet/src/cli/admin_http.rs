@@ -1,9 +1,10 @@
 //! A small client of the broker's HTTP admin API, for the commands the Kafka protocol has no
-//! words for (queues, exchanges).
+//! words for (queues, exchanges, users).
 
 use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
 use clap::Args;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
@@ -21,21 +22,49 @@ pub struct HttpArgs {
         value_name = "HOST:PORT"
     )]
     pub address: String,
+    /// User to log in as when the broker requires a login (`rivulet serve --auth`)
+    #[arg(
+        long = "http-user",
+        env = "RIVULET_HTTP_USER",
+        global = true,
+        value_name = "USER"
+    )]
+    pub user: Option<String>,
+    /// That user's password (prefer the environment: arguments show in process lists)
+    #[arg(
+        long = "http-password",
+        env = "RIVULET_HTTP_PASSWORD",
+        hide_env_values = true,
+        global = true,
+        value_name = "PASSWORD"
+    )]
+    pub password: Option<String>,
 }
 
 impl HttpArgs {
     /// Sends `method path` and returns the JSON body of a 2xx answer (`Null` when empty);
     /// an error answer becomes an error carrying the broker's message.
     pub fn call(&self, method: &str, path: &str, timeout: std::time::Duration) -> Result<Value> {
+        self.call_with(method, path, None, timeout)
+    }
+
+    /// [`HttpArgs::call`] with a JSON body.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        timeout: std::time::Duration,
+    ) -> Result<Value> {
         let runtime = super::runtime()?;
         runtime.block_on(async {
-            tokio::time::timeout(timeout, self.send(method, path))
+            tokio::time::timeout(timeout, self.send(method, path, body))
                 .await
                 .map_err(|_| anyhow!("no answer from {} within {timeout:?}", self.address))?
         })
     }
 
-    async fn send(&self, method: &str, path: &str) -> Result<Value> {
+    async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let address = self.address.trim_start_matches("http://").trim_end_matches('/');
         let stream = tokio::net::TcpStream::connect(address)
             .await
@@ -44,12 +73,23 @@ impl HttpArgs {
             .await
             .context("HTTP handshake")?;
         tokio::spawn(conn);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", address)
-            .body(Empty::<Bytes>::new())
-            .context("building the request")?;
+            .header("host", address);
+        if let Some(user) = &self.user {
+            let pair = format!("{user}:{}", self.password.as_deref().unwrap_or(""));
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            request = request.header("authorization", format!("Basic {encoded}"));
+        }
+        let bytes = match body {
+            Some(v) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(v).context("encoding the request")?)
+            }
+            None => Bytes::new(),
+        };
+        let request = request.body(Full::new(bytes)).context("building the request")?;
         let response = sender
             .send_request(request)
             .await

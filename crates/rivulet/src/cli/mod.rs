@@ -15,6 +15,7 @@ mod status;
 mod topic;
 mod topic_producers;
 mod txn;
+mod user;
 
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub enum Command {
     Queue(queue::QueueArgs),
     /// List, describe and delete exchanges (AMQP), through the HTTP admin API.
     Exchange(queue::ExchangeArgs),
+    /// Create, list and delete the users logins check (`rivulet serve --auth`), through the
+    /// HTTP admin API.
+    User(user::UserArgs),
 }
 
 /// Runs an operator command.
@@ -65,6 +69,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Queue(args) => queue::run_queue(args),
         Command::Exchange(args) => queue::run_exchange(args),
+        Command::User(args) => user::run_user(args),
     }
 }
 

@@ -91,6 +91,8 @@ pub fn run(args: StatusArgs) -> Result<()> {
             Some(address) => Some(
                 HttpArgs {
                     address: address.clone(),
+                    user: std::env::var("RIVULET_HTTP_USER").ok(),
+                    password: std::env::var("RIVULET_HTTP_PASSWORD").ok(),
                 }
                 .call("GET", "/v1/status", conn.timeout())?,
             ),

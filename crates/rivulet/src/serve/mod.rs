@@ -25,6 +25,31 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// With `--auth` and no user yet, creates the first from RIVULET_BOOTSTRAP_USER and
+/// RIVULET_BOOTSTRAP_PASSWORD, or refuses to start: nobody could log in.
+fn bootstrap_user(broker: &Broker) -> Result<()> {
+    if !broker.auth_required() || !broker.users().is_empty() {
+        return Ok(());
+    }
+    let (Ok(user), Ok(password)) = (
+        std::env::var("RIVULET_BOOTSTRAP_USER"),
+        std::env::var("RIVULET_BOOTSTRAP_PASSWORD"),
+    ) else {
+        anyhow::bail!(
+            "--auth is on and there are no users yet: set RIVULET_BOOTSTRAP_USER and \
+             RIVULET_BOOTSTRAP_PASSWORD to create the first"
+        );
+    };
+    if password.len() < 8 {
+        anyhow::bail!("RIVULET_BOOTSTRAP_PASSWORD must hold at least 8 characters");
+    }
+    broker
+        .user_set_password(&user, &password)
+        .context("creating the bootstrap user")?;
+    tracing::info!(%user, "Created the first user");
+    Ok(())
+}
+
 /// Runs `rivulet serve` until SIGTERM or Ctrl-C.
 pub fn run(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(&args)?;
@@ -43,6 +68,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
         .await
         .context("opening the data directory")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    bootstrap_user(&broker)?;
     // Bind first so that an advertised port follows a listen port of 0.
     let listeners = bind_all(&settings.kafka.listen).await?;
     let first = listeners[0].local_addr().context("listener address")?;

@@ -169,6 +169,18 @@ pub struct ServeArgs {
     /// [default: 50000000]
     #[arg(long, env = "RIVULET_DISK_FREE_MIN_BYTES", value_name = "BYTES")]
     disk_free_min_bytes: Option<u64>,
+
+    /// Require a login on every listener: Kafka SASL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN),
+    /// AMQP PLAIN/AMQPLAIN, HTTP basic auth, all with the users of `rivulet user`. With no
+    /// user yet, RIVULET_BOOTSTRAP_USER and RIVULET_BOOTSTRAP_PASSWORD create the first
+    /// [default: false]
+    #[arg(long, env = "RIVULET_AUTH", value_name = "BOOL")]
+    auth: Option<bool>,
+
+    /// Allow listening on addresses other than loopback without --auth (anyone who can
+    /// reach the port can then read, write and delete everything) [default: false]
+    #[arg(long, env = "RIVULET_INSECURE", value_name = "BOOL")]
+    insecure: Option<bool>,
 }
 
 /// The config file: the same settings as the flags, snake_case.
@@ -206,6 +218,8 @@ struct FileConfig {
     share_auto_offset_reset: Option<String>,
     share_record_lock_ms: Option<u64>,
     disk_free_min_bytes: Option<u64>,
+    auth: Option<bool>,
+    insecure: Option<bool>,
 }
 
 /// How log lines are written.
@@ -280,6 +294,21 @@ impl Settings {
             ..defaults
         };
         let amqp = amqp_settings(setting!(amqp_listen))?;
+        let exposed = kafka
+            .listen
+            .iter()
+            .chain(&amqp.listen)
+            .chain(&http)
+            .find(|a| !a.ip().is_loopback());
+        if let Some(addr) = exposed {
+            if !broker.auth_required && !setting!(insecure).unwrap_or(false) {
+                bail!(
+                    "refusing to listen on {addr} without authentication: anyone who can reach it could \
+                     read, write and delete everything. Add --auth (with RIVULET_BOOTSTRAP_USER and \
+                     RIVULET_BOOTSTRAP_PASSWORD for the first user), or pass --insecure true to accept it"
+                );
+            }
+        }
         Ok(Settings {
             broker,
             kafka,
@@ -372,6 +401,7 @@ fn broker_config(args: &ServeArgs, file: &FileConfig) -> Result<BrokerConfig> {
             ..defaults.group_limits.clone()
         },
         disk_free_min_bytes: setting!(disk_free_min_bytes).unwrap_or(defaults.disk_free_min_bytes),
+        auth_required: setting!(auth).unwrap_or(false),
         ..defaults
     })
 }

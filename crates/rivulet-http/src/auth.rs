@@ -1,0 +1,99 @@
+//! Logins on the HTTP gateway: when the broker requires them (`rivulet serve --auth`),
+//! every route but `/healthz` and `/readyz` needs HTTP basic auth with one of the broker's
+//! users. A verified login is remembered for [`VERIFIED_TTL`] (by a hash of the password,
+//! never the password), so a script does not pay PBKDF2 on every request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+
+use crate::AppState;
+
+/// How long a verified login is remembered.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// Logins remembered at most (all are forgotten beyond, then verified again).
+const VERIFIED_MAX: usize = 1_024;
+
+/// Logins verified lately: (user, password fingerprint) to when.
+#[derive(Debug, Default)]
+pub(crate) struct Verified(Mutex<HashMap<(String, Vec<u8>), Instant>>);
+
+impl Verified {
+    fn fresh(&self, key: &(String, Vec<u8>)) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).is_some_and(|at| at.elapsed() < VERIFIED_TTL)
+    }
+
+    fn remember(&self, key: (String, Vec<u8>)) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= VERIFIED_MAX {
+            map.clear();
+        }
+        map.insert(key, Instant::now());
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"rivulet\", charset=\"UTF-8\"",
+        )],
+        axum::Json(serde_json::json!({"error_code": 40101, "message": message})),
+    )
+        .into_response()
+}
+
+/// The user and password of a `Basic` authorization header.
+fn basic_credentials(request: &Request) -> Option<(String, String)> {
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// The middleware: lets a request through when no login is required, for the health
+/// routes, or with a valid login.
+pub(crate) async fn require_login(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if !state.broker.auth_required() || path == "/healthz" || path == "/readyz" {
+        return next.run(request).await;
+    }
+    let host = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+    let Some((user, password)) = basic_credentials(&request) else {
+        return unauthorized("this broker requires a login: HTTP basic auth with a Rivulet user");
+    };
+    let key = (user.clone(), rivulet_auth::fingerprint(&password));
+    if state.verified.fresh(&key) {
+        return next.run(request).await;
+    }
+    if !state.broker.login_allowed(&host) {
+        return unauthorized("too many failed logins from this address; try again later");
+    }
+    let broker = state.broker.clone();
+    let checked_user = user.clone();
+    let ok = tokio::task::spawn_blocking(move || broker.verify_password(&checked_user, &password))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        state.broker.login_failed(&host, "http", &user);
+        return unauthorized("invalid user or password");
+    }
+    state.verified.remember(key);
+    next.run(request).await
+}
