@@ -120,6 +120,9 @@ type UserMap = BTreeMap<String, BTreeMap<Mechanism, Credential>>;
 pub struct Users {
     path: PathBuf,
     users: Mutex<UserMap>,
+    /// Changes made so far: a cached login is valid only for the generation it was
+    /// checked in.
+    generation: std::sync::atomic::AtomicU64,
     failures: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
@@ -153,6 +156,7 @@ impl Users {
         Ok(Users {
             path,
             users: Mutex::new(users),
+            generation: std::sync::atomic::AtomicU64::new(0),
             failures: Mutex::new(HashMap::new()),
         })
     }
@@ -256,7 +260,17 @@ impl Broker {
         change(&mut next)?;
         users.save(self.inner.context.storage.as_ref(), &next)?;
         *map = next;
+        users.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Changes to the users so far. A front end that remembers verified logins forgets
+    /// them when this moves (a deleted user or a changed password takes effect at once).
+    pub fn users_generation(&self) -> u64 {
+        self.inner
+            .users
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every user, by name.

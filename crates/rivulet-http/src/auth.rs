@@ -21,22 +21,27 @@ pub const VERIFIED_TTL: Duration = Duration::from_secs(60);
 /// Logins remembered at most (all are forgotten beyond, then verified again).
 const VERIFIED_MAX: usize = 1_024;
 
-/// Logins verified lately: (user, password fingerprint) to when.
+/// Logins verified lately: (user, password fingerprint) to when, and the users'
+/// generation then (any change to the users makes them stale).
 #[derive(Debug, Default)]
-pub(crate) struct Verified(Mutex<HashMap<(String, Vec<u8>), Instant>>);
+pub(crate) struct Verified(Mutex<HashMap<LoginKey, (Instant, u64)>>);
+
+/// A user and the fingerprint of the password it logged in with.
+type LoginKey = (String, Vec<u8>);
 
 impl Verified {
-    fn fresh(&self, key: &(String, Vec<u8>)) -> bool {
+    fn fresh(&self, key: &LoginKey, generation: u64) -> bool {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).is_some_and(|at| at.elapsed() < VERIFIED_TTL)
+        map.get(key)
+            .is_some_and(|(at, g)| *g == generation && at.elapsed() < VERIFIED_TTL)
     }
 
-    fn remember(&self, key: (String, Vec<u8>)) {
+    fn remember(&self, key: LoginKey, generation: u64) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= VERIFIED_MAX {
             map.clear();
         }
-        map.insert(key, Instant::now());
+        map.insert(key, (Instant::now(), generation));
     }
 }
 
@@ -79,7 +84,8 @@ pub(crate) async fn require_login(State(state): State<AppState>, request: Reques
         return unauthorized("this broker requires a login: HTTP basic auth with a Rivulet user");
     };
     let key = (user.clone(), rivulet_auth::fingerprint(&password));
-    if state.verified.fresh(&key) {
+    let generation = state.broker.users_generation();
+    if state.verified.fresh(&key, generation) {
         return next.run(request).await;
     }
     if !state.broker.login_allowed(&host) {
@@ -94,6 +100,6 @@ pub(crate) async fn require_login(State(state): State<AppState>, request: Reques
         state.broker.login_failed(&host, "http", &user);
         return unauthorized("invalid user or password");
     }
-    state.verified.remember(key);
+    state.verified.remember(key, generation);
     next.run(request).await
 }

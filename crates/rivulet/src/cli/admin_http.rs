@@ -32,6 +32,7 @@ pub struct HttpArgs {
     pub user: Option<String>,
     /// That user's password (prefer the environment: arguments show in process lists)
     #[arg(
+        id = "http_password",
         long = "http-password",
         env = "RIVULET_HTTP_PASSWORD",
         hide_env_values = true,

@@ -1,0 +1,230 @@
+//! `rivulet serve --auth`: Kafka SASL with real clients, AMQP and HTTP logins with the same
+//! users, `rivulet user`, failed-login limits, and the refusal to listen beyond loopback
+//! without authentication.
+
+use std::process::{Command, Output, Stdio};
+
+use crate::harness::{repo_root, Rivulet};
+
+const ADMIN: &str = "admin";
+const ADMIN_PASSWORD: &str = "admin-password-1";
+
+fn start_with_auth() -> Rivulet {
+    Rivulet::start_with(
+        &["--auth", "true"],
+        &[
+            ("RIVULET_BOOTSTRAP_USER", ADMIN),
+            ("RIVULET_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD),
+        ],
+    )
+}
+
+fn show(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn python() -> std::path::PathBuf {
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(
+        venv.is_file(),
+        "run scripts/test.sh (it creates .venv with the clients)"
+    );
+    venv
+}
+
+/// `curl` status code of `path` with `user:password`, or without credentials.
+fn http_status(server: &Rivulet, path: &str, login: Option<&str>) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+    if let Some(login) = login {
+        cmd.args(["-u", login]);
+    }
+    let out = cmd
+        .arg(format!("{}{path}", server.http_base()))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kafka_and_amqp_clients_log_in_with_the_same_users_and_wrong_ones_are_refused() {
+    let server = start_with_auth();
+    let port = server.amqp_url().rsplit(':').next().expect("port").to_string();
+    let output = Command::new(python())
+        .arg(repo_root().join("tests/clients/auth_clients.py"))
+        .args([&server.bootstrap(), &port, ADMIN, ADMIN_PASSWORD])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", show(&output));
+    for check in [
+        "OK librdkafka SCRAM-SHA-512",
+        "OK wrong passwords and unauthenticated clients are refused",
+        "OK kafka-python PLAIN and SCRAM-SHA-256",
+        "OK users managed with AlterUserScramCredentials",
+        "OK AMQP PLAIN with the same users",
+    ] {
+        assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
+    }
+    let log = server.log();
+    assert!(!log.contains(ADMIN_PASSWORD), "a password reached the log");
+    assert!(!log.contains("bob-password-1"), "a password reached the log");
+}
+
+#[test]
+fn kafkajs_logs_in_with_scram_sha_256() {
+    let server = start_with_auth();
+    let output = Command::new("node")
+        .arg(repo_root().join("tests/clients/kafkajs_auth.js"))
+        .args([&server.bootstrap(), ADMIN, ADMIN_PASSWORD])
+        .current_dir(repo_root().join("tests/clients"))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", show(&output));
+    assert!(stdout.contains("OK kafkajs SCRAM-SHA-256"), "{stdout}");
+    assert!(stdout.contains("OK kafkajs wrong password refused"), "{stdout}");
+}
+
+#[test]
+fn http_requires_a_login_and_the_cli_manages_users() {
+    let server = start_with_auth();
+    let admin = format!("{ADMIN}:{ADMIN_PASSWORD}");
+    assert_eq!(http_status(&server, "/v1/topics", None), "401");
+    assert_eq!(http_status(&server, "/v1/topics", Some("admin:wrong")), "401");
+    assert_eq!(http_status(&server, "/v1/topics", Some(&admin)), "200");
+    assert_eq!(http_status(&server, "/metrics", None), "401");
+    assert_eq!(http_status(&server, "/healthz", None), "200", "health stays open");
+    let cli = |args: &[&str], password: &str, stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args(args)
+            .args(["--http", &server.http_base()])
+            .env("RIVULET_HTTP_USER", ADMIN)
+            .env("RIVULET_HTTP_PASSWORD", password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run rivulet");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("output")
+    };
+    let created = cli(
+        &["user", "create", "carol", "--password-stdin"],
+        ADMIN_PASSWORD,
+        "carol-password\n",
+    );
+    assert!(created.status.success(), "{}", show(&created));
+    let listed = cli(&["user", "list"], ADMIN_PASSWORD, "");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("carol") && text.contains("SCRAM-SHA-512 (4096)"),
+        "{text}"
+    );
+    assert_eq!(
+        http_status(&server, "/v1/topics", Some("carol:carol-password")),
+        "200"
+    );
+    let short = cli(
+        &["user", "passwd", "carol", "--password-stdin"],
+        ADMIN_PASSWORD,
+        "short\n",
+    );
+    assert!(!short.status.success(), "a 5-character password is refused");
+    let denied = cli(&["user", "list"], "wrong-password", "");
+    assert!(
+        !denied.status.success(),
+        "the CLI with a wrong password is refused"
+    );
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("401"),
+        "{}",
+        show(&denied)
+    );
+    let deleted = cli(&["user", "delete", "carol"], ADMIN_PASSWORD, "");
+    assert!(deleted.status.success(), "{}", show(&deleted));
+    assert_eq!(
+        http_status(&server, "/v1/topics", Some("carol:carol-password")),
+        "401"
+    );
+}
+
+#[test]
+fn a_flood_of_failed_logins_is_cut_off_per_host_and_counted() {
+    let server = start_with_auth();
+    let admin = format!("{ADMIN}:{ADMIN_PASSWORD}");
+    for _ in 0..25 {
+        assert_eq!(http_status(&server, "/v1/topics", Some("admin:guess")), "401");
+    }
+    // This host is past its failures for the window: even the right password waits.
+    assert_eq!(http_status(&server, "/v1/topics", Some(&admin)), "401");
+    let scrape = Command::new("curl")
+        .args(["-s", "-u", &admin, &format!("{}/metrics", server.http_base())])
+        .output()
+        .expect("curl");
+    // A login verified before the flood would be remembered; this one was not, so the
+    // scrape itself is refused too.
+    assert!(String::from_utf8_lossy(&scrape.stdout).contains("too many failed logins"));
+    assert!(
+        server.log().matches("Login failed").count() >= 20,
+        "failures are logged"
+    );
+}
+
+#[test]
+fn serve_refuses_to_listen_beyond_loopback_without_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--http-listen",
+            "off",
+            "--amqp-listen",
+            "off",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run rivulet");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without authentication")
+            && stderr.contains("--auth"),
+        "{stderr}"
+    );
+    let no_user = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args([
+            "serve",
+            "--auth",
+            "true",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+        ])
+        .args(["--amqp-listen", "off", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RIVULET_BOOTSTRAP_USER")
+        .output()
+        .expect("run rivulet");
+    assert!(!no_user.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_user.stderr).contains("RIVULET_BOOTSTRAP_USER"),
+        "{}",
+        show(&no_user)
+    );
+}
