@@ -75,9 +75,11 @@ pub async fn serve(
 ) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    let mut reader = Reader::new(rd);
     let handshake = Duration::from_millis(config.handshake_timeout_ms);
+    let Some((rd, wr)) = split(stream, config.tls.as_ref(), handshake).await else {
+        return;
+    };
+    let mut reader = Reader::new(rd);
     let header = match tokio::time::timeout(handshake, reader.read_exact(8)).await {
         Ok(Ok(h)) => h,
         _ => return,
@@ -134,6 +136,33 @@ pub async fn serve(
     let write_half = writer.await;
     reader.drain(Duration::from_secs(1)).await;
     drop(write_half);
+}
+
+/// The connection's halves, after a TLS handshake when TLS is on (`None`: it failed).
+async fn split(
+    stream: TcpStream,
+    tls: Option<&rivulet_tls::Acceptor>,
+    limit: Duration,
+) -> Option<(io::ReadHalf, io::WriteHalf)> {
+    let Some(acceptor) = tls else {
+        let (rd, wr) = stream.into_split();
+        return Some((Box::new(rd), Box::new(wr)));
+    };
+    let peer = stream.peer_addr().ok();
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let (rd, wr) = tokio::io::split(tls);
+            Some((Box::new(rd), Box::new(wr)))
+        }
+        Ok(Err(e)) => {
+            tracing::info!(?peer, error = %e, "AMQP: TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(?peer, "AMQP: TLS handshake timed out");
+            None
+        }
+    }
 }
 
 fn server_properties() -> FieldTable {

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The reading half of a connection, plain TCP or TLS.
+pub type ReadHalf = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+/// The writing half of a connection, plain TCP or TLS.
+pub type WriteHalf = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 use tokio::sync::{mpsc, watch};
 
 use crate::frame::{self, Frame, FrameError};
@@ -25,15 +29,22 @@ pub enum ReadError {
 }
 
 /// Frames from the socket.
-#[derive(Debug)]
 pub struct Reader {
-    half: OwnedReadHalf,
+    half: ReadHalf,
     buf: BytesMut,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
 }
 
 impl Reader {
     /// Reads from `half`.
-    pub fn new(half: OwnedReadHalf) -> Reader {
+    pub fn new(half: ReadHalf) -> Reader {
         Reader {
             half,
             buf: BytesMut::with_capacity(64 * 1024),
@@ -99,10 +110,10 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// out for half the heartbeat interval (`heartbeat_s`; 0: none). Returns the write half,
 /// still open.
 pub async fn write_loop(
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     mut rx: mpsc::Receiver<Bytes>,
     mut heartbeat_s: watch::Receiver<u16>,
-) -> OwnedWriteHalf {
+) -> WriteHalf {
     let mut w = BufWriter::with_capacity(WRITE_BATCH_BYTES, half);
     loop {
         let interval = match *heartbeat_s.borrow_and_update() {

@@ -50,6 +50,8 @@ pub struct AmqpConfig {
     pub outbound_frames_max: usize,
     /// Time allowed for the protocol header and the handshake.
     pub handshake_timeout_ms: u64,
+    /// TLS on every listener (`amqps`); the TLS handshake shares `handshake_timeout_ms`.
+    pub tls: Option<rivulet_tls::Acceptor>,
 }
 
 impl Default for AmqpConfig {
@@ -63,6 +65,7 @@ impl Default for AmqpConfig {
             connections_max: 4_096,
             outbound_frames_max: 1_024,
             handshake_timeout_ms: 10_000,
+            tls: None,
         }
     }
 }

@@ -183,6 +183,55 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
+/// Time a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the gateway over TLS (HTTPS, HTTP/1.1) on `listener` until `shutdown`
+/// completes; connections open then end with the process.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    broker: Broker,
+    config: GatewayConfig,
+    tls: rivulet_tls::Acceptor,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(address = ?listener.local_addr().ok(), "HTTPS gateway listening");
+    let app = router(broker, config);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTPS: accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let service = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::info!(%peer, error = %e, "HTTPS: TLS handshake failed"),
+                Err(_) => return tracing::info!(%peer, "HTTPS: TLS handshake timed out"),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended");
+            }
+        });
+    }
+}
+
 /// Records each request's duration under its route (bounded: routes, not raw paths).
 async fn observe(
     axum::extract::State(state): axum::extract::State<AppState>,

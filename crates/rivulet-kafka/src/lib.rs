@@ -15,6 +15,7 @@ pub mod frame;
 pub mod handler;
 pub mod sasl;
 pub mod server;
+pub mod transport;
 pub mod versions;
 
 pub use error::ProtocolError;

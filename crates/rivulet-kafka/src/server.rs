@@ -19,14 +19,14 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use rivulet_broker::FileSlice;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::{self, Decoded};
 use crate::frame::{self, Frame, Piece};
 use crate::handler::{ClientInfo, Handler, HandlerConfig, Response, Started};
 use crate::sasl::SaslState;
+use crate::transport::{Accepted, Reader, Writer};
 use kafka_protocol::messages::ResponseKind;
 use rivulet_broker::Broker;
 
@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub write_stall_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_ms: u64,
+    /// TLS on every listener (`SSL`, or `SASL_SSL` when the broker requires logins).
+    pub tls: Option<rivulet_tls::Acceptor>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +74,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 600_000,
             write_stall_timeout_ms: 30_000,
             shutdown_timeout_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -206,7 +209,10 @@ async fn accept_loop(
             tracing::debug!(peer = %peer, "Connection opened");
             let metrics = handler.metrics().clone();
             metrics.connection_opened("kafka");
-            let served = serve_connection(stream, peer, handler, config, memory, stop).await;
+            let served = match accept_tls(stream, peer, config.tls.as_ref()).await {
+                Some(accepted) => serve_connection(accepted, peer, handler, config, memory, stop).await,
+                None => Ok(()),
+            };
             metrics.connection_closed("kafka");
             if let Err(e) = &served {
                 if !matches!(e, crate::ProtocolError::Io(_)) {
@@ -230,6 +236,31 @@ async fn accept_loop(
     }
 }
 
+/// Time a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection, after a TLS handshake when TLS is on; `None` when the handshake fails.
+async fn accept_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<&rivulet_tls::Acceptor>,
+) -> Option<Accepted> {
+    let Some(acceptor) = tls else {
+        return Some(Accepted::Plain(stream));
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(Accepted::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Bytes each connection reads ahead; larger request bodies are read straight into their
 /// frame. Bounded by `connections_max * READ_BUFFER_BYTES` in all.
 pub const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -246,15 +277,14 @@ type Encoded = (Frame, Option<OwnedSemaphorePermit>);
 type InFlight = Pin<Box<dyn Future<Output = Result<Option<Encoded>, crate::ProtocolError>> + Send>>;
 
 async fn serve_connection(
-    stream: TcpStream,
+    stream: Accepted,
     peer: SocketAddr,
     handler: Handler,
     config: Arc<ServerConfig>,
     memory: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), crate::ProtocolError> {
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = stream.split();
     let (tx, rx) = mpsc::channel::<InFlight>(PIPELINE_DEPTH_MAX);
     let client = ClientInfo {
         host: peer.ip().to_string(),
@@ -290,7 +320,7 @@ fn next_connection() -> u64 {
 // One argument per piece of the connection's state; grouping them would only rename them.
 #[allow(clippy::too_many_arguments)]
 async fn read_requests(
-    stream: OwnedReadHalf,
+    stream: Reader,
     responses: mpsc::Sender<InFlight>,
     peer: SocketAddr,
     client: ClientInfo,
@@ -439,7 +469,7 @@ async fn start_request(
 
 /// Writes responses in request order as each becomes ready.
 async fn write_responses(
-    mut stream: OwnedWriteHalf,
+    mut stream: Writer,
     mut responses: mpsc::Receiver<InFlight>,
     peer: SocketAddr,
     config: Arc<ServerConfig>,
@@ -464,7 +494,7 @@ async fn write_responses(
 }
 
 /// Writes a frame's pieces; `Ok(false)` when the socket accepted nothing for `stall`.
-async fn write_frame(stream: &mut OwnedWriteHalf, frame: &Frame, stall: Duration) -> io::Result<bool> {
+async fn write_frame(stream: &mut Writer, frame: &Frame, stall: Duration) -> io::Result<bool> {
     for piece in &frame.pieces {
         let written = match piece {
             Piece::Bytes(bytes) => write_unless_stalled(stream, bytes, stall).await?,
@@ -478,15 +508,15 @@ async fn write_frame(stream: &mut OwnedWriteHalf, frame: &Frame, stall: Duration
 }
 
 /// Sends a segment-file slice with sendfile: the bytes go from the page cache to the
-/// socket without a copy through this process. Storage without a file descriptor is read
+/// socket without a copy through this process. Storage without a file descriptor, and TLS
+/// connections (the bytes must be encrypted), read
 /// and written instead. A slice of data not in the page cache blocks this thread while
 /// the kernel reads it, as a read would.
-async fn send_file(stream: &mut OwnedWriteHalf, slice: &FileSlice, stall: Duration) -> io::Result<bool> {
-    let Some(fd) = slice.file().as_fd() else {
+async fn send_file(stream: &mut Writer, slice: &FileSlice, stall: Duration) -> io::Result<bool> {
+    let (Some(fd), Some(socket)) = (slice.file().as_fd(), stream.socket()) else {
         let bytes = slice.read().map_err(io::Error::other)?;
         return write_unless_stalled(stream, &bytes, stall).await;
     };
-    let socket: &tokio::net::TcpStream = stream.as_ref();
     let mut offset = slice.position();
     let end = slice.position() + slice.len();
     // Each pass sends at least one byte or waits for the socket: bounded by the length.

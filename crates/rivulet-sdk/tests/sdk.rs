@@ -600,6 +600,7 @@ mod kafka {
             idle_timeout_ms: 600_000,
             write_stall_timeout_ms: 30_000,
             shutdown_timeout_ms: 2_000,
+            tls: None,
         };
         let server = Server::from_listeners(vec![listener], config, broker).expect("server");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -188,6 +188,7 @@ pub async fn serve_kafka(
         idle_timeout_ms: 600_000,
         write_stall_timeout_ms: 30_000,
         shutdown_timeout_ms: 2_000,
+        tls: None,
     };
     let server = Server::from_listeners(vec![listener], config, broker)?;
     Ok((addr, tokio::spawn(server.run(shutdown))))

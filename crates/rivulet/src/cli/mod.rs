@@ -4,6 +4,7 @@
 
 mod admin_http;
 mod bench;
+mod cert;
 mod consume;
 mod dlq;
 mod group;
@@ -54,6 +55,8 @@ pub enum Command {
     /// Create, list and delete the users logins check (`rivulet serve --auth`), through the
     /// HTTP admin API.
     User(user::UserArgs),
+    /// Make TLS certificates for trying TLS and mutual TLS locally (`cert dev`).
+    Cert(cert::CertArgs),
 }
 
 /// Runs an operator command.
@@ -70,6 +73,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Queue(args) => queue::run_queue(args),
         Command::Exchange(args) => queue::run_exchange(args),
         Command::User(args) => user::run_user(args),
+        Command::Cert(args) => cert::run_cert(args),
     }
 }
 

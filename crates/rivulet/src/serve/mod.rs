@@ -69,6 +69,16 @@ async fn serve(mut settings: Settings) -> Result<()> {
         .context("opening the data directory")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     bootstrap_user(&broker)?;
+    let https = match &settings.tls {
+        Some(files) => {
+            let tls = rivulet_tls::acceptor(files, &[]).context("TLS")?;
+            settings.kafka.tls = Some(tls.clone());
+            settings.amqp.config.tls = Some(tls);
+            tracing::info!(cert = %files.cert.display(), client_certificates = files.client_ca.is_some(), "TLS on every listener");
+            Some(rivulet_tls::acceptor(files, &[b"http/1.1"]).context("TLS")?)
+        }
+        None => None,
+    };
     // Bind first so that an advertised port follows a listen port of 0.
     let listeners = bind_all(&settings.kafka.listen).await?;
     let first = listeners[0].local_addr().context("listener address")?;
@@ -91,7 +101,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
             settings.gateway.kafka_addresses = server.local_addrs().iter().map(ToString::to_string).collect();
             settings.gateway.amqp_addresses = amqp_addresses;
             settings.gateway.amqp_down = amqp_down;
-            Some(start_gateway(addr, broker.clone(), settings.gateway, stop_rx.clone()).await?)
+            Some(start_gateway(addr, broker.clone(), settings.gateway, https, stop_rx.clone()).await?)
         }
         None => None,
     };
@@ -134,18 +144,22 @@ async fn start_gateway(
     addr: SocketAddr,
     broker: Broker,
     config: rivulet_http::GatewayConfig,
+    tls: Option<rivulet_tls::Acceptor>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("HTTP gateway: listening on {addr}"))?;
     let local = listener.local_addr().context("HTTP listener address")?;
-    tracing::info!(address = %local, "Listening for HTTP");
+    tracing::info!(address = %local, tls = tls.is_some(), "Listening for HTTP");
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
     Ok(tokio::spawn(async move {
-        rivulet_http::serve(listener, broker, config, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+        match tls {
+            Some(tls) => rivulet_http::serve_tls(listener, broker, config, tls, stopped).await,
+            None => rivulet_http::serve(listener, broker, config, stopped).await,
+        }
     }))
 }
 

@@ -181,6 +181,25 @@ pub struct ServeArgs {
     /// reach the port can then read, write and delete everything) [default: false]
     #[arg(long, env = "RIVULET_INSECURE", value_name = "BOOL")]
     insecure: Option<bool>,
+
+    /// PEM certificate chain for TLS on every listener (Kafka SSL/SASL_SSL, amqps, HTTPS);
+    /// read again when it changes. `rivulet cert dev` makes one for trying it
+    #[arg(long, env = "RIVULET_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "RIVULET_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: with it, every TLS client must present a certificate that
+    /// chains to them (mutual TLS)
+    #[arg(
+        long,
+        env = "RIVULET_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// The config file: the same settings as the flags, snake_case.
@@ -220,6 +239,9 @@ struct FileConfig {
     disk_free_min_bytes: Option<u64>,
     auth: Option<bool>,
     insecure: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -246,6 +268,8 @@ pub(crate) struct Settings {
     /// The AMQP listener's addresses (empty: off); `explicit` when the user chose them.
     pub amqp: AmqpSettings,
     pub log_format: LogFormat,
+    /// TLS for every listener, when configured.
+    pub tls: Option<rivulet_tls::TlsFiles>,
 }
 
 /// Where the AMQP front end listens.
@@ -309,7 +333,17 @@ impl Settings {
                 );
             }
         }
+        let tls = match (setting!(tls_cert), setting!(tls_key)) {
+            (Some(cert), Some(key)) => Some(rivulet_tls::TlsFiles {
+                cert,
+                key,
+                client_ca: setting!(tls_client_ca),
+            }),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
         Ok(Settings {
+            tls,
             broker,
             kafka,
             amqp,

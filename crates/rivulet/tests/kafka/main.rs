@@ -13,5 +13,6 @@ mod other_clients;
 mod rdkafka_clients;
 mod robustness;
 mod serve_settings;
+mod tls;
 mod topic_configs;
 mod transactions;

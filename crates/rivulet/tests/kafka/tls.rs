@@ -1,0 +1,129 @@
+//! TLS on every listener with certificates from `rivulet cert dev`: real clients over
+//! Kafka SASL_SSL, amqps and HTTPS with client certificates; a certificate replaced on
+//! disk is served without a restart.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::{repo_root, Rivulet};
+
+fn cert_dev(dir: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["cert", "dev", "--out"])
+        .arg(dir)
+        .output()
+        .expect("run rivulet cert dev");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn tls_args(certs: &Path, client_ca: bool) -> Vec<String> {
+    let path = |name: &str| certs.join(name).display().to_string();
+    let mut args = vec![
+        "--tls-cert".to_string(),
+        path("server.pem"),
+        "--tls-key".to_string(),
+        path("server-key.pem"),
+    ];
+    if client_ca {
+        args.extend(["--tls-client-ca".to_string(), path("ca.pem")]);
+    }
+    args
+}
+
+/// `curl` over HTTPS trusting `ca`: the status code, "000" when TLS fails.
+fn https_status(server: &Rivulet, ca: &Path) -> String {
+    let base = server
+        .http_base()
+        .replace("http://127.0.0.1", "https://localhost");
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(ca)
+        .arg(format!("{base}/healthz"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn clients_of_every_protocol_use_tls_with_client_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    cert_dev(dir.path());
+    let mut args = tls_args(dir.path(), true);
+    args.extend(["--auth".to_string(), "true".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Rivulet::start_with(
+        &args,
+        &[
+            ("RIVULET_BOOTSTRAP_USER", "admin"),
+            ("RIVULET_BOOTSTRAP_PASSWORD", "admin-password-1"),
+        ],
+    );
+    let amqp_port = server.amqp_url().rsplit(':').next().expect("port").to_string();
+    let https = server
+        .http_base()
+        .replace("http://127.0.0.1", "https://localhost");
+    let output = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/clients/tls_clients.py"))
+        .args([&server.bootstrap(), &amqp_port, &https])
+        .arg(dir.path())
+        .args(["admin", "admin-password-1"])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for check in [
+        "OK librdkafka SASL_SSL SCRAM-SHA-512 with a client certificate",
+        "OK a client without a certificate is refused",
+        "OK kafka-python SASL_SSL PLAIN",
+        "OK pika over amqps",
+        "OK HTTPS with a client certificate",
+    ] {
+        assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
+    }
+    let plain = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}/healthz", server.http_base()))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout),
+        "000",
+        "plain HTTP gets no answer"
+    );
+}
+
+#[test]
+fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
+    let first = tempfile::tempdir().expect("tempdir");
+    let second = tempfile::tempdir().expect("tempdir");
+    cert_dev(first.path());
+    cert_dev(second.path());
+    let serving = tempfile::tempdir().expect("tempdir");
+    for name in ["server.pem", "server-key.pem"] {
+        std::fs::copy(first.path().join(name), serving.path().join(name)).expect("copy");
+    }
+    let args = tls_args(serving.path(), false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Rivulet::start_with(&args, &[]);
+    assert_eq!(https_status(&server, &first.path().join("ca.pem")), "200");
+    assert_eq!(https_status(&server, &second.path().join("ca.pem")), "000");
+    // Key first, then the certificate: a half-replaced pair keeps the old certificate.
+    for name in ["server-key.pem", "server.pem"] {
+        std::fs::copy(second.path().join(name), serving.path().join(name)).expect("copy");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while https_status(&server, &second.path().join("ca.pem")) != "200" {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(https_status(&server, &first.path().join("ca.pem")), "000");
+    assert!(server.log().contains("Reloaded the TLS certificate"));
+}
