@@ -14,6 +14,11 @@ use rivulet_broker::Broker;
 use crate::errors as ec;
 use crate::ProtocolError;
 
+/// Largest request a connection may send before it logged in (Kafka's
+/// `sasl.server.max.receive.size`): an unauthenticated client cannot make the broker
+/// buffer large frames.
+pub const UNAUTHENTICATED_REQUEST_BYTES_MAX: usize = 512 * 1024;
+
 /// The mechanisms offered, in the order SaslHandshake lists them.
 pub const MECHANISMS: [&str; 3] = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"];
 
@@ -43,6 +48,14 @@ impl SaslState {
             SaslState::Start
         } else {
             SaslState::NotRequired
+        }
+    }
+
+    /// The largest request the connection may send now.
+    pub fn request_bytes_max(&self, configured: usize) -> usize {
+        match self {
+            SaslState::NotRequired | SaslState::Authenticated(_) => configured,
+            _ => configured.min(UNAUTHENTICATED_REQUEST_BYTES_MAX),
         }
     }
 

@@ -348,7 +348,7 @@ async fn read_requests(
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        let len = codec::frame_length(prefix, config.request_bytes_max)?;
+        let len = codec::frame_length(prefix, sasl.request_bytes_max(config.request_bytes_max))?;
         // Small requests (heartbeats, metadata, fetch requests) skip the shared budget so a
         // flood of large, stalled requests cannot starve them; each connection holds at most
         // one small request at a time.

@@ -228,3 +228,126 @@ fn serve_refuses_to_listen_beyond_loopback_without_auth() {
         show(&no_user)
     );
 }
+
+mod raw {
+    //! Raw SASL frames: request header v1 (key, version, correlation id, client id).
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub fn connect(bootstrap: &str) -> TcpStream {
+        let s = TcpStream::connect(bootstrap).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s
+    }
+
+    fn frame(key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&key.to_be_bytes());
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&correlation_id.to_be_bytes());
+        out.extend_from_slice(&4i16.to_be_bytes());
+        out.extend_from_slice(b"test");
+        out.extend_from_slice(body);
+        let mut framed = (out.len() as i32).to_be_bytes().to_vec();
+        framed.extend(out);
+        framed
+    }
+
+    fn read(s: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).ok()?;
+        Some(body)
+    }
+
+    /// SaslHandshake v1: the error code of the answer.
+    pub fn handshake(s: &mut TcpStream, mechanism: &str) -> i16 {
+        let mut body = (mechanism.len() as i16).to_be_bytes().to_vec();
+        body.extend_from_slice(mechanism.as_bytes());
+        s.write_all(&frame(17, 1, 1, &body)).expect("send");
+        let answer = read(s).expect("handshake answer");
+        i16::from_be_bytes([answer[4], answer[5]])
+    }
+
+    /// SaslAuthenticate v0: the error code and the bytes answered.
+    pub fn authenticate(s: &mut TcpStream, token: &[u8]) -> (i16, Vec<u8>) {
+        let mut body = (token.len() as i32).to_be_bytes().to_vec();
+        body.extend_from_slice(token);
+        s.write_all(&frame(36, 0, 2, &body)).expect("send");
+        let answer = read(s).expect("authenticate answer");
+        let code = i16::from_be_bytes([answer[4], answer[5]]);
+        let message_len = i16::from_be_bytes([answer[6], answer[7]]).max(0) as usize;
+        let at = 8 + message_len;
+        let bytes_len = i32::from_be_bytes([answer[at], answer[at + 1], answer[at + 2], answer[at + 3]]);
+        (code, answer[at + 4..at + 4 + bytes_len.max(0) as usize].to_vec())
+    }
+
+    /// SaslAuthenticate v0; true when the broker answered rather than closing.
+    pub fn authenticate_answered(s: &mut TcpStream, token: &[u8]) -> bool {
+        let mut body = (token.len() as i32).to_be_bytes().to_vec();
+        body.extend_from_slice(token);
+        // The broker may close while the frame is still being written.
+        let _ = s.write_all(&frame(36, 0, 2, &body));
+        read(s).is_some()
+    }
+
+    /// A Metadata v0 request; true when the broker answered rather than closing.
+    pub fn metadata_answered(s: &mut TcpStream) -> bool {
+        if s.write_all(&frame(3, 0, 3, &0i32.to_be_bytes())).is_err() {
+            return false;
+        }
+        read(s).is_some()
+    }
+}
+
+#[test]
+fn malformed_oversized_and_cut_off_sasl_exchanges_fail_cleanly() {
+    let server = start_with_auth();
+    let b = server.bootstrap();
+    // Nothing but ApiVersions and SASL before a login.
+    let mut s = raw::connect(&b);
+    assert!(
+        !raw::metadata_answered(&mut s),
+        "Metadata before a login closes the connection"
+    );
+    // An unknown mechanism is refused with the ones offered.
+    let mut s = raw::connect(&b);
+    assert_eq!(raw::handshake(&mut s, "GSSAPI"), 33, "UNSUPPORTED_SASL_MECHANISM");
+    // Garbage as client-first, then any request closes the connection.
+    assert_eq!(raw::handshake(&mut s, "SCRAM-SHA-256"), 0);
+    let (code, _) = raw::authenticate(&mut s, b"\xff\xfe not scram at all");
+    assert_eq!(code, 58, "SASL_AUTHENTICATION_FAILED");
+    assert!(
+        !raw::metadata_answered(&mut s),
+        "a failed login closes the connection"
+    );
+    // An oversized PLAIN token.
+    let mut s = raw::connect(&b);
+    assert_eq!(raw::handshake(&mut s, "PLAIN"), 0);
+    let (code, _) = raw::authenticate(&mut s, &vec![b'a'; 200_000]);
+    assert_eq!(code, 58);
+    // A frame over 512 KiB before a login closes the connection unread.
+    let mut s = raw::connect(&b);
+    assert_eq!(raw::handshake(&mut s, "PLAIN"), 0);
+    assert!(
+        !raw::authenticate_answered(&mut s, &vec![b'a'; 600_000]),
+        "no answer to an oversized unauthenticated frame"
+    );
+    // A SCRAM exchange cut after server-first.
+    let mut s = raw::connect(&b);
+    assert_eq!(raw::handshake(&mut s, "SCRAM-SHA-512"), 0);
+    let (code, server_first) = raw::authenticate(&mut s, b"n,,n=admin,r=abcdefgh");
+    assert_eq!(code, 0);
+    assert!(server_first.starts_with(b"r=abcdefgh"), "{server_first:?}");
+    drop(s);
+    // Everyone else is served: a PLAIN login on a new connection, then Metadata.
+    let mut s = raw::connect(&b);
+    assert_eq!(raw::handshake(&mut s, "PLAIN"), 0);
+    let token = format!("\0{ADMIN}\0{ADMIN_PASSWORD}");
+    assert_eq!(raw::authenticate(&mut s, token.as_bytes()).0, 0);
+    assert!(raw::metadata_answered(&mut s), "a logged-in connection is served");
+    assert!(!server.log().contains("panicked"));
+}
