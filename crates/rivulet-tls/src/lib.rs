@@ -194,6 +194,32 @@ pub fn acceptor(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Acceptor, TlsError> 
     Ok(Acceptor(TlsAcceptor::from(Arc::new(config))))
 }
 
+/// Connects a client over TLS to `server_name` on `stream`, trusting the CA certificates
+/// in the PEM file `ca` (for Rivulet's own tools talking to a TLS listener).
+pub async fn connect_client(
+    stream: tokio::net::TcpStream,
+    server_name: &str,
+    ca: &Path,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file_error(ca, e))? {
+        roots
+            .add(cert.map_err(|e| file_error(ca, e))?)
+            .map_err(|e| file_error(ca, e))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| TlsError::Config(format!("server name {server_name:?}: {e}")))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| TlsError::Config(format!("TLS handshake with {server_name}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,15 @@ pub struct HttpArgs {
         value_name = "PASSWORD"
     )]
     pub password: Option<String>,
+    /// PEM CA certificates to trust for an `https://` address (`rivulet serve --tls-cert`)
+    #[arg(
+        id = "http_ca",
+        long = "http-ca",
+        env = "RIVULET_HTTP_CA",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl HttpArgs {
@@ -66,11 +75,46 @@ impl HttpArgs {
     }
 
     async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let address = self.address.trim_start_matches("http://").trim_end_matches('/');
+        let https = self.address.starts_with("https://");
+        let address = self
+            .address
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
         let stream = tokio::net::TcpStream::connect(address)
             .await
             .with_context(|| format!("connecting to the HTTP gateway at {address} (set --http)"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        if !https {
+            return self
+                .exchange(TokioIo::new(stream), address, method, path, body)
+                .await;
+        }
+        let ca = self
+            .ca
+            .as_ref()
+            .context("an https:// address needs --http-ca (the CA that signed the server's certificate)")?;
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let tls = rivulet_tls::connect_client(stream, host, ca).await?;
+        self.exchange(TokioIo::new(tls), address, method, path, body)
+            .await
+    }
+
+    async fn exchange<I>(
+        &self,
+        io: I,
+        address: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .context("HTTP handshake")?;
         tokio::spawn(conn);

@@ -93,6 +93,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
                     address: address.clone(),
                     user: std::env::var("RIVULET_HTTP_USER").ok(),
                     password: std::env::var("RIVULET_HTTP_PASSWORD").ok(),
+                    ca: std::env::var_os("RIVULET_HTTP_CA").map(Into::into),
                 }
                 .call("GET", "/v1/status", conn.timeout())?,
             ),

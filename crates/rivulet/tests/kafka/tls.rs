@@ -126,4 +126,19 @@ fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     }
     assert_eq!(https_status(&server, &first.path().join("ca.pem")), "000");
     assert!(server.log().contains("Reloaded the TLS certificate"));
+    // The CLI reaches the HTTPS admin API with the CA.
+    let base = server
+        .http_base()
+        .replace("http://127.0.0.1", "https://localhost");
+    let listed = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["queue", "list", "--format", "json", "--http", &base, "--http-ca"])
+        .arg(second.path().join("ca.pem"))
+        .output()
+        .expect("run rivulet");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"queues\""));
 }
