@@ -1,6 +1,7 @@
 //! `exchange.*` and `queue.*`: declarations, bindings, purge and delete.
 
 use amq_protocol::protocol::{exchange, queue, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
 use rivulet_broker::queues::QueueSpec;
 use rivulet_broker::routing::{Exchange, ExchangeKind};
 
@@ -24,18 +25,13 @@ impl Connection {
                         ))
                     }
                 };
-                if !d.arguments.inner().is_empty() && !d.passive {
-                    let keys: Vec<&str> = d.arguments.inner().keys().map(|k| k.as_str()).collect();
-                    return Err(Fault::channel(
-                        fault::PRECONDITION_FAILED,
-                        format!("exchange arguments {keys:?} are not supported by Rivulet"),
-                    ));
-                }
+                let alternate = alternate_exchange(&d.arguments, d.passive)?;
                 let wanted = Exchange {
                     kind,
                     durable: d.durable,
                     auto_delete: d.auto_delete,
                     internal: d.internal,
+                    alternate,
                 };
                 self.broker
                     .exchange_declare(d.exchange.as_str(), wanted, d.passive)?;
@@ -160,4 +156,28 @@ impl Connection {
             .clone()
             .ok_or_else(|| Fault::channel(fault::NOT_FOUND, "no previously declared queue"))
     }
+}
+
+/// An exchange declaration's `alternate-exchange` argument; any other argument is refused
+/// by name (a passive declaration's arguments are not looked at).
+fn alternate_exchange(arguments: &FieldTable, passive: bool) -> Result<Option<String>, Fault> {
+    if passive {
+        return Ok(None);
+    }
+    let mut alternate = None;
+    for (key, value) in arguments.inner() {
+        match (key.as_str(), value) {
+            ("alternate-exchange", AMQPValue::LongString(name)) => {
+                alternate = Some(String::from_utf8_lossy(name.as_bytes()).into_owned());
+            }
+            ("alternate-exchange", AMQPValue::ShortString(name)) => alternate = Some(name.to_string()),
+            (other, _) => {
+                return Err(Fault::channel(
+                    fault::PRECONDITION_FAILED,
+                    format!("exchange argument '{other}' is not supported by Rivulet"),
+                ))
+            }
+        }
+    }
+    Ok(alternate)
 }

@@ -151,6 +151,7 @@ fn exchange_json(name: &str, e: &Exchange, bindings: Value) -> Value {
         "durable": e.durable,
         "auto_delete": e.auto_delete,
         "internal": e.internal,
+        "alternate_exchange": e.alternate,
         "bindings": bindings,
     })
 }

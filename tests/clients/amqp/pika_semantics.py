@@ -255,6 +255,29 @@ def reject_publish_nacks_new_messages():
     print("OK reject-publish and reject-publish-dlx", flush=True)
 
 
+def alternate_exchange_takes_unroutable_messages():
+    conn, ch = connect()
+    ch.exchange_declare("p_ae_unrouted", "fanout")
+    ch.queue_declare("p_ae_leftovers")
+    ch.queue_bind("p_ae_leftovers", "p_ae_unrouted")
+    ch.exchange_declare("p_ae_orders", "direct", arguments={"alternate-exchange": "p_ae_unrouted"})
+    ch.queue_declare("p_ae_paid")
+    ch.queue_bind("p_ae_paid", "p_ae_orders", "paid")
+    ch.confirm_delivery()
+    ch.basic_publish("p_ae_orders", "paid", b"routed")
+    # Mandatory, yet not returned: the alternate exchange takes it.
+    ch.basic_publish("p_ae_orders", "refunded", b"unroutable", mandatory=True)
+    check([b for _, b in drain(ch, "p_ae_paid")] == ["routed"], "the bound queue got its message")
+    check([b for _, b in drain(ch, "p_ae_leftovers")] == ["unroutable"], "the alternate exchange took the rest")
+    try:
+        ch.exchange_declare("p_ae_orders", "direct", arguments={"alternate-exchange": "other"})
+        check(False, "another alternate exchange is inequivalent")
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == 406, f"406 for another alternate exchange, got {e.reply_code}")
+    conn.close()
+    print("OK alternate exchange", flush=True)
+
+
 def stream_arguments():
     conn, ch = connect()
     args = {"x-queue-type": "stream", "x-max-age": "7D", "x-max-length-bytes": 20_000_000,
@@ -347,6 +370,7 @@ message_ttl_and_expiration()
 max_length_drops_the_oldest()
 max_length_bytes_drops_the_oldest()
 reject_publish_nacks_new_messages()
+alternate_exchange_takes_unroutable_messages()
 stream_arguments()
 streams_read_from_offsets()
 get_purge_and_errors()

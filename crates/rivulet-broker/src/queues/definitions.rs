@@ -27,6 +27,8 @@ pub(super) struct ExchangeDef {
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternate: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +79,7 @@ impl ExchangeDef {
             durable: self.durable,
             auto_delete: self.auto_delete,
             internal: self.internal,
+            alternate: self.alternate.clone(),
         })
     }
 }
@@ -104,6 +107,7 @@ pub(super) fn snapshot(registry: &Registry) -> Definitions {
             durable: e.durable,
             auto_delete: e.auto_delete,
             internal: e.internal,
+            alternate: e.alternate.clone(),
         })
         .collect();
     let queues: Vec<QueueDef> = registry

@@ -71,6 +71,8 @@ pub struct Exchange {
     pub auto_delete: bool,
     /// Only other exchanges may publish to it.
     pub internal: bool,
+    /// Where messages no binding takes go (`alternate-exchange`).
+    pub alternate: Option<String>,
 }
 
 /// One binding of a queue to an exchange.
@@ -144,6 +146,7 @@ impl Default for Topology {
                     durable: true,
                     auto_delete: false,
                     internal: false,
+                    alternate: None,
                 };
                 (name.to_string(), exchange)
             })
@@ -287,7 +290,9 @@ impl Topology {
     }
 
     /// The queues a message published to `exchange` with `key` and `headers` goes to.
-    /// Publishing to an internal exchange is refused.
+    /// Publishing to an internal exchange is refused. When no binding takes the message,
+    /// it follows the exchange's alternate exchange, and that one's, until one routes it
+    /// (each exchange at most once: a cycle ends the chain).
     pub fn route(
         &self,
         exchange: &str,
@@ -306,8 +311,29 @@ impl Topology {
                 "exchange {exchange:?} is internal"
             )));
         }
-        let bindings = self.bindings.get(exchange).map(Vec::as_slice).unwrap_or_default();
-        Ok(bindings
+        let mut visited = BTreeSet::from([exchange]);
+        let mut current = (exchange, e);
+        // Each pass visits a new exchange or stops: bounded by the number of exchanges.
+        loop {
+            let targets = self.bound(current.0, current.1, key, headers);
+            if !targets.is_empty() {
+                return Ok(targets);
+            }
+            let next = current.1.alternate.as_deref().and_then(|name| {
+                let alternate = self.exchanges.get(name)?;
+                visited.insert(name).then_some((name, alternate))
+            });
+            match next {
+                Some(n) => current = n,
+                None => return Ok(targets),
+            }
+        }
+    }
+
+    /// The queues `exchange`'s own bindings give a message.
+    fn bound(&self, name: &str, e: &Exchange, key: &str, headers: &Headers) -> BTreeSet<String> {
+        let bindings = self.bindings.get(name).map(Vec::as_slice).unwrap_or_default();
+        bindings
             .iter()
             .filter(|b| match e.kind {
                 ExchangeKind::Direct => b.key == key,
@@ -316,7 +342,7 @@ impl Topology {
                 ExchangeKind::Headers => headers::matches(&b.arguments, headers),
             })
             .map(|b| b.queue.clone())
-            .collect())
+            .collect()
     }
 }
 
@@ -338,6 +364,9 @@ fn check_equivalent(name: &str, existing: &Exchange, wanted: &Exchange) -> Resul
     if existing.internal != wanted.internal {
         return differs("internal");
     }
+    if existing.alternate != wanted.alternate {
+        return differs("alternate-exchange");
+    }
     Ok(())
 }
 
@@ -351,6 +380,7 @@ mod tests {
             durable: false,
             auto_delete: false,
             internal: false,
+            alternate: None,
         }
     }
 
@@ -446,6 +476,39 @@ mod tests {
             t.route("logs", "", &Headers::new()),
             Err(RoutingError::NotFound("logs".into()))
         );
+    }
+
+    #[test]
+    fn unroutable_messages_follow_alternate_exchanges_and_a_cycle_ends_the_chain() {
+        let mut t = Topology::default();
+        let with_alternate = |kind, alternate: &str| Exchange {
+            alternate: Some(alternate.to_string()),
+            ..exchange(kind)
+        };
+        t.declare("orders", with_alternate(ExchangeKind::Direct, "unrouted"), false)
+            .expect("declare");
+        t.declare("unrouted", with_alternate(ExchangeKind::Fanout, "orders"), false)
+            .expect("declare");
+        t.bind("orders", binding("paid", "paid")).expect("bind");
+        let none = Headers::new();
+        assert_eq!(
+            t.route("orders", "paid", &none).expect("route"),
+            BTreeSet::from(["paid".to_string()])
+        );
+        assert!(
+            t.route("orders", "lost", &none).expect("route").is_empty(),
+            "a cycle ends"
+        );
+        t.bind("unrouted", binding("leftovers", "")).expect("bind");
+        assert_eq!(
+            t.route("orders", "lost", &none).expect("route"),
+            BTreeSet::from(["leftovers".to_string()])
+        );
+        let other = with_alternate(ExchangeKind::Direct, "elsewhere");
+        assert!(matches!(
+            t.declare("orders", other, false),
+            Err(RoutingError::PreconditionFailed(_))
+        ));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct Rivulet {
 ///
 /// Ports come from 20000-31999, below the kernel's ephemeral range, so a port released by a
 /// server that is restarting is not handed out again by `bind(0)` to another test or to a
-/// client socket in the meantime.
+/// client socket in the meantime; none is handed out twice by one test process.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -38,7 +38,15 @@ pub fn free_port() -> u16 {
             .wrapping_mul(0xbf58_476d_1ce4_e5b9)
             .rotate_left(31);
         let port = 20_000 + (mixed % 12_000) as u16;
+        // A port handed out before may not be bound yet (a server still starting): never
+        // hand it out twice in one process.
+        static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
