@@ -294,7 +294,10 @@ impl Queue {
     pub fn ready_and_bytes(&self, available_end: i64) -> (u64, u64) {
         let mut state = self.lock();
         let start = state.settle.start();
-        state.sizes = state.sizes.split_off(&start);
+        // Settled messages leave from the front: amortised, each size is removed once.
+        while state.sizes.first_key_value().is_some_and(|(o, _)| *o < start) {
+            state.sizes.pop_first();
+        }
         let ready = state.settle.ready(available_end);
         let size = |o: &i64| u64::from(state.sizes.get(o).copied().unwrap_or(0));
         let requeued: u64 = state.settle.available_in_window().map(|o| size(&o)).sum();
