@@ -16,6 +16,14 @@ if ! command -v kcat >/dev/null 2>&1; then
     echo "kcat is missing and cannot be installed here; its tests will fail" >&2
   fi
 fi
+# librdkafka (the CLI, the benchmark and the Rust test clients) is built with OpenSSL.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
+  else
+    echo "OpenSSL headers are missing (apt-get install libssl-dev pkg-config); the build will fail" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
