@@ -464,6 +464,18 @@ mod tests {
         }
     }
 
+    /// A new queue declared with one integer argument.
+    fn with_argument(key: &str, value: i64) -> Queue {
+        let mut arguments = Headers::new();
+        arguments.insert(key.into(), crate::routing::FieldValue::Int(value));
+        Queue::new(
+            "q",
+            QueueSpec { arguments, ..spec() },
+            None,
+            StoredState::default(),
+        )
+    }
+
     fn owner() -> Arc<str> {
         Arc::from("c1")
     }
@@ -485,17 +497,7 @@ mod tests {
 
     #[test]
     fn a_released_message_past_the_delivery_limit_is_archived() {
-        let mut args = Headers::new();
-        args.insert("x-delivery-limit".into(), crate::routing::FieldValue::Int(2));
-        let q = Queue::new(
-            "q",
-            QueueSpec {
-                arguments: args,
-                ..spec()
-            },
-            None,
-            StoredState::default(),
-        );
+        let q = with_argument("x-delivery-limit", 2);
         for round in 1..=2 {
             let got = q.acquire(&owner(), 1, 1);
             assert_eq!(got[0].delivery_count, round);
@@ -528,17 +530,7 @@ mod tests {
 
     #[test]
     fn ready_bytes_count_ready_messages_only() {
-        let mut args = Headers::new();
-        args.insert("x-max-length-bytes".into(), crate::routing::FieldValue::Int(100));
-        let q = Queue::new(
-            "q",
-            QueueSpec {
-                arguments: args,
-                ..spec()
-            },
-            None,
-            StoredState::default(),
-        );
+        let q = with_argument("x-max-length-bytes", 100);
         q.note_sizes(0, &[10, 20, 30, 40]);
         assert_eq!(q.ready_and_bytes(4), (4, 100));
         let got = q.acquire(&owner(), 4, 2);

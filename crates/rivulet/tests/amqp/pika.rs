@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::harness::{repo_root, Rivulet};
+use crate::harness::{assert_client_checks, repo_root, Rivulet};
 
 pub fn python() -> std::path::PathBuf {
     let venv = repo_root().join(".venv/bin/python");
@@ -19,27 +19,22 @@ fn pika_confirms_prefetch_requeue_dead_letters_and_errors() {
         .arg(server.amqp_url())
         .output()
         .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    assert_client_checks(
+        &output,
+        &[
+            "OK confirms and returns",
+            "OK prefetch and requeue order",
+            "OK dead letters and delivery limit",
+            "OK message TTL, expiration and x-expires",
+            "OK x-max-length drops the oldest",
+            "OK x-max-length-bytes drops the oldest",
+            "OK reject-publish and reject-publish-dlx",
+            "OK alternate exchange",
+            "OK stream arguments",
+            "OK streams read from offsets",
+            "OK get, purge and channel errors",
+        ],
     );
-    for check in [
-        "OK confirms and returns",
-        "OK prefetch and requeue order",
-        "OK dead letters and delivery limit",
-        "OK message TTL, expiration and x-expires",
-        "OK x-max-length drops the oldest",
-        "OK x-max-length-bytes drops the oldest",
-        "OK reject-publish and reject-publish-dlx",
-        "OK alternate exchange",
-        "OK stream arguments",
-        "OK streams read from offsets",
-        "OK get, purge and channel errors",
-    ] {
-        assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
-    }
 }
 
 /// Free bytes of the file system holding `dir`.
@@ -77,17 +72,12 @@ fn a_disk_alarm_blocks_publishers_until_space_comes_back() {
         .output()
         .expect("run python");
     let _ = std::fs::remove_file(&filler);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    assert_client_checks(
+        &output,
+        &[
+            "OK the alarm is raised",
+            "OK the publisher was blocked and unblocked",
+            "OK both messages confirmed and queued",
+        ],
     );
-    for check in [
-        "OK the alarm is raised",
-        "OK the publisher was blocked and unblocked",
-        "OK both messages confirmed and queued",
-    ] {
-        assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
-    }
 }

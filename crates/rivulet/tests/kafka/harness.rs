@@ -297,3 +297,17 @@ pub fn which(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// Asserts that a client program exited 0 and printed each of `checks` (its `OK ...`
+/// lines); shows its output otherwise.
+pub fn assert_client_checks(output: &std::process::Output, checks: &[&str]) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for check in checks {
+        assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
+    }
+}
