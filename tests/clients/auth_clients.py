@@ -10,8 +10,10 @@ import time
 
 import pika
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
-                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                   ResourcePatternType, ResourceType, ScramCredentialInfo,
+                                   ScramMechanism, UserScramCredentialDeletion,
+                                   UserScramCredentialUpsertion)
 from kafka import KafkaConsumer, KafkaProducer
 
 BOOTSTRAP, AMQP_PORT, ADMIN, ADMIN_PASSWORD = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -102,6 +104,12 @@ described = admin.describe_user_scram_credentials(["bob"])
 bob = described["bob"].result(timeout=10)
 mechs = [(c.mechanism, c.iterations) for c in bob.scram_credential_infos]
 check(mechs == [(ScramMechanism.SCRAM_SHA_256, 8192)], f"bob has SCRAM-SHA-256 at 8192: {mechs}")
+# bob may use the topics and groups whose names start with the ones of this check.
+grants = [AclBinding(kind, name, ResourcePatternType.PREFIXED, "User:bob", "*", AclOperation.ALL,
+                     AclPermissionType.ALLOW)
+          for kind, name in [(ResourceType.TOPIC, "auth-bob"), (ResourceType.GROUP, "g-auth-bob")]]
+for f in admin.create_acls(grants).values():
+    f.result(timeout=10)
 librdkafka_round_trip(sasl("SCRAM-SHA-256", "bob", "bob-password-1"), "auth-bob", 5)
 check(refused(sasl("SCRAM-SHA-512", "bob", "bob-password-1")) is not None,
       "bob has no SCRAM-SHA-512 credential")

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use bytes::Bytes;
+use rivulet_broker::acl::Operation;
 use rivulet_broker::settle::Settle;
 
+use crate::access::Kind;
 use crate::channel::{ConsumerHandle, Pending};
 use crate::connection::Connection;
 use crate::consumer::{self, content_frames, Consumer};
@@ -164,6 +166,7 @@ impl Connection {
         let fail = |f: Fault| f.at(ch, 60, 40);
         let exchange = publish.exchange.as_str();
         let key = publish.routing_key.as_str();
+        self.may_publish(exchange, key).map_err(fail)?;
         let headers = message::routing_headers(&header.properties);
         let targets = self
             .broker
@@ -211,6 +214,7 @@ impl Connection {
 
     async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<(), Fault> {
         let name = self.default_queue(ch, c.queue.as_str())?;
+        self.may(Operation::Read, Kind::Queue, &name)?;
         let queue = self.broker.queue_for(&name, self.id)?;
         let channel = self.channel(ch)?;
         let tag = if c.consumer_tag.as_str().is_empty() {
@@ -333,6 +337,7 @@ impl Connection {
 
     async fn get(&mut self, ch: u16, g: basic::Get) -> Result<(), Fault> {
         let name = self.default_queue(ch, g.queue.as_str())?;
+        self.may(Operation::Read, Kind::Queue, &name)?;
         let queue = self.broker.queue_for(&name, self.id)?;
         if queue.is_stream() {
             return Err(Fault::channel(

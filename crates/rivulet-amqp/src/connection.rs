@@ -53,6 +53,8 @@ pub struct Connection {
     pub alarm: watch::Receiver<Option<String>>,
     /// The client's address (failed logins are counted per host).
     pub host: String,
+    /// The user the client logged in as (none when logins are off).
+    pub user: Option<String>,
 }
 
 /// Why the frame loop ended.
@@ -110,6 +112,7 @@ pub async fn serve(
         batch: PublishBatch::default(),
         alarm: broker.alarm(),
         host: peer.map_or_else(String::new, |p| p.ip().to_string()),
+        user: None,
     };
     let metrics = conn.broker.metrics().clone();
     metrics.connection_opened("amqp");
@@ -223,7 +226,7 @@ impl Connection {
             }
         };
         self.read_caps(&ok.client_properties);
-        crate::login::check(
+        self.user = crate::login::check(
             &self.broker,
             &self.host,
             ok.mechanism.as_str(),

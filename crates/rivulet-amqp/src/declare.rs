@@ -5,6 +5,9 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use rivulet_broker::queues::QueueSpec;
 use rivulet_broker::routing::{Exchange, ExchangeKind};
 
+use rivulet_broker::acl::Operation;
+
+use crate::access::Kind;
 use crate::connection::Connection;
 use crate::fault::{self, Fault};
 use crate::message::table_to_headers;
@@ -25,6 +28,12 @@ impl Connection {
                         ))
                     }
                 };
+                let op = if d.passive {
+                    Operation::Describe
+                } else {
+                    Operation::Create
+                };
+                self.may(op, Kind::Exchange, d.exchange.as_str())?;
                 let alternate = alternate_exchange(&d.arguments, d.passive)?;
                 let wanted = Exchange {
                     kind,
@@ -43,6 +52,7 @@ impl Connection {
                 .await
             }
             exchange::AMQPMethod::Delete(d) => {
+                self.may(Operation::Delete, Kind::Exchange, d.exchange.as_str())?;
                 match self.broker.exchange_delete(d.exchange.as_str(), d.if_unused) {
                     // Deleting an exchange that does not exist succeeds, as in RabbitMQ.
                     Ok(()) | Err(rivulet_broker::queues::QueueError::NotFound(_)) => {}
@@ -77,6 +87,15 @@ impl Connection {
         let connection = self.id;
         let (nowait, reply) = match m {
             queue::AMQPMethod::Declare(d) => {
+                // A server-named queue (empty name) is the connection's own: no check.
+                if !d.queue.as_str().is_empty() {
+                    let op = if d.passive {
+                        Operation::Describe
+                    } else {
+                        Operation::Create
+                    };
+                    self.may(op, Kind::Queue, d.queue.as_str())?;
+                }
                 let spec = QueueSpec {
                     durable: d.durable,
                     exclusive: d.exclusive,
@@ -96,6 +115,8 @@ impl Connection {
             queue::AMQPMethod::Bind(b) => {
                 let args = table_to_headers(&b.arguments);
                 let queue = self.default_queue(ch, b.queue.as_str())?;
+                self.may(Operation::Write, Kind::Queue, &queue)?;
+                self.may(Operation::Read, Kind::Exchange, b.exchange.as_str())?;
                 self.broker.queue_bind(
                     &queue,
                     b.exchange.as_str(),
@@ -108,6 +129,8 @@ impl Connection {
             queue::AMQPMethod::Unbind(u) => {
                 let args = table_to_headers(&u.arguments);
                 let queue = self.default_queue(ch, u.queue.as_str())?;
+                self.may(Operation::Write, Kind::Queue, &queue)?;
+                self.may(Operation::Read, Kind::Exchange, u.exchange.as_str())?;
                 self.broker.queue_unbind(
                     &queue,
                     u.exchange.as_str(),
@@ -119,6 +142,7 @@ impl Connection {
             }
             queue::AMQPMethod::Purge(p) => {
                 let queue = self.default_queue(ch, p.queue.as_str())?;
+                self.may(Operation::Delete, Kind::Queue, &queue)?;
                 let n = self.broker.queue_purge(&queue, connection)?;
                 let ok = queue::PurgeOk {
                     message_count: u32::try_from(n).unwrap_or(u32::MAX),
@@ -127,6 +151,7 @@ impl Connection {
             }
             queue::AMQPMethod::Delete(d) => {
                 let queue = self.default_queue(ch, d.queue.as_str())?;
+                self.may(Operation::Delete, Kind::Queue, &queue)?;
                 let n = self
                     .broker
                     .queue_delete(&queue, d.if_unused, d.if_empty, connection)?;

@@ -12,6 +12,7 @@
 //! holds at most its prefetch in unacknowledged deliveries; a channel in confirm mode holds
 //! at most [`confirm::UNCONFIRMED_MAX`] unconfirmed messages before it stops reading.
 
+mod access;
 pub mod basic;
 pub mod channel;
 pub mod confirm;

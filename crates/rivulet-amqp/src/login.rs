@@ -48,12 +48,13 @@ fn amqplain(mut rest: &[u8]) -> Option<(String, String)> {
     Some((login?, password?))
 }
 
-/// Checks a start-ok's credentials when the broker requires a login; 403 ACCESS_REFUSED
+/// Checks a start-ok's credentials when the broker requires a login and returns the user;
+/// 403 ACCESS_REFUSED
 /// (RabbitMQ's text) when they are wrong, after too many failures from `host`, or when
 /// the mechanism is not offered.
-pub fn check(broker: &Broker, host: &str, mechanism: &str, response: &[u8]) -> Result<(), Fault> {
+pub fn check(broker: &Broker, host: &str, mechanism: &str, response: &[u8]) -> Result<Option<String>, Fault> {
     if !broker.auth_required() {
-        return Ok(());
+        return Ok(None);
     }
     let refused = || {
         Fault::connection(
@@ -74,7 +75,7 @@ pub fn check(broker: &Broker, host: &str, mechanism: &str, response: &[u8]) -> R
         return Err(refused());
     }
     tracing::debug!(%user, "AMQP client logged in");
-    Ok(())
+    Ok(Some(user))
 }
 
 #[cfg(test)]

@@ -71,6 +71,9 @@ pub enum BrokerError {
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// The user may not do this (see [`crate::acl`]).
+    #[error("not authorized to {0}")]
+    NotAuthorized(String),
     /// Another process has the data directory open.
     #[error("data directory {path} is in use by another process (lock file held)")]
     DataDirLocked {
@@ -141,6 +144,7 @@ impl BrokerError {
             BrokerError::Group { .. } => 3014,
             BrokerError::Transaction { error, .. } => error.code(),
             BrokerError::PartitionsOnlyGrow { .. } => 3015,
+            BrokerError::NotAuthorized(_) => 3016,
         }
     }
 

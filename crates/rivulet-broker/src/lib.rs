@@ -27,6 +27,7 @@
 //! <data_dir>/trash/                        deleted topics whose files are still being freed
 //! ```
 
+pub mod acl;
 pub mod alarm;
 mod background;
 pub mod data;
@@ -116,6 +117,8 @@ pub struct BrokerConfig {
     /// Every front end requires a login with one of the [`users`] (Kafka SASL, AMQP PLAIN,
     /// HTTP basic auth).
     pub auth_required: bool,
+    /// Users allowed everything whatever the ACLs say (Kafka's `super.users`).
+    pub superusers: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -135,6 +138,7 @@ impl Default for BrokerConfig {
             transaction_timeout_ms_max: txn::TRANSACTION_TIMEOUT_MS_MAX,
             disk_free_min_bytes: alarm::DISK_FREE_MIN_BYTES_DEFAULT,
             auth_required: false,
+            superusers: Vec::new(),
         }
     }
 }
@@ -176,6 +180,7 @@ struct Inner {
     queues: queues::Queues,
     alarms: alarm::Alarms,
     users: users::Users,
+    acls: acl::Acls,
     metrics: Arc<Metrics>,
     round_robin: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -241,6 +246,7 @@ impl Broker {
         )?;
         let queues = queues::Queues::new(queue_state, amqp_dir.join("definitions.json"));
         let users = users::Users::load(context.storage.as_ref(), config.data_dir.join("users.json"))?;
+        let acls = acl::Acls::load(context.storage.as_ref(), config.data_dir.join("acls.json"))?;
         let (txn_store, txn_state) = txn::TxnStore::open(&internal.join(txn::TRANSACTIONS_TOPIC), &context)?;
         let txns = txn::TxnCoordinator::new(txn_store, txn_state, config.transaction_timeout_ms_max);
         // Every log that uses the journal took its entries: checkpoints may run.
@@ -271,6 +277,7 @@ impl Broker {
                 queues,
                 alarms: alarm::Alarms::new(),
                 users,
+                acls,
                 metrics,
                 round_robin: AtomicUsize::new(0),
                 shutdown: watch::channel(false).0,

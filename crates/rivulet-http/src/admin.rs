@@ -6,12 +6,15 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
-use rivulet_broker::Topic;
+use rivulet_broker::acl::ResourceType;
+use rivulet_broker::{BrokerError, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::authz::Caller;
 use crate::error::ApiError;
 use crate::produce::body_error;
 use crate::AppState;
@@ -48,8 +51,17 @@ pub(crate) fn topic_detail(t: &Topic) -> Value {
     json!({"name": t.name(), "id": format!("{:032x}", t.id()), "partitions": partitions, "configs": configs})
 }
 
-pub(crate) async fn list_topics(State(state): State<AppState>) -> Json<Value> {
-    let topics: Vec<Value> = state.broker.topics().iter().map(|t| topic_summary(t)).collect();
+pub(crate) async fn list_topics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    let topics: Vec<Value> = state
+        .broker
+        .topics()
+        .iter()
+        .filter(|t| caller.sees(&state.broker, ResourceType::Topic, t.name()))
+        .map(|t| topic_summary(t))
+        .collect();
     Json(json!({"topics": topics}))
 }
 
@@ -65,12 +77,16 @@ struct CreateTopic {
 
 pub(crate) async fn create_topic(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let req: CreateTopic = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("expected {{\"name\", \"partitions\", \"configs\"}}: {e}"))
     })?;
+    if !caller.may_create_topic(&state.broker, &req.name) {
+        return Err(BrokerError::NotAuthorized(format!("create topic {:?}", req.name)).into());
+    }
     let configs: BTreeMap<String, String> = req
         .configs
         .into_iter()
@@ -114,12 +130,16 @@ pub(crate) async fn delete_topic(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn list_groups(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn list_groups(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
     let groups: Vec<Value> = state
         .broker
         .groups()
         .list()
         .into_iter()
+        .filter(|(id, _, _)| caller.sees(&state.broker, ResourceType::Group, id))
         .map(|(id, protocol_type, st)| json!({"group": id, "protocol_type": protocol_type, "state": st.as_str()}))
         .collect();
     Json(json!({"groups": groups}))

@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
+use crate::authz::User;
 use crate::AppState;
 
 /// How long a verified login is remembered.
@@ -71,7 +72,11 @@ fn basic_credentials(request: &Request) -> Option<(String, String)> {
 
 /// The middleware: lets a request through when no login is required, for the health
 /// routes, or with a valid login.
-pub(crate) async fn require_login(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_login(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     if !state.broker.auth_required() || path == "/healthz" || path == "/readyz" {
         return next.run(request).await;
@@ -86,6 +91,7 @@ pub(crate) async fn require_login(State(state): State<AppState>, request: Reques
     let key = (user.clone(), rivulet_auth::fingerprint(&password));
     let generation = state.broker.users_generation();
     if state.verified.fresh(&key, generation) {
+        request.extensions_mut().insert(User(user));
         return next.run(request).await;
     }
     if !state.broker.login_allowed(&host) {
@@ -101,5 +107,6 @@ pub(crate) async fn require_login(State(state): State<AppState>, request: Reques
         return unauthorized("invalid user or password");
     }
     state.verified.remember(key, generation);
+    request.extensions_mut().insert(User(user));
     next.run(request).await
 }

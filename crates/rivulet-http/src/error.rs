@@ -140,6 +140,7 @@ impl From<BrokerError> for ApiError {
                 }
             },
             BrokerError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 50302, e.to_string()),
+            BrokerError::NotAuthorized(_) => ApiError::new(StatusCode::FORBIDDEN, 40302, e.to_string()),
             BrokerError::Io { .. }
             | BrokerError::CorruptMetadata { .. }
             | BrokerError::DataDirLocked { .. } => {

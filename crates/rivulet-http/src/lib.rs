@@ -15,8 +15,10 @@
 //! Errors are JSON `{error_code, message}` with a matching HTTP status (see [`ApiError`]).
 #![deny(missing_docs)]
 
+mod acls;
 mod admin;
 mod auth;
+mod authz;
 mod consume;
 pub mod error;
 mod partitions;
@@ -155,6 +157,10 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
         .route("/v1/transactions", get(txns::list))
         .route("/v1/transactions/{id}", get(txns::describe))
         .route("/v1/transactions/{id}/abort", post(txns::abort))
+        .route(
+            "/v1/acls",
+            get(acls::list).post(acls::create).delete(acls::delete),
+        )
         .route("/v1/users", get(users::list))
         .route(
             "/v1/users/{user}",
@@ -162,6 +168,10 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_login,

@@ -4,11 +4,12 @@
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use rivulet_broker::{BrokerError, Create};
 use serde_json::{json, Value};
 
+use crate::authz::Caller;
 use crate::error::ApiError;
 use crate::records::ProduceRecord;
 use crate::AppState;
@@ -29,6 +30,7 @@ pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {
 pub(crate) async fn produce(
     State(state): State<AppState>,
     Path(topic_name): Path<String>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(body_error)?;
@@ -67,10 +69,14 @@ pub(crate) async fn produce(
                 .map_err(|e| ApiError::bad_request(format!("record {i}: {}", e.message)))?,
         );
     }
-    let appended = match state
-        .broker
-        .append_records(&topic_name, records, Create::IfAllowed)
-    {
+    // A missing topic is created only for a caller that may create it.
+    let create =
+        if state.broker.topic(&topic_name).is_some() || caller.may_create_topic(&state.broker, &topic_name) {
+            Create::IfAllowed
+        } else {
+            Create::Never
+        };
+    let appended = match state.broker.append_records(&topic_name, records, create) {
         Ok(a) => a,
         Err(BrokerError::UnknownTopic(_)) if !state.broker.config().auto_create_topics => {
             return Err(ApiError::new(

@@ -3,11 +3,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
+use rivulet_broker::acl::ResourceType;
 use rivulet_broker::queues::{QueueError, QueueInfo, OPERATOR};
 use rivulet_broker::routing::{Binding, Exchange, FieldValue, Headers};
 use serde_json::{json, Value};
 
+use crate::authz::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -69,8 +72,17 @@ fn unknown_queue(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, 40407, format!("no queue {name:?}"))
 }
 
-pub(crate) async fn list_queues(State(state): State<AppState>) -> Json<Value> {
-    let queues: Vec<Value> = state.broker.queue_infos().iter().map(queue_json).collect();
+pub(crate) async fn list_queues(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    let queues: Vec<Value> = state
+        .broker
+        .queue_infos()
+        .iter()
+        .filter(|q| caller.sees(&state.broker, ResourceType::Topic, &q.name))
+        .map(queue_json)
+        .collect();
     Json(json!({"queues": queues}))
 }
 
@@ -112,10 +124,14 @@ pub(crate) async fn delete_queue(
     Ok(Json(json!({"queue": name, "deleted_messages": messages})))
 }
 
-pub(crate) async fn list_exchanges(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn list_exchanges(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
     let topology = state.broker.queues().topology();
     let exchanges: Vec<Value> = topology
         .exchanges()
+        .filter(|(name, _)| caller.sees(&state.broker, ResourceType::Topic, name))
         .map(|(name, e)| {
             exchange_json(
                 name,

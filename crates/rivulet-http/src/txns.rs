@@ -3,17 +3,21 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
+use rivulet_broker::acl::ResourceType;
 use rivulet_broker::TxnMeta;
 use serde_json::{json, Value};
 
+use crate::authz::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
 /// Every transactional id with its state; `open` first, oldest first.
-pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Json<Value> {
     let now = rivulet_broker::offsets::now_ms();
     let mut metas = state.broker.txns().list();
+    metas.retain(|m| caller.sees(&state.broker, ResourceType::TransactionalId, &m.transactional_id));
     metas.sort_by_key(|m| (!is_open(m), m.started_ms));
     let txns: Vec<Value> = metas.iter().map(|m| describe_meta(m, now)).collect();
     Json(json!({"transactions": txns}))

@@ -289,6 +289,7 @@ async fn serve_connection(
     let client = ClientInfo {
         host: peer.ip().to_string(),
         connection: next_connection(),
+        user: None,
     };
     // Share fetch sessions of this connection end with it (see below).
     let closing = (handler.clone(), client.connection);
@@ -323,7 +324,7 @@ async fn read_requests(
     stream: Reader,
     responses: mpsc::Sender<InFlight>,
     peer: SocketAddr,
-    client: ClientInfo,
+    mut client: ClientInfo,
     handler: Handler,
     config: Arc<ServerConfig>,
     memory: Arc<Semaphore>,
@@ -383,6 +384,9 @@ async fn read_requests(
             }
         }
         let response = start_request(&handler, frame.freeze(), &client, peer, &mut sasl).await?;
+        if client.user.is_none() {
+            client.user = sasl.principal().map(Arc::from);
+        }
         // The request's bytes are no longer needed: a Produce's records are in the log.
         drop(permit);
         if responses.send(response).await.is_err() {

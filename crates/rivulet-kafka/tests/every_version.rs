@@ -333,6 +333,33 @@ fn request(key: ApiKey, version: i16) -> RequestKind {
                     .with_salted_password(Bytes::from(vec![7u8; 32]))])
                 .into()
         }
+        ApiKey::CreateAcls => {
+            use kafka_protocol::messages::create_acls_request::AclCreation;
+            CreateAclsRequest::default()
+                .with_creations(vec![AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_principal(s("User:alice"))
+                    .with_host(s("*"))
+                    .with_operation(3)
+                    .with_permission_type(3)])
+                .into()
+        }
+        ApiKey::DescribeAcls => DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1)
+            .into(),
+        ApiKey::DeleteAcls => {
+            use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+            DeleteAclsRequest::default()
+                .with_filters(vec![DeleteAclsFilter::default()
+                    .with_resource_type_filter(2)
+                    .with_resource_name_filter(Some(s("t")))
+                    .with_operation(1)
+                    .with_permission_type(1)])
+                .into()
+        }
         other => panic!("no sample request for {other:?}: add one when advertising a new API"),
     }
 }
@@ -380,6 +407,7 @@ async fn every_advertised_version_round_trips() {
     let client = ClientInfo {
         host: "127.0.0.1".to_string(),
         connection: 1,
+        user: None,
     };
     let mut checked = 0;
     for (key, min, max) in versions::SUPPORTED {

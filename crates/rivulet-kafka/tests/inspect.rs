@@ -79,6 +79,7 @@ async fn send(f: &Fixture, version: i16, body: RequestKind) -> ResponseKind {
     let client = ClientInfo {
         host: "127.0.0.1".to_string(),
         connection: 1,
+        user: None,
     };
     f.handler
         .handle(request, &client)

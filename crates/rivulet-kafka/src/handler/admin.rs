@@ -10,14 +10,20 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::*;
+use rivulet_broker::acl::Operation;
 use rivulet_broker::BrokerError;
 
 use super::codes::broker_error_code;
-use super::{str_bytes, Handler};
+use super::{str_bytes, ClientInfo, Handler};
 use crate::errors as ec;
 
 impl Handler {
-    pub(super) fn create_topics(&self, v: i16, r: CreateTopicsRequest) -> CreateTopicsResponse {
+    pub(super) fn create_topics(
+        &self,
+        v: i16,
+        r: CreateTopicsRequest,
+        client: &ClientInfo,
+    ) -> CreateTopicsResponse {
         let topics = r
             .topics
             .into_iter()
@@ -32,13 +38,17 @@ impl Handler {
                 } else {
                     t.assignments.len() as i32
                 };
-                let result = self.broker.create_topic(
-                    &t.name.0,
-                    partitions,
-                    t.replication_factor,
-                    overrides,
-                    r.validate_only,
-                );
+                let result = if self.may_create_topic(client, &t.name.0) {
+                    self.broker.create_topic(
+                        &t.name.0,
+                        partitions,
+                        t.replication_factor,
+                        overrides,
+                        r.validate_only,
+                    )
+                } else {
+                    Err(BrokerError::NotAuthorized(format!("create topic {}", t.name.0)))
+                };
                 let mut out = CreatableTopicResult::default().with_name(t.name.clone());
                 out.error_message = None;
                 if v < 5 {
@@ -82,12 +92,17 @@ impl Handler {
         CreateTopicsResponse::default().with_topics(topics)
     }
 
-    pub(super) fn delete_topics(&self, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    pub(super) fn delete_topics(&self, r: DeleteTopicsRequest, client: &ClientInfo) -> DeleteTopicsResponse {
         let responses = r
             .topic_names
             .into_iter()
             .map(|name| {
-                let code = match self.broker.delete_topic(&name.0) {
+                let result = if self.may_topic(client, Operation::Delete, &name.0) {
+                    self.broker.delete_topic(&name.0)
+                } else {
+                    Err(BrokerError::NotAuthorized(format!("delete topic {}", name.0)))
+                };
+                let code = match result {
                     Ok(()) => ec::NONE,
                     Err(e) => {
                         tracing::info!(topic = %name.0, error = %e, "DeleteTopics refused");
@@ -104,13 +119,27 @@ impl Handler {
 
     /// AlterConfigs: replaces a topic's config overrides with the given set (Kafka's
     /// non-incremental semantics: keys not given return to their defaults).
-    pub(super) async fn alter_configs(&self, r: AlterConfigsRequest) -> AlterConfigsResponse {
+    pub(super) async fn alter_configs(
+        &self,
+        r: AlterConfigsRequest,
+        client: &ClientInfo,
+    ) -> AlterConfigsResponse {
         const TOPIC: i8 = 2;
         let mut responses = Vec::with_capacity(r.resources.len());
         for res in r.resources {
             let mut out = AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
+            let allowed = self.may_config(
+                client,
+                Operation::AlterConfigs,
+                res.resource_type,
+                &res.resource_name,
+            );
+            if let Err(code) = allowed {
+                responses.push(out.with_error_code(code));
+                continue;
+            }
             if res.resource_type != TOPIC {
                 out.error_code = ec::INVALID_REQUEST;
                 out.error_message = Some(str_bytes("only topic configs can be altered on Rivulet"));
@@ -150,6 +179,7 @@ impl Handler {
     pub(super) async fn incremental_alter_configs(
         &self,
         r: IncrementalAlterConfigsRequest,
+        client: &ClientInfo,
     ) -> IncrementalAlterConfigsResponse {
         use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as Out;
         const TOPIC: i8 = 2;
@@ -160,7 +190,11 @@ impl Handler {
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let name = res.resource_name.to_string();
+            let allowed = self.may_config(client, Operation::AlterConfigs, res.resource_type, &name);
             let result = match res.resource_type {
+                _ if allowed.is_err() => {
+                    Err((allowed.err().unwrap_or_default(), "not authorized".to_string()))
+                }
                 TOPIC => self.apply_incremental(&name, &res.configs, r.validate_only).await,
                 GROUP => {
                     self.apply_group_incremental(&name, &res.configs, r.validate_only)
@@ -296,7 +330,11 @@ impl Handler {
             .map_err(fail)
     }
 
-    pub(super) fn describe_configs(&self, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    pub(super) fn describe_configs(
+        &self,
+        r: DescribeConfigsRequest,
+        client: &ClientInfo,
+    ) -> DescribeConfigsResponse {
         const TOPIC: i8 = 2;
         const BROKER: i8 = 4;
         const GROUP: i8 = 32;
@@ -321,7 +359,17 @@ impl Handler {
                         .with_value(Some(str_bytes(value)))
                         .with_config_source(source)
                 };
+                let allowed = self.may_config(
+                    client,
+                    Operation::DescribeConfigs,
+                    res.resource_type,
+                    &res.resource_name,
+                );
                 match res.resource_type {
+                    _ if allowed.is_err() => {
+                        out.error_code = allowed.err().unwrap_or_default();
+                        out.error_message = Some(str_bytes("not authorized"));
+                    }
                     TOPIC => match self.broker.topic(&res.resource_name) {
                         Some(topic) => {
                             out.configs = topic

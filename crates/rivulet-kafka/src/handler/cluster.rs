@@ -6,14 +6,19 @@ use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::*;
+use rivulet_broker::acl::Operation;
 
 use super::codes::{broker_error_code, group_error_code};
 use super::operations;
-use super::{str_bytes, Handler};
+use super::{str_bytes, ClientInfo, Handler};
 use crate::errors as ec;
 
 impl Handler {
-    pub(super) fn describe_cluster(&self, r: DescribeClusterRequest) -> DescribeClusterResponse {
+    pub(super) fn describe_cluster(
+        &self,
+        r: DescribeClusterRequest,
+        client: &ClientInfo,
+    ) -> DescribeClusterResponse {
         const BROKERS: i8 = 1;
         if r.endpoint_type != BROKERS {
             return DescribeClusterResponse::default()
@@ -24,7 +29,9 @@ impl Handler {
             .with_broker_id(BrokerId(self.config.node_id))
             .with_host(str_bytes(self.config.advertised_host.clone()))
             .with_port(i32::from(self.config.advertised_port));
-        let operations = operations::reported(r.include_cluster_authorized_operations, operations::CLUSTER);
+        let operations = operations::reported(r.include_cluster_authorized_operations, || {
+            self.cluster_operations(client)
+        });
         DescribeClusterResponse::default()
             .with_endpoint_type(BROKERS)
             .with_cluster_id(str_bytes(self.config.cluster_id.clone()))
@@ -33,10 +40,18 @@ impl Handler {
             .with_cluster_authorized_operations(operations)
     }
 
-    pub(super) async fn create_partitions(&self, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    pub(super) async fn create_partitions(
+        &self,
+        r: CreatePartitionsRequest,
+        client: &ClientInfo,
+    ) -> CreatePartitionsResponse {
         let mut results = Vec::with_capacity(r.topics.len());
         for t in r.topics {
             let mut out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if !self.may_topic(client, Operation::Alter, &t.name.0) {
+                results.push(out.with_error_code(ec::TOPIC_AUTHORIZATION_FAILED));
+                continue;
+            }
             let broker = self.broker.clone();
             let (name, count, validate_only) = (t.name.0.to_string(), t.count, r.validate_only);
             let result =
@@ -57,14 +72,28 @@ impl Handler {
         CreatePartitionsResponse::default().with_results(results)
     }
 
-    pub(super) async fn delete_records(&self, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    pub(super) async fn delete_records(
+        &self,
+        r: DeleteRecordsRequest,
+        client: &ClientInfo,
+    ) -> DeleteRecordsResponse {
         use kafka_protocol::messages::delete_records_response::{
             DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
         };
         let mut topics = Vec::with_capacity(r.topics.len());
         for t in r.topics {
+            let allowed = self.may_topic(client, Operation::Delete, &t.name.0);
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in t.partitions {
+                if !allowed {
+                    partitions.push(
+                        DeleteRecordsPartitionResult::default()
+                            .with_partition_index(p.partition_index)
+                            .with_low_watermark(-1)
+                            .with_error_code(ec::TOPIC_AUTHORIZATION_FAILED),
+                    );
+                    continue;
+                }
                 let broker = self.broker.clone();
                 let (name, index, offset) = (t.name.0.to_string(), p.partition_index, p.offset);
                 let result = tokio::task::spawn_blocking(move || broker.delete_records(&name, index, offset))
@@ -94,10 +123,24 @@ impl Handler {
         DeleteRecordsResponse::default().with_topics(topics)
     }
 
-    pub(super) async fn offset_delete(&self, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    pub(super) async fn offset_delete(
+        &self,
+        r: OffsetDeleteRequest,
+        client: &ClientInfo,
+    ) -> OffsetDeleteResponse {
+        if !self.may_group(client, Operation::Delete, &r.group_id.0) {
+            return OffsetDeleteResponse::default().with_error_code(ec::GROUP_AUTHORIZATION_FAILED);
+        }
+        let readable: std::collections::BTreeSet<String> = r
+            .topics
+            .iter()
+            .filter(|t| self.may_topic(client, Operation::Read, &t.name.0))
+            .map(|t| t.name.0.to_string())
+            .collect();
         let partitions: Vec<(String, i32)> = r
             .topics
             .iter()
+            .filter(|t| readable.contains(t.name.0.as_str()))
             .flat_map(|t| {
                 t.partitions
                     .iter()
@@ -122,7 +165,9 @@ impl Handler {
                     .iter()
                     .map(|p| {
                         // Members may be consuming the topics they subscribe to.
-                        let code = if subscribed.contains(t.name.0.as_str()) {
+                        let code = if !readable.contains(t.name.0.as_str()) {
+                            ec::TOPIC_AUTHORIZATION_FAILED
+                        } else if subscribed.contains(t.name.0.as_str()) {
                             ec::GROUP_SUBSCRIBED_TO_TOPIC
                         } else {
                             ec::NONE

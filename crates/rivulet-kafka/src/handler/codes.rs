@@ -22,6 +22,7 @@ pub fn broker_error_code(e: &BrokerError) -> i16 {
             ec::KAFKA_STORAGE_ERROR
         }
         BrokerError::ShuttingDown => ec::COORDINATOR_NOT_AVAILABLE,
+        BrokerError::NotAuthorized(_) => ec::TOPIC_AUTHORIZATION_FAILED,
         BrokerError::InvalidRecord(_) => ec::INVALID_RECORD,
         BrokerError::Group { error, .. } => group_error_code(*error),
         BrokerError::Transaction { error, .. } => txn_error_code(*error, false),

@@ -5,6 +5,7 @@
 use kafka_protocol::messages::consumer_group_describe_response::{self as describe, DescribedGroup};
 use kafka_protocol::messages::consumer_group_heartbeat_response::{self as heartbeat};
 use kafka_protocol::messages::*;
+use rivulet_broker::acl::Operation;
 use rivulet_broker::groups::assignor::Assignment;
 use rivulet_broker::groups::ConsumerHeartbeat;
 use uuid::Uuid;
@@ -87,6 +88,7 @@ impl Handler {
         &self,
         v: i16,
         r: ConsumerGroupDescribeRequest,
+        client: &ClientInfo,
     ) -> ConsumerGroupDescribeResponse {
         let groups = r
             .group_ids
@@ -96,8 +98,11 @@ impl Handler {
                     .with_group_id(id.clone())
                     .with_authorized_operations(operations::reported(
                         r.include_authorized_operations,
-                        operations::GROUP,
+                        || self.group_operations(client, &id.0),
                     ));
+                if !self.may_group(client, Operation::Describe, &id.0) {
+                    return out.with_error_code(ec::GROUP_AUTHORIZATION_FAILED);
+                }
                 let Some(g) = self.broker.groups().describe_consumer_group(&id.0) else {
                     return out
                         .with_error_code(ec::GROUP_ID_NOT_FOUND)

@@ -13,6 +13,7 @@ use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
+use rivulet_broker::acl::Operation;
 use rivulet_broker::{
     AbortedTxn, BrokerError, DataWatch, FileSlice, Isolation, LogError, ReadLimit, TimestampOffset, Topic,
     Woke, WATCH_PARTITIONS_MAX,
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 
 use super::codes::broker_error_code;
 use super::sessions::{Answer, Plan};
-use super::Handler;
+use super::{ClientInfo, Handler};
 use crate::errors as ec;
 
 /// Slices up to this size are copied into the response: one read and no separate send is
@@ -72,7 +73,7 @@ pub struct FetchAnswer {
 }
 
 impl Handler {
-    pub(super) async fn fetch(&self, v: i16, r: FetchRequest) -> FetchAnswer {
+    pub(super) async fn fetch(&self, v: i16, r: FetchRequest, client: &ClientInfo) -> FetchAnswer {
         let wait_ms = (r.max_wait_ms.max(0) as u64).min(self.config.fetch_wait_ms_max);
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
         let min_bytes = r.min_bytes.max(0) as usize;
@@ -114,9 +115,9 @@ impl Handler {
                 let candidates = self.sessions.candidates(plan.session_id, |name| {
                     self.broker.topic(&name.0).map(|t| move |p| t.offsets(p))
                 });
-                self.fetch_once(v, &candidates, max_bytes, isolation)
+                self.fetch_once(v, &candidates, max_bytes, isolation, client)
             } else {
-                self.fetch_once(v, &plan.partitions, max_bytes, isolation)
+                self.fetch_once(v, &plan.partitions, max_bytes, isolation, client)
             };
             let done =
                 pass.bytes >= min_bytes || pass.errored || Instant::now() >= deadline || *shutdown.borrow();
@@ -207,6 +208,7 @@ impl Handler {
         requested: &[(TopicName, Vec<FetchPartition>)],
         max_bytes: usize,
         isolation: Isolation,
+        client: &ClientInfo,
     ) -> Pass {
         let mut pass = Pass {
             topics: Vec::with_capacity(requested.len()),
@@ -215,8 +217,14 @@ impl Handler {
             errored: false,
         };
         for (name, parts) in requested {
-            // Looked up once per topic and pass, not per partition.
-            let topic = self.broker.existing_topic(&name.0);
+            // Checked and looked up once per topic and pass, not per partition.
+            let topic = if self.may_topic(client, Operation::Read, &name.0) {
+                self.broker
+                    .existing_topic(&name.0)
+                    .map_err(|e| broker_error_code(&e))
+            } else {
+                Err(ec::TOPIC_AUTHORIZATION_FAILED)
+            };
             let partitions = parts
                 .iter()
                 .map(|p| {
@@ -241,7 +249,7 @@ impl Handler {
         &self,
         ask: Ask,
         name: &str,
-        topic: Result<&Topic, &BrokerError>,
+        topic: Result<&Topic, &i16>,
         p: &FetchPartition,
         pass: &mut Pass,
     ) -> PartitionData {
@@ -255,8 +263,8 @@ impl Handler {
             .with_records(Some(Bytes::new()));
         let topic = match topic {
             Ok(t) => t,
-            Err(e) => {
-                data.error_code = broker_error_code(e);
+            Err(code) => {
+                data.error_code = *code;
                 data.high_watermark = -1;
                 data.last_stable_offset = -1;
                 pass.errored = true;
@@ -322,16 +330,27 @@ impl Handler {
         data
     }
 
-    pub(super) fn list_offsets(&self, v: i16, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    pub(super) fn list_offsets(
+        &self,
+        v: i16,
+        r: ListOffsetsRequest,
+        client: &ClientInfo,
+    ) -> ListOffsetsResponse {
         let topics = r
             .topics
             .into_iter()
             .map(|t| {
+                let allowed = self.may_topic(client, Operation::Describe, &t.name.0);
                 let partitions = t
                     .partitions
                     .into_iter()
-                    .map(|p| {
-                        self.list_offset(v, &t.name.0, p.partition_index, p.timestamp, r.isolation_level)
+                    .map(|p| match allowed {
+                        true => {
+                            self.list_offset(v, &t.name.0, p.partition_index, p.timestamp, r.isolation_level)
+                        }
+                        false => ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(ec::TOPIC_AUTHORIZATION_FAILED),
                     })
                     .collect();
                 ListOffsetsTopicResponse::default()

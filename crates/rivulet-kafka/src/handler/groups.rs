@@ -12,10 +12,12 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::*;
+use rivulet_broker::acl::{Operation, ResourceType, CLUSTER_NAME};
 use rivulet_broker::groups::JoinRequest;
 use rivulet_broker::CommittedOffset;
 
@@ -170,8 +172,14 @@ impl Handler {
         }
     }
 
-    pub(super) async fn offset_commit(&self, v: i16, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    pub(super) async fn offset_commit(
+        &self,
+        v: i16,
+        r: OffsetCommitRequest,
+        client: &ClientInfo,
+    ) -> OffsetCommitResponse {
         let group = r.group_id.0.to_string();
+        let group_denied = !self.may_group(client, Operation::Read, &group);
         let groups = self.broker.groups();
         let group_error = groups
             .check_static(&group, &r.member_id, r.group_instance_id.as_deref())
@@ -181,9 +189,14 @@ impl Handler {
         let mut topics: Vec<OffsetCommitResponseTopic> = Vec::with_capacity(r.topics.len());
         for t in r.topics {
             let topic = self.broker.topic(&t.name.0);
+            let topic_denied = !group_denied && !self.may_topic(client, Operation::Read, &t.name.0);
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in t.partitions {
-                let code = if let Some(e) = group_error {
+                let code = if group_denied {
+                    ec::GROUP_AUTHORIZATION_FAILED
+                } else if topic_denied {
+                    ec::TOPIC_AUTHORIZATION_FAILED
+                } else if let Some(e) = group_error {
                     group_error_code(e)
                 } else if topic
                     .as_ref()
@@ -237,15 +250,26 @@ impl Handler {
         OffsetCommitResponse::default().with_topics(topics)
     }
 
-    pub(super) fn offset_fetch(&self, v: i16, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    pub(super) fn offset_fetch(
+        &self,
+        v: i16,
+        r: OffsetFetchRequest,
+        client: &ClientInfo,
+    ) -> OffsetFetchResponse {
         let group = r.group_id.0.to_string();
+        if !self.may_group(client, Operation::Describe, &group) {
+            return offset_fetch_refused(v, r.topics.unwrap_or_default());
+        }
         let store = self.broker.groups().offsets();
         let requested: Vec<(TopicName, Vec<i32>)> = match r.topics {
             Some(list) => list.into_iter().map(|t| (t.name, t.partition_indexes)).collect(),
             None => {
                 let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                // Only the topics the client may describe.
                 for (t, p, _) in store.group_offsets(&group) {
-                    by_topic.entry(t).or_default().push(p);
+                    if self.sees_topic(client, &t) {
+                        by_topic.entry(t).or_default().push(p);
+                    }
                 }
                 by_topic
                     .into_iter()
@@ -256,9 +280,16 @@ impl Handler {
         let topics = requested
             .into_iter()
             .map(|(name, parts)| {
+                let denied = !self.may_topic(client, Operation::Describe, &name.0);
                 let partitions = parts
                     .into_iter()
                     .map(|p| {
+                        if denied {
+                            return OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(-1)
+                                .with_error_code(ec::TOPIC_AUTHORIZATION_FAILED);
+                        }
                         let committed = store.fetch(&group, &name.0, p);
                         let mut resp = OffsetFetchResponsePartition::default()
                             .with_partition_index(p)
@@ -287,12 +318,20 @@ impl Handler {
         OffsetFetchResponse::default().with_topics(topics)
     }
 
-    pub(super) fn describe_groups(&self, v: i16, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    pub(super) fn describe_groups(
+        &self,
+        v: i16,
+        r: DescribeGroupsRequest,
+        client: &ClientInfo,
+    ) -> DescribeGroupsResponse {
         let groups = r
             .groups
             .into_iter()
             .map(|id| {
                 let mut out = DescribedGroup::default().with_group_id(id.clone());
+                if !self.may_group(client, Operation::Describe, &id.0) {
+                    return out.with_error_code(ec::GROUP_AUTHORIZATION_FAILED);
+                }
                 match self.broker.describe_group(&id.0) {
                     Some(d) => {
                         out.group_state = str_bytes(d.state.as_str());
@@ -318,8 +357,9 @@ impl Handler {
                     None => out.group_state = str_bytes("Dead"),
                 }
                 if v >= 3 {
-                    out.authorized_operations =
-                        operations::reported(r.include_authorized_operations, operations::GROUP);
+                    out.authorized_operations = operations::reported(r.include_authorized_operations, || {
+                        self.group_operations(client, &id.0)
+                    });
                 }
                 out
             })
@@ -327,12 +367,29 @@ impl Handler {
         DescribeGroupsResponse::default().with_groups(groups)
     }
 
-    pub(super) fn list_groups(&self, v: i16, r: ListGroupsRequest) -> ListGroupsResponse {
+    pub(super) fn list_groups(
+        &self,
+        v: i16,
+        r: ListGroupsRequest,
+        client: &ClientInfo,
+    ) -> ListGroupsResponse {
+        // Describe on the cluster lists every group; otherwise those the client may describe.
+        let all = self.broker.authorized(
+            client.who(),
+            Operation::Describe,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        );
         let groups = self
             .broker
             .groups()
             .list()
             .into_iter()
+            .filter(|(id, _, _)| {
+                all || self
+                    .broker
+                    .authorized(client.who(), Operation::Describe, ResourceType::Group, id)
+            })
             .filter(|(_, _, state)| {
                 r.states_filter.is_empty()
                     || r.states_filter
@@ -352,10 +409,18 @@ impl Handler {
         ListGroupsResponse::default().with_groups(groups)
     }
 
-    pub(super) async fn delete_groups(&self, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    pub(super) async fn delete_groups(
+        &self,
+        r: DeleteGroupsRequest,
+        client: &ClientInfo,
+    ) -> DeleteGroupsResponse {
         let mut results = Vec::with_capacity(r.groups_names.len());
         for id in r.groups_names {
-            let code = code_of(self.broker.groups().delete(&id.0).await);
+            let code = if self.may_group(client, Operation::Delete, &id.0) {
+                code_of(self.broker.groups().delete(&id.0).await)
+            } else {
+                ec::GROUP_AUTHORIZATION_FAILED
+            };
             results.push(
                 DeletableGroupResult::default()
                     .with_group_id(id)
@@ -364,4 +429,31 @@ impl Handler {
         }
         DeleteGroupsResponse::default().with_results(results)
     }
+}
+
+/// An OffsetFetch of a group the client may not describe: the error at the top (v2 and
+/// later) or on every partition asked for (v1, which has no top-level error).
+fn offset_fetch_refused(v: i16, topics: Vec<OffsetFetchRequestTopic>) -> OffsetFetchResponse {
+    if v >= 2 {
+        return OffsetFetchResponse::default().with_error_code(ec::GROUP_AUTHORIZATION_FAILED);
+    }
+    let topics = topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partition_indexes
+                .into_iter()
+                .map(|p| {
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(-1)
+                        .with_error_code(ec::GROUP_AUTHORIZATION_FAILED)
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
 }

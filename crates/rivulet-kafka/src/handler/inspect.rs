@@ -14,24 +14,35 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::*;
+use rivulet_broker::acl::Operation;
 
 use super::codes::broker_error_code;
-use super::{str_bytes, Handler};
+use super::{str_bytes, ClientInfo, Handler};
 use crate::errors as ec;
 
 /// The only leader epoch a partition has.
 const LEADER_EPOCH: i32 = 0;
 
 impl Handler {
-    pub(super) fn describe_producers(&self, r: DescribeProducersRequest) -> DescribeProducersResponse {
+    pub(super) fn describe_producers(
+        &self,
+        r: DescribeProducersRequest,
+        client: &ClientInfo,
+    ) -> DescribeProducersResponse {
         let topics = r
             .topics
             .into_iter()
             .map(|t| {
+                let allowed = self.may_topic(client, Operation::Read, &t.name.0);
                 let partitions = t
                     .partition_indexes
                     .iter()
-                    .map(|&p| self.producers_of(&t.name.0, p))
+                    .map(|&p| match allowed {
+                        true => self.producers_of(&t.name.0, p),
+                        false => PartitionResponse::default()
+                            .with_partition_index(p)
+                            .with_error_code(ec::TOPIC_AUTHORIZATION_FAILED),
+                    })
                     .collect();
                 TopicResponse::default()
                     .with_name(t.name)
@@ -69,6 +80,7 @@ impl Handler {
     /// One log directory (the data directory) holding every partition; requested topics
     /// or partitions that do not exist are left out, as Kafka does.
     pub(super) fn describe_log_dirs(&self, v: i16, r: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+        // The request was refused as a whole unless the client may describe the cluster.
         let usage = self.broker.log_dir_usage();
         let wanted: Vec<(String, Option<Vec<i32>>)> = match r.topics {
             None => self
@@ -117,15 +129,26 @@ impl Handler {
     pub(super) fn offset_for_leader_epoch(
         &self,
         r: OffsetForLeaderEpochRequest,
+        client: &ClientInfo,
     ) -> OffsetForLeaderEpochResponse {
         let topics = r
             .topics
             .into_iter()
             .map(|t| {
+                let allowed = self.may_topic(client, Operation::Describe, &t.topic.0);
                 let partitions = t
                     .partitions
                     .iter()
-                    .map(|p| self.epoch_end(&t.topic.0, p.partition, p.current_leader_epoch, p.leader_epoch))
+                    .map(|p| match allowed {
+                        true => {
+                            self.epoch_end(&t.topic.0, p.partition, p.current_leader_epoch, p.leader_epoch)
+                        }
+                        false => EpochEndOffset::default()
+                            .with_partition(p.partition)
+                            .with_error_code(ec::TOPIC_AUTHORIZATION_FAILED)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1),
+                    })
                     .collect();
                 OffsetForLeaderTopicResult::default()
                     .with_topic(t.topic)

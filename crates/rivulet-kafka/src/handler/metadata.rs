@@ -3,20 +3,22 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::*;
+use rivulet_broker::acl::Operation;
 use rivulet_broker::{BrokerError, Create, Topic};
 use uuid::Uuid;
 
 use super::codes::broker_error_code;
 use super::operations;
-use super::{str_bytes, Handler};
+use super::{str_bytes, ClientInfo, Handler};
 use crate::errors as ec;
 
 impl Handler {
-    pub(super) fn metadata(&self, v: i16, r: MetadataRequest) -> MetadataResponse {
+    pub(super) fn metadata(&self, v: i16, r: MetadataRequest, client: &ClientInfo) -> MetadataResponse {
         let allow_create = if v >= 4 { r.allow_auto_topic_creation } else { true };
         let all = match &r.topics {
             None => true,
@@ -24,41 +26,24 @@ impl Handler {
         };
         let mut topics = Vec::new();
         if all {
-            for t in self.broker.topics() {
+            // Only the topics the client may describe are listed.
+            for t in self
+                .broker
+                .topics()
+                .into_iter()
+                .filter(|t| self.sees_topic(client, t.name()))
+            {
                 topics.push(self.metadata_topic(v, Ok(t), None));
             }
         } else {
             for requested in r.topics.unwrap_or_default() {
-                match requested.name {
-                    Some(name) => {
-                        let create = if allow_create {
-                            Create::IfAllowed
-                        } else {
-                            Create::Never
-                        };
-                        let result = self.broker.topic_for(&name.0, create);
-                        topics.push(self.metadata_topic(v, result, Some(name)));
-                    }
-                    None => {
-                        let found = self.broker.topic_by_id(requested.topic_id.as_u128());
-                        let mut t = match found {
-                            Some(t) => self.metadata_topic(v, Ok(t), None),
-                            None => MetadataResponseTopic::default()
-                                .with_error_code(ec::UNKNOWN_TOPIC_ID)
-                                .with_name(None),
-                        };
-                        if v >= 10 {
-                            t.topic_id = requested.topic_id;
-                        }
-                        topics.push(t);
-                    }
-                }
+                topics.push(self.metadata_requested(v, requested, allow_create, client));
             }
         }
-        if v >= 8 {
-            let ops = operations::reported(r.include_topic_authorized_operations, operations::TOPIC);
+        if v >= 8 && r.include_topic_authorized_operations {
             for t in topics.iter_mut().filter(|t| t.error_code == ec::NONE) {
-                t.topic_authorized_operations = ops;
+                let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                t.topic_authorized_operations = self.topic_operations(client, &name);
             }
         }
         let mut resp = MetadataResponse::default()
@@ -75,9 +60,52 @@ impl Handler {
         }
         if (8..=10).contains(&v) {
             resp.cluster_authorized_operations =
-                operations::reported(r.include_cluster_authorized_operations, operations::CLUSTER);
+                operations::reported(r.include_cluster_authorized_operations, || {
+                    self.cluster_operations(client)
+                });
         }
         resp
+    }
+
+    /// One topic asked for by name or id; a missing topic is created when allowed and the
+    /// client may create it.
+    fn metadata_requested(
+        &self,
+        v: i16,
+        requested: MetadataRequestTopic,
+        allow_create: bool,
+        client: &ClientInfo,
+    ) -> MetadataResponseTopic {
+        let Some(name) = requested.name else {
+            let found = self
+                .broker
+                .topic_by_id(requested.topic_id.as_u128())
+                .filter(|t| self.may_topic(client, Operation::Describe, t.name()));
+            let mut t = match found {
+                Some(t) => self.metadata_topic(v, Ok(t), None),
+                None => MetadataResponseTopic::default()
+                    .with_error_code(ec::UNKNOWN_TOPIC_ID)
+                    .with_name(None),
+            };
+            if v >= 10 {
+                t.topic_id = requested.topic_id;
+            }
+            return t;
+        };
+        if !self.may_topic(client, Operation::Describe, &name.0) {
+            return MetadataResponseTopic::default()
+                .with_error_code(ec::TOPIC_AUTHORIZATION_FAILED)
+                .with_name(Some(name));
+        }
+        let create =
+            if allow_create && self.broker.topic(&name.0).is_none() && self.may_create_topic(client, &name.0)
+            {
+                Create::IfAllowed
+            } else {
+                Create::Never
+            };
+        let result = self.broker.topic_for(&name.0, create);
+        self.metadata_topic(v, result, Some(name))
     }
 
     fn metadata_topic(
@@ -119,7 +147,12 @@ impl Handler {
         }
     }
 
-    pub(super) fn find_coordinator(&self, v: i16, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    pub(super) fn find_coordinator(
+        &self,
+        v: i16,
+        r: FindCoordinatorRequest,
+        client: &ClientInfo,
+    ) -> FindCoordinatorResponse {
         let mut resp = FindCoordinatorResponse::default()
             .with_node_id(BrokerId(self.config.node_id))
             .with_host(str_bytes(self.config.advertised_host.clone()))
@@ -134,6 +167,21 @@ impl Handler {
             if v >= 1 {
                 resp.error_message = Some(str_bytes("unknown coordinator key type"));
             }
+            return resp;
+        }
+        let refused = match r.key_type {
+            0 if !self.may_group(client, Operation::Describe, &r.key) => ec::GROUP_AUTHORIZATION_FAILED,
+            1 if !self.may_txn(client, Operation::Describe, &r.key) => {
+                ec::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            }
+            _ => ec::NONE,
+        };
+        if refused != ec::NONE {
+            resp = resp
+                .with_error_code(refused)
+                .with_node_id(BrokerId(-1))
+                .with_host(str_bytes(""))
+                .with_port(-1);
         }
         resp
     }

@@ -11,13 +11,17 @@
 //! - [`cluster`]: DescribeCluster, CreatePartitions, DeleteRecords, OffsetDelete;
 //! - [`txn`]: producer ids and transactions;
 //! - [`inspect`]: DescribeProducers, DescribeLogDirs and OffsetForLeaderEpoch;
+//! - [`acls`]: CreateAcls, DescribeAcls and DeleteAcls;
+//! - [`authz`]: the authorization checks every handler makes;
 //! - [`operations`]: the authorized-operations bit sets;
 //! - [`codes`]: broker errors as Kafka error codes.
 //!
 //! Responses only set fields that exist in the negotiated version (the codec refuses to
 //! encode a non-default value in a version that lacks the field).
 
+mod acls;
 mod admin;
+mod authz;
 mod cluster;
 pub mod codes;
 mod consumer_groups;
@@ -38,6 +42,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use rivulet_broker::acl::Who;
 use rivulet_broker::Broker;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -107,6 +112,19 @@ pub struct ClientInfo {
     pub host: String,
     /// The connection, unique for the process's life (share sessions end with it).
     pub connection: u64,
+    /// The user the connection logged in as (SASL), if it did.
+    pub user: Option<Arc<str>>,
+}
+
+impl ClientInfo {
+    /// The client as the broker's authorization sees it.
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            protocol: "kafka",
+            user: self.user.as_deref(),
+            host: &self.host,
+        }
+    }
 }
 
 /// What [`Handler::start`] returns.
@@ -168,7 +186,7 @@ impl Handler {
     /// Every other request is handled to the end.
     pub async fn start(&self, request: Request, client: &ClientInfo) -> Started {
         match request.body {
-            RequestKind::Produce(r) => Started::Produce(self.produce_append(request.version, r)),
+            RequestKind::Produce(r) => Started::Produce(self.produce_append(request.version, r, client)),
             body => {
                 let request = Request { body, ..request };
                 Started::Done(self.handle(request, client).await.map(Box::new))
@@ -179,7 +197,7 @@ impl Handler {
     /// Handles one request. `None` means no response is sent (Produce with acks=0).
     pub async fn handle(&self, request: Request, client: &ClientInfo) -> Option<Response> {
         if let RequestKind::Fetch(r) = request.body {
-            let answer = self.fetch(request.version, r).await;
+            let answer = self.fetch(request.version, r, client).await;
             return Some(Response {
                 body: ResponseKind::Fetch(answer.body),
                 slices: answer.slices,
@@ -202,20 +220,29 @@ impl Handler {
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default();
+        if let Some(refused) = authz::refusal(self, v, &request.body, client) {
+            return Some(refused);
+        }
         Some(match request.body {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::api_versions_response(v)),
-            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(v, r)),
-            RequestKind::Produce(r) => ResponseKind::Produce(self.produce_append(v, r).finish().await?),
-            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(v, r)),
-            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(self.find_coordinator(v, r)),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(v, r, client)),
+            RequestKind::Produce(r) => {
+                ResponseKind::Produce(self.produce_append(v, r, client).finish().await?)
+            }
+            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(v, r, client)),
+            RequestKind::FindCoordinator(r) => {
+                ResponseKind::FindCoordinator(self.find_coordinator(v, r, client))
+            }
             RequestKind::JoinGroup(r) => {
                 ResponseKind::JoinGroup(self.join_group(v, r, client_id, client).await)
             }
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r).await),
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r)),
             RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(v, r)),
-            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(v, r).await),
-            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(v, r)),
+            RequestKind::OffsetCommit(r) => {
+                ResponseKind::OffsetCommit(self.offset_commit(v, r, client).await)
+            }
+            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(v, r, client)),
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(v, r).await),
             RequestKind::AddPartitionsToTxn(r) => {
                 ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(v, r).await)
@@ -228,27 +255,37 @@ impl Handler {
             }
             RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(v, r).await),
             RequestKind::DescribeTransactions(r) => {
-                ResponseKind::DescribeTransactions(self.describe_transactions(r))
+                ResponseKind::DescribeTransactions(self.describe_transactions(r, client))
             }
-            RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(self.list_transactions(r)),
-            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(v, r)),
-            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r)),
-            RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
-            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r).await),
-            RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(v, r)),
-            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(v, r)),
-            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
-            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.describe_cluster(r)),
+            RequestKind::ListTransactions(r) => {
+                ResponseKind::ListTransactions(self.list_transactions(r, client))
+            }
+            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(v, r, client)),
+            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r, client)),
+            RequestKind::DescribeConfigs(r) => {
+                ResponseKind::DescribeConfigs(self.describe_configs(r, client))
+            }
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r, client).await),
+            RequestKind::DescribeGroups(r) => {
+                ResponseKind::DescribeGroups(self.describe_groups(v, r, client))
+            }
+            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(v, r, client)),
+            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r, client).await),
+            RequestKind::DescribeCluster(r) => {
+                ResponseKind::DescribeCluster(self.describe_cluster(r, client))
+            }
             RequestKind::CreatePartitions(r) => {
-                ResponseKind::CreatePartitions(self.create_partitions(r).await)
+                ResponseKind::CreatePartitions(self.create_partitions(r, client).await)
             }
-            RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r).await),
-            RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r).await),
+            RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r, client).await),
+            RequestKind::DeleteRecords(r) => {
+                ResponseKind::DeleteRecords(self.delete_records(r, client).await)
+            }
             RequestKind::ShareGroupHeartbeat(r) => {
                 ResponseKind::ShareGroupHeartbeat(self.share_group_heartbeat(r, client_id, client))
             }
             RequestKind::ShareGroupDescribe(r) => {
-                ResponseKind::ShareGroupDescribe(self.share_group_describe(r))
+                ResponseKind::ShareGroupDescribe(self.share_group_describe(r, client))
             }
             RequestKind::ShareFetch(r) => ResponseKind::ShareFetch(self.share_fetch(r, client).await),
             RequestKind::ShareAcknowledge(r) => {
@@ -258,15 +295,17 @@ impl Handler {
                 ResponseKind::ConsumerGroupHeartbeat(self.consumer_group_heartbeat(r, client_id, client))
             }
             RequestKind::ConsumerGroupDescribe(r) => {
-                ResponseKind::ConsumerGroupDescribe(self.consumer_group_describe(v, r))
+                ResponseKind::ConsumerGroupDescribe(self.consumer_group_describe(v, r, client))
             }
-            RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(self.describe_producers(r)),
+            RequestKind::DescribeProducers(r) => {
+                ResponseKind::DescribeProducers(self.describe_producers(r, client))
+            }
             RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(self.describe_log_dirs(v, r)),
             RequestKind::OffsetForLeaderEpoch(r) => {
-                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
+                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r, client))
             }
             RequestKind::IncrementalAlterConfigs(r) => {
-                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r, client).await)
             }
             RequestKind::DescribeUserScramCredentials(r) => {
                 ResponseKind::DescribeUserScramCredentials(self.describe_user_scram_credentials(r))
@@ -274,6 +313,9 @@ impl Handler {
             RequestKind::AlterUserScramCredentials(r) => {
                 ResponseKind::AlterUserScramCredentials(self.alter_user_scram_credentials(r))
             }
+            RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(self.create_acls(r, client)),
+            RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(self.describe_acls(r, client)),
+            RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(self.delete_acls(r, client)),
             other => {
                 // Unreachable in practice: the codec only decodes served APIs, and the
                 // connection answers SaslHandshake and SaslAuthenticate itself.

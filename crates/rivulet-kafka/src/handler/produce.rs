@@ -2,10 +2,11 @@
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use rivulet_broker::acl::Operation;
 use rivulet_broker::{AppendOutcome, BrokerError, Create, Durable};
 
 use super::codes::broker_error_code;
-use super::{str_bytes, Handler};
+use super::{str_bytes, ClientInfo, Handler};
 use crate::errors as ec;
 
 /// A Produce request whose records are appended and whose syncs are requested.
@@ -21,16 +22,26 @@ impl Handler {
     /// The part of a Produce that must run in request order: validation and appends. Each
     /// partition's sync is requested by its append, so the partitions of one request sync
     /// in parallel.
-    pub(super) fn produce_append(&self, v: i16, r: ProduceRequest) -> ProduceInFlight {
+    pub(super) fn produce_append(&self, v: i16, r: ProduceRequest, client: &ClientInfo) -> ProduceInFlight {
         let acks = r.acks;
+        let txn_refused = r
+            .transactional_id
+            .as_ref()
+            .is_some_and(|id| !self.may_txn(client, Operation::Write, id));
         let refused = if acks != 0 && acks != 1 && acks != -1 {
             Some(ec::INVALID_REQUIRED_ACKS)
+        } else if txn_refused {
+            Some(ec::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         } else {
             None
         };
         let mut pending = Vec::new();
         let mut responses = Vec::with_capacity(r.topic_data.len());
         for (ti, td) in r.topic_data.into_iter().enumerate() {
+            let denied = (refused.is_none() && !self.may_topic(client, Operation::Write, &td.name.0))
+                .then_some(ec::TOPIC_AUTHORIZATION_FAILED);
+            let refused = refused.or(denied);
+            let create = self.create_on_produce(client, &td.name.0);
             let mut parts = Vec::with_capacity(td.partition_data.len());
             for (pi, pd) in td.partition_data.into_iter().enumerate() {
                 let result = match (refused, pd.records.as_ref().filter(|b| !b.is_empty())) {
@@ -38,7 +49,7 @@ impl Handler {
                     (None, None) => Err((ec::CORRUPT_MESSAGE, Some("no records".to_string()))),
                     (None, Some(records)) => self
                         .broker
-                        .produce(&td.name.0, pd.index, records, Create::IfAllowed)
+                        .produce(&td.name.0, pd.index, records, create)
                         .map_err(|e: BrokerError| (broker_error_code(&e), Some(e.to_string()))),
                 };
                 let resp = partition_response(v, pd.index, result, |durable| {
@@ -58,6 +69,21 @@ impl Handler {
             acks,
             responses,
             pending,
+        }
+    }
+}
+
+impl Handler {
+    /// Whether producing to a missing topic creates it: when auto-creation is on and the
+    /// client may create the topic.
+    fn create_on_produce(&self, client: &ClientInfo, topic: &str) -> Create {
+        if !self.broker.auth_required()
+            || self.broker.topic(topic).is_some()
+            || self.may_create_topic(client, topic)
+        {
+            Create::IfAllowed
+        } else {
+            Create::Never
         }
     }
 }

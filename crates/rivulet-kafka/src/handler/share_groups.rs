@@ -4,6 +4,7 @@
 use kafka_protocol::messages::share_group_describe_response::{self as describe, DescribedGroup};
 use kafka_protocol::messages::share_group_heartbeat_response as heartbeat;
 use kafka_protocol::messages::*;
+use rivulet_broker::acl::Operation;
 use rivulet_broker::groups::ShareHeartbeat;
 use uuid::Uuid;
 
@@ -60,7 +61,11 @@ impl Handler {
         resp.with_member_id(member_id).with_assignment(assignment)
     }
 
-    pub(super) fn share_group_describe(&self, r: ShareGroupDescribeRequest) -> ShareGroupDescribeResponse {
+    pub(super) fn share_group_describe(
+        &self,
+        r: ShareGroupDescribeRequest,
+        client: &ClientInfo,
+    ) -> ShareGroupDescribeResponse {
         let groups = r
             .group_ids
             .into_iter()
@@ -69,8 +74,11 @@ impl Handler {
                     .with_group_id(id.clone())
                     .with_authorized_operations(operations::reported(
                         r.include_authorized_operations,
-                        operations::GROUP,
+                        || self.group_operations(client, &id.0),
                     ));
+                if !self.may_group(client, Operation::Describe, &id.0) {
+                    return out.with_error_code(ec::GROUP_AUTHORIZATION_FAILED);
+                }
                 let Some(g) = self.broker.groups().describe_share_group(&id.0) else {
                     return out
                         .with_error_code(ec::GROUP_ID_NOT_FOUND)

@@ -11,10 +11,11 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::*;
+use rivulet_broker::acl::{Operation, ResourceType};
 use rivulet_broker::{BrokerError, PendingOffset, TxnMeta};
 
 use super::codes::{group_error_code, txn_broker_error_code};
-use super::{str_bytes, Handler};
+use super::{str_bytes, ClientInfo, Handler};
 use crate::errors as ec;
 
 impl Handler {
@@ -228,11 +229,20 @@ impl Handler {
     pub(super) fn describe_transactions(
         &self,
         r: DescribeTransactionsRequest,
+        client: &ClientInfo,
     ) -> DescribeTransactionsResponse {
         let states = r
             .transactional_ids
             .into_iter()
             .map(|id| match self.broker.txns().describe(&id.0) {
+                _ if !self.may_txn(client, Operation::Describe, &id.0) => {
+                    described::TransactionState::default()
+                        .with_transactional_id(id)
+                        .with_error_code(ec::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                        .with_transaction_state(str_bytes(""))
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1)
+                }
                 Some(meta) => described_state(&meta),
                 None => described::TransactionState::default()
                     .with_transactional_id(id)
@@ -245,7 +255,11 @@ impl Handler {
         DescribeTransactionsResponse::default().with_transaction_states(states)
     }
 
-    pub(super) fn list_transactions(&self, r: ListTransactionsRequest) -> ListTransactionsResponse {
+    pub(super) fn list_transactions(
+        &self,
+        r: ListTransactionsRequest,
+        client: &ClientInfo,
+    ) -> ListTransactionsResponse {
         const KNOWN: [&str; 6] = [
             "Empty",
             "Ongoing",
@@ -273,6 +287,14 @@ impl Handler {
                 r.producer_id_filters.is_empty() || r.producer_id_filters.contains(&ProducerId(m.producer_id))
             })
             .filter(|m| r.duration_filter < 0 || now - m.started_ms >= r.duration_filter)
+            .filter(|m| {
+                self.broker.authorized(
+                    client.who(),
+                    Operation::Describe,
+                    ResourceType::TransactionalId,
+                    &m.transactional_id,
+                )
+            })
             .map(|m| {
                 listed::TransactionState::default()
                     .with_transactional_id(TransactionalId(str_bytes(m.transactional_id)))

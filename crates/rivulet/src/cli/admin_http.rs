@@ -24,6 +24,7 @@ pub struct HttpArgs {
     pub address: String,
     /// User to log in as when the broker requires a login (`rivulet serve --auth`)
     #[arg(
+        id = "http_user",
         long = "http-user",
         env = "RIVULET_HTTP_USER",
         global = true,

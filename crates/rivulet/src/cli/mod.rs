@@ -2,6 +2,7 @@
 //! protocol through librdkafka, so they work against Rivulet and against any Kafka cluster.
 //! `queue` and `exchange` use Rivulet's HTTP admin API: Kafka has no words for them.
 
+mod acl;
 mod admin_http;
 mod bench;
 mod cert;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Create, list and delete the users logins check (`rivulet serve --auth`), through the
     /// HTTP admin API.
     User(user::UserArgs),
+    /// Create, list and delete the ACLs every front end enforces once logins are on, through
+    /// the HTTP admin API.
+    Acl(acl::AclArgs),
     /// Make TLS certificates for trying TLS and mutual TLS locally (`cert dev`).
     Cert(cert::CertArgs),
 }
@@ -73,6 +77,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Queue(args) => queue::run_queue(args),
         Command::Exchange(args) => queue::run_exchange(args),
         Command::User(args) => user::run_user(args),
+        Command::Acl(args) => acl::run_acl(args),
         Command::Cert(args) => cert::run_cert(args),
     }
 }

@@ -46,7 +46,39 @@ fn bootstrap_user(broker: &Broker) -> Result<()> {
     broker
         .user_set_password(&user, &password)
         .context("creating the bootstrap user")?;
-    tracing::info!(%user, "Created the first user");
+    grant_everything(broker, &user)?;
+    tracing::info!(%user, "Created the first user, allowed everything by ACLs on every resource");
+    Ok(())
+}
+
+/// ACLs that allow `user` every operation on every resource: the first user administers
+/// the broker (the bindings can be listed and removed like any other).
+fn grant_everything(broker: &Broker, user: &str) -> Result<()> {
+    use rivulet_broker::acl::{AclBinding, Operation, PatternType, Permission, ResourceType, CLUSTER_NAME};
+    let kinds = [
+        (ResourceType::Cluster, CLUSTER_NAME),
+        (ResourceType::Topic, "*"),
+        (ResourceType::Group, "*"),
+        (ResourceType::TransactionalId, "*"),
+    ];
+    let bindings = kinds
+        .into_iter()
+        .map(|(resource_type, name)| AclBinding {
+            resource_type,
+            resource_name: name.to_string(),
+            pattern_type: PatternType::Literal,
+            principal: format!("User:{user}"),
+            host: "*".to_string(),
+            operation: Operation::All,
+            permission: Permission::Allow,
+        })
+        .collect();
+    for result in broker
+        .acl_create(bindings)
+        .context("storing the first user's ACLs")?
+    {
+        result.context("the first user's ACLs")?;
+    }
     Ok(())
 }
 

@@ -177,6 +177,16 @@ pub struct ServeArgs {
     #[arg(long, env = "RIVULET_AUTH", value_name = "BOOL")]
     auth: Option<bool>,
 
+    /// Users allowed everything whatever the ACLs say (Kafka's super.users), comma-separated.
+    /// Everyone else needs ACLs (`rivulet acl`, or Kafka's CreateAcls) once --auth is on
+    #[arg(
+        long,
+        env = "RIVULET_SUPERUSERS",
+        value_name = "USER,...",
+        value_delimiter = ','
+    )]
+    superusers: Option<Vec<String>>,
+
     /// Allow listening on addresses other than loopback without --auth (anyone who can
     /// reach the port can then read, write and delete everything) [default: false]
     #[arg(long, env = "RIVULET_INSECURE", value_name = "BOOL")]
@@ -238,6 +248,7 @@ struct FileConfig {
     share_record_lock_ms: Option<u64>,
     disk_free_min_bytes: Option<u64>,
     auth: Option<bool>,
+    superusers: Option<Vec<String>>,
     insecure: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -436,6 +447,12 @@ fn broker_config(args: &ServeArgs, file: &FileConfig) -> Result<BrokerConfig> {
         },
         disk_free_min_bytes: setting!(disk_free_min_bytes).unwrap_or(defaults.disk_free_min_bytes),
         auth_required: setting!(auth).unwrap_or(false),
+        superusers: setting!(superusers)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect(),
         ..defaults
     })
 }

@@ -2,6 +2,7 @@
 //! data directory and drives it with real Kafka clients (librdkafka, kafka-python, kafkajs,
 //! kcat) or raw sockets.
 
+mod acls;
 mod auth;
 mod bench;
 mod cli;
