@@ -18,7 +18,7 @@ seconds="${1:-30}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(request_decode batch_validate amqp_frame sasl)
+  targets=(request_decode batch_validate amqp_frame sasl certificate_subject)
 fi
 
 host="$(rustc -vV | sed -n 's/^host: //p')"

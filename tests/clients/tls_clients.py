@@ -13,7 +13,9 @@ import time
 import urllib.request
 
 import pika
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                   ResourcePatternType, ResourceType)
 from kafka import KafkaProducer
 
 BOOTSTRAP, AMQP_PORT, HTTPS, CERTS, USER, PASSWORD = sys.argv[1:7]
@@ -54,6 +56,38 @@ except KafkaException:
     pass
 del no_cert
 print("OK a client without a certificate is refused", flush=True)
+
+# A certificate alone (security.protocol=SSL, no SASL) logs in as its common name; that
+# user needs ACLs like any other.
+cert_only = {"bootstrap.servers": BOOTSTRAP, "security.protocol": "SSL", "ssl.ca.location": CA,
+             "ssl.certificate.location": CERT, "ssl.key.location": KEY,
+             "topic.metadata.refresh.interval.ms": 1000, "message.timeout.ms": 10000}
+
+
+def produce_one(producer, topic):
+    reports = []
+    try:
+        producer.produce(topic, value=b"by certificate", on_delivery=lambda err, msg: reports.append(err))
+    except KafkaException as e:
+        return e.args[0]
+    producer.flush(15)
+    check(len(reports) == 1, "one delivery report")
+    return reports[0]
+
+
+by_cert = Producer(cert_only)
+err = produce_one(by_cert, "tls-cert-topic")
+check(err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, f"no ACL yet: {err}")
+admin = AdminClient(mtls)
+grant = AclBinding(ResourceType.TOPIC, "tls-cert-topic", ResourcePatternType.LITERAL, "User:rivulet-client",
+                   "*", AclOperation.ALL, AclPermissionType.ALLOW)
+for f in admin.create_acls([grant]).values():
+    f.result(timeout=10)
+deadline = time.monotonic() + 20
+while (err := produce_one(by_cert, "tls-cert-topic")) is not None:
+    check(time.monotonic() < deadline, f"the certificate's user writes once granted: {err}")
+    time.sleep(0.5)
+print("OK librdkafka SSL with a client certificate logs in as its common name", flush=True)
 
 kp = KafkaProducer(bootstrap_servers=BOOTSTRAP, security_protocol="SASL_SSL", ssl_cafile=CA,
                    ssl_certfile=CERT, ssl_keyfile=KEY, sasl_mechanism="PLAIN",

@@ -43,6 +43,7 @@ pub mod producers;
 pub mod queues;
 pub mod routing;
 pub mod settle;
+pub mod tokens;
 pub mod topics;
 pub mod txn;
 pub mod users;
@@ -181,6 +182,7 @@ struct Inner {
     alarms: alarm::Alarms,
     users: users::Users,
     acls: acl::Acls,
+    tokens: tokens::Tokens,
     metrics: Arc<Metrics>,
     round_robin: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -278,6 +280,7 @@ impl Broker {
                 alarms: alarm::Alarms::new(),
                 users,
                 acls,
+                tokens: tokens::Tokens::default(),
                 metrics,
                 round_robin: AtomicUsize::new(0),
                 shutdown: watch::channel(false).0,

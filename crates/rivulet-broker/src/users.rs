@@ -284,6 +284,13 @@ impl Broker {
             .collect()
     }
 
+    /// A key that changes whenever the user's password does (its first credential's
+    /// stored key); `None` when there is no such user.
+    pub(crate) fn user_credential_key(&self, name: &str) -> Option<Vec<u8>> {
+        let users = lock(&self.inner.users.users);
+        users.get(name)?.values().next().map(|c| c.stored_key.clone())
+    }
+
     /// A user's credential for one mechanism.
     pub fn scram_credential(&self, name: &str, mechanism: Mechanism) -> Option<Credential> {
         lock(&self.inner.users.users).get(name)?.get(&mechanism).cloned()

@@ -1,6 +1,6 @@
 //! Logins on the HTTP gateway: when the broker requires them (`rivulet serve --auth`),
 //! every route but `/healthz` and `/readyz` needs HTTP basic auth with one of the broker's
-//! users. A verified login is remembered for [`VERIFIED_TTL`] (by a hash of the password,
+//! users, or a bearer token one of them was issued (`POST /v1/tokens`). A verified login is remembered for [`VERIFIED_TTL`] (by a hash of the password,
 //! never the password), so a script does not pay PBKDF2 on every request.
 
 use std::collections::HashMap;
@@ -70,8 +70,42 @@ fn basic_credentials(request: &Request) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
+/// The bearer token of a request: `Authorization: Bearer <token>`, or an `access_token`
+/// query parameter (a browser's `EventSource` cannot set headers).
+pub(crate) fn bearer_token(request: &Request) -> Option<String> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    header.or_else(|| {
+        let query: axum::extract::Query<HashMap<String, String>> =
+            axum::extract::Query::try_from_uri(request.uri()).ok()?;
+        query.get("access_token").cloned()
+    })
+}
+
+/// The URI without its `access_token` query parameter; `None` when it has none.
+fn without_access_token(uri: &axum::http::Uri) -> Option<axum::http::Uri> {
+    let query = uri.query()?;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("access_token=") && *p != "access_token")
+        .collect();
+    if kept.len() == query.split('&').count() {
+        return None;
+    }
+    let path = if kept.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    path.parse().ok()
+}
+
 /// The middleware: lets a request through when no login is required, for the health
-/// routes, or with a valid login.
+/// routes, or with a valid login (basic auth or a bearer token).
 pub(crate) async fn require_login(
     State(state): State<AppState>,
     mut request: Request,
@@ -85,8 +119,25 @@ pub(crate) async fn require_login(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+    if let Some(token) = bearer_token(&request) {
+        if !state.broker.login_allowed(&host) {
+            return unauthorized("too many failed logins from this address; try again later");
+        }
+        let Some(user) = state.broker.token_user(&token) else {
+            state.broker.login_failed(&host, "http", "(token)");
+            return unauthorized("invalid or expired token");
+        };
+        // Handlers never see the token (their queries refuse unknown parameters).
+        if let Some(uri) = without_access_token(request.uri()) {
+            *request.uri_mut() = uri;
+        }
+        request.extensions_mut().insert(User(user));
+        return next.run(request).await;
+    }
     let Some((user, password)) = basic_credentials(&request) else {
-        return unauthorized("this broker requires a login: HTTP basic auth with a Rivulet user");
+        return unauthorized(
+            "this broker requires a login: HTTP basic auth with a Rivulet user, or a bearer token",
+        );
     };
     let key = (user.clone(), rivulet_auth::fingerprint(&password));
     let generation = state.broker.users_generation();
@@ -109,4 +160,21 @@ pub(crate) async fn require_login(
     state.verified.remember(key, generation);
     request.extensions_mut().insert(User(user));
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_token_is_taken_out_of_the_query() {
+        let uri: axum::http::Uri = "/v1/topics/t/events?from=start&access_token=abc&group=g"
+            .parse()
+            .expect("uri");
+        let stripped = without_access_token(&uri).expect("had one");
+        assert_eq!(stripped.to_string(), "/v1/topics/t/events?from=start&group=g");
+        let only: axum::http::Uri = "/v1/x?access_token=abc".parse().expect("uri");
+        assert_eq!(without_access_token(&only).expect("had one").to_string(), "/v1/x");
+        assert!(without_access_token(&"/v1/x?from=start".parse().expect("uri")).is_none());
+    }
 }

@@ -27,6 +27,7 @@ mod queues;
 pub mod records;
 mod scrape;
 mod sse;
+mod tokens;
 mod txns;
 mod users;
 
@@ -161,6 +162,7 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
             "/v1/acls",
             get(acls::list).post(acls::create).delete(acls::delete),
         )
+        .route("/v1/tokens", post(tokens::issue).delete(tokens::revoke))
         .route("/v1/users", get(users::list))
         .route(
             "/v1/users/{user}",

@@ -37,24 +37,31 @@ pub enum SaslState {
     ScramFinal(Box<ScramExchange>),
     /// Logged in as this user.
     Authenticated(String),
+    /// Identified by a client certificate's common name; the client may still log in
+    /// with SASL, which then names the user instead.
+    Certificate(String),
     /// The login failed: the next request closes the connection.
     Failed,
 }
 
 impl SaslState {
-    /// The state of a new connection.
-    pub fn new(broker: &Broker) -> SaslState {
-        if broker.auth_required() {
-            SaslState::Start
-        } else {
-            SaslState::NotRequired
+    /// The state of a new connection; `certificate_user` is the common name of the
+    /// client certificate the TLS handshake verified, if any.
+    pub fn new(broker: &Broker, certificate_user: Option<String>) -> SaslState {
+        match (broker.auth_required(), certificate_user) {
+            (false, _) => SaslState::NotRequired,
+            (true, Some(user)) => {
+                tracing::debug!(%user, "Kafka client identified by its certificate");
+                SaslState::Certificate(user)
+            }
+            (true, None) => SaslState::Start,
         }
     }
 
     /// The largest request the connection may send now.
     pub fn request_bytes_max(&self, configured: usize) -> usize {
         match self {
-            SaslState::NotRequired | SaslState::Authenticated(_) => configured,
+            SaslState::NotRequired | SaslState::Authenticated(_) | SaslState::Certificate(_) => configured,
             _ => configured.min(UNAUTHENTICATED_REQUEST_BYTES_MAX),
         }
     }
@@ -62,7 +69,7 @@ impl SaslState {
     /// The user logged in, if any.
     pub fn principal(&self) -> Option<&str> {
         match self {
-            SaslState::Authenticated(user) => Some(user),
+            SaslState::Authenticated(user) | SaslState::Certificate(user) => Some(user),
             _ => None,
         }
     }
@@ -83,7 +90,7 @@ impl SaslState {
                 self.authenticate(broker, host, r),
             ))),
             _ => match self {
-                SaslState::NotRequired | SaslState::Authenticated(_) => Ok(None),
+                SaslState::NotRequired | SaslState::Authenticated(_) | SaslState::Certificate(_) => Ok(None),
                 _ if api_key == ApiKey::ApiVersions && !matches!(self, SaslState::Failed) => Ok(None),
                 _ => Err(ProtocolError::Unauthenticated {
                     api_key: api_key as i16,
@@ -99,7 +106,7 @@ impl SaslState {
             SaslState::NotRequired => {
                 return SaslHandshakeResponse::default().with_error_code(ec::UNSUPPORTED_SASL_MECHANISM)
             }
-            SaslState::Start => {}
+            SaslState::Start | SaslState::Certificate(_) => {}
             _ => return response.with_error_code(ec::ILLEGAL_SASL_STATE),
         }
         let name = r.mechanism.as_str();

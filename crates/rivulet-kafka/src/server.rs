@@ -284,6 +284,7 @@ async fn serve_connection(
     memory: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), crate::ProtocolError> {
+    let certificate_user = stream.certificate_name();
     let (reader, writer) = stream.split();
     let (tx, rx) = mpsc::channel::<InFlight>(PIPELINE_DEPTH_MAX);
     let client = ClientInfo {
@@ -293,7 +294,18 @@ async fn serve_connection(
     };
     // Share fetch sessions of this connection end with it (see below).
     let closing = (handler.clone(), client.connection);
-    let read = read_requests(reader, tx, peer, client, handler, config.clone(), memory, stop);
+    let sasl = SaslState::new(handler.broker(), certificate_user);
+    let read = read_requests(
+        reader,
+        tx,
+        peer,
+        client,
+        sasl,
+        handler,
+        config.clone(),
+        memory,
+        stop,
+    );
     let write = write_responses(writer, rx, peer, config);
     tokio::pin!(read, write);
     // When the reader ends (end of stream, a malformed frame, shutdown) the responses already
@@ -325,13 +337,13 @@ async fn read_requests(
     responses: mpsc::Sender<InFlight>,
     peer: SocketAddr,
     mut client: ClientInfo,
+    mut sasl: SaslState,
     handler: Handler,
     config: Arc<ServerConfig>,
     memory: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), crate::ProtocolError> {
     let idle = Duration::from_millis(config.idle_timeout_ms);
-    let mut sasl = SaslState::new(handler.broker());
     // One receive usually brings a small request's length and body together.
     let mut stream = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     loop {
@@ -384,7 +396,7 @@ async fn read_requests(
             }
         }
         let response = start_request(&handler, frame.freeze(), &client, peer, &mut sasl).await?;
-        if client.user.is_none() {
+        if client.user.as_deref() != sasl.principal() {
             client.user = sasl.principal().map(Arc::from);
         }
         // The request's bytes are no longer needed: a Produce's records are in the log.

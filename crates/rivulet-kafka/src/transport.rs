@@ -35,6 +35,18 @@ pub enum Writer {
 }
 
 impl Accepted {
+    /// The common name of the client certificate presented in the TLS handshake, if any
+    /// (with `--tls-client-ca` every TLS client presents a verified one).
+    pub fn certificate_name(&self) -> Option<String> {
+        match self {
+            Accepted::Plain(_) => None,
+            Accepted::Tls(s) => {
+                let certificates = s.get_ref().1.peer_certificates()?;
+                rivulet_tls::common_name(certificates.first()?)
+            }
+        }
+    }
+
     /// Splits the connection.
     pub fn split(self) -> (Reader, Writer) {
         match self {

@@ -390,7 +390,7 @@ async fn every_advertised_version_round_trips() {
         .create_topic("t", 1, 1, BTreeMap::new(), false)
         .expect("topic");
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut sasl = SaslState::new(&broker);
+    let mut sasl = SaslState::new(&broker, None);
     let handler = Handler::new(
         broker.clone(),
         HandlerConfig {

@@ -3,6 +3,10 @@
 //! at handshakes), so a renewed certificate needs no restart; and optionally client
 //! certificates required and verified against a CA (mutual TLS).
 
+mod subject;
+
+pub use subject::common_name;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};

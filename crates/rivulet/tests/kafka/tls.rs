@@ -75,6 +75,7 @@ fn clients_of_every_protocol_use_tls_with_client_certificates() {
         &[
             "OK librdkafka SASL_SSL SCRAM-SHA-512 with a client certificate",
             "OK a client without a certificate is refused",
+            "OK librdkafka SSL with a client certificate logs in as its common name",
             "OK kafka-python SASL_SSL PLAIN",
             "OK pika over amqps",
             "OK HTTPS with a client certificate",
