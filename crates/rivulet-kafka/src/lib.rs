@@ -13,6 +13,7 @@ pub mod error;
 pub mod errors;
 pub mod frame;
 pub mod handler;
+pub mod listener;
 pub mod sasl;
 pub mod server;
 pub mod transport;
@@ -20,4 +21,5 @@ pub mod versions;
 
 pub use error::ProtocolError;
 pub use handler::{Handler, HandlerConfig};
+pub use listener::SecurityProtocol;
 pub use server::{Server, ServerConfig};

@@ -12,6 +12,7 @@ use rivulet_auth::{parse_plain, AuthError, ClientFirst, Mechanism, ScramExchange
 use rivulet_broker::Broker;
 
 use crate::errors as ec;
+use crate::listener::ANONYMOUS;
 use crate::ProtocolError;
 
 /// Largest request a connection may send before it logged in (Kafka's
@@ -40,28 +41,36 @@ pub enum SaslState {
     /// Identified by a client certificate's common name; the client may still log in
     /// with SASL, which then names the user instead.
     Certificate(String),
+    /// A listener without SASL: the user is the certificate's common name, or
+    /// [`ANONYMOUS`]; SASL requests are refused.
+    Listener(String),
     /// The login failed: the next request closes the connection.
     Failed,
 }
 
 impl SaslState {
-    /// The state of a new connection; `certificate_user` is the common name of the
-    /// client certificate the TLS handshake verified, if any.
-    pub fn new(broker: &Broker, certificate_user: Option<String>) -> SaslState {
-        match (broker.auth_required(), certificate_user) {
-            (false, _) => SaslState::NotRequired,
-            (true, Some(user)) => {
+    /// The state of a new connection on a listener with or without `sasl`;
+    /// `certificate_user` is the common name of the client certificate the TLS handshake
+    /// verified, if any.
+    pub fn new(broker: &Broker, sasl: bool, certificate_user: Option<String>) -> SaslState {
+        match (broker.auth_required(), sasl, certificate_user) {
+            (false, _, _) => SaslState::NotRequired,
+            (true, false, user) => SaslState::Listener(user.unwrap_or_else(|| ANONYMOUS.to_string())),
+            (true, true, Some(user)) => {
                 tracing::debug!(%user, "Kafka client identified by its certificate");
                 SaslState::Certificate(user)
             }
-            (true, None) => SaslState::Start,
+            (true, true, None) => SaslState::Start,
         }
     }
 
     /// The largest request the connection may send now.
     pub fn request_bytes_max(&self, configured: usize) -> usize {
         match self {
-            SaslState::NotRequired | SaslState::Authenticated(_) | SaslState::Certificate(_) => configured,
+            SaslState::NotRequired
+            | SaslState::Authenticated(_)
+            | SaslState::Certificate(_)
+            | SaslState::Listener(_) => configured,
             _ => configured.min(UNAUTHENTICATED_REQUEST_BYTES_MAX),
         }
     }
@@ -69,7 +78,9 @@ impl SaslState {
     /// The user logged in, if any.
     pub fn principal(&self) -> Option<&str> {
         match self {
-            SaslState::Authenticated(user) | SaslState::Certificate(user) => Some(user),
+            SaslState::Authenticated(user) | SaslState::Certificate(user) | SaslState::Listener(user) => {
+                Some(user)
+            }
             _ => None,
         }
     }
@@ -90,7 +101,10 @@ impl SaslState {
                 self.authenticate(broker, host, r),
             ))),
             _ => match self {
-                SaslState::NotRequired | SaslState::Authenticated(_) | SaslState::Certificate(_) => Ok(None),
+                SaslState::NotRequired
+                | SaslState::Authenticated(_)
+                | SaslState::Certificate(_)
+                | SaslState::Listener(_) => Ok(None),
                 _ if api_key == ApiKey::ApiVersions && !matches!(self, SaslState::Failed) => Ok(None),
                 _ => Err(ProtocolError::Unauthenticated {
                     api_key: api_key as i16,
@@ -103,7 +117,7 @@ impl SaslState {
         let offered = || MECHANISMS.iter().map(|m| StrBytes::from_static_str(m)).collect();
         let response = SaslHandshakeResponse::default().with_mechanisms(offered());
         match self {
-            SaslState::NotRequired => {
+            SaslState::NotRequired | SaslState::Listener(_) => {
                 return SaslHandshakeResponse::default().with_error_code(ec::UNSUPPORTED_SASL_MECHANISM)
             }
             SaslState::Start | SaslState::Certificate(_) => {}

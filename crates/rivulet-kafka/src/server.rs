@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::codec::{self, Decoded};
 use crate::frame::{self, Frame, Piece};
 use crate::handler::{ClientInfo, Handler, HandlerConfig, Response, Started};
+use crate::listener::SecurityProtocol;
 use crate::sasl::SaslState;
 use crate::transport::{Accepted, Reader, Writer};
 use kafka_protocol::messages::ResponseKind;
@@ -58,8 +59,23 @@ pub struct ServerConfig {
     pub write_stall_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_ms: u64,
-    /// TLS on every listener (`SSL`, or `SASL_SSL` when the broker requires logins).
+    /// The TLS certificate of the listeners that speak TLS.
     pub tls: Option<rivulet_tls::Acceptor>,
+    /// Each listen address's security protocol, in order. An address without one (`None`,
+    /// or past the end) uses TLS when `tls` is set and SASL when the broker requires
+    /// logins (`SSL`, `SASL_PLAINTEXT` or `SASL_SSL`; `PLAINTEXT` with neither).
+    pub protocols: Vec<Option<SecurityProtocol>>,
+}
+
+impl ServerConfig {
+    /// The security protocol of the listener at `index`.
+    pub fn protocol(&self, index: usize, auth_required: bool) -> SecurityProtocol {
+        self.protocols
+            .get(index)
+            .copied()
+            .flatten()
+            .unwrap_or_else(|| SecurityProtocol::default_for(self.tls.is_some(), auth_required))
+    }
 }
 
 impl Default for ServerConfig {
@@ -75,6 +91,7 @@ impl Default for ServerConfig {
             write_stall_timeout_ms: 30_000,
             shutdown_timeout_ms: 10_000,
             tls: None,
+            protocols: Vec::new(),
         }
     }
 }
@@ -118,6 +135,18 @@ impl Server {
                 "request_bytes_max must not exceed request_memory_bytes_max",
             ));
         }
+        let auth = broker.auth_required();
+        for (i, _) in listeners.iter().enumerate() {
+            let protocol = config.protocol(i, auth);
+            if protocol.tls() && config.tls.is_none() {
+                let message = format!("listener {i} is {protocol}, which needs a TLS certificate");
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+            }
+            if protocol.sasl() && !auth {
+                let message = format!("listener {i} is {protocol}, which needs logins on (--auth)");
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+            }
+        }
         Ok(Server {
             listeners,
             config,
@@ -148,9 +177,9 @@ impl Server {
         let memory = Arc::new(Semaphore::new(self.config.request_memory_bytes_max));
         let config = Arc::new(self.config);
         let mut tasks = tokio::task::JoinSet::new();
-        for listener in self.listeners {
+        for (index, listener) in self.listeners.into_iter().enumerate() {
             tasks.spawn(accept_loop(
-                listener,
+                (index, listener),
                 handler.clone(),
                 config.clone(),
                 connections.clone(),
@@ -176,7 +205,7 @@ impl Server {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    (index, listener): (usize, TcpListener),
     handler: Handler,
     config: Arc<ServerConfig>,
     connections: Arc<Semaphore>,
@@ -205,12 +234,17 @@ async fn accept_loop(
         let config = config.clone();
         let memory = memory.clone();
         let stop = stop.clone();
+        let protocol = config.protocol(index, handler.broker().auth_required());
+        let tls = config.tls.clone().filter(|_| protocol.tls());
         tokio::spawn(async move {
             tracing::debug!(peer = %peer, "Connection opened");
             let metrics = handler.metrics().clone();
             metrics.connection_opened("kafka");
-            let served = match accept_tls(stream, peer, config.tls.as_ref()).await {
-                Some(accepted) => serve_connection(accepted, peer, handler, config, memory, stop).await,
+            let served = match accept_tls(stream, peer, tls.as_ref()).await {
+                Some(accepted) => {
+                    let listener = (index, protocol);
+                    serve_connection(accepted, peer, listener, handler, config, memory, stop).await
+                }
                 None => Ok(()),
             };
             metrics.connection_closed("kafka");
@@ -279,6 +313,7 @@ type InFlight = Pin<Box<dyn Future<Output = Result<Option<Encoded>, crate::Proto
 async fn serve_connection(
     stream: Accepted,
     peer: SocketAddr,
+    (listener, protocol): (usize, SecurityProtocol),
     handler: Handler,
     config: Arc<ServerConfig>,
     memory: Arc<Semaphore>,
@@ -291,10 +326,11 @@ async fn serve_connection(
         host: peer.ip().to_string(),
         connection: next_connection(),
         user: None,
+        listener,
     };
     // Share fetch sessions of this connection end with it (see below).
     let closing = (handler.clone(), client.connection);
-    let sasl = SaslState::new(handler.broker(), certificate_user);
+    let sasl = SaslState::new(handler.broker(), protocol.sasl(), certificate_user);
     let read = read_requests(
         reader,
         tx,

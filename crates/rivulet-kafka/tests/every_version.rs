@@ -390,13 +390,14 @@ async fn every_advertised_version_round_trips() {
         .create_topic("t", 1, 1, BTreeMap::new(), false)
         .expect("topic");
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut sasl = SaslState::new(&broker, None);
+    let mut sasl = SaslState::new(&broker, true, None);
     let handler = Handler::new(
         broker.clone(),
         HandlerConfig {
             node_id: 0,
             advertised_host: "127.0.0.1".to_string(),
             advertised_port: 9092,
+            advertised_more: Vec::new(),
             cluster_id: "rivulet".to_string(),
             fetch_bytes_max: 1 << 20,
             fetch_wait_ms_max: 100,
@@ -408,6 +409,7 @@ async fn every_advertised_version_round_trips() {
         host: "127.0.0.1".to_string(),
         connection: 1,
         user: None,
+        listener: 0,
     };
     let mut checked = 0;
     for (key, min, max) in versions::SUPPORTED {

@@ -89,6 +89,7 @@ async fn send(f: &Fixture, request: FetchRequest) -> FetchResponse {
         host: "127.0.0.1".to_string(),
         connection: 1,
         user: None,
+        listener: 0,
     };
     match f.handler.handle(request, &client).await.map(|r| r.body) {
         Some(ResponseKind::Fetch(r)) => r,

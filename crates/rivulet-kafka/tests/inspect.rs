@@ -80,6 +80,7 @@ async fn send(f: &Fixture, version: i16, body: RequestKind) -> ResponseKind {
         host: "127.0.0.1".to_string(),
         connection: 1,
         user: None,
+        listener: 0,
     };
     f.handler
         .handle(request, &client)

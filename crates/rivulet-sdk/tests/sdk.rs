@@ -589,6 +589,7 @@ mod kafka {
                 node_id: 0,
                 advertised_host: "127.0.0.1".into(),
                 advertised_port: addr.port(),
+                advertised_more: Vec::new(),
                 cluster_id: "sdk-test".into(),
                 fetch_bytes_max: 8 << 20,
                 fetch_wait_ms_max: 500,
@@ -601,6 +602,7 @@ mod kafka {
             write_stall_timeout_ms: 30_000,
             shutdown_timeout_ms: 2_000,
             tls: None,
+            protocols: Vec::new(),
         };
         let server = Server::from_listeners(vec![listener], config, broker).expect("server");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -177,6 +177,7 @@ pub async fn serve_kafka(
             node_id: 0,
             advertised_host: addr.ip().to_string(),
             advertised_port: addr.port(),
+            advertised_more: Vec::new(),
             cluster_id: "rivulet-shop".into(),
             fetch_bytes_max: 8 << 20,
             fetch_wait_ms_max: 500,
@@ -189,6 +190,7 @@ pub async fn serve_kafka(
         write_stall_timeout_ms: 30_000,
         shutdown_timeout_ms: 2_000,
         tls: None,
+        protocols: Vec::new(),
     };
     let server = Server::from_listeners(vec![listener], config, broker)?;
     Ok((addr, tokio::spawn(server.run(shutdown))))

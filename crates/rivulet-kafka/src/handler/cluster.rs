@@ -27,8 +27,8 @@ impl Handler {
         }
         let node = DescribeClusterBroker::default()
             .with_broker_id(BrokerId(self.config.node_id))
-            .with_host(str_bytes(self.config.advertised_host.clone()))
-            .with_port(i32::from(self.config.advertised_port));
+            .with_host(str_bytes(self.advertised(client).0))
+            .with_port(i32::from(self.advertised(client).1));
         let operations = operations::reported(r.include_cluster_authorized_operations, || {
             self.cluster_operations(client)
         });

@@ -49,8 +49,8 @@ impl Handler {
         let mut resp = MetadataResponse::default()
             .with_brokers(vec![MetadataResponseBroker::default()
                 .with_node_id(BrokerId(self.config.node_id))
-                .with_host(str_bytes(self.config.advertised_host.clone()))
-                .with_port(self.config.advertised_port as i32)])
+                .with_host(str_bytes(self.advertised(client).0))
+                .with_port(i32::from(self.advertised(client).1))])
             .with_topics(topics);
         if v >= 1 {
             resp.controller_id = BrokerId(self.config.node_id);
@@ -155,8 +155,8 @@ impl Handler {
     ) -> FindCoordinatorResponse {
         let mut resp = FindCoordinatorResponse::default()
             .with_node_id(BrokerId(self.config.node_id))
-            .with_host(str_bytes(self.config.advertised_host.clone()))
-            .with_port(self.config.advertised_port as i32);
+            .with_host(str_bytes(self.advertised(client).0))
+            .with_port(i32::from(self.advertised(client).1));
         // 0: a consumer group, 1: a transactional id; this node coordinates both.
         if r.key_type != 0 && r.key_type != 1 {
             resp = resp

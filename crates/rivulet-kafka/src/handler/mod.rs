@@ -60,6 +60,9 @@ pub struct HandlerConfig {
     pub advertised_host: String,
     /// Port clients are told to connect to.
     pub advertised_port: u16,
+    /// Where clients of each further listener (index 1 on) are told to connect: the
+    /// listener a client came through is the one it is sent back to.
+    pub advertised_more: Vec<(String, u16)>,
     /// Cluster id reported in Metadata.
     pub cluster_id: String,
     /// Upper bound on a Fetch response's record bytes, whatever the client asks.
@@ -74,6 +77,7 @@ impl Default for HandlerConfig {
             node_id: 0,
             advertised_host: "localhost".to_string(),
             advertised_port: 9092,
+            advertised_more: Vec::new(),
             cluster_id: "rivulet".to_string(),
             fetch_bytes_max: 50 << 20,
             fetch_wait_ms_max: 30_000,
@@ -114,6 +118,8 @@ pub struct ClientInfo {
     pub connection: u64,
     /// The user the connection logged in as (SASL), if it did.
     pub user: Option<Arc<str>>,
+    /// The listener the connection came through (an index into the listen addresses).
+    pub listener: usize,
 }
 
 impl ClientInfo {
@@ -159,6 +165,19 @@ impl Handler {
             fetch_memory,
             sessions: Arc::new(sessions::FetchSessions::default()),
             share_sessions: Arc::new(share_sessions::ShareSessions::default()),
+        }
+    }
+
+    /// Where the client is told to connect: the advertised address of the listener it came
+    /// through.
+    fn advertised(&self, client: &ClientInfo) -> (String, u16) {
+        let more = client
+            .listener
+            .checked_sub(1)
+            .and_then(|i| self.config.advertised_more.get(i));
+        match more {
+            Some((host, port)) => (host.clone(), *port),
+            None => (self.config.advertised_host.clone(), self.config.advertised_port),
         }
     }
 

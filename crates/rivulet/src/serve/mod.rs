@@ -117,6 +117,22 @@ async fn serve(mut settings: Settings) -> Result<()> {
     let (host, port) = settings.advertised(first)?;
     settings.kafka.handler.advertised_host = host.clone();
     settings.kafka.handler.advertised_port = port;
+    // A further listener of another security protocol sends its clients back to itself;
+    // one of the same protocol (IPv4 and IPv6 loopback) advertises as the first.
+    let auth = broker.auth_required();
+    for (i, listener) in listeners.iter().enumerate().skip(1) {
+        if settings.kafka.protocol(i, auth) == settings.kafka.protocol(0, auth) {
+            settings.kafka.handler.advertised_more.push((host.clone(), port));
+            continue;
+        }
+        let bound = listener.local_addr().context("listener address")?;
+        let host = if bound.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        settings.kafka.handler.advertised_more.push((host, bound.port()));
+    }
     let server = Server::from_listeners(listeners, settings.kafka, broker.clone())
         .context("starting the Kafka listener")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use rivulet_broker::BrokerConfig;
 use rivulet_http::GatewayConfig;
-use rivulet_kafka::{HandlerConfig, ServerConfig};
+use rivulet_kafka::{HandlerConfig, SecurityProtocol, ServerConfig};
 use rivulet_log::FsyncPolicy;
 use serde::Deserialize;
 
@@ -26,7 +26,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RIVULET_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Addresses to listen on for Kafka clients, comma-separated
+    /// Addresses to listen on for Kafka clients, comma-separated, each optionally with
+    /// Kafka's security protocol: PLAINTEXT://, SSL://, SASL_PLAINTEXT://, SASL_SSL://
+    /// (without one: TLS with --tls-cert, SASL with --auth)
     /// [default: 127.0.0.1:9092,[::1]:9092 (IPv6 skipped when unavailable)]
     #[arg(long, env = "RIVULET_LISTEN", value_name = "ADDR,...", value_delimiter = ',')]
     listen: Option<Vec<String>>,
@@ -335,8 +337,13 @@ impl Settings {
             .chain(&amqp.listen)
             .chain(&http)
             .find(|a| !a.ip().is_loopback());
+        let insecure = setting!(insecure).unwrap_or(false);
+        let client_certificates = setting!(tls_client_ca).is_some();
+        if broker.auth_required && !insecure {
+            check_anonymous_listeners(&kafka, client_certificates)?;
+        }
         if let Some(addr) = exposed {
-            if !broker.auth_required && !setting!(insecure).unwrap_or(false) {
+            if !broker.auth_required && !insecure {
                 bail!(
                     "refusing to listen on {addr} without authentication: anyone who can reach it could \
                      read, write and delete everything. Add --auth (with RIVULET_BOOTSTRAP_USER and \
@@ -473,15 +480,19 @@ fn kafka_config(args: &ServeArgs, file: &FileConfig) -> Result<ServerConfig> {
             .map(|a| a.to_string())
             .collect(),
     };
-    let listen = listen_strings
-        .iter()
-        .map(|a| resolve(a.trim()))
-        .collect::<Result<Vec<_>>>()?;
+    let mut listen = Vec::with_capacity(listen_strings.len());
+    let mut protocols = Vec::with_capacity(listen_strings.len());
+    for text in &listen_strings {
+        let (protocol, addr) = split_protocol(text.trim())?;
+        listen.push(resolve(addr)?);
+        protocols.push(protocol);
+    }
     if listen.is_empty() {
         bail!("no listen address given");
     }
     let config = ServerConfig {
         listen,
+        protocols,
         handler: HandlerConfig {
             node_id: setting!(node_id).unwrap_or(handler.node_id),
             fetch_bytes_max: setting!(fetch_bytes_max).unwrap_or(handler.fetch_bytes_max),
@@ -534,6 +545,37 @@ fn amqp_settings(listen: Option<String>) -> Result<AmqpSettings> {
 
 fn ipv6_loopback_available() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// `SASL_SSL://host:port` into the protocol and the address; no prefix, no protocol.
+fn split_protocol(text: &str) -> Result<(Option<SecurityProtocol>, &str)> {
+    let Some((name, addr)) = text.split_once("://") else {
+        return Ok((None, text));
+    };
+    let protocol = SecurityProtocol::parse(name).with_context(|| {
+        format!("listener {text:?}: {name:?} is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    })?;
+    Ok((Some(protocol), addr))
+}
+
+/// With logins on, a listener chosen without SASL serves the anonymous user: only on
+/// loopback, or with client certificates required, unless --insecure.
+fn check_anonymous_listeners(kafka: &ServerConfig, client_certificates: bool) -> Result<()> {
+    for (addr, protocol) in kafka.listen.iter().zip(&kafka.protocols) {
+        let anonymous = match protocol {
+            Some(SecurityProtocol::Plaintext) => true,
+            Some(SecurityProtocol::Ssl) => !client_certificates,
+            _ => false,
+        };
+        if anonymous && !addr.ip().is_loopback() {
+            bail!(
+                "refusing {}://{addr}: with --auth on, its clients would log in as nobody (User:ANONYMOUS). \
+                 Use SASL_PLAINTEXT or SASL_SSL, SSL with --tls-client-ca, a loopback address, or --insecure true",
+                protocol.map_or("", SecurityProtocol::name)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {

@@ -138,3 +138,67 @@ fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     );
     assert!(String::from_utf8_lossy(&listed.stdout).contains("\"queues\""));
 }
+
+#[test]
+fn sasl_ssl_and_plaintext_listeners_serve_side_by_side() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    cert_dev(certs.path());
+    let secure_port = crate::harness::free_port();
+    let plain_port = crate::harness::free_port();
+    let listen = format!("SASL_SSL://127.0.0.1:{secure_port},PLAINTEXT://127.0.0.1:{plain_port}");
+    let mut args: Vec<String> = vec!["--auth".into(), "true".into(), "--listen".into(), listen];
+    args.extend(tls_args(certs.path(), false));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Rivulet::start_on(
+        secure_port,
+        &args,
+        &[
+            ("RIVULET_BOOTSTRAP_USER", "admin"),
+            ("RIVULET_BOOTSTRAP_PASSWORD", "admin-password-1"),
+        ],
+    );
+    let output = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/clients/listeners_clients.py"))
+        .arg(format!("127.0.0.1:{secure_port}"))
+        .arg(format!("127.0.0.1:{plain_port}"))
+        .arg(certs.path())
+        .args(["admin", "admin-password-1"])
+        .output()
+        .expect("run python");
+    assert_client_checks(
+        &output,
+        &[
+            "OK each listener's clients are sent back to it",
+            "OK PLAINTEXT clients are ANONYMOUS and need ACLs",
+        ],
+    );
+    drop(server);
+}
+
+#[test]
+fn a_listener_without_sasl_beyond_loopback_is_refused_with_auth_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["serve", "--auth", "true", "--listen", "PLAINTEXT://0.0.0.0:0"])
+        .args(["--http-listen", "off", "--amqp-listen", "off", "--data-dir"])
+        .arg(dir.path())
+        .env("RIVULET_BOOTSTRAP_USER", "admin")
+        .env("RIVULET_BOOTSTRAP_PASSWORD", "admin-password-1")
+        .output()
+        .expect("run rivulet");
+    assert!(!output.status.success(), "refused");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ANONYMOUS") && stderr.contains("SASL_SSL"),
+        "{stderr}"
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["serve", "--listen", "SASL_PLAINTEXT://127.0.0.1:0"])
+        .args(["--http-listen", "off", "--amqp-listen", "off", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run rivulet");
+    assert!(!bad.status.success(), "SASL without --auth is refused");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("needs logins on"), "{stderr}");
+}
