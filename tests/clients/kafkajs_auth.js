@@ -1,13 +1,22 @@
 // kafkajs against `rivulet serve --auth`: SCRAM-SHA-256 produce and consume, and a wrong
-// password refused. Usage: node kafkajs_auth.js BOOTSTRAP USER PASSWORD
+// password refused; with CERT_DIR (from `rivulet cert dev`) over TLS with a client
+// certificate (SASL_SSL). Usage: node kafkajs_auth.js BOOTSTRAP USER PASSWORD [CERT_DIR]
+const fs = require('fs');
 const { Kafka, logLevel } = require('kafkajs');
 
-const [bootstrap, username, password] = process.argv.slice(2);
+const [bootstrap, username, password, certs] = process.argv.slice(2);
+const ssl = certs && {
+  ca: [fs.readFileSync(`${certs}/ca.pem`)],
+  cert: fs.readFileSync(`${certs}/client.pem`),
+  key: fs.readFileSync(`${certs}/client-key.pem`),
+};
+const over = ssl ? ' over TLS' : '';
 
 function client(pass) {
   return new Kafka({
     clientId: 'kafkajs-auth',
     brokers: [bootstrap],
+    ssl,
     sasl: { mechanism: 'scram-sha-256', username, password: pass },
     logLevel: logLevel.NOTHING,
     retry: { retries: 1 },
@@ -41,7 +50,7 @@ async function main() {
   if (got.join(',') !== messages.map((m) => m.value).join(',')) {
     throw new Error(`read back ${got}`);
   }
-  console.log('OK kafkajs SCRAM-SHA-256');
+  console.log(`OK kafkajs SCRAM-SHA-256${over}`);
   const wrong = client('not-the-password').producer();
   try {
     await wrong.connect();
@@ -51,7 +60,7 @@ async function main() {
       throw new Error(`unexpected error: ${e.message}`);
     }
   }
-  console.log('OK kafkajs wrong password refused');
+  console.log(`OK kafkajs wrong password refused${over}`);
 }
 
 main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });

@@ -1,6 +1,7 @@
-//! TLS on every listener with certificates from `rivulet cert dev`: real clients over
-//! Kafka SASL_SSL, amqps and HTTPS with client certificates; a certificate replaced on
-//! disk is served without a restart.
+//! TLS with certificates from `rivulet cert dev`: real clients (librdkafka, kcat, kafkajs,
+//! kafka-python, pika, curl) over Kafka SASL_SSL and SSL, amqps and HTTPS with client
+//! certificates; a certificate replaced on disk is served without a restart; listeners of
+//! different security protocols side by side.
 
 use std::path::Path;
 use std::process::Command;
@@ -81,6 +82,21 @@ fn clients_of_every_protocol_use_tls_with_client_certificates() {
             "OK HTTPS with a client certificate",
         ],
     );
+    let node = Command::new("node")
+        .arg(repo_root().join("tests/clients/kafkajs_auth.js"))
+        .args([&server.bootstrap(), "admin", "admin-password-1"])
+        .arg(dir.path())
+        .current_dir(repo_root().join("tests/clients"))
+        .output()
+        .expect("run node");
+    assert_client_checks(
+        &node,
+        &[
+            "OK kafkajs SCRAM-SHA-256 over TLS",
+            "OK kafkajs wrong password refused over TLS",
+        ],
+    );
+    kcat_round_trip(&server, dir.path());
     let plain = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("{}/healthz", server.http_base()))
@@ -91,6 +107,50 @@ fn clients_of_every_protocol_use_tls_with_client_certificates() {
         "000",
         "plain HTTP gets no answer"
     );
+}
+
+/// kcat produces and reads back over SASL_SSL with SCRAM-SHA-512 and a client certificate.
+fn kcat_round_trip(server: &Rivulet, certs: &Path) {
+    let path = |name: &str| certs.join(name).display().to_string();
+    let settings = [
+        "security.protocol=SASL_SSL".to_string(),
+        "sasl.mechanisms=SCRAM-SHA-512".to_string(),
+        "sasl.username=admin".to_string(),
+        "sasl.password=admin-password-1".to_string(),
+        format!("ssl.ca.location={}", path("ca.pem")),
+        format!("ssl.certificate.location={}", path("client.pem")),
+        format!("ssl.key.location={}", path("client-key.pem")),
+    ];
+    let kcat = |mode: &[&str], stdin: &str| {
+        let mut cmd = Command::new("kcat");
+        cmd.args(["-b", &server.bootstrap(), "-t", "tls-kcat"]).args(mode);
+        for s in &settings {
+            cmd.args(["-X", s]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kcat (scripts/test.sh installs it)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("kcat output")
+    };
+    let produced = kcat(&["-P"], "one\ntwo\nthree\n");
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    let read = kcat(&["-C", "-o", "beginning", "-e", "-q"], "");
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "one\ntwo\nthree\n");
 }
 
 #[test]
