@@ -79,7 +79,7 @@ by_cert = Producer(cert_only)
 err = produce_one(by_cert, "tls-cert-topic")
 check(err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, f"no ACL yet: {err}")
 admin = AdminClient(mtls)
-grant = AclBinding(ResourceType.TOPIC, "tls-cert-topic", ResourcePatternType.LITERAL, "User:rivulet-client",
+grant = AclBinding(ResourceType.TOPIC, "tls-cert", ResourcePatternType.PREFIXED, "User:rivulet-client",
                    "*", AclOperation.ALL, AclPermissionType.ALLOW)
 for f in admin.create_acls([grant]).values():
     f.result(timeout=10)
@@ -108,6 +108,23 @@ _, _, body = ch.basic_get("tls_q", auto_ack=True)
 check(body == b"over amqps", "amqps publish and get")
 conn.close()
 print("OK pika over amqps", flush=True)
+
+# EXTERNAL: the certificate alone logs in, as its common name (granted tls-cert* above).
+external = pika.ConnectionParameters("localhost", int(AMQP_PORT), "/", pika.credentials.ExternalCredentials(),
+                                     ssl_options=pika.SSLOptions(context, "localhost"))
+conn = pika.BlockingConnection(external)
+ch = conn.channel()
+ch.queue_declare("tls-cert-q")
+ch.basic_publish("", "tls-cert-q", b"by certificate over amqps")
+_, _, body = ch.basic_get("tls-cert-q", auto_ack=True)
+check(body == b"by certificate over amqps", f"EXTERNAL publish and get: {body}")
+try:
+    ch.queue_declare("not-granted-q")
+    check(False, "the certificate's user is limited by its ACLs")
+except pika.exceptions.ChannelClosedByBroker as e:
+    check(e.reply_code == 403 and "rivulet-client" in e.reply_text, f"403 for the certificate's user: {e}")
+conn.close()
+print("OK pika EXTERNAL logs in as the certificate's common name", flush=True)
 
 request = urllib.request.Request(f"{HTTPS}/v1/topics")
 token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()

@@ -55,6 +55,9 @@ pub struct Connection {
     pub host: String,
     /// The user the client logged in as (none when logins are off).
     pub user: Option<String>,
+    /// The common name of the client certificate, if the client presented one: the user
+    /// of an `EXTERNAL` login.
+    pub certificate_user: Option<String>,
 }
 
 /// Why the frame loop ended.
@@ -78,7 +81,7 @@ pub async fn serve(
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let handshake = Duration::from_millis(config.handshake_timeout_ms);
-    let Some((rd, wr)) = split(stream, config.tls.as_ref(), handshake).await else {
+    let Some((rd, wr, certificate_user)) = split(stream, config.tls.as_ref(), handshake).await else {
         return;
     };
     let mut reader = Reader::new(rd);
@@ -113,6 +116,7 @@ pub async fn serve(
         alarm: broker.alarm(),
         host: peer.map_or_else(String::new, |p| p.ip().to_string()),
         user: None,
+        certificate_user,
     };
     let metrics = conn.broker.metrics().clone();
     metrics.connection_opened("amqp");
@@ -141,21 +145,28 @@ pub async fn serve(
     drop(write_half);
 }
 
-/// The connection's halves, after a TLS handshake when TLS is on (`None`: it failed).
+/// The connection's halves, after a TLS handshake when TLS is on (`None`: it failed),
+/// and the common name of the client certificate the handshake verified, if any.
 async fn split(
     stream: TcpStream,
     tls: Option<&rivulet_tls::Acceptor>,
     limit: Duration,
-) -> Option<(io::ReadHalf, io::WriteHalf)> {
+) -> Option<(io::ReadHalf, io::WriteHalf, Option<String>)> {
     let Some(acceptor) = tls else {
         let (rd, wr) = stream.into_split();
-        return Some((Box::new(rd), Box::new(wr)));
+        return Some((Box::new(rd), Box::new(wr), None));
     };
     let peer = stream.peer_addr().ok();
     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
+            let name = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certificates| certificates.first())
+                .and_then(|certificate| rivulet_tls::common_name(certificate));
             let (rd, wr) = tokio::io::split(tls);
-            Some((Box::new(rd), Box::new(wr)))
+            Some((Box::new(rd), Box::new(wr), name))
         }
         Ok(Err(e)) => {
             tracing::info!(?peer, error = %e, "AMQP: TLS handshake failed");
@@ -211,7 +222,9 @@ impl Connection {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: LongString::from(b"PLAIN AMQPLAIN".to_vec()),
+            mechanisms: LongString::from(
+                crate::login::mechanisms(self.certificate_user.is_some()).into_bytes(),
+            ),
             locales: LongString::from(b"en_US".to_vec()),
         };
         self.send(0, AMQPClass::Connection(connection::AMQPMethod::Start(start)))
@@ -226,12 +239,13 @@ impl Connection {
             }
         };
         self.read_caps(&ok.client_properties);
-        self.user = crate::login::check(
-            &self.broker,
-            &self.host,
-            ok.mechanism.as_str(),
-            ok.response.as_bytes(),
-        )?;
+        let login = crate::login::Login {
+            host: &self.host,
+            mechanism: ok.mechanism.as_str(),
+            response: ok.response.as_bytes(),
+            certificate_user: self.certificate_user.as_deref(),
+        };
+        self.user = crate::login::check(&self.broker, login)?;
         let tune = connection::Tune {
             channel_max: self.config.channel_max,
             frame_max: self.config.frame_max,

@@ -1,6 +1,8 @@
 //! Checking the credentials of `connection.start-ok` against the broker's users, when the
-//! broker requires a login: PLAIN (`\0user\0password`) and RabbitMQ's AMQPLAIN (a field
-//! table without its length: `LOGIN` and `PASSWORD` long strings).
+//! broker requires a login: PLAIN (`\0user\0password`), RabbitMQ's AMQPLAIN (a field
+//! table without its length: `LOGIN` and `PASSWORD` long strings), and EXTERNAL over TLS
+//! with a client certificate (the certificate subject's common name is the user, as
+//! RabbitMQ's `rabbitmq_auth_mechanism_ssl` does by default).
 
 use rivulet_auth::parse_plain;
 use rivulet_broker::Broker;
@@ -48,11 +50,40 @@ fn amqplain(mut rest: &[u8]) -> Option<(String, String)> {
     Some((login?, password?))
 }
 
+/// The mechanisms `connection.start` offers: EXTERNAL too when the client presented a
+/// certificate.
+pub fn mechanisms(certificate: bool) -> String {
+    if certificate {
+        "PLAIN AMQPLAIN EXTERNAL".to_string()
+    } else {
+        "PLAIN AMQPLAIN".to_string()
+    }
+}
+
+/// What a client's `connection.start-ok` presents.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    /// The client's address.
+    pub host: &'a str,
+    /// The mechanism it chose.
+    pub mechanism: &'a str,
+    /// The mechanism's response.
+    pub response: &'a [u8],
+    /// The common name of its verified client certificate, if any.
+    pub certificate_user: Option<&'a str>,
+}
+
 /// Checks a start-ok's credentials when the broker requires a login and returns the user;
 /// 403 ACCESS_REFUSED
 /// (RabbitMQ's text) when they are wrong, after too many failures from `host`, or when
 /// the mechanism is not offered.
-pub fn check(broker: &Broker, host: &str, mechanism: &str, response: &[u8]) -> Result<Option<String>, Fault> {
+pub fn check(broker: &Broker, login: Login<'_>) -> Result<Option<String>, Fault> {
+    let Login {
+        host,
+        mechanism,
+        response,
+        certificate_user,
+    } = login;
     if !broker.auth_required() {
         return Ok(None);
     }
@@ -65,6 +96,14 @@ pub fn check(broker: &Broker, host: &str, mechanism: &str, response: &[u8]) -> R
     if !broker.login_allowed(host) {
         tracing::warn!(%host, "AMQP: login refused after too many failures");
         return Err(refused());
+    }
+    if mechanism == "EXTERNAL" {
+        let Some(user) = certificate_user else {
+            broker.login_failed(host, "amqp", "");
+            return Err(refused());
+        };
+        tracing::debug!(%user, "AMQP client logged in with its certificate");
+        return Ok(Some(user.to_string()));
     }
     let Some((user, password)) = credentials(mechanism, response) else {
         broker.login_failed(host, "amqp", "");

@@ -79,6 +79,7 @@ fn clients_of_every_protocol_use_tls_with_client_certificates() {
             "OK librdkafka SSL with a client certificate logs in as its common name",
             "OK kafka-python SASL_SSL PLAIN",
             "OK pika over amqps",
+            "OK pika EXTERNAL logs in as the certificate's common name",
             "OK HTTPS with a client certificate",
         ],
     );
