@@ -5,9 +5,6 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
-use kafka_protocol::messages::txn_offset_commit_response::{
-    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
-};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rivulet_broker::acl::{Operation, ResourceType, CLUSTER_NAME};
@@ -100,6 +97,16 @@ pub(super) fn refusal(
     const GROUP: i16 = ec::GROUP_AUTHORIZATION_FAILED;
     const TXN: i16 = ec::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
     const CLUSTER: i16 = ec::CLUSTER_AUTHORIZATION_FAILED;
+    // Offsets committed in a transaction: write on the id first, then read on the group.
+    let txn_then_group = |id: &str, g: &str| {
+        if txn(id) {
+            Some(TXN)
+        } else if group(g) {
+            Some(GROUP)
+        } else {
+            None
+        }
+    };
     Some(match body {
         RequestKind::JoinGroup(r) if group(&r.group_id) => ResponseKind::JoinGroup(
             JoinGroupResponse::default()
@@ -150,27 +157,15 @@ pub(super) fn refusal(
             )
         }
         RequestKind::AddOffsetsToTxn(r) => {
-            let code = if txn(&r.transactional_id) {
-                TXN
-            } else if group(&r.group_id) {
-                GROUP
-            } else {
-                return None;
-            };
+            let code = txn_then_group(&r.transactional_id, &r.group_id)?;
             ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(code))
         }
         RequestKind::EndTxn(r) if txn(&r.transactional_id) => {
             ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(TXN))
         }
         RequestKind::TxnOffsetCommit(r) => {
-            let code = if txn(&r.transactional_id) {
-                TXN
-            } else if group(&r.group_id) {
-                GROUP
-            } else {
-                return None;
-            };
-            ResponseKind::TxnOffsetCommit(txn_offset_commit_refused(r, code))
+            let code = txn_then_group(&r.transactional_id, &r.group_id)?;
+            ResponseKind::TxnOffsetCommit(super::txn::txn_offset_commit_answer(&r.topics, code))
         }
         RequestKind::AddPartitionsToTxn(r) if v <= 3 => {
             let txn_denied = txn(&r.v3_and_below_transactional_id);
@@ -238,28 +233,6 @@ fn share_refusal(
             .is_some_and(|t| !handler.may_topic(client, Operation::Read, t.name()))
     };
     topics.any(unreadable).then_some(ec::TOPIC_AUTHORIZATION_FAILED)
-}
-
-fn txn_offset_commit_refused(r: &TxnOffsetCommitRequest, code: i16) -> TxnOffsetCommitResponse {
-    let topics = r
-        .topics
-        .iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    TxnOffsetCommitResponsePartition::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(code)
-                })
-                .collect();
-            TxnOffsetCommitResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    TxnOffsetCommitResponse::default().with_topics(topics)
 }
 
 /// Kafka's answer when some of a transaction's partitions may not be written: those get

@@ -185,25 +185,7 @@ impl Handler {
                 }
             }
         };
-        let topics = r
-            .topics
-            .into_iter()
-            .map(|t| {
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        TxnOffsetCommitResponsePartition::default()
-                            .with_partition_index(p.partition_index)
-                            .with_error_code(code)
-                    })
-                    .collect();
-                TxnOffsetCommitResponseTopic::default()
-                    .with_name(t.name)
-                    .with_partitions(partitions)
-            })
-            .collect();
-        TxnOffsetCommitResponse::default().with_topics(topics)
+        txn_offset_commit_answer(&r.topics, code)
     }
 
     pub(super) async fn end_txn(&self, v: i16, r: EndTxnRequest) -> EndTxnResponse {
@@ -328,4 +310,29 @@ fn described_state(meta: &TxnMeta) -> described::TransactionState {
         .with_producer_id(ProducerId(meta.producer_id))
         .with_producer_epoch(meta.producer_epoch)
         .with_topics(topics)
+}
+
+/// A TxnOffsetCommit answer giving every partition asked for the same code.
+pub(super) fn txn_offset_commit_answer(
+    topics: &[kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic],
+    code: i16,
+) -> TxnOffsetCommitResponse {
+    let topics = topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
 }

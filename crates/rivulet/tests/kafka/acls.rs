@@ -4,29 +4,7 @@
 
 use std::process::{Command, Output};
 
-use crate::harness::{repo_root, Rivulet};
-
-const ADMIN: &str = "admin";
-const ADMIN_PASSWORD: &str = "admin-password-1";
-
-fn start_with_auth() -> Rivulet {
-    Rivulet::start_with(
-        &["--auth", "true"],
-        &[
-            ("RIVULET_BOOTSTRAP_USER", ADMIN),
-            ("RIVULET_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD),
-        ],
-    )
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use crate::harness::{curl, http_status, repo_root, show, start_with_auth, ADMIN, ADMIN_PASSWORD};
 
 #[test]
 fn clients_of_every_protocol_are_refused_without_an_acl_and_served_once_granted() {
@@ -64,12 +42,8 @@ fn clients_of_every_protocol_are_refused_without_an_acl_and_served_once_granted(
         server.log().contains("Authorization denied"),
         "denials are logged"
     );
-    let metrics = Command::new("curl")
-        .args(["-s", "-u", &format!("{ADMIN}:{ADMIN_PASSWORD}")])
-        .arg(format!("{}/metrics", server.http_base()))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&metrics.stdout);
+    let admin = format!("{ADMIN}:{ADMIN_PASSWORD}");
+    let (_, text) = curl(&server, "GET", "/metrics", &["-u", &admin]);
     assert!(
         text.lines()
             .any(|l| l.contains("authorization_failed") && l.contains("protocol=\"kafka\"")),
@@ -95,49 +69,18 @@ fn the_cli_grants_lists_and_revokes_acls() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     ok(cli(&["user", "create", "erin"]));
-    let created = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-u",
-            &format!("{ADMIN}:{ADMIN_PASSWORD}"),
-        ])
-        .args([
-            "-H",
-            "content-type: application/json",
-            "-d",
-            r#"{"name":"cli-acl"}"#,
-        ])
-        .arg(format!("{}/v1/topics", server.http_base()))
-        .output()
-        .expect("curl");
-    assert_eq!(
-        String::from_utf8_lossy(&created.stdout),
-        "201",
-        "the admin creates the topic"
+    let admin = format!("{ADMIN}:{ADMIN_PASSWORD}");
+    let body = r#"{"name":"cli-acl"}"#;
+    let json = "content-type: application/json";
+    let created = curl(
+        &server,
+        "POST",
+        "/v1/topics",
+        &["-u", &admin, "-H", json, "-d", body],
     );
-    let erin_reads = || {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-u",
-                "erin:erin-password",
-            ])
-            .arg(format!(
-                "{}/v1/topics/cli-acl/partitions/0/records?offset=0",
-                server.http_base()
-            ))
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    assert_eq!(created.0, "201", "the admin creates the topic: {}", created.1);
+    let path = "/v1/topics/cli-acl/partitions/0/records?offset=0";
+    let erin_reads = || http_status(&server, path, Some("erin:erin-password"));
     assert_eq!(erin_reads(), "403", "no ACL yet");
     ok(cli(&[
         "acl",

@@ -2,31 +2,9 @@
 //! users, `rivulet user`, failed-login limits, and the refusal to listen beyond loopback
 //! without authentication.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use crate::harness::{repo_root, Rivulet};
-
-const ADMIN: &str = "admin";
-const ADMIN_PASSWORD: &str = "admin-password-1";
-
-fn start_with_auth() -> Rivulet {
-    Rivulet::start_with(
-        &["--auth", "true"],
-        &[
-            ("RIVULET_BOOTSTRAP_USER", ADMIN),
-            ("RIVULET_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD),
-        ],
-    )
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use crate::harness::{curl, http_status, repo_root, show, start_with_auth, ADMIN, ADMIN_PASSWORD};
 
 fn python() -> std::path::PathBuf {
     let venv = repo_root().join(".venv/bin/python");
@@ -35,20 +13,6 @@ fn python() -> std::path::PathBuf {
         "run scripts/test.sh (it creates .venv with the clients)"
     );
     venv
-}
-
-/// `curl` status code of `path` with `user:password`, or without credentials.
-fn http_status(server: &Rivulet, path: &str, login: Option<&str>) -> String {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
-    if let Some(login) = login {
-        cmd.args(["-u", login]);
-    }
-    let out = cmd
-        .arg(format!("{}{path}", server.http_base()))
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -350,19 +314,6 @@ fn malformed_oversized_and_cut_off_sasl_exchanges_fail_cleanly() {
     assert_eq!(raw::authenticate(&mut s, token.as_bytes()).0, 0);
     assert!(raw::metadata_answered(&mut s), "a logged-in connection is served");
     assert!(!server.log().contains("panicked"));
-}
-
-/// `curl` status and body of a request with extra arguments.
-fn curl(server: &Rivulet, method: &str, path: &str, args: &[&str]) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "-X", method])
-        .args(args)
-        .arg(format!("{}{path}", server.http_base()))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.to_string(), body.to_string())
 }
 
 #[test]

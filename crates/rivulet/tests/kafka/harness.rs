@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -310,4 +310,56 @@ pub fn assert_client_checks(output: &std::process::Output, checks: &[&str]) {
     for check in checks {
         assert!(stdout.contains(check), "{check} missing from:\n{stdout}");
     }
+}
+
+/// The bootstrap user of servers started with logins on.
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// A server with `--auth` and its bootstrap user.
+pub fn start_with_auth() -> Rivulet {
+    Rivulet::start_with(
+        &["--auth", "true"],
+        &[
+            ("RIVULET_BOOTSTRAP_USER", ADMIN),
+            ("RIVULET_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD),
+        ],
+    )
+}
+
+/// A program's status and output, for assertion messages.
+pub fn show(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `curl` status code of `path` with `user:password`, or without credentials.
+pub fn http_status(server: &Rivulet, path: &str, login: Option<&str>) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+    if let Some(login) = login {
+        cmd.args(["-u", login]);
+    }
+    let out = cmd
+        .arg(format!("{}{path}", server.http_base()))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `curl` status and body of a request with extra arguments.
+pub fn curl(server: &Rivulet, method: &str, path: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", method])
+        .args(args)
+        .arg(format!("{}{path}", server.http_base()))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
 }
