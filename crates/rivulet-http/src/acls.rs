@@ -114,22 +114,17 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Body {
-        Many { acls: Vec<NewAcl> },
-        One(NewAcl),
-    }
     let body = body.map_err(crate::produce::body_error)?;
-    let parsed: Body = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "expected an ACL {{resource_type, resource_name, principal, operation[, pattern_type, host, permission]}} or {{\"acls\": [...]}}: {e}"
-        ))
-    })?;
-    let acls: Vec<AclBinding> = match parsed {
-        Body::Many { acls } => acls.into_iter().map(AclBinding::from).collect(),
-        Body::One(a) => vec![a.into()],
-    };
+    let expected = "expected an ACL {resource_type, resource_name, principal, operation[, pattern_type, host, permission]} or {\"acls\": [...]}";
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("{expected}: {e}")))?;
+    // Parsed by shape, so the error names the field at fault.
+    let acls: Vec<NewAcl> = match value.get("acls") {
+        Some(list) => serde_json::from_value(list.clone()),
+        None => serde_json::from_value(value).map(|one| vec![one]),
+    }
+    .map_err(|e| ApiError::bad_request(format!("{expected}: {e}")))?;
+    let acls: Vec<AclBinding> = acls.into_iter().map(AclBinding::from).collect();
     if acls.len() > ACLS_PER_REQUEST_MAX {
         return Err(ApiError::bad_request(format!(
             "at most {ACLS_PER_REQUEST_MAX} ACLs per request"
