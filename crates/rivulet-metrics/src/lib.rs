@@ -23,6 +23,9 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 pub use prometheus_client;
+pub use totals::TotalsSnapshot;
+
+mod totals;
 
 /// Distinct topic label values; beyond this, traffic is counted under `_other`.
 pub const TOPIC_LABELS_MAX: usize = 1_000;
@@ -90,6 +93,7 @@ pub struct Metrics {
     transaction_duration: Histogram,
     transactions_aborted: Family<ReasonLabels, Counter>,
     known_topics: Mutex<HashSet<String>>,
+    totals: totals::Totals,
 }
 
 impl Metrics {
@@ -211,6 +215,7 @@ impl Metrics {
             transaction_duration,
             transactions_aborted,
             known_topics: Mutex::new(HashSet::new()),
+            totals: totals::Totals::default(),
         }
     }
 
@@ -243,6 +248,7 @@ impl Metrics {
         let labels = self.topic_label(topic);
         self.records_produced.get_or_create(&labels).inc_by(records);
         self.bytes_produced.get_or_create(&labels).inc_by(bytes);
+        self.totals.produced(records, bytes);
     }
 
     /// Counts records and batch bytes served from a topic.
@@ -250,6 +256,7 @@ impl Metrics {
         let labels = self.topic_label(topic);
         self.records_fetched.get_or_create(&labels).inc_by(records);
         self.bytes_fetched.get_or_create(&labels).inc_by(bytes);
+        self.totals.fetched(records, bytes);
     }
 
     /// Observes one request's duration.
@@ -336,6 +343,15 @@ impl Metrics {
     /// Observes one durable write (an fdatasync, or a journal commit).
     pub fn observe_fsync(&self, elapsed: Duration) {
         self.fsync_duration.observe(elapsed.as_secs_f64());
+        self.totals
+            .fsync(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Reads the running totals (records and bytes in and out, durable writes) and restarts
+    /// the longest-durable-write figure. One reader at a time should take them (the HTTP
+    /// gateway's stats sampler does).
+    pub fn take_totals(&self) -> TotalsSnapshot {
+        self.totals.take()
     }
 
     /// Renders everything in the text exposition format, with `extra` (a registry of values
