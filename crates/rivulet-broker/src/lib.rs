@@ -31,6 +31,7 @@ pub mod acl;
 pub mod alarm;
 mod background;
 pub mod data;
+pub mod dead_letters;
 pub mod error;
 pub mod groups;
 pub mod inspect;

@@ -417,6 +417,11 @@ impl Topic {
         }
     }
 
+    /// How long records are kept; `None` for ever.
+    pub fn retention_ms(&self) -> Option<u64> {
+        self.partitions.first().and_then(|log| log.config().retention_ms)
+    }
+
     /// Every config key with its effective value.
     pub fn describe_configs(&self) -> Vec<ConfigEntry> {
         let overrides = self.overrides();
