@@ -20,7 +20,18 @@ use crate::produce::body_error;
 use crate::AppState;
 
 fn topic_summary(t: &Topic) -> Value {
-    json!({"name": t.name(), "partitions": t.partition_count(), "size_bytes": t.size_bytes()})
+    let records: i64 = t
+        .partition_infos()
+        .iter()
+        .map(|p| p.high_watermark - p.log_start_offset)
+        .sum();
+    json!({
+        "name": t.name(),
+        "partitions": t.partition_count(),
+        "size_bytes": t.size_bytes(),
+        "records": records,
+        "retention_ms": t.retention_ms().map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+    })
 }
 
 pub(crate) fn topic_detail(t: &Topic) -> Value {

@@ -46,14 +46,22 @@ impl Verified {
     }
 }
 
-fn unauthorized(message: &str) -> Response {
+/// Header the console sends, so its requests get no `WWW-Authenticate` challenge (which
+/// would make the browser open its own login dialog over the console's).
+const CONSOLE_HEADER: &str = "x-rivulet-console";
+
+fn unauthorized(request: &Request, message: &str) -> Response {
+    let body = axum::Json(serde_json::json!({"error_code": 40101, "message": message}));
+    if request.headers().contains_key(CONSOLE_HEADER) {
+        return (StatusCode::UNAUTHORIZED, body).into_response();
+    }
     (
         StatusCode::UNAUTHORIZED,
         [(
             header::WWW_AUTHENTICATE,
             "Basic realm=\"rivulet\", charset=\"UTF-8\"",
         )],
-        axum::Json(serde_json::json!({"error_code": 40101, "message": message})),
+        body,
     )
         .into_response()
 }
@@ -112,7 +120,8 @@ pub(crate) async fn require_login(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if !state.broker.auth_required() || path == "/healthz" || path == "/readyz" {
+    let open = path == "/healthz" || path == "/readyz" || crate::console::is_console_path(path);
+    if !state.broker.auth_required() || open {
         return next.run(request).await;
     }
     let host = request
@@ -121,11 +130,14 @@ pub(crate) async fn require_login(
         .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
     if let Some(token) = bearer_token(&request) {
         if !state.broker.login_allowed(&host) {
-            return unauthorized("too many failed logins from this address; try again later");
+            return unauthorized(
+                &request,
+                "too many failed logins from this address; try again later",
+            );
         }
         let Some(user) = state.broker.token_user(&token) else {
             state.broker.login_failed(&host, "http", "(token)");
-            return unauthorized("invalid or expired token");
+            return unauthorized(&request, "invalid or expired token");
         };
         // Handlers never see the token (their queries refuse unknown parameters).
         if let Some(uri) = without_access_token(request.uri()) {
@@ -136,6 +148,7 @@ pub(crate) async fn require_login(
     }
     let Some((user, password)) = basic_credentials(&request) else {
         return unauthorized(
+            &request,
             "this broker requires a login: HTTP basic auth with a Rivulet user, or a bearer token",
         );
     };
@@ -146,7 +159,10 @@ pub(crate) async fn require_login(
         return next.run(request).await;
     }
     if !state.broker.login_allowed(&host) {
-        return unauthorized("too many failed logins from this address; try again later");
+        return unauthorized(
+            &request,
+            "too many failed logins from this address; try again later",
+        );
     }
     let broker = state.broker.clone();
     let checked_user = user.clone();
@@ -155,7 +171,7 @@ pub(crate) async fn require_login(
         .unwrap_or(false);
     if !ok {
         state.broker.login_failed(&host, "http", &user);
-        return unauthorized("invalid user or password");
+        return unauthorized(&request, "invalid user or password");
     }
     state.verified.remember(key, generation);
     request.extensions_mut().insert(User(user));

@@ -51,6 +51,11 @@ impl Caller {
             || broker.authorize(self.who(), Operation::Create, ResourceType::Topic, name)
     }
 
+    /// May the caller do `op` on the resource? (A refusal is logged and counted.)
+    pub(crate) fn may(&self, broker: &Broker, op: Operation, kind: ResourceType, name: &str) -> bool {
+        broker.authorize(self.who(), op, kind, name)
+    }
+
     /// May the caller describe the resource? (Silent: for filtering lists.)
     pub(crate) fn sees(&self, broker: &Broker, kind: ResourceType, name: &str) -> bool {
         broker.authorized(self.who(), Operation::Describe, kind, name)
@@ -85,6 +90,13 @@ fn needs(method: &Method, segments: &[&str], group: Option<&str>, user: Option<&
         ["v1", "topics", t, "partitions", _, "records"] | ["v1", "topics", t, "events"] => {
             std::iter::once(topic(Read, t)).chain(group_read).collect()
         }
+        ["v1", "groups", g, "reset-offsets"] => vec![(Read, ResourceType::Group, g.to_string())],
+        ["v1", "topics", t, "configs"] => vec![topic(AlterConfigs, t)],
+        ["v1", "dead-letters", t, "redrive"] => vec![topic(Read, t)],
+        ["v1", "stats", ..] => group
+            .map(|g| (Describe, ResourceType::Group, g.to_string()))
+            .into_iter()
+            .collect(),
         ["v1", "groups", g, "offsets", t] => {
             vec![(Delete, ResourceType::Group, g.to_string()), topic(Read, t)]
         }
@@ -192,6 +204,23 @@ mod tests {
         assert!(
             n(Method::GET, "/v1/topics", None).is_empty(),
             "lists filter instead"
+        );
+        assert_eq!(
+            n(Method::PATCH, "/v1/topics/t/configs", None),
+            vec![topic(Operation::AlterConfigs, "t")]
+        );
+        assert_eq!(
+            n(Method::POST, "/v1/groups/g/reset-offsets", None),
+            vec![(Operation::Read, ResourceType::Group, "g".to_string())]
+        );
+        assert_eq!(
+            n(Method::POST, "/v1/dead-letters/t.dlq/redrive", None),
+            vec![topic(Operation::Read, "t.dlq")]
+        );
+        assert!(n(Method::GET, "/v1/stats/events", None).is_empty());
+        assert_eq!(
+            n(Method::GET, "/v1/stats/events", Some("g")),
+            vec![(Operation::Describe, ResourceType::Group, "g".to_string())]
         );
     }
 

@@ -19,14 +19,20 @@ mod acls;
 mod admin;
 mod auth;
 mod authz;
+mod configs;
+pub mod console;
 mod consume;
+mod dead_letters;
 pub mod error;
+mod filter;
 mod partitions;
 mod produce;
 mod queues;
 pub mod records;
+mod reset;
 mod scrape;
 mod sse;
+mod stats;
 mod tokens;
 mod txns;
 mod users;
@@ -97,6 +103,7 @@ pub(crate) struct AppState {
     pub sse_streams: Arc<AtomicUsize>,
     pub started: Instant,
     pub verified: Arc<auth::Verified>,
+    pub stats: Arc<stats::Sampler>,
 }
 
 /// The gateway's routes over a broker.
@@ -108,13 +115,22 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
         sse_streams: Arc::new(AtomicUsize::new(0)),
         started: Instant::now(),
         verified: Arc::new(auth::Verified::default()),
+        stats: Arc::new(stats::Sampler::default()),
     };
     Router::new()
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::file))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/status", get(admin::status))
+        .route("/v1/stats", get(stats::once))
+        .route("/v1/stats/events", get(stats::events))
+        .route("/v1/topics/{topic}/configs", axum::routing::patch(configs::alter))
+        .route("/v1/groups/{group}/reset-offsets", post(reset::reset))
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters/{topic}/redrive", post(dead_letters::redrive))
         .route("/v1/topics", get(admin::list_topics).post(admin::create_topic))
         .route(
             "/v1/topics/{topic}",
@@ -321,4 +337,28 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
         40400,
         format!("no route for {uri}; see /openapi.json"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route the router serves is in `/openapi.json`, so the console and scripts have
+    /// no private endpoints.
+    #[test]
+    fn every_route_is_documented() {
+        let spec: serde_json::Value =
+            serde_json::from_str(include_str!("openapi.json")).expect("openapi.json parses");
+        let paths = spec["paths"].as_object().expect("paths");
+        let source = include_str!("lib.rs");
+        let routes: Vec<&str> = source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"'))
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|route| route.starts_with('/'))
+            .collect();
+        assert!(routes.len() > 30, "found only {} routes", routes.len());
+        for route in routes {
+            assert!(paths.contains_key(route), "{route} is not in openapi.json");
+        }
+    }
 }

@@ -327,6 +327,21 @@ impl Drop for Session {
     }
 }
 
+/// Takes one of the `sse_streams_max` event-stream slots (the stream gives it back when
+/// dropped), or answers 503 when all are taken.
+pub(crate) fn reserve_stream(state: &AppState) -> Result<(), ApiError> {
+    let max = state.config.sse_streams_max;
+    if state.sse_streams.fetch_add(1, Ordering::Relaxed) >= max {
+        state.sse_streams.fetch_sub(1, Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            50301,
+            format!("{max} event streams are open; retry later"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) async fn events(
     State(state): State<AppState>,
     Path(topic_name): Path<String>,
@@ -358,15 +373,7 @@ pub(crate) async fn events(
         Some(text) => parse_position(text)?,
         None => HashMap::new(),
     };
-    let max = state.config.sse_streams_max;
-    if state.sse_streams.fetch_add(1, Ordering::Relaxed) >= max {
-        state.sse_streams.fetch_sub(1, Ordering::Relaxed);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            50301,
-            format!("{max} event streams are open; retry later"),
-        ));
-    }
+    reserve_stream(&state)?;
     let member = match q.group {
         Some(group) => {
             let client = LocalClient {

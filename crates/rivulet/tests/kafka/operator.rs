@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::harness::Rivulet;
 
 /// curl with a time limit; returns (HTTP status, body).
-fn curl(args: &[&str]) -> (u16, String) {
+pub(crate) fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "-S", "-o", "-", "-w", "\n%{http_code}", "--max-time", "20"])
         .args(args)
@@ -25,7 +25,7 @@ fn curl(args: &[&str]) -> (u16, String) {
     (code.trim().parse().expect("status"), body.to_string())
 }
 
-fn post(url: &str, body: &str) -> (u16, Value) {
+pub(crate) fn post(url: &str, body: &str) -> (u16, Value) {
     let (code, body) = curl(&[
         "-X",
         "POST",
@@ -246,7 +246,7 @@ fn metrics_move_as_traffic_flows() {
 }
 
 /// Opens an SSE stream as a member of `group`.
-fn sse_member(server: &Rivulet, topic: &str, group: &str) -> std::process::Child {
+pub(crate) fn sse_member(server: &Rivulet, topic: &str, group: &str) -> std::process::Child {
     let url = format!("{}/v1/topics/{topic}/events?group={group}", server.http_base());
     Command::new("curl")
         .args(["-s", "-N", "--max-time", "60", &url])
