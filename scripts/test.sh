@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Rivulet's whole test suite on a fresh machine: installs what the client
 # compatibility tests need (kcat from Debian, kafka-python and confluent-kafka in ./.venv, kafkajs in
-# tests/clients/node_modules), checks formatting and lints, runs every test, then runs the
+# tests/clients/node_modules, Chromium from Debian for the console), checks formatting and lints, runs every test, then runs the
 # fuzz targets for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,14 @@ if ! command -v kcat >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
   else
     echo "kcat is missing and cannot be installed here; its tests will fail" >&2
+  fi
+fi
+# The console's browser tests drive Debian's Chromium (no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is missing and cannot be installed here; the console tests will be skipped" >&2
   fi
 fi
 # librdkafka (the CLI, the benchmark and the Rust test clients) is built with OpenSSL.

@@ -3,9 +3,11 @@
 //! kcat) or raw sockets.
 
 mod acls;
+mod admin_api;
 mod auth;
 mod bench;
 mod cli;
+mod console;
 mod consumer_protocol;
 mod faults;
 mod harness;
