@@ -46,6 +46,8 @@ pub struct DeadLetterTopic {
     pub records: i64,
     /// Records not redriven yet (after the redrive group's offsets).
     pub pending: i64,
+    /// Per partition, the offset before which every letter was redriven.
+    pub redriven_before: Vec<(i32, i64)>,
 }
 
 /// The redrive group of a dead-letter topic.
@@ -71,6 +73,7 @@ impl Broker {
             .map(|t| {
                 let group = redrive_group(t.name());
                 let (mut records, mut pending) = (0, 0);
+                let mut redriven_before = Vec::new();
                 for p in t.partition_infos() {
                     records += p.high_watermark - p.log_start_offset;
                     let done = self
@@ -78,11 +81,13 @@ impl Broker {
                         .unwrap_or(p.log_start_offset)
                         .max(p.log_start_offset);
                     pending += (p.high_watermark - done).max(0);
+                    redriven_before.push((p.partition, done));
                 }
                 DeadLetterTopic {
                     topic: t.name().to_string(),
                     records,
                     pending,
+                    redriven_before,
                 }
             })
             .collect()
@@ -309,6 +314,7 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(keys_of(&b, "orders", 1), vec!["a"]);
         assert_eq!(b.dead_letter_topics()[0].pending, 3);
+        assert_eq!(b.dead_letter_topics()[0].redriven_before, vec![(0, 1)]);
         // A later one alone: published, but the oldest pending stays pending.
         b.redrive_dead_letters("orders.dlq", Redrive::Records(vec![(0, 2)]), &all)
             .await

@@ -29,6 +29,11 @@ pub(crate) async fn list(State(state): State<AppState>, Extension(caller): Exten
                 "records": d.records,
                 "pending": d.pending,
                 "redrive_group": redrive_group(&d.topic),
+                "partitions": d
+                    .redriven_before
+                    .iter()
+                    .map(|(p, o)| json!({"partition": p, "redriven_before": o}))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();

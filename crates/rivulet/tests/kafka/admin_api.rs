@@ -194,6 +194,12 @@ fn configs_filters_stats_and_dead_letters_over_http() {
     assert_eq!((code, answer["redriven"].as_i64()), (200, Some(1)), "{answer}");
     let (_, again) = post(&redrive, "");
     assert_eq!(again["redriven"], 0);
+    let (_, list) = get(&server, "/v1/dead-letters");
+    assert_eq!(list["dead_letter_topics"][0]["pending"], 0);
+    assert_eq!(
+        list["dead_letter_topics"][0]["partitions"][0]["redriven_before"],
+        1
+    );
     let (_, p1) = read_partition(&server, 1);
     let keys: Vec<&str> = p1["records"]
         .as_array()
