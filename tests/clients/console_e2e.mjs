@@ -119,7 +119,14 @@ async function browse(page, producer) {
   await page.click("#query button.primary");
   await page.waitForFunction(() => /1 record\(s\), [\d,]+ scanned/.test(document.querySelector("#summary")?.textContent || ""), null, { timeout: WAIT_MS });
   console.log("OK produced from the form and found by key and by JSON field");
-  return 301;
+  await page.click("#tail");
+  await page.waitForTimeout(500);
+  await producer.send({ topic: "orders", messages: [{ key: "tailed", value: JSON.stringify({ live: true }) }] });
+  await page.locator("#records tr", { hasText: "tailed" }).waitFor({ timeout: WAIT_MS });
+  await page.click("#tail");
+  console.log("OK live tail shows a new record");
+  // 300 from kafkajs, one from the form, one tailed.
+  return 302;
 }
 
 async function consumeUntil(consumer, wanted, seen) {
@@ -180,6 +187,7 @@ async function deadLetter(page, producer, admin, running) {
   await page.click("button[data-one='0']");
   await page.locator("#toast", { hasText: "1 dead letter(s) redriven" }).waitFor({ timeout: WAIT_MS });
   await page.locator("main p", { hasText: "0 not redriven" }).waitFor({ timeout: WAIT_MS });
+  check((await page.locator("tr", { hasText: "order-dead" }).innerText()).includes("redriven"), "the row is marked redriven");
   await consumeUntil(running.consumer, () => running.received.some((r) => r.key === "order-dead"), running.received);
   const back = running.received.find((r) => r.key === "order-dead");
   check(back.partition === 1, `redriven to its original partition (${back.partition})`);
@@ -192,6 +200,7 @@ async function queues(page) {
   const conn = await amqp.connect(url.toString());
   const ch = await conn.createChannel();
   await ch.assertQueue("emails", { durable: true });
+  await ch.bindQueue("emails", "amq.direct", "mail.send");
   for (let i = 0; i < 3; i++) ch.sendToQueue("emails", Buffer.from(`mail ${i}`), { persistent: true });
   await ch.close();
   await conn.close();
@@ -201,6 +210,8 @@ async function queues(page) {
     await page.reload();
     await page.waitForFunction(() => [...document.querySelectorAll("tr")].some((r) => r.textContent.startsWith("emails") && r.children[1].textContent === "3"), null, { timeout: WAIT_MS });
   });
+  await page.click("button[data-bindings='amq.direct']");
+  await page.locator("#bindings td", { hasText: "mail.send" }).waitFor({ timeout: WAIT_MS });
   await shot(page, "queues");
   await page.click("button[data-purge='emails']");
   check(await page.locator("#confirm-ok").isDisabled(), "purge needs the queue's name typed");
@@ -208,6 +219,34 @@ async function queues(page) {
   await page.click("#confirm-ok");
   await page.locator("#toast", { hasText: "3 message(s) purged" }).waitFor({ timeout: WAIT_MS });
   console.log("OK queue shown and purged after typed confirmation");
+}
+
+// A user who may only describe topics named orders*: the list shows only those, and a
+// delete is refused with the broker's message while the topic stays.
+async function permissions(page) {
+  const auth = { Authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`, "Content-Type": "application/json" };
+  let res = await fetch(`${base}/v1/users/viewer`, { method: "PUT", headers: auth, body: JSON.stringify({ password: "viewer-password-1" }) });
+  check(res.ok, `user created (${res.status})`);
+  res = await fetch(`${base}/v1/acls`, { method: "POST", headers: auth, body: JSON.stringify({ resource_type: "topic", resource_name: "orders", pattern_type: "prefixed", principal: "User:viewer", operation: "describe" }) });
+  check(res.ok, `ACL created (${res.status})`);
+  await page.click("#logout");
+  await page.locator("#login").waitFor({ timeout: WAIT_MS });
+  await page.fill("#login input[name=user]", "viewer");
+  await page.fill("#login input[name=password]", "viewer-password-1");
+  await page.click("#login button");
+  await page.locator("h1", { hasText: "Overview" }).waitFor({ timeout: WAIT_MS });
+  await page.goto(`${base}/#/topics`);
+  await page.locator("#rows tr").first().waitFor({ timeout: WAIT_MS });
+  const names = await page.locator("#rows tr td:first-child").allInnerTexts();
+  check(names.length === 2 && names.every((n) => n.startsWith("orders")), `viewer sees only orders*: ${names}`);
+  await page.goto(`${base}/#/topics/orders`);
+  await page.click("#delete");
+  await page.fill("#confirm-typed", "orders");
+  await page.click("#confirm-ok");
+  await page.locator("#toast div.bad", { hasText: "not authorized" }).waitFor({ timeout: WAIT_MS });
+  res = await fetch(`${base}/v1/topics/orders`, { headers: auth });
+  check(res.ok, "the topic is still there");
+  console.log("OK a restricted user sees only what it may describe and is refused a delete");
 }
 
 async function transactions(page) {
@@ -250,6 +289,7 @@ try {
   await deadLetter(page, producer, admin, running);
   await queues(page);
   await transactions(page);
+  await permissions(page);
   check(errors.length === 0, `no script errors: ${errors.join(" | ")}`);
   console.log("OK no script errors");
 } finally {

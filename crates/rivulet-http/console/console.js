@@ -321,7 +321,8 @@ async function browse(name, params) {
     const records = [];
     const part = form.partition.value;
     tail = events(`/v1/topics/${enc(name)}/events?from=end${part ? `&partition=${part}` : ""}`);
-    tail.onmessage = (ev) => { records.unshift(JSON.parse(ev.data)); if (records.length > 200) records.pop(); show(records); document.getElementById("summary").textContent = `Live: ${records.length} new record(s).`; };
+    tail.addEventListener("error", (ev) => { if (ev.data) toast(ev.data, true); });
+    tail.addEventListener("record", (ev) => { records.unshift(JSON.parse(ev.data)); if (records.length > 200) records.pop(); show(records); document.getElementById("summary").textContent = `Live: ${records.length} new record(s).`; });
     live.stopTail = () => tail && tail.close();
   };
   document.getElementById("produce").onsubmit = (e) => {
@@ -456,6 +457,7 @@ async function deadLetters(name) {
   const t = await get(`/v1/topics/${enc(name)}`);
   const per = await Promise.all(t.partitions.map((p) => get(`/v1/topics/${enc(name)}/partitions/${p.partition}/records?offset=start&max_records=200`)));
   const letters = per.flatMap((r) => r.records).sort((a, b) => a.timestamp - b.timestamp);
+  const done = new Map((info.partitions || []).map((p) => [p.partition, p.redriven_before]));
   render(h`<h1>Dead letters in ${name}</h1>
     <p>${num(info.records)} stored, ${num(info.pending)} not redriven yet (group <code>${info.redrive_group || ""}</code>).</p>
     <div class="toolbar"><button id="redrive-selected" disabled>Redrive selected</button> <button id="redrive-all" class="primary">Redrive all pending</button></div>
@@ -463,7 +465,8 @@ async function deadLetters(name) {
     ${letters.map((r, i) => h`<tr><td><input type="checkbox" data-i="${i}" aria-label="Select ${r.partition}/${r.offset}"></td>
       <td><code>${r.headers["dlq.original.topic"] || "?"}/${r.headers["dlq.original.partition"] ?? "?"}@${r.headers["dlq.original.offset"] ?? "?"}</code></td>
       <td class="cell">${r.headers["dlq.error"] || ""}</td><td class="num">${r.headers["dlq.attempts"] || ""}</td><td>${r.headers["dlq.group"] || ""}</td>
-      <td class="cell"><code>${r.key ?? ""}</code></td><td class="cell"><code>${preview(r)}</code></td><td><button data-one="${i}">Redrive</button></td></tr>`)}
+      <td class="cell"><code>${r.key ?? ""}</code></td><td class="cell"><code>${preview(r)}</code></td>
+      <td>${r.offset < (done.get(r.partition) ?? 0) ? h`<span class="pill ok">redriven</span> ` : ""}<button data-one="${i}">Redrive</button></td></tr>`)}
     </tbody></table>`);
   const redrive = (records) => attempt(async () => {
     const res = await api("POST", `/v1/dead-letters/${enc(name)}/redrive`, records ? { records } : {});
@@ -491,7 +494,15 @@ async function queues() {
       <td class="num">${num(q.published_per_s)}</td><td class="num">${num(q.delivered_per_s)}</td><td class="num">${bytes(q.size_bytes)}</td><td><button class="danger" data-purge="${q.name}">Purge…</button></td></tr>`)}
     </tbody></table>
     <h2>Exchanges</h2><table><thead><tr><th>Exchange</th><th>Type</th><th class="num">Bindings</th></tr></thead><tbody>
-    ${xs.map((x) => h`<tr><td>${x.name || "(default)"}</td><td>${x.type}</td><td class="num">${x.bindings ?? "–"}</td></tr>`)}</tbody></table>`);
+    ${xs.map((x) => h`<tr><td>${x.name || "(default)"}</td><td>${x.type}</td><td class="num">${x.bindings ? h`<button data-bindings="${x.name}">${x.bindings}</button>` : "0"}</td></tr>`)}</tbody></table>
+    <div id="bindings"></div>`);
+  document.querySelectorAll("[data-bindings]").forEach((b) => {
+    b.onclick = () => attempt(async () => {
+      const x = await get(`/v1/exchanges/${enc(b.dataset.bindings)}`);
+      document.getElementById("bindings").innerHTML = String(h`<h2>Bindings of ${x.name}</h2><table><thead><tr><th>Queue</th><th>Routing key</th><th>Arguments</th></tr></thead><tbody>
+        ${x.bindings.map((bd) => h`<tr><td>${bd.queue}</td><td><code>${bd.routing_key}</code></td><td><code>${Object.keys(bd.arguments || {}).length ? JSON.stringify(bd.arguments) : ""}</code></td></tr>`)}</tbody></table>`);
+    });
+  });
   document.querySelectorAll("[data-purge]").forEach((b) => {
     b.onclick = async () => {
       const q = b.dataset.purge;

@@ -37,11 +37,13 @@ fn console_pages_and_actions_in_chromium() {
             "OK overview shows live produce rate",
             "OK topic created and config edited",
             "OK produced from the form and found by key and by JSON field",
+            "OK live tail shows a new record",
             "OK offsets reset after a dry run",
             "OK lag fell to zero live while the consumer ran",
             "OK dead letter redriven and consumed",
             "OK queue shown and purged after typed confirmation",
             "OK open transaction aborted",
+            "OK a restricted user sees only what it may describe and is refused a delete",
             "OK no script errors",
         ],
     );
