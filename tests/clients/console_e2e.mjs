@@ -6,7 +6,7 @@
 //
 // usage: node console_e2e.mjs <http base> <kafka bootstrap> <amqp url> <user> <password> [screenshot dir]
 import { gzipSync } from "node:zlib";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 import kafkajs from "kafkajs";
 import amqp from "amqplib";
@@ -33,14 +33,18 @@ const text = (page, sel) => page.locator(sel).first().innerText();
 
 async function pageWeight() {
   let raw = 0; let gz = 0;
-  for (const path of ["/", "/console/console.js", "/console/console.css"]) {
+  const dir = new URL("../../crates/rivulet-http/console/", import.meta.url);
+  const files = readdirSync(dir).filter((f) => f !== "index.html");
+  for (const path of ["/", ...files.map((f) => `/console/${f}`)]) {
     const res = await fetch(base + path);
     check(res.ok, `${path} is served without a login`);
     const body = Buffer.from(await res.arrayBuffer());
+    const file = path === "/" ? "index.html" : path.slice("/console/".length);
+    check(body.equals(readFileSync(new URL(file, dir))), `${path} is the file in the source tree`);
     raw += body.length; gz += gzipSync(body, { level: 9 }).length;
   }
   check(gz < 300 * 1024, `console under 300 KB compressed (${gz})`);
-  console.log(`OK weight ${raw} bytes, ${gz} gzip`);
+  console.log(`OK weight ${raw} bytes, ${gz} gzip, in ${files.length + 1} files`);
 }
 
 async function login(page) {

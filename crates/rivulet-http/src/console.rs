@@ -9,23 +9,47 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 
-/// The console's files: name, content type, bytes.
-const ASSETS: [(&str, &str, &[u8]); 3] = [
+/// One of the console's files: name, content type, bytes.
+type Asset = (&'static str, &'static str, &'static [u8]);
+
+/// A script module of the console.
+macro_rules! module {
+    ($name:literal) => {
+        (
+            $name,
+            "text/javascript; charset=utf-8",
+            include_bytes!(concat!("../console/", $name)),
+        )
+    };
+}
+
+/// The console's files: the page, its style sheet, and its script modules (`console.js`
+/// routes to one module per page; the others are shared by the pages).
+const ASSETS: [Asset; 16] = [
     (
         "index.html",
         "text/html; charset=utf-8",
         include_bytes!("../console/index.html"),
     ),
     (
-        "console.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../console/console.js"),
-    ),
-    (
         "console.css",
         "text/css; charset=utf-8",
         include_bytes!("../console/console.css"),
     ),
+    module!("console.js"),
+    module!("api.js"),
+    module!("format.js"),
+    module!("html.js"),
+    module!("live.js"),
+    module!("notify.js"),
+    module!("login.js"),
+    module!("overview.js"),
+    module!("topics.js"),
+    module!("browse.js"),
+    module!("groups.js"),
+    module!("dead-letters.js"),
+    module!("amqp.js"),
+    module!("transactions.js"),
 ];
 
 /// Scripts and styles only from the gateway itself; no frames, no plugins.
@@ -80,9 +104,27 @@ mod tests {
     #[test]
     fn every_file_is_served_and_others_are_not() {
         for (name, _, body) in ASSETS {
+            if name.ends_with(".js") {
+                let imports = String::from_utf8_lossy(body);
+                for line in imports.lines().filter(|l| l.starts_with("import ")) {
+                    let target = line
+                        .rsplit("\"./")
+                        .next()
+                        .unwrap_or_default()
+                        .trim_end_matches("\";");
+                    assert!(
+                        ASSETS.iter().any(|(n, _, _)| *n == target),
+                        "{name} imports {target}, which is not served"
+                    );
+                }
+            }
             assert!(!body.is_empty(), "{name} is empty");
             assert!(asset(name).is_ok());
         }
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/console"))
+            .expect("console directory")
+            .count();
+        assert_eq!(on_disk, ASSETS.len(), "every file in console/ is served");
         assert!(asset("../Cargo.toml").is_err());
         assert!(is_console_path("/") && is_console_path("/console/console.js"));
         assert!(!is_console_path("/v1/topics"));
