@@ -202,27 +202,31 @@ async function queues(page) {
   const url = new URL(amqpUrl);
   url.username = user; url.password = password;
   const conn = await amqp.connect(url.toString());
-  const ch = await conn.createChannel();
+  const ch = await conn.createConfirmChannel();
   await ch.assertQueue("emails", { durable: true });
   await ch.bindQueue("emails", "amq.direct", "mail.send");
-  for (let i = 0; i < 3; i++) ch.sendToQueue("emails", Buffer.from(`mail ${i}`), { persistent: true });
-  await ch.close();
-  await conn.close();
+  const publish = async (n) => {
+    for (let i = 0; i < n; i++) ch.sendToQueue("emails", Buffer.from(`mail ${i}`), { persistent: true });
+    await ch.waitForConfirms();
+  };
+  await publish(3);
+  const ready = (n) => page.waitForFunction((want) => document.querySelector("tr[data-queue='emails']")?.children[1].textContent === want, String(n), { timeout: WAIT_MS });
   await page.goto(`${base}/#/queues`);
-  await page.locator("tr", { hasText: "emails" }).waitFor({ timeout: WAIT_MS });
-  await page.waitForFunction(() => [...document.querySelectorAll("tr")].some((r) => r.textContent.startsWith("emails") && r.children[1].textContent === "3"), null, { timeout: WAIT_MS }).catch(async () => {
-    await page.reload();
-    await page.waitForFunction(() => [...document.querySelectorAll("tr")].some((r) => r.textContent.startsWith("emails") && r.children[1].textContent === "3"), null, { timeout: WAIT_MS });
-  });
+  await ready(3);
   await page.click("button[data-bindings='amq.direct']");
   await page.locator("#bindings td", { hasText: "mail.send" }).waitFor({ timeout: WAIT_MS });
   await shot(page, "queues");
+  await publish(2);
+  await ready(5);
   await page.click("button[data-purge='emails']");
   check(await page.locator("#confirm-ok").isDisabled(), "purge needs the queue's name typed");
   await page.fill("#confirm-typed", "emails");
   await page.click("#confirm-ok");
-  await page.locator("#toast", { hasText: "3 message(s) purged" }).waitFor({ timeout: WAIT_MS });
-  console.log("OK queue shown and purged after typed confirmation");
+  await page.locator("#toast", { hasText: "5 message(s) purged" }).waitFor({ timeout: WAIT_MS });
+  await ready(0);
+  await ch.close();
+  await conn.close();
+  console.log("OK queue depth follows live, purged after typed confirmation");
 }
 
 // A user who may only describe topics named orders*: the list shows only those, and a

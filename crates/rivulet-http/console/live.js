@@ -1,18 +1,24 @@
 // The broker's live figures, pushed every second over /v1/stats/events, and charts of them.
 
 import { events } from "./api.js";
-import { enc, num } from "./format.js";
+import { num } from "./format.js";
 import { h, raw } from "./html.js";
 
 const HISTORY_POINTS = 300; // five minutes of one-second readings
 
-export const live = { source: null, group: null, history: [], last: null, listeners: new Set() };
-export function startLive(group = null) {
-  if (live.source && live.group === group) return;
+export const live = { source: null, key: null, history: [], last: null, listeners: new Set() };
+// Opens the stats stream, with a group's lag or the queues when a page wants them.
+export function startLive(group = null, queues = false) {
+  const key = JSON.stringify([group, queues]);
+  if (live.source && live.key === key) return;
   if (live.source) live.source.close();
+  live.key = key;
   live.group = group;
   if (group !== live.historyGroup) { live.groupHistory = []; live.historyGroup = group; }
-  live.source = events(group ? `/v1/stats/events?group=${enc(group)}` : "/v1/stats/events");
+  const query = new URLSearchParams();
+  if (group) query.set("group", group);
+  if (queues) query.set("queues", "true");
+  live.source = events(`/v1/stats/events${query.size ? `?${query}` : ""}`);
   live.source.addEventListener("stats", (ev) => {
     const s = JSON.parse(ev.data);
     live.last = s;

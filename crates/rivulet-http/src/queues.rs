@@ -72,18 +72,22 @@ fn unknown_queue(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, 40407, format!("no queue {name:?}"))
 }
 
-pub(crate) async fn list_queues(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> Json<Value> {
-    let queues: Vec<Value> = state
+/// The queues the caller may describe, as JSON.
+pub(crate) fn visible_queues(state: &AppState, caller: &Caller) -> Vec<Value> {
+    state
         .broker
         .queue_infos()
         .iter()
         .filter(|q| caller.sees(&state.broker, ResourceType::Topic, &q.name))
         .map(queue_json)
-        .collect();
-    Json(json!({"queues": queues}))
+        .collect()
+}
+
+pub(crate) async fn list_queues(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    Json(json!({"queues": visible_queues(&state, &caller)}))
 }
 
 pub(crate) async fn describe_queue(

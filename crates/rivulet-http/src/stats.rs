@@ -13,13 +13,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures_util::stream::{self, Stream};
 use rivulet_broker::Broker;
 use rivulet_metrics::TotalsSnapshot;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::authz::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -166,12 +167,24 @@ fn render(
 pub(crate) struct StatsQuery {
     /// Adds this consumer group's lag to every reading.
     group: Option<String>,
+    /// Adds the AMQP queues the caller may describe (as `GET /v1/queues` lists them).
+    #[serde(default)]
+    queues: bool,
 }
 
-fn with_group(broker: &Broker, reading: &Value, group: Option<&str>) -> Value {
-    let Some(group) = group else {
-        return reading.clone();
+/// The shared reading plus what this caller asked for: a group's lag, the queues.
+fn personal(state: &AppState, caller: &Caller, reading: &Value, q: &StatsQuery) -> Value {
+    let mut out = match q.group.as_deref() {
+        Some(group) => with_group(&state.broker, reading, group),
+        None => reading.clone(),
     };
+    if q.queues {
+        out["queues"] = Value::Array(crate::queues::visible_queues(state, caller));
+    }
+    out
+}
+
+fn with_group(broker: &Broker, reading: &Value, group: &str) -> Value {
     let lags = broker.group_lag(group);
     let total: i64 = lags.iter().filter_map(|l| l.lag).sum();
     let seconds = lags.iter().filter_map(|l| l.lag_seconds).fold(0.0, f64::max);
@@ -207,17 +220,19 @@ fn with_group(broker: &Broker, reading: &Value, group: Option<&str>) -> Value {
 /// `GET /v1/stats`: one reading.
 pub(crate) async fn once(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query?;
     let reading = state.stats.current(&state);
-    Ok(Json(with_group(&state.broker, &reading, q.group.as_deref())))
+    Ok(Json(personal(&state, &caller, &reading, &q)))
 }
 
 /// An open stats stream; gives its slot back when dropped.
 struct Ticker {
     state: AppState,
-    group: Option<String>,
+    caller: Caller,
+    query: StatsQuery,
     interval: tokio::time::Interval,
 }
 
@@ -230,6 +245,7 @@ impl Drop for Ticker {
 /// `GET /v1/stats/events`: a reading every second, as `stats` events.
 pub(crate) async fn events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
@@ -238,7 +254,8 @@ pub(crate) async fn events(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ticker = Ticker {
         state,
-        group: q.group,
+        caller,
+        query: q,
         interval,
     };
     Ok(Sse::new(stat_stream(ticker))
@@ -253,7 +270,7 @@ fn stat_stream(ticker: Ticker) -> impl Stream<Item = Result<Event, Infallible>> 
             return None;
         }
         let reading = t.state.stats.current(&t.state);
-        let body = with_group(&t.state.broker, &reading, t.group.as_deref());
+        let body = personal(&t.state, &t.caller, &reading, &t.query);
         let event = Event::default().event("stats").data(body.to_string());
         Some((Ok(event), t))
     })

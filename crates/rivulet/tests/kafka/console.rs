@@ -41,7 +41,7 @@ fn console_pages_and_actions_in_chromium() {
             "OK offsets reset after a dry run",
             "OK lag fell to zero live while the consumer ran",
             "OK dead letter redriven and consumed",
-            "OK queue shown and purged after typed confirmation",
+            "OK queue depth follows live, purged after typed confirmation",
             "OK open transaction aborted",
             "OK a restricted user sees only what it may describe and is refused a delete",
             "OK no script errors",
