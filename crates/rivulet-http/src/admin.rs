@@ -10,7 +10,8 @@ use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use rivulet_broker::acl::ResourceType;
-use rivulet_broker::{BrokerError, Topic};
+use rivulet_broker::groups::MemberDescription;
+use rivulet_broker::{BrokerError, PartitionLag, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -166,28 +167,12 @@ pub(crate) async fn describe_group(
         return Err(ApiError::unknown_group(&group));
     }
     let total_lag: i64 = lags.iter().filter_map(|l| l.lag).sum();
-    let partitions: Vec<Value> = lags
-        .iter()
-        .map(|l| {
-            json!({
-                "topic": l.topic,
-                "partition": l.partition,
-                "current_offset": l.committed,
-                "log_end_offset": l.high_watermark,
-                "lag": l.lag,
-                "lag_seconds": l.lag_seconds,
-                "metadata": l.metadata,
-            })
-        })
-        .collect();
+    let partitions: Vec<Value> = lags.iter().map(lag_json).collect();
     let (state_name, protocol, members) = match description {
         Some(d) => (
             d.state.as_str().to_string(),
             d.protocol_name,
-            d.members
-                .iter()
-                .map(|m| json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.client_host}))
-                .collect(),
+            d.members.iter().map(member_json).collect(),
         ),
         None => ("Empty".to_string(), String::new(), Vec::new()),
     };
@@ -199,6 +184,24 @@ pub(crate) async fn describe_group(
         "partitions": partitions,
         "total_lag": total_lag,
     })))
+}
+
+/// One partition's committed offset and lag, as the group routes show it.
+pub(crate) fn lag_json(l: &PartitionLag) -> Value {
+    json!({
+        "topic": l.topic,
+        "partition": l.partition,
+        "current_offset": l.committed,
+        "log_end_offset": l.high_watermark,
+        "lag": l.lag,
+        "lag_seconds": l.lag_seconds,
+        "metadata": l.metadata,
+    })
+}
+
+/// One group member, as the group routes show it.
+pub(crate) fn member_json(m: &MemberDescription) -> Value {
+    json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.client_host})
 }
 
 pub(crate) async fn delete_group(

@@ -5,11 +5,10 @@
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use rivulet_broker::acl::{Operation, ResourceType};
-use rivulet_broker::{Broker, BrokerError};
+use rivulet_broker::{Broker, BrokerError, GroupError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -127,13 +126,14 @@ pub(crate) async fn reset(
     if !caller.may(&state.broker, Operation::Read, ResourceType::Topic, &req.topic) {
         return Err(BrokerError::NotAuthorized(format!("read topic {:?}", req.topic)).into());
     }
-    let members = state.broker.describe_group(&group).map_or(0, |d| d.members.len());
-    if members > 0 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            40902,
-            format!("group {group:?} has {members} active member(s); stop them before resetting its offsets"),
-        ));
+    // Refused while the group has members, as a group delete is: their next commit would
+    // undo the reset.
+    let has_members = state
+        .broker
+        .describe_group(&group)
+        .is_some_and(|d| !d.members.is_empty());
+    if has_members {
+        return Err(crate::error::group_error(&group, GroupError::NonEmptyGroup));
     }
     let moves = plan(&state.broker, &group, &req)?;
     if !req.dry_run {

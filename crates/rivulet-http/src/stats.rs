@@ -191,7 +191,7 @@ fn with_group(broker: &Broker, reading: &Value, group: &str) -> Value {
     let partitions: Vec<Value> = lags
         .iter()
         .take(GROUP_PARTITIONS_MAX)
-        .map(|l| json!({"topic": l.topic, "partition": l.partition, "current_offset": l.committed, "log_end_offset": l.high_watermark, "lag": l.lag, "lag_seconds": l.lag_seconds}))
+        .map(crate::admin::lag_json)
         .collect();
     let (state, members) = match broker.describe_group(group) {
         Some(d) => {
@@ -199,7 +199,7 @@ fn with_group(broker: &Broker, reading: &Value, group: &str) -> Value {
                 .members
                 .iter()
                 .take(GROUP_PARTITIONS_MAX)
-                .map(|m| json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.client_host}))
+                .map(crate::admin::member_json)
                 .collect();
             (d.state.as_str().to_string(), members)
         }
