@@ -146,6 +146,57 @@ impl Broker {
         Ok(Appended { positions, durable })
     }
 
+    /// Appends `records` to one partition as one batch: every record or none, at
+    /// consecutive offsets, in the order given. Refused, with nothing written, when the
+    /// batch would exceed the topic's `max.message.bytes` or a record is invalid. The event
+    /// store's multi-event and multi-stream appends rest on this.
+    pub fn append_atomic(&self, topic: &str, partition: i32, records: Vec<NewRecord>) -> Result<Appended> {
+        let t = self.existing_topic(topic)?;
+        let count = t.partition_count();
+        let log = t
+            .partition(partition)
+            .ok_or_else(|| BrokerError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                count,
+            })?;
+        if records.is_empty() {
+            return Err(BrokerError::InvalidRecord(
+                "an atomic append needs at least one record".into(),
+            ));
+        }
+        if let Some(ts) = records.iter().filter_map(|r| r.timestamp_ms).find(|ts| *ts < 0) {
+            return Err(BrokerError::InvalidRecord(format!("timestamp {ts} is negative")));
+        }
+        let now = rivulet_log::now_ms();
+        let group: Vec<(usize, NewRecord)> = records.into_iter().enumerate().collect();
+        let bytes = build_one(&group, now, None);
+        let max_batch_bytes = log.config().max_batch_bytes;
+        if bytes.len() > max_batch_bytes {
+            return Err(BrokerError::InvalidRecord(format!(
+                "{} records take {} bytes in one batch; the topic takes at most {max_batch_bytes} (max.message.bytes)",
+                group.len(),
+                bytes.len()
+            )));
+        }
+        let outcome = log.append(&bytes)?;
+        self.metrics()
+            .record_produced(topic, group.len() as u64, bytes.len() as u64);
+        let positions = group
+            .iter()
+            .enumerate()
+            .map(|(k, (_, record))| RecordPosition {
+                partition,
+                offset: outcome.base_offset + k as i64,
+                timestamp_ms: record.timestamp_ms.unwrap_or(now),
+            })
+            .collect();
+        Ok(Appended {
+            positions,
+            durable: vec![outcome.durable],
+        })
+    }
+
     pub(crate) fn pick_partition(&self, topic: &str, count: usize, record: &NewRecord) -> Result<i32> {
         match (record.partition, &record.key) {
             (Some(p), _) if p >= 0 && (p as usize) < count => Ok(p),
