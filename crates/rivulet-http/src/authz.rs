@@ -117,6 +117,18 @@ fn needs(method: &Method, segments: &[&str], group: Option<&str>, user: Option<&
     }
 }
 
+/// What an event store route needs: streams live in one topic, so reading, writing and
+/// deleting streams are read, write and delete on that topic (the same permissions a Kafka
+/// client reading the topic needs).
+fn stream_needs(method: &Method, events_topic: &str) -> Vec<Need> {
+    let op = match *method {
+        Method::GET => Operation::Read,
+        Method::DELETE => Operation::Delete,
+        _ => Operation::Write,
+    };
+    vec![topic(op, events_topic)]
+}
+
 fn forbidden(op: Operation, kind: ResourceType, name: &str) -> Response {
     let message = format!("not authorized to {op} {kind} {name:?}");
     (
@@ -139,7 +151,11 @@ pub(crate) async fn authorize(State(state): State<AppState>, mut request: Reques
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         let query: Option<Query<HashMap<String, String>>> = Query::try_from_uri(request.uri()).ok();
         let group = query.as_ref().and_then(|q| q.get("group")).map(String::as_str);
-        for (op, kind, name) in needs(request.method(), &segments, group, caller.user.as_deref()) {
+        let needed = match (segments.as_slice(), &state.config.event_store) {
+            (["v1", "streams", ..], Some(store)) => stream_needs(request.method(), store.topic()),
+            _ => needs(request.method(), &segments, group, caller.user.as_deref()),
+        };
+        for (op, kind, name) in needed {
             if !state.broker.authorize(caller.who(), op, kind, &name) {
                 return forbidden(op, kind, &name);
             }

@@ -9,6 +9,7 @@
 //! - `GET /v1/topics/{topic}/events`: a Server-Sent Events stream that `EventSource` can
 //!   follow, from a position or as a member of a consumer group with committed offsets,
 //!   resuming with `Last-Event-ID`.
+//! - `/v1/streams`: the event store (append with expected revisions, read, subscribe).
 //! - Admin: topics, groups with lag, queues and exchanges, status; `/metrics`, `/healthz`, `/readyz`,
 //!   `/openapi.json`.
 //!
@@ -33,6 +34,8 @@ mod reset;
 mod scrape;
 mod sse;
 mod stats;
+mod stream_events;
+mod streams;
 mod tokens;
 mod txns;
 mod users;
@@ -68,6 +71,8 @@ pub struct GatewayConfig {
     pub amqp_addresses: Vec<String>,
     /// AMQP addresses that could not be bound, with the reason.
     pub amqp_down: Vec<(String, String)>,
+    /// The event store `/v1/streams` serves; without one those routes answer 404.
+    pub event_store: Option<rivulet_eventstore::EventStore>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -91,6 +96,7 @@ impl Default for GatewayConfig {
             kafka_addresses: Vec::new(),
             amqp_addresses: Vec::new(),
             amqp_down: Vec::new(),
+            event_store: None,
         }
     }
 }
@@ -179,6 +185,16 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
             get(acls::list).post(acls::create).delete(acls::delete),
         )
         .route("/v1/tokens", post(tokens::issue).delete(tokens::revoke))
+        .route("/v1/streams", get(streams::list).post(streams::append_many))
+        .route(
+            "/v1/streams/{stream}",
+            get(streams::read).post(streams::append).delete(streams::delete),
+        )
+        .route(
+            "/v1/streams/{stream}/metadata",
+            axum::routing::put(streams::set_metadata),
+        )
+        .route("/v1/streams/{stream}/events", get(stream_events::subscribe))
         .route("/v1/users", get(users::list))
         .route(
             "/v1/users/{user}",

@@ -101,6 +101,14 @@ async fn serve(mut settings: Settings) -> Result<()> {
         .context("opening the data directory")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     bootstrap_user(&broker)?;
+    let store_config = rivulet_eventstore::EventStoreConfig::under(&data_dir);
+    let store_broker = broker.clone();
+    let event_store =
+        tokio::task::spawn_blocking(move || rivulet_eventstore::EventStore::open(store_broker, store_config))
+            .await
+            .context("opening the event store")?
+            .context("opening the event store")?;
+    settings.gateway.event_store = Some(event_store.clone());
     let https = match &settings.tls {
         Some(files) => {
             let tls = rivulet_tls::acceptor(files, &[]).context("TLS")?;
@@ -179,6 +187,13 @@ async fn serve(mut settings: Settings) -> Result<()> {
             Err(_) => tracing::info!("HTTP gateway: closing open streams"),
             _ => {}
         }
+    }
+    match tokio::task::spawn_blocking(move || event_store.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Syncing the event store's index failed; it is rebuilt from the log at start")
+        }
+        Err(e) => tracing::warn!(error = %e, "Closing the event store failed"),
     }
     tokio::task::spawn_blocking(move || broker.close())
         .await
