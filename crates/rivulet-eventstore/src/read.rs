@@ -231,6 +231,18 @@ impl EventStore {
         max: usize,
         filter: &AllFilter,
     ) -> Result<AllSlice> {
+        self.read_all_where(from, direction, max, &|e| filter.matches(e))
+    }
+
+    /// [`EventStore::read_all`] with any test of events (front ends with their own filter
+    /// languages, such as regular expressions).
+    pub fn read_all_where(
+        &self,
+        from: Option<u64>,
+        direction: Direction,
+        max: usize,
+        filter: &dyn Fn(&RecordedEvent) -> bool,
+    ) -> Result<AllSlice> {
         let max = max.clamp(1, READ_EVENTS_MAX);
         let indexed = self.indexed_position();
         let start = self
@@ -247,7 +259,13 @@ impl EventStore {
         }
     }
 
-    fn read_all_forwards(&self, from: u64, end: u64, max: usize, filter: &AllFilter) -> Result<AllSlice> {
+    fn read_all_forwards(
+        &self,
+        from: u64,
+        end: u64,
+        max: usize,
+        filter: &dyn Fn(&RecordedEvent) -> bool,
+    ) -> Result<AllSlice> {
         let mut out = Vec::new();
         let mut next = from;
         for _ in 0..ALL_PASSES_MAX {
@@ -268,7 +286,13 @@ impl EventStore {
         })
     }
 
-    fn read_all_backwards(&self, below: u64, start: u64, max: usize, filter: &AllFilter) -> Result<AllSlice> {
+    fn read_all_backwards(
+        &self,
+        below: u64,
+        start: u64,
+        max: usize,
+        filter: &dyn Fn(&RecordedEvent) -> bool,
+    ) -> Result<AllSlice> {
         let mut out = Vec::new();
         let mut below = below;
         for _ in 0..ALL_PASSES_MAX {
@@ -304,7 +328,13 @@ impl EventStore {
     }
 
     /// Events in `[from, end)` passing the filter, at most `max`, and where to continue.
-    fn scan(&self, from: u64, end: u64, max: usize, filter: &AllFilter) -> Result<(Vec<RecordedEvent>, u64)> {
+    fn scan(
+        &self,
+        from: u64,
+        end: u64,
+        max: usize,
+        filter: &dyn Fn(&RecordedEvent) -> bool,
+    ) -> Result<(Vec<RecordedEvent>, u64)> {
         let read = match self
             .inner
             .broker
@@ -323,7 +353,7 @@ impl EventStore {
             }
             next = position + 1;
             if let Ok(LogEntry::Event(e)) = codec::decode_record(r) {
-                if filter.matches(&e) {
+                if filter(&e) {
                     out.push(e);
                 }
             }

@@ -161,6 +161,25 @@ async fn serve(mut settings: Settings) -> Result<()> {
         }
         None => None,
     };
+    let eventstore_task = match settings.eventstore {
+        Some((addr, explicit)) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let mut stop = stop_rx.clone();
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let serving =
+                    rivulet_eventstore_grpc::serve(listener, broker.clone(), event_store.clone(), shutdown);
+                Some(tokio::spawn(serving))
+            }
+            Err(e) if !explicit => {
+                tracing::warn!(address = %addr, error = %e, "Event store gRPC listener not started: the default address is unavailable; pass --eventstore-listen to choose another");
+                None
+            }
+            Err(e) => return Err(e).with_context(|| format!("event store gRPC: listening on {addr}")),
+        },
+        None => None,
+    };
     let signalled = broker.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -180,6 +199,10 @@ async fn serve(mut settings: Settings) -> Result<()> {
         .await
         .context("serving")?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), amqp_task).await;
+    if let Some(task) = eventstore_task {
+        // Subscriptions end at shutdown; give the listener a moment, no more.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+    }
     if let Some(gateway) = gateway {
         // Event streams end at shutdown; give the gateway a moment, no more.
         match tokio::time::timeout(std::time::Duration::from_secs(2), gateway).await {

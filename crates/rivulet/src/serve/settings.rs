@@ -16,6 +16,7 @@ use serde::Deserialize;
 const DEFAULT_LISTEN: &[&str] = &["127.0.0.1:9092", "[::1]:9092"];
 const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_AMQP_LISTEN: &[&str] = &["127.0.0.1:5672", "[::1]:5672"];
+const DEFAULT_EVENTSTORE_LISTEN: &str = "127.0.0.1:2113";
 
 /// Settings of `rivulet serve`. Each comes from a flag, else its environment variable, else
 /// the config file (same names in snake_case, e.g. `data_dir = "/var/lib/rivulet"`), else
@@ -119,6 +120,11 @@ pub struct ServeArgs {
     /// given here is an error [default: 127.0.0.1:5672,[::1]:5672]
     #[arg(long, env = "RIVULET_AMQP_LISTEN", value_name = "ADDR,...|off")]
     amqp_listen: Option<String>,
+
+    /// Address of the event store's KurrentDB-compatible gRPC API (`kurrentdb://` clients);
+    /// `off` disables it. A busy default port only warns [default: 127.0.0.1:2113]
+    #[arg(long, env = "RIVULET_EVENTSTORE_LISTEN", value_name = "ADDR|off")]
+    eventstore_listen: Option<String>,
 
     /// Largest HTTP request body accepted [default: 8388608]
     #[arg(long, env = "RIVULET_HTTP_BODY_BYTES_MAX", value_name = "BYTES")]
@@ -239,6 +245,7 @@ struct FileConfig {
     shutdown_timeout_ms: Option<u64>,
     http_listen: Option<String>,
     amqp_listen: Option<String>,
+    eventstore_listen: Option<String>,
     http_body_bytes_max: Option<usize>,
     flush_threads: Option<usize>,
     journal: Option<bool>,
@@ -280,6 +287,8 @@ pub(crate) struct Settings {
     pub gateway: GatewayConfig,
     /// The AMQP listener's addresses (empty: off); `explicit` when the user chose them.
     pub amqp: AmqpSettings,
+    /// The event store's gRPC address (`None`: off) and whether the user chose it.
+    pub eventstore: Option<(SocketAddr, bool)>,
     pub log_format: LogFormat,
     /// TLS for every listener, when configured.
     pub tls: Option<rivulet_tls::TlsFiles>,
@@ -331,11 +340,17 @@ impl Settings {
             ..defaults
         };
         let amqp = amqp_settings(setting!(amqp_listen))?;
+        let eventstore = match setting!(eventstore_listen).as_deref().map(str::trim) {
+            Some("off" | "none" | "") => None,
+            Some(addr) => Some((resolve(addr)?, true)),
+            None => Some((resolve(DEFAULT_EVENTSTORE_LISTEN)?, false)),
+        };
         let exposed = kafka
             .listen
             .iter()
             .chain(&amqp.listen)
             .chain(&http)
+            .chain(eventstore.as_ref().map(|(a, _)| a))
             .find(|a| !a.ip().is_loopback());
         let insecure = setting!(insecure).unwrap_or(false);
         let client_certificates = setting!(tls_client_ca).is_some();
@@ -360,11 +375,20 @@ impl Settings {
             (None, None) => None,
             _ => bail!("--tls-cert and --tls-key go together"),
         };
+        let eventstore = match (eventstore, &tls) {
+            (Some((addr, true)), Some(_)) => bail!(
+                "--eventstore-listen {addr}: the event store's gRPC listener does not serve TLS yet; \
+                 pass --eventstore-listen off with --tls-cert"
+            ),
+            (Some((_, false)), Some(_)) => None,
+            (e, _) => e,
+        };
         Ok(Settings {
             tls,
             broker,
             kafka,
             amqp,
+            eventstore,
             advertised: setting!(advertised_address),
             http,
             gateway,

@@ -16,6 +16,7 @@ pub struct Rivulet {
     port: u16,
     http_port: u16,
     amqp_port: u16,
+    eventstore_port: u16,
     dir: Arc<tempfile::TempDir>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
@@ -86,6 +87,7 @@ impl Rivulet {
             port,
             http_port: free_port(),
             amqp_port: free_port(),
+            eventstore_port: free_port(),
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -124,6 +126,10 @@ impl Rivulet {
         if !self.args.iter().any(|a| a == "--amqp-listen") {
             cmd.arg("--amqp-listen")
                 .arg(format!("127.0.0.1:{}", self.amqp_port));
+        }
+        if !self.args.iter().any(|a| a == "--eventstore-listen") {
+            cmd.arg("--eventstore-listen")
+                .arg(format!("127.0.0.1:{}", self.eventstore_port));
         }
         cmd.arg("--data-dir")
             .arg(self.data_dir())
@@ -172,12 +178,17 @@ impl Rivulet {
         self.port
     }
 
-    /// `http://127.0.0.1:<http port>`: the HTTP gateway.
     /// The AMQP URL of this server.
     pub fn amqp_url(&self) -> String {
         format!("amqp://127.0.0.1:{}", self.amqp_port)
     }
 
+    /// `127.0.0.1:<port>` of the event store's gRPC listener (`kurrentdb://` clients).
+    pub fn eventstore_address(&self) -> String {
+        format!("127.0.0.1:{}", self.eventstore_port)
+    }
+
+    /// `http://127.0.0.1:<http port>`: the HTTP gateway.
     pub fn http_base(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }

@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod console;
 mod consumer_protocol;
+mod eventstore;
 mod faults;
 mod harness;
 mod operator;

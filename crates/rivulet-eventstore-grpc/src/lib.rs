@@ -1,0 +1,63 @@
+//! Rivulet's KurrentDB-compatible gRPC front end: applications written against KurrentDB
+//! (formerly EventStoreDB) and its official clients append, read, subscribe and delete
+//! through `kurrentdb://host:2113?tls=false` unchanged. Every call translates its messages
+//! and calls the event store; this crate keeps no events or stream state of its own.
+//!
+//! Served: `Streams` (Read with catch-up subscriptions and `$all` filters, Append,
+//! BatchAppend, Delete, Tombstone), `ServerFeatures` and `Gossip`. Persistent
+//! subscriptions are not served yet: their calls answer `UNIMPLEMENTED`, and
+//! `ServerFeatures` does not list them.
+
+mod access;
+mod batch;
+mod convert;
+mod errors;
+mod features;
+pub mod pb;
+mod read;
+mod streams;
+
+use std::net::SocketAddr;
+
+use rivulet_broker::Broker;
+use rivulet_eventstore::EventStore;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use features::API_VERSION;
+
+/// Bytes of event data and metadata one append may carry.
+pub const APPEND_BYTES_MAX: usize = 1 << 20;
+/// Largest gRPC message accepted (an append's events travel in one message per event).
+pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
+
+/// Serves the gRPC API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    broker: Broker,
+    store: EventStore,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(address = ?local, "Listening for KurrentDB clients (gRPC)");
+    let access = access::Access::new(broker, store.topic().to_string());
+    let streams = streams::StreamsService { store, access };
+    let features = features::Features {
+        instance: convert::random_id(),
+        host: local.map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string()),
+        port: local.map_or(2113, |a| u32::from(a.port())),
+    };
+    use pb::event_store::client::{
+        gossip::gossip_server::GossipServer, server_features::server_features_server::ServerFeaturesServer,
+        streams::streams_server::StreamsServer,
+    };
+    tonic::transport::Server::builder()
+        .add_service(
+            StreamsServer::new(streams)
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        )
+        .add_service(ServerFeaturesServer::new(features.clone()))
+        .add_service(GossipServer::new(features))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

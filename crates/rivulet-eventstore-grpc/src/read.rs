@@ -1,0 +1,366 @@
+//! `Streams.Read`: finite reads of a stream or `$all`, and catch-up subscriptions
+//! (confirmation, history, caught-up, then live events), sent through a bounded channel
+//! so a slow client holds the reader back instead of filling memory.
+
+use std::time::Duration;
+
+use rivulet_eventstore::{Direction, EventStore, EventStoreError, RecordedEvent};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::convert::{event_resp, now_timestamp, stream_id};
+use crate::errors::{invalid, status_of};
+use crate::pb::event_store::client::streams::read_req::options::{
+    all_options, filter_options, stream_options, uuid_option, CountOption, FilterOption, ReadDirection,
+    StreamOption,
+};
+use crate::pb::event_store::client::streams::read_req::Options;
+use crate::pb::event_store::client::streams::read_resp::{self, Content};
+use crate::pb::event_store::client::streams::ReadResp;
+
+/// Events one pass of a read takes.
+const EVENTS_PER_PASS: usize = 500;
+/// Longest regular expression a filter may give, in bytes.
+const REGEX_BYTES_MAX: usize = 4096;
+/// How often an idle subscription checks that its client is still there.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
+pub(crate) type Sender = mpsc::Sender<Result<ReadResp, Status>>;
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy)]
+enum Point {
+    Start,
+    End,
+    At(u64),
+}
+
+/// What a filter of `$all` is matched against, and how.
+enum Filter {
+    None,
+    Stream(Matcher),
+    EventType(Matcher),
+}
+
+enum Matcher {
+    Regex(Box<fancy_regex::Regex>),
+    Prefixes(Vec<String>),
+}
+
+impl Matcher {
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            // A pattern that exhausts its backtracking budget matches nothing.
+            Matcher::Regex(r) => r.is_match(s).unwrap_or(false),
+            Matcher::Prefixes(p) => p.iter().any(|p| s.starts_with(p.as_str())),
+        }
+    }
+}
+
+impl Filter {
+    fn matches(&self, e: &RecordedEvent) -> bool {
+        match self {
+            Filter::None => true,
+            Filter::Stream(m) => m.matches(&e.stream),
+            Filter::EventType(m) => m.matches(&e.event_type),
+        }
+    }
+}
+
+/// A read, decoded from its options.
+pub(crate) struct Plan {
+    stream: Option<String>,
+    from: Point,
+    backwards: bool,
+    /// `None` for a subscription.
+    count: Option<u64>,
+    filter: Filter,
+    string_ids: bool,
+}
+
+fn matcher(e: filter_options::Expression) -> Result<Matcher, Status> {
+    if e.regex.is_empty() {
+        return Ok(Matcher::Prefixes(e.prefix));
+    }
+    if e.regex.len() > REGEX_BYTES_MAX {
+        return Err(invalid(format!(
+            "a filter's regex has at most {REGEX_BYTES_MAX} bytes"
+        )));
+    }
+    fancy_regex::Regex::new(&e.regex)
+        .map(|r| Matcher::Regex(Box::new(r)))
+        .map_err(|err| invalid(format!("filter regex {:?}: {err}", e.regex)))
+}
+
+impl Plan {
+    pub(crate) fn from_options(o: Options) -> Result<Plan, Status> {
+        let (stream, from) = match o.stream_option {
+            Some(StreamOption::Stream(s)) => {
+                let name = crate::convert::stream_name(s.stream_identifier.as_ref())?;
+                let from = match s.revision_option {
+                    Some(stream_options::RevisionOption::Revision(r)) => Point::At(r),
+                    Some(stream_options::RevisionOption::End(_)) => Point::End,
+                    Some(stream_options::RevisionOption::Start(_)) | None => Point::Start,
+                };
+                (Some(name), from)
+            }
+            Some(StreamOption::All(a)) => {
+                let from = match a.all_option {
+                    Some(all_options::AllOption::Position(p)) => Point::At(p.commit_position),
+                    Some(all_options::AllOption::End(_)) => Point::End,
+                    Some(all_options::AllOption::Start(_)) | None => Point::Start,
+                };
+                (None, from)
+            }
+            None => return Err(invalid("a read names a stream or $all")),
+        };
+        let filter = match o.filter_option {
+            Some(FilterOption::Filter(f)) => match f.filter {
+                Some(filter_options::Filter::StreamIdentifier(e)) => Filter::Stream(matcher(e)?),
+                Some(filter_options::Filter::EventType(e)) => Filter::EventType(matcher(e)?),
+                None => Filter::None,
+            },
+            Some(FilterOption::NoFilter(_)) | None => Filter::None,
+        };
+        if stream.is_some() && !matches!(filter, Filter::None) {
+            return Err(invalid("filters apply to $all reads only"));
+        }
+        let string_ids = matches!(
+            o.uuid_option.and_then(|u| u.content),
+            Some(uuid_option::Content::String(_))
+        );
+        Ok(Plan {
+            stream,
+            from,
+            backwards: o.read_direction == ReadDirection::Backwards as i32,
+            count: match o.count_option {
+                Some(CountOption::Count(n)) => Some(n),
+                Some(CountOption::Subscription(_)) => None,
+                None => Some(u64::MAX),
+            },
+            filter,
+            string_ids,
+        })
+    }
+}
+
+fn content(c: Content) -> Result<ReadResp, Status> {
+    Ok(ReadResp { content: Some(c) })
+}
+
+/// Runs a read to its end (or, for a subscription, until the client leaves).
+pub(crate) async fn run(store: EventStore, plan: Plan, tx: Sender) {
+    let outcome = match (plan.count, plan.stream.clone()) {
+        (Some(count), Some(stream)) => read_stream(&store, &plan, &stream, count, &tx).await,
+        (Some(count), None) => read_all(&store, &plan, count, &tx).await,
+        (None, Some(stream)) => subscribe_stream(&store, &plan, &stream, &tx).await,
+        (None, None) => subscribe_all(&store, &plan, &tx).await,
+    };
+    if let Err(status) = outcome {
+        let _ = tx.send(Err(status)).await;
+    }
+}
+
+/// Sends events; false when the client has gone.
+async fn send_events(tx: &Sender, events: &[RecordedEvent], string_ids: bool) -> bool {
+    for e in events {
+        if tx.send(Ok(event_resp(e, string_ids))).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn read_stream(
+    store: &EventStore,
+    plan: &Plan,
+    stream: &str,
+    count: u64,
+    tx: &Sender,
+) -> Result<(), Status> {
+    let direction = if plan.backwards {
+        Direction::Backwards
+    } else {
+        Direction::Forwards
+    };
+    let mut next = match (plan.from, plan.backwards) {
+        (Point::At(r), _) => Some(r),
+        (Point::Start, false) | (Point::End, true) => None,
+        (Point::Start, true) => Some(0),
+        (Point::End, false) => return Ok(()),
+    };
+    let mut left = count;
+    // Each pass sends at least one event or ends the read.
+    while left > 0 {
+        let max = left.min(EVENTS_PER_PASS as u64) as usize;
+        let slice = match store.read_stream(stream, next, direction, max) {
+            Ok(s) => s,
+            Err(EventStoreError::StreamNotFound(_)) => {
+                let missing = read_resp::StreamNotFound {
+                    stream_identifier: Some(stream_id(stream)),
+                };
+                let _ = tx.send(content(Content::StreamNotFound(missing))).await;
+                return Ok(());
+            }
+            Err(e) => return Err(status_of("Read", e)),
+        };
+        left -= slice.events.len() as u64;
+        if !send_events(tx, &slice.events, plan.string_ids).await
+            || slice.next.is_none()
+            || slice.events.is_empty()
+        {
+            return Ok(());
+        }
+        next = slice.next;
+    }
+    Ok(())
+}
+
+async fn read_all(store: &EventStore, plan: &Plan, count: u64, tx: &Sender) -> Result<(), Status> {
+    let direction = if plan.backwards {
+        Direction::Backwards
+    } else {
+        Direction::Forwards
+    };
+    let mut next = match (plan.from, plan.backwards) {
+        (Point::At(p), false) => Some(p),
+        // Backwards from a position includes the event at it.
+        (Point::At(p), true) => Some(p.saturating_add(1)),
+        (Point::Start, false) | (Point::End, true) => None,
+        (Point::Start, true) | (Point::End, false) => return Ok(()),
+    };
+    let mut left = count;
+    let matches = |e: &RecordedEvent| plan.filter.matches(e);
+    while left > 0 {
+        let max = left.min(EVENTS_PER_PASS as u64) as usize;
+        let slice = store
+            .read_all_where(next, direction, max, &matches)
+            .map_err(|e| status_of("Read", e))?;
+        left -= slice.events.len() as u64;
+        if !send_events(tx, &slice.events, plan.string_ids).await || slice.end {
+            return Ok(());
+        }
+        next = Some(slice.next_position);
+    }
+    Ok(())
+}
+
+fn confirmation() -> Result<ReadResp, Status> {
+    content(Content::Confirmation(read_resp::SubscriptionConfirmation {
+        subscription_id: uuid::Uuid::from_u128(crate::convert::random_id()).to_string(),
+    }))
+}
+
+/// Waits until more events may be readable; false when the client has gone or the store closed.
+async fn wait_for_more(indexed: &mut tokio::sync::watch::Receiver<u64>, tx: &Sender) -> bool {
+    tokio::select! {
+        changed = indexed.changed() => changed.is_ok(),
+        () = tx.closed() => false,
+        () = tokio::time::sleep(IDLE_CHECK) => !tx.is_closed(),
+    }
+}
+
+async fn subscribe_stream(store: &EventStore, plan: &Plan, stream: &str, tx: &Sender) -> Result<(), Status> {
+    if tx.send(confirmation()).await.is_err() {
+        return Ok(());
+    }
+    let mut next = match plan.from {
+        Point::Start => 0,
+        Point::At(r) => r.saturating_add(1),
+        Point::End => match store.read_stream(stream, None, Direction::Backwards, 1) {
+            Ok(s) => s.last_revision + 1,
+            Err(EventStoreError::StreamNotFound(_)) => 0,
+            Err(e) => return Err(status_of("Read", e)),
+        },
+    };
+    let mut indexed = store.watch_indexed();
+    let mut caught_up = false;
+    loop {
+        indexed.borrow_and_update();
+        let events = match store.read_stream(stream, Some(next), Direction::Forwards, EVENTS_PER_PASS) {
+            Ok(s) => s.events,
+            Err(EventStoreError::StreamNotFound(_)) => Vec::new(),
+            Err(e) => return Err(status_of("Read", e)),
+        };
+        if let Some(last) = events.last() {
+            next = last.revision + 1;
+        }
+        if !send_events(tx, &events, plan.string_ids).await {
+            return Ok(());
+        }
+        if !events.is_empty() {
+            continue;
+        }
+        if !caught_up {
+            caught_up = true;
+            let up = read_resp::CaughtUp {
+                timestamp: Some(now_timestamp()),
+                stream_revision: next.checked_sub(1).map(|r| r as i64),
+                position: None,
+            };
+            if tx.send(content(Content::CaughtUp(up))).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !wait_for_more(&mut indexed, tx).await {
+            return Ok(());
+        }
+    }
+}
+
+async fn subscribe_all(store: &EventStore, plan: &Plan, tx: &Sender) -> Result<(), Status> {
+    if tx.send(confirmation()).await.is_err() {
+        return Ok(());
+    }
+    let mut next = match plan.from {
+        Point::Start => 0,
+        Point::At(p) => p.saturating_add(1),
+        Point::End => store.indexed_position(),
+    };
+    let mut indexed = store.watch_indexed();
+    let mut caught_up = false;
+    let filtered = !matches!(plan.filter, Filter::None);
+    let matches = |e: &RecordedEvent| plan.filter.matches(e);
+    loop {
+        indexed.borrow_and_update();
+        let slice = store
+            .read_all_where(Some(next), Direction::Forwards, EVENTS_PER_PASS, &matches)
+            .map_err(|e| status_of("Read", e))?;
+        let moved = slice.next_position > next;
+        next = slice.next_position;
+        if !send_events(tx, &slice.events, plan.string_ids).await {
+            return Ok(());
+        }
+        if filtered && moved && slice.events.is_empty() {
+            let checkpoint = read_resp::Checkpoint {
+                commit_position: next,
+                prepare_position: next,
+                timestamp: Some(now_timestamp()),
+            };
+            if tx.send(content(Content::Checkpoint(checkpoint))).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !slice.end {
+            continue;
+        }
+        if !caught_up {
+            caught_up = true;
+            let position = next.checked_sub(1).map(|p| read_resp::Position {
+                commit_position: p,
+                prepare_position: p,
+            });
+            let up = read_resp::CaughtUp {
+                timestamp: Some(now_timestamp()),
+                stream_revision: None,
+                position,
+            };
+            if tx.send(content(Content::CaughtUp(up))).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !wait_for_more(&mut indexed, tx).await {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The event store through `rivulet serve`: the official KurrentDB clients (Node and
+//! Python) unchanged over gRPC, the HTTP API, and kill -9 during appends.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use crate::harness::{assert_client_checks, curl, repo_root, which, Rivulet};
+
+fn python() -> std::path::PathBuf {
+    repo_root().join(".venv/bin/python")
+}
+
+#[test]
+fn kurrentdb_node_client_runs_unchanged() {
+    if which("node").is_none() {
+        println!("SKIPPED kurrentdb_node_client_runs_unchanged: node is missing");
+        return;
+    }
+    let server = Rivulet::start();
+    let output = Command::new("node")
+        .current_dir(repo_root().join("tests/clients"))
+        .args(["kurrentdb_node.mjs", &server.eventstore_address(), "n1"])
+        .output()
+        .expect("run node");
+    assert_client_checks(
+        &output,
+        &[
+            "ok: append with no_stream starts at revision 0",
+            "ok: the conflict names the actual revision",
+            "ok: a retried append answers its original revision",
+            "ok: revisions 0..3, no duplicate of the retried append",
+            "ok: $all positions grow",
+            "ok: the subscription saw history then the live event once",
+            "ok: a filtered $all subscription",
+            "ok: one of two racing appends wins",
+            "ok: revisions continue after a delete",
+            "ok: reading a tombstoned stream",
+            "all checks passed",
+        ],
+    );
+}
+
+#[test]
+fn kurrentdb_python_client_runs_unchanged() {
+    if !python().exists() {
+        println!("SKIPPED kurrentdb_python_client_runs_unchanged: .venv is missing");
+        return;
+    }
+    let server = Rivulet::start();
+    let output = Command::new(python())
+        .arg(repo_root().join("tests/clients/kurrentdb_py.py"))
+        .args([&server.eventstore_address(), "p1"])
+        .output()
+        .expect("run python");
+    assert_client_checks(
+        &output,
+        &[
+            "ok: BatchAppend at a stale version is a conflict",
+            "ok: a retried batch answers its original position",
+            "ok: $all read with the client's default look-ahead filter holds our events",
+            "ok: the subscription saw history then the live event",
+            "ok: a deleted stream reads as missing",
+            "ok: appending to a tombstoned stream",
+            "all checks passed",
+        ],
+    );
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn http_streams_append_read_conflict_and_subscribe() {
+    let server = Rivulet::start();
+    let append =
+        |stream: &str, body: &str| curl(&server, "POST", &format!("/v1/streams/{stream}"), &["-d", body]);
+    let (code, body) = append(
+        "order-7",
+        r#"{"expected":"no_stream","events":[{"id":"0b6c2d55-8b0e-4a43-9d0e-3c9ef4a6c001","type":"Placed","data":{"sku":"a"}}]}"#,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(json(&body)["next_expected_revision"], 0);
+    let (code, body) = append(
+        "order-7",
+        r#"{"expected":"no_stream","events":[{"type":"Placed","data":{}}]}"#,
+    );
+    assert_eq!(code, "409", "{body}");
+    assert_eq!(json(&body)["actual_revision"], 0);
+    let (code, body) = append(
+        "order-7",
+        r#"{"expected":"any","events":[{"id":"0b6c2d55-8b0e-4a43-9d0e-3c9ef4a6c001","type":"Placed","data":{"sku":"a"}}]}"#,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(json(&body)["already_written"], true, "{body}");
+    let (code, body) = append(
+        "order-7",
+        r#"{"expected":0,"events":[{"type":"Paid","data":{"n":1}},{"type":"Packed","data_base64":"AAE="}]}"#,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(json(&body)["next_expected_revision"], 2);
+
+    let (code, body) = curl(
+        &server,
+        "GET",
+        "/v1/streams/order-7?direction=backwards&limit=2",
+        &[],
+    );
+    assert_eq!(code, "200", "{body}");
+    let read = json(&body);
+    let revisions: Vec<u64> = read["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["revision"].as_u64().expect("revision"))
+        .collect();
+    assert_eq!(revisions, vec![2, 1]);
+    assert_eq!(read["events"][0]["data_base64"], "AAE=");
+    let (code, body) = curl(&server, "GET", "/v1/streams/$ce-order", &[]);
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(json(&body)["events"].as_array().map(Vec::len), Some(3));
+
+    let (code, body) = curl(
+        &server,
+        "POST",
+        "/v1/streams",
+        &[
+            "-d",
+            r#"{"appends":[
+        {"stream":"acct-a","expected":"no_stream","events":[{"type":"Debited","data":{}}]},
+        {"stream":"acct-b","expected":"stream_exists","events":[{"type":"Credited","data":{}}]}]}"#,
+        ],
+    );
+    assert_eq!(code, "409", "{body}");
+    assert_eq!(
+        curl(&server, "GET", "/v1/streams/acct-a", &[]).0,
+        "404",
+        "nothing of a failed multi-stream append"
+    );
+    let (code, body) = curl(
+        &server,
+        "GET",
+        "/v1/streams/order-7/events?from=start",
+        &["--max-time", "2"],
+    );
+    assert!(
+        code == "200" || code == "000" || body.contains("caught-up"),
+        "{code} {body}"
+    );
+    let ids: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert_eq!(ids, vec!["0", "1", "2"], "{body}");
+    assert!(body.contains("event: caught-up"), "{body}");
+
+    assert_eq!(
+        curl(&server, "DELETE", "/v1/streams/order-7?expected=1", &[]).0,
+        "409"
+    );
+    assert_eq!(
+        curl(
+            &server,
+            "DELETE",
+            "/v1/streams/order-7?expected=2&tombstone=true",
+            &[]
+        )
+        .0,
+        "200"
+    );
+    assert_eq!(curl(&server, "GET", "/v1/streams/order-7", &[]).0, "410");
+    let (code, body) = append("order-7", r#"{"events":[{"type":"X","data":{}}]}"#);
+    assert_eq!(code, "410", "{body}");
+    assert_eq!(curl(&server, "POST", "/v1/streams/x", &["-d", "{bad"]).0, "400");
+    assert_eq!(
+        curl(
+            &server,
+            "POST",
+            "/v1/streams/$all",
+            &["-d", r#"{"events":[{"type":"X"}]}"#]
+        )
+        .0,
+        "400"
+    );
+}
+
+/// One writer's appends: each has a fixed event id, so a retry after a crash is the same append.
+fn event_id(writer: usize, n: usize) -> String {
+    format!("00000000-0000-4000-8000-{:06x}{:06x}", writer, n)
+}
+
+#[test]
+fn kill9_during_appends_loses_no_acknowledged_append_and_retries_answer_the_original() {
+    let mut server = Rivulet::start();
+    let acked: Arc<Mutex<BTreeMap<String, (String, u64)>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut next = [0usize; 4];
+    let mut retried_original = 0;
+    for round in 0..20 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handles: Vec<_> = (0..4)
+            .map(|w| {
+                let (acked, stop, http) = (acked.clone(), stop.clone(), server.http_base());
+                let start = next[w];
+                std::thread::spawn(move || {
+                    let mut n = start;
+                    // Each pass makes one append; the kill ends the loop within a request.
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let stream = format!("acct-{}", n % 5);
+                        let body = format!(
+                            r#"{{"events":[{{"id":"{}","type":"Deposited","data":{{"w":{w},"n":{n}}}}}]}}"#,
+                            event_id(w, n)
+                        );
+                        let out = Command::new("curl")
+                            .args(["-s", "--max-time", "5", "-X", "POST", "-d", &body])
+                            .arg(format!("{http}/v1/streams/{stream}"))
+                            .output()
+                            .expect("curl");
+                        let text = String::from_utf8_lossy(&out.stdout);
+                        match serde_json::from_str::<serde_json::Value>(&text)
+                            .ok()
+                            .and_then(|v| v["first_revision"].as_u64())
+                        {
+                            Some(revision) => {
+                                acked
+                                    .lock()
+                                    .expect("acked")
+                                    .insert(event_id(w, n), (stream, revision));
+                                n += 1;
+                            }
+                            None => return n,
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(150 + (round * 37 % 300) as u64));
+        server.kill9();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let stopped: Vec<usize> = handles.into_iter().map(|h| h.join().expect("writer")).collect();
+        server.respawn();
+        // The append each writer had in flight is retried with the same id: either it was
+        // written (the original revision comes back) or it is written now, once.
+        for (w, n) in stopped.iter().copied().enumerate() {
+            let stream = format!("acct-{}", n % 5);
+            let body = format!(
+                r#"{{"events":[{{"id":"{}","type":"Deposited","data":{{"w":{w},"n":{n}}}}}]}}"#,
+                event_id(w, n)
+            );
+            let (code, text) = curl(&server, "POST", &format!("/v1/streams/{stream}"), &["-d", &body]);
+            assert_eq!(code, "200", "retry after round {round}: {text}");
+            let v = json(&text);
+            if v["already_written"] == true {
+                retried_original += 1;
+            }
+            acked.lock().expect("acked").insert(
+                event_id(w, n),
+                (stream, v["first_revision"].as_u64().expect("revision")),
+            );
+            next[w] = n + 1;
+        }
+    }
+    let acked = acked.lock().expect("acked").clone();
+    let mut seen = HashSet::new();
+    for s in 0..5 {
+        let (code, body) = curl(&server, "GET", &format!("/v1/streams/acct-{s}?limit=10000"), &[]);
+        assert_eq!(code, "200", "{body}");
+        let events = json(&body)["events"].as_array().cloned().unwrap_or_default();
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e["revision"].as_u64(), Some(i as u64), "acct-{s} has no gap");
+            let id = e["id"].as_str().expect("id").to_string();
+            assert!(seen.insert(id.clone()), "event {id} stored twice");
+            if let Some((stream, revision)) = acked.get(&id) {
+                assert_eq!(
+                    (stream.as_str(), *revision),
+                    (format!("acct-{s}").as_str(), i as u64),
+                    "{id} where it was acknowledged"
+                );
+            }
+        }
+    }
+    let missing: Vec<&String> = acked.keys().filter(|id| !seen.contains(*id)).collect();
+    assert!(missing.is_empty(), "acknowledged appends lost: {missing:?}");
+    assert!(
+        acked.len() > 100,
+        "the writers made progress ({} appends)",
+        acked.len()
+    );
+    println!("{} acknowledged appends over 20 kills; {retried_original} retries answered with the original revision", acked.len());
+}
