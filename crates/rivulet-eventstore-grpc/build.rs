@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
-        .build_client(false)
+        .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -26,6 +26,8 @@ mod chart;
 #[cfg(feature = "peers")]
 pub mod compare;
 #[cfg(feature = "peers")]
+pub mod eventstore;
+#[cfg(feature = "peers")]
 pub mod nats;
 #[cfg(feature = "peers")]
 mod peer;

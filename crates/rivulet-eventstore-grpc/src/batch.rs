@@ -186,10 +186,7 @@ fn wrong_expected(stream: &str, expected: ExpectedState, actual: Option<u64>) ->
 }
 
 async fn append(store: &EventStore, b: Building) -> BatchAppendResp {
-    let expected_req = b
-        .options
-        .as_ref()
-        .and_then(|o| o.expected_stream_position);
+    let expected_req = b.options.as_ref().and_then(|o| o.expected_stream_position);
     let stream_identifier = b.options.as_ref().and_then(|o| o.stream_identifier.clone());
     let mut response = BatchAppendResp {
         correlation_id: b.correlation,

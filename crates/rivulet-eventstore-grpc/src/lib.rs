@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use rivulet_broker::Broker;
 use rivulet_eventstore::EventStore;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 pub use features::API_VERSION;
 
@@ -29,6 +30,10 @@ pub use features::API_VERSION;
 pub const APPEND_BYTES_MAX: usize = 1 << 20;
 /// Largest gRPC message accepted (an append's events travel in one message per event).
 pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
+
+/// HTTP/2 flow-control window of one call, and of a whole connection.
+const STREAM_WINDOW_BYTES: u32 = 1 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 
 /// Serves the gRPC API on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -50,7 +55,18 @@ pub async fn serve(
         gossip::gossip_server::GossipServer, server_features::server_features_server::ServerFeaturesServer,
         streams::streams_server::StreamsServer,
     };
+    // Small messages (one per event, one per append) go out at once, not after the peer's
+    // delayed acknowledgement; reads of whole streams are not held back by a 64 KiB window.
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "gRPC: TCP_NODELAY not set");
+            }
+        })
+    });
     tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(
             StreamsServer::new(streams)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -58,6 +74,6 @@ pub async fn serve(
         )
         .add_service(ServerFeaturesServer::new(features.clone()))
         .add_service(GossipServer::new(features))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -193,59 +193,6 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-const EVENT_FIXED_BYTES: usize = 8 + 8 + 16 + 1 + 2 + 4;
-
-/// An event as the index stores it under (stream, revision).
-pub(crate) fn encode_event(e: &RecordedEvent) -> Vec<u8> {
-    let type_len = e.event_type.len().min(u16::MAX as usize);
-    let mut out = Vec::with_capacity(EVENT_FIXED_BYTES + type_len + e.metadata.len() + e.data.len());
-    out.extend_from_slice(&e.position.to_le_bytes());
-    out.extend_from_slice(&e.created_ms.to_le_bytes());
-    out.extend_from_slice(&e.id.to_le_bytes());
-    out.push(matches!(e.content_type, ContentType::Json) as u8);
-    out.extend_from_slice(&(type_len as u16).to_le_bytes());
-    out.extend_from_slice(&e.event_type.as_bytes()[..type_len]);
-    out.extend_from_slice(&(e.metadata.len() as u32).to_le_bytes());
-    out.extend_from_slice(&e.metadata);
-    out.extend_from_slice(&e.data);
-    out
-}
-
-/// A stored event of `stream` at `revision`.
-pub(crate) fn decode_event(stream: &str, revision: u64, bytes: &[u8]) -> Result<RecordedEvent> {
-    let bad = || EventStoreError::Index(format!("stored event {stream}@{revision} is malformed"));
-    if bytes.len() < EVENT_FIXED_BYTES {
-        return Err(bad());
-    }
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&bytes[16..32]);
-    let type_len = u16::from_le_bytes([bytes[33], bytes[34]]) as usize;
-    let type_end = 35 + type_len;
-    let meta_len_end = type_end + 4;
-    let meta_len = bytes
-        .get(type_end..meta_len_end)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(bad)?;
-    let meta_end = meta_len_end.checked_add(meta_len).ok_or_else(bad)?;
-    let event_type = std::str::from_utf8(&bytes[35..type_end]).map_err(|_| bad())?;
-    let metadata = bytes.get(meta_len_end..meta_end).ok_or_else(bad)?;
-    Ok(RecordedEvent {
-        stream: stream.to_string(),
-        revision,
-        position: u64_at(bytes, 0),
-        id: u128::from_le_bytes(id),
-        event_type: event_type.to_string(),
-        content_type: if bytes[32] == 1 {
-            ContentType::Json
-        } else {
-            ContentType::Binary
-        },
-        metadata: metadata.to_vec(),
-        data: bytes[meta_end..].to_vec(),
-        created_ms: u64_at(bytes, 8) as i64,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,7 +214,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn events_survive_the_log_and_the_index(
+        fn events_survive_the_log(
             stream in "[a-z$-]{1,20}", revision in any::<u64>(), id in any::<u128>(),
             event_type in "[A-Za-z]{0,30}", json in any::<bool>(),
             data in proptest::collection::vec(any::<u8>(), 0..200),
@@ -280,7 +227,6 @@ mod tests {
             let LogEntry::Event(e) = decoded else { panic!("not an event") };
             prop_assert_eq!(&e, &RecordedEvent { stream: stream.clone(), revision, position: offset as u64, id,
                 event_type, content_type, data, metadata, created_ms: 7 });
-            prop_assert_eq!(decode_event(&stream, revision, &encode_event(&e)).expect("decodes"), e);
         }
 
         #[test]
@@ -292,7 +238,6 @@ mod tests {
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
-            let _ = decode_event("s", 0, &bytes);
             let _ = decode_head(&bytes);
         }
     }

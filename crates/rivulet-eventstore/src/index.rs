@@ -1,9 +1,11 @@
 //! The per-stream index in redb: what the log alone cannot answer cheaply.
 //!
-//! Tables: `streams` (name → head), `events` ((stream, revision) → event), `ids` ((stream,
-//! event id) → (revision, position)), `links` ((projection, n) → (stream, revision)) with
+//! Tables: `streams` (name → head), `events` ((stream, revision) → log position), `ids`
+//! ((stream, event id) → (revision, position)), `links` ((projection, n) → (stream,
+//! revision, position)) with
 //! `projections` (name → next n) for `$ce-<category>` and `$et-<type>`, and `meta`
-//! (`next_position`: the log position indexed up to, exclusive).
+//! (`next_position`: the log position indexed up to, exclusive). Event bodies stay in the
+//! log only; the index holds small fixed-size values, so its commits write few pages.
 //!
 //! The index only ever holds events that are durable in the log, and it is written in the
 //! order of the log, so after a crash it is a prefix of the log and is completed by
@@ -15,12 +17,12 @@ use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTabl
 
 use crate::codec::{self, Change, LogEntry};
 use crate::error::Result;
-use crate::model::{RecordedEvent, StreamHead};
+use crate::model::StreamHead;
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
-const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+const EVENTS: TableDefinition<(&str, u64), u64> = TableDefinition::new("events");
 const IDS: TableDefinition<(&str, u128), (u64, u64)> = TableDefinition::new("ids");
-const LINKS: TableDefinition<(&str, u64), (&str, u64)> = TableDefinition::new("links");
+const LINKS: TableDefinition<(&str, u64), (&str, u64, u64)> = TableDefinition::new("links");
 const PROJECTIONS: TableDefinition<&str, u64> = TableDefinition::new("projections");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_POSITION: &str = "next_position";
@@ -110,7 +112,8 @@ impl Index {
         Ok(found.map(|v| v.value()))
     }
 
-    /// Events of a stream with revisions in `from..=to`, in the direction asked, at most `max`.
+    /// (revision, position) of a stream's events with revisions in `from..=to`, in the
+    /// direction asked, at most `max`.
     pub(crate) fn events(
         &self,
         txn: &ReadTransaction,
@@ -118,7 +121,7 @@ impl Index {
         (from, to): (u64, u64),
         backwards: bool,
         max: usize,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<Vec<(u64, u64)>> {
         let events = txn.open_table(EVENTS)?;
         let range = events.range((stream, from)..=(stream, to))?;
         let items: Box<dyn Iterator<Item = _>> = if backwards {
@@ -129,26 +132,13 @@ impl Index {
         let mut out = Vec::with_capacity(max.min(1024));
         for item in items.take(max) {
             let (k, v) = item?;
-            out.push(codec::decode_event(stream, k.value().1, v.value())?);
+            out.push((k.value().1, v.value()));
         }
         Ok(out)
     }
 
-    /// One event.
-    pub(crate) fn event(
-        &self,
-        txn: &ReadTransaction,
-        stream: &str,
-        revision: u64,
-    ) -> Result<Option<RecordedEvent>> {
-        let events = txn.open_table(EVENTS)?;
-        let found = events.get((stream, revision))?;
-        found
-            .map(|v| codec::decode_event(stream, revision, v.value()))
-            .transpose()
-    }
-
-    /// Links of a projection stream with numbers in `from..=to`: (n, stream, revision).
+    /// Links of a projection stream with numbers in `from..=to`: (n, stream, revision,
+    /// position).
     pub(crate) fn links(
         &self,
         txn: &ReadTransaction,
@@ -156,7 +146,7 @@ impl Index {
         (from, to): (u64, u64),
         backwards: bool,
         max: usize,
-    ) -> Result<Vec<(u64, String, u64)>> {
+    ) -> Result<Vec<(u64, String, u64, u64)>> {
         let links = txn.open_table(LINKS)?;
         let range = links.range((projection, from)..=(projection, to))?;
         let mut out = Vec::new();
@@ -167,8 +157,8 @@ impl Index {
         };
         for item in items.take(max) {
             let (k, v) = item?;
-            let (stream, revision) = v.value();
-            out.push((k.value().1, stream.to_string(), revision));
+            let (stream, revision, position) = v.value();
+            out.push((k.value().1, stream.to_string(), revision, position));
         }
         Ok(out)
     }
@@ -234,11 +224,11 @@ impl Index {
                     LogEntry::Event(e) => {
                         head.last_revision = Some(e.revision);
                         head.deleted = false;
-                        events.insert((stream, e.revision), codec::encode_event(e).as_slice())?;
+                        events.insert((stream, e.revision), e.position)?;
                         ids.insert((stream, e.id), (e.revision, e.position))?;
                         for projection in projections_of(stream, &e.event_type) {
                             let n = projections.get(projection.as_str())?.map_or(0, |v| v.value());
-                            links.insert((projection.as_str(), n), (stream, e.revision))?;
+                            links.insert((projection.as_str(), n), (stream, e.revision, e.position))?;
                             projections.insert(projection.as_str(), n + 1)?;
                         }
                     }

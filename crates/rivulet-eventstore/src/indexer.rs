@@ -1,7 +1,7 @@
 //! Keeping the index up with the log: whoever waits for an event to become readable indexes
 //! everything durable so far, in log order, so concurrent appenders share one index commit.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rivulet_broker::Broker;
 
@@ -20,16 +20,47 @@ const INDEX_PASSES_MAX: usize = 16;
 const INDEX_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// The indexer's own bookkeeping, under its lock.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct IndexerState {
-    last_durable: Instant,
+    /// Index commits since the last durable one.
+    pub(crate) commits_since_sync: u64,
 }
 
-impl IndexerState {
-    pub(crate) fn new() -> IndexerState {
-        IndexerState {
-            last_durable: Instant::now(),
-        }
+/// Makes the index durable every `interval` on its own thread, off the appenders' path:
+/// the file's dirty pages are written first without any lock held, so the durable commit
+/// that follows (which holds the indexer for its fsync) has little left to write. Ends when
+/// the store is dropped.
+pub(crate) fn spawn_syncer(
+    store: std::sync::Weak<crate::Inner>,
+    path: std::path::PathBuf,
+    interval: Duration,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("rivulet-es-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            let Some(inner) = store.upgrade() else {
+                return;
+            };
+            let pending = inner
+                .indexer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .commits_since_sync;
+            if pending == 0 {
+                continue;
+            }
+            if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_data()) {
+                tracing::warn!(error = %e, "Event store index: writing back its pages failed");
+            }
+            let mut state = inner.indexer.lock().unwrap_or_else(|p| p.into_inner());
+            match inner.index.sync() {
+                Ok(()) => state.commits_since_sync = 0,
+                Err(e) => tracing::warn!(error = %e, "Event store index: a durable commit failed; retrying"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "Event store index: no sync thread; it is made durable at shutdown only");
     }
 }
 
@@ -116,11 +147,8 @@ impl EventStore {
             if after == next {
                 break;
             }
-            let durable = state.last_durable.elapsed() >= inner.config.index_sync_interval;
-            inner.index.apply(&entries, after, durable)?;
-            if durable {
-                state.last_durable = Instant::now();
-            }
+            inner.index.apply(&entries, after, false)?;
+            state.commits_since_sync += 1;
             next = after;
             inner.indexed.send_replace(next);
             progressed = true;

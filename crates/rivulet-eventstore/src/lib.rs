@@ -89,19 +89,36 @@ impl EventStore {
     pub fn open(broker: Broker, config: EventStoreConfig) -> Result<EventStore> {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| EventStoreError::Index(format!("creating {}: {e}", config.dir.display())))?;
-        let index = index::Index::open(&config.dir.join("index.redb"))?;
+        let path = config.dir.join("index.redb");
+        // The index is rebuilt from the log: one that does not open (damaged, or of an
+        // older layout) is set aside and built again.
+        let index = match index::Index::open(&path) {
+            Ok(index) => index,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "The event store index does not open; rebuilding it from the log");
+                let aside = path.with_extension("redb.unusable");
+                std::fs::rename(&path, &aside)
+                    .map_err(|e| EventStoreError::Index(format!("setting {} aside: {e}", path.display())))?;
+                index::Index::open(&path)?
+            }
+        };
         let next = indexer::reconcile(&broker, &config.topic, &index)?;
         let store = EventStore {
             inner: Arc::new(Inner {
                 broker,
                 index,
                 writer: Mutex::new(append::Writer::default()),
-                indexer: Mutex::new(indexer::IndexerState::new()),
+                indexer: Mutex::new(indexer::IndexerState::default()),
                 indexed: watch::Sender::new(next),
                 config,
             }),
         };
         store.index_available()?;
+        indexer::spawn_syncer(
+            Arc::downgrade(&store.inner),
+            store.inner.config.dir.join("index.redb"),
+            store.inner.config.index_sync_interval,
+        );
         tracing::info!(
             topic = %store.inner.config.topic,
             indexed_position = *store.inner.indexed.borrow(),
@@ -127,7 +144,9 @@ impl EventStore {
 
     /// Makes the index durable (at shutdown; it is also synced periodically).
     pub fn close(&self) -> Result<()> {
-        let _indexing = self.inner.indexer.lock().unwrap_or_else(|p| p.into_inner());
-        self.inner.index.sync()
+        let mut indexing = self.inner.indexer.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.index.sync()?;
+        indexing.commits_since_sync = 0;
+        Ok(())
     }
 }

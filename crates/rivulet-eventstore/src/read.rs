@@ -16,6 +16,11 @@ const ALL_READ_BYTES: usize = 1 << 20;
 /// Passes one `$all` read makes over records its filter leaves out before answering.
 const ALL_PASSES_MAX: usize = 64;
 
+/// Bytes of the log one fetch of event bodies reads.
+const FETCH_BYTES: usize = 1 << 20;
+/// Positions apart within which one read fetches several wanted events together.
+const FETCH_SPAN_MAX: u64 = 256;
+
 /// Events of one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSlice {
@@ -158,8 +163,10 @@ impl EventStore {
             });
         };
         let backwards = direction == Direction::Backwards;
-        let mut events = self.inner.index.events(&txn, stream, range, backwards, max)?;
-        let next = next_after(direction, events.last().map(|e| e.revision), range);
+        let found = self.inner.index.events(&txn, stream, range, backwards, max)?;
+        let next = next_after(direction, found.last().map(|f| f.0), range);
+        let positions: Vec<u64> = found.iter().map(|f| f.1).collect();
+        let mut events = self.fetch(&positions)?;
         events.retain(|e| e.created_ms >= oldest_ms);
         Ok(StreamSlice {
             events,
@@ -192,29 +199,24 @@ impl EventStore {
             .index
             .links(&txn, stream, range, direction == Direction::Backwards, max)?;
         let next = next_after(direction, links.last().map(|l| l.0), range);
-        let mut heads: HashMap<String, Option<(StreamHead, u64, i64)>> = HashMap::new();
-        let mut events = Vec::with_capacity(links.len());
-        for (_, source, revision) in links {
+        let mut heads: HashMap<String, Option<(u64, i64)>> = HashMap::new();
+        let mut positions = Vec::with_capacity(links.len());
+        for (_, source, revision, position) in links {
             if !heads.contains_key(&source) {
                 let head = self.inner.index.head(&txn, &source)?.filter(StreamHead::exists);
-                let visible = head.map(|h| {
-                    let (floor, oldest) = visible_from(&h, h.last_revision.unwrap_or(0));
-                    (h, floor, oldest)
-                });
+                let visible = head.map(|h| visible_from(&h, h.last_revision.unwrap_or(0)));
                 heads.insert(source.clone(), visible);
             }
-            let Some(Some((_, floor, oldest_ms))) = heads.get(&source) else {
-                continue;
-            };
-            if revision < *floor {
-                continue;
-            }
-            if let Some(e) = self.inner.index.event(&txn, &source, revision)? {
-                if e.created_ms >= *oldest_ms {
-                    events.push(e);
+            if let Some(Some((floor, _))) = heads.get(&source) {
+                if revision >= *floor {
+                    positions.push(position);
                 }
             }
         }
+        let mut events = self.fetch(&positions)?;
+        events.retain(
+            |e| matches!(heads.get(&e.stream), Some(Some((_, oldest_ms))) if e.created_ms >= *oldest_ms),
+        );
         Ok(StreamSlice {
             events,
             next,
@@ -363,6 +365,55 @@ impl EventStore {
 }
 
 impl EventStore {
+    /// The events at `positions` (bodies live in the log), in the order given; positions
+    /// no longer in the log are left out. Wanted positions close together are read at once.
+    fn fetch(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let mut wanted = positions.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found: HashMap<u64, RecordedEvent> = HashMap::with_capacity(wanted.len());
+        let mut i = 0;
+        // Each pass settles at least the position it starts at.
+        while i < wanted.len() {
+            let start = wanted[i];
+            let span = wanted[i..]
+                .iter()
+                .take_while(|p| **p - start < FETCH_SPAN_MAX)
+                .last()
+                .map_or(1, |p| p - start + 1);
+            let read = match self.inner.broker.read_records(
+                self.topic(),
+                0,
+                start as i64,
+                FETCH_BYTES,
+                span as usize,
+            ) {
+                Ok(r) => r,
+                Err(BrokerError::Log(rivulet_broker::LogError::OffsetOutOfRange { .. })) => {
+                    i += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for r in &read.records {
+                let offset = r.offset as u64;
+                while i < wanted.len() && wanted[i] < offset {
+                    i += 1;
+                }
+                if i < wanted.len() && wanted[i] == offset {
+                    if let Ok(LogEntry::Event(e)) = codec::decode_record(r) {
+                        found.insert(offset, e);
+                    }
+                    i += 1;
+                }
+            }
+            if i < wanted.len() && wanted[i] == start {
+                i += 1;
+            }
+        }
+        Ok(positions.iter().filter_map(|p| found.remove(p)).collect())
+    }
+
     /// Streams in name order, after `after`, whose names start with `prefix`; at most `max`.
     /// Deleted and tombstoned streams are listed with their state.
     pub fn list_streams(

@@ -36,9 +36,13 @@ enum Target {
     /// fractions of it, with a chart.
     #[cfg(feature = "peers")]
     Compare(Box<rivulet_bench::compare::CompareArgs>),
+    /// The event store: appends with exact expected revisions over the KurrentDB gRPC API
+    /// against the same workload on PostgreSQL (events table, one transaction per append).
+    #[cfg(feature = "peers")]
+    Eventstore(Box<rivulet_bench::eventstore::EventStoreArgs>),
     /// Peer benchmarks need a build with `--features peers`.
     #[cfg(not(feature = "peers"))]
-    #[command(name = "nats", aliases = ["rabbitmq-stream", "rabbitmq-quorum", "compare"])]
+    #[command(name = "nats", aliases = ["rabbitmq-stream", "rabbitmq-quorum", "compare", "eventstore"])]
     PeersMissing {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         rest: Vec<String>,
@@ -69,6 +73,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ),
         #[cfg(feature = "peers")]
         Target::Compare(args) => print(args.format, &rivulet_bench::compare::run(&args)?, render::compare),
+        #[cfg(feature = "peers")]
+        Target::Eventstore(args) => print(
+            args.format,
+            &rivulet_bench::eventstore::run(&args)?,
+            rivulet_bench::eventstore::render,
+        ),
         #[cfg(not(feature = "peers"))]
         Target::PeersMissing { .. } => anyhow::bail!(
             "this rivulet was built without the peer drivers; build it with \
