@@ -8,6 +8,7 @@
 import {
   KurrentDBClient, jsonEvent, binaryEvent, NO_STREAM, STREAM_EXISTS, ANY, START, END,
   FORWARDS, BACKWARDS, streamNameFilter, excludeSystemEvents,
+  persistentSubscriptionToStreamSettingsFromDefaults,
   WrongExpectedVersionError, StreamNotFoundError, StreamDeletedError,
 } from "@kurrent/kurrentdb-client";
 import { randomUUID } from "node:crypto";
@@ -132,6 +133,16 @@ check(reopened.length === 1 && reopened[0].type === "Reopened", "only the new ev
 await client.tombstoneStream(order);
 await fails(client.appendToStream(order, jsonEvent({ type: "X", data: {} })), StreamDeletedError, "appending to a tombstoned stream");
 await fails(collect(client.readStream(order)), StreamDeletedError, "reading a tombstoned stream");
+
+// Persistent subscriptions are not served yet: the call fails at once, it does not hang.
+const started = Date.now();
+let refused = null;
+try {
+  await client.createPersistentSubscriptionToStream(`group-${run}`, "workers", persistentSubscriptionToStreamSettingsFromDefaults());
+} catch (e) {
+  refused = e;
+}
+check(refused !== null && Date.now() - started < 5000, `persistent subscriptions are refused at once (${refused && refused.constructor.name}: ${refused && refused.message})`);
 
 await client.dispose();
 console.log("all checks passed");

@@ -3,7 +3,9 @@ event store: Append and BatchAppend with expected versions, conflicts, reads, $a
 client's default (look-ahead) filter, catch-up subscriptions, idempotent retries, deletes
 and tombstones. Exits non-zero on the first failed check.
 
-usage: kurrentdb_py.py <host:port> <run-id>
+usage: kurrentdb_py.py <host:port> <run-id> [refused]
+With `refused` it only checks that an anonymous client of a server with logins on is
+refused, reading and writing.
 """
 
 import sys
@@ -12,6 +14,7 @@ import uuid
 
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.exceptions import (
+    AccessDeniedError,
     FailedPreconditionError,
     NotFoundError,
     StreamIsDeletedError,
@@ -37,9 +40,21 @@ def fails(fn, errors, what):
     check(False, f"{what}: it succeeded")
 
 
+def refused(client, run):
+    fails(
+        lambda: client.append_to_stream(f"s-{run}", events=NewEvent(type="X", data=b"{}"), current_version=StreamState.ANY),
+        AccessDeniedError,
+        "an anonymous append is refused",
+    )
+    fails(lambda: client.get_stream(f"s-{run}"), AccessDeniedError, "an anonymous read is refused")
+    print("all checks passed", flush=True)
+
+
 def main():
     address, run = sys.argv[1], sys.argv[2]
     client = KurrentDBClient(uri=f"kurrentdb://{address}?tls=false")
+    if sys.argv[3:] == ["refused"]:
+        return refused(client, run)
     stream = f"cart-{run}"
 
     placed = NewEvent(type="ItemAdded", data=b'{"sku":"pear"}', metadata=b'{"by":"python"}')

@@ -63,17 +63,18 @@ fn describe_actual(actual: Option<u64>) -> String {
 }
 
 impl EventStoreError {
-    /// A stable numeric code: the HTTP status times 100 plus a number within it.
+    /// A stable numeric code: the HTTP status times 100 plus a number within it, distinct
+    /// from the HTTP gateway's other codes.
     pub fn code(&self) -> u32 {
         match self {
-            EventStoreError::WrongExpectedState { .. } => 40_901,
-            EventStoreError::EventIdsReused { .. } => 40_902,
+            EventStoreError::WrongExpectedState { .. } => 40_910,
+            EventStoreError::EventIdsReused { .. } => 40_911,
             EventStoreError::StreamDeleted(_) => 41_001,
-            EventStoreError::StreamNotFound(_) => 40_401,
+            EventStoreError::StreamNotFound(_) => 40_411,
             EventStoreError::Invalid(_) => 40_001,
             EventStoreError::Broker(_) => 50_001,
-            EventStoreError::Index(_) => 50_002,
-            EventStoreError::Foreign { .. } => 50_003,
+            EventStoreError::Index(_) => 50_010,
+            EventStoreError::Foreign { .. } => 50_011,
         }
     }
 }

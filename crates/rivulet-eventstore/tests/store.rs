@@ -77,7 +77,7 @@ async fn expected_states_are_checked_and_conflicts_carry_the_actual_revision() {
         matches!(again, EventStoreError::WrongExpectedState { actual: Some(1), .. }),
         "{again}"
     );
-    assert_eq!(again.code(), 40_901);
+    assert_eq!(again.code(), 40_910);
     let stale = store
         .append_to(
             "order-1",

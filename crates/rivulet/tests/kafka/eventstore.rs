@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use crate::harness::{assert_client_checks, curl, repo_root, which, Rivulet};
+use crate::harness::{
+    assert_client_checks, curl, repo_root, start_with_auth, which, Rivulet, ADMIN, ADMIN_PASSWORD,
+};
 
 fn python() -> std::path::PathBuf {
     repo_root().join(".venv/bin/python")
@@ -36,6 +38,7 @@ fn kurrentdb_node_client_runs_unchanged() {
             "ok: one of two racing appends wins",
             "ok: revisions continue after a delete",
             "ok: reading a tombstoned stream",
+            "ok: persistent subscriptions are refused at once",
             "all checks passed",
         ],
     );
@@ -65,6 +68,36 @@ fn kurrentdb_python_client_runs_unchanged() {
             "all checks passed",
         ],
     );
+}
+
+#[test]
+fn with_logins_on_anonymous_kurrentdb_clients_are_refused_and_users_need_acls() {
+    if !python().exists() {
+        println!("SKIPPED with_logins_on_anonymous_kurrentdb_clients_are_refused: .venv is missing");
+        return;
+    }
+    let server = start_with_auth();
+    let output = Command::new(python())
+        .arg(repo_root().join("tests/clients/kurrentdb_py.py"))
+        .args([&server.eventstore_address(), "a1", "refused"])
+        .output()
+        .expect("run python");
+    assert_client_checks(
+        &output,
+        &[
+            "ok: an anonymous append is refused",
+            "ok: an anonymous read is refused",
+        ],
+    );
+    let admin = format!("{ADMIN}:{ADMIN_PASSWORD}");
+    let body = r#"{"events":[{"type":"X","data":{}}]}"#;
+    assert_eq!(
+        curl(&server, "POST", "/v1/streams/s-1", &["-d", body]).0,
+        "401",
+        "HTTP without a login"
+    );
+    let (code, text) = curl(&server, "POST", "/v1/streams/s-1", &["-u", &admin, "-d", body]);
+    assert_eq!(code, "200", "the bootstrap user appends: {text}");
 }
 
 fn json(body: &str) -> serde_json::Value {
