@@ -47,6 +47,7 @@ def refused(client, run):
         "an anonymous append is refused",
     )
     fails(lambda: client.get_stream(f"s-{run}"), AccessDeniedError, "an anonymous read is refused")
+    client.close()
     print("all checks passed", flush=True)
 
 

@@ -14,6 +14,7 @@ mod output;
 mod produce;
 mod queue;
 mod status;
+mod stream;
 mod topic;
 mod topic_producers;
 mod txn;
@@ -53,6 +54,8 @@ pub enum Command {
     Queue(queue::QueueArgs),
     /// List, describe and delete exchanges (AMQP), through the HTTP admin API.
     Exchange(queue::ExchangeArgs),
+    /// List, read, append to and delete event store streams, through the HTTP API.
+    Stream(stream::StreamArgs),
     /// Create, list and delete the users logins check (`rivulet serve --auth`), through the
     /// HTTP admin API.
     User(user::UserArgs),
@@ -76,6 +79,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Queue(args) => queue::run_queue(args),
         Command::Exchange(args) => queue::run_exchange(args),
+        Command::Stream(args) => stream::run(args),
         Command::User(args) => user::run_user(args),
         Command::Acl(args) => acl::run_acl(args),
         Command::Cert(args) => cert::run_cert(args),

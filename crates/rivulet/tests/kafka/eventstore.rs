@@ -13,6 +13,14 @@ fn python() -> std::path::PathBuf {
     repo_root().join(".venv/bin/python")
 }
 
+/// A client program, stopped after two minutes so a hung client fails the test rather than
+/// the suite.
+fn client(program: &std::path::Path) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120").arg(program);
+    cmd
+}
+
 #[test]
 fn kurrentdb_node_client_runs_unchanged() {
     if which("node").is_none() {
@@ -20,7 +28,7 @@ fn kurrentdb_node_client_runs_unchanged() {
         return;
     }
     let server = Rivulet::start();
-    let output = Command::new("node")
+    let output = client(std::path::Path::new("node"))
         .current_dir(repo_root().join("tests/clients"))
         .args(["kurrentdb_node.mjs", &server.eventstore_address(), "n1"])
         .output()
@@ -51,7 +59,7 @@ fn kurrentdb_python_client_runs_unchanged() {
         return;
     }
     let server = Rivulet::start();
-    let output = Command::new(python())
+    let output = client(&python())
         .arg(repo_root().join("tests/clients/kurrentdb_py.py"))
         .args([&server.eventstore_address(), "p1"])
         .output()
@@ -77,7 +85,7 @@ fn with_logins_on_anonymous_kurrentdb_clients_are_refused_and_users_need_acls() 
         return;
     }
     let server = start_with_auth();
-    let output = Command::new(python())
+    let output = client(&python())
         .arg(repo_root().join("tests/clients/kurrentdb_py.py"))
         .args([&server.eventstore_address(), "a1", "refused"])
         .output()
@@ -213,6 +221,105 @@ fn http_streams_append_read_conflict_and_subscribe() {
         .0,
         "400"
     );
+}
+
+fn cli(server: &Rivulet, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(args)
+        .args(["--http", &server.http_base().replace("http://", "")])
+        .output()
+        .expect("rivulet CLI runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_appends_reads_lists_and_deletes_streams() {
+    let server = Rivulet::start();
+    let id = "5e0d7c31-2b6a-4f55-9d7e-0a1b2c3d4e5f";
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "stream",
+            "append",
+            "cart-9",
+            "--type",
+            "Added",
+            "--expected",
+            "no_stream",
+            "--id",
+            id,
+            r#"{"sku":"pear"}"#,
+        ],
+    );
+    assert!(ok && out.contains("at revision 0"), "{out}{err}");
+    let (ok, out, _) = cli(
+        &server,
+        &[
+            "stream",
+            "append",
+            "cart-9",
+            "--type",
+            "Added",
+            "--id",
+            id,
+            r#"{"sku":"pear"}"#,
+        ],
+    );
+    assert!(ok && out.contains("already written"), "a repeated id: {out}");
+    let (ok, _, err) = cli(
+        &server,
+        &[
+            "stream",
+            "append",
+            "cart-9",
+            "--type",
+            "Added",
+            "--expected",
+            "5",
+            "{}",
+        ],
+    );
+    assert!(
+        !ok && err.contains("last revision is 0"),
+        "a stale revision is refused: {err}"
+    );
+    let (ok, out, _) = cli(
+        &server,
+        &[
+            "stream",
+            "append",
+            "cart-9",
+            "--type",
+            "Paid",
+            "--expected",
+            "0",
+            r#"{"n":1}"#,
+        ],
+    );
+    assert!(ok && out.contains("at revision 1"), "{out}");
+    let (ok, out, _) = cli(
+        &server,
+        &["stream", "read", "cart-9", "--backwards", "--limit", "1"],
+    );
+    assert!(ok, "{out}");
+    let last = json(out.lines().next().unwrap_or_default());
+    assert_eq!(
+        (last["revision"].as_u64(), last["type"].as_str()),
+        (Some(1), Some("Paid"))
+    );
+    let (ok, out, _) = cli(&server, &["stream", "list", "--prefix", "cart-"]);
+    assert!(ok && out.contains("cart-9") && out.contains("live"), "{out}");
+    let (ok, _, err) = cli(
+        &server,
+        &["stream", "delete", "cart-9", "--expected", "1", "--tombstone"],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&server, &["stream", "list", "--prefix", "cart-"]);
+    assert!(ok && out.contains("tombstoned"), "{out}");
 }
 
 /// One writer's appends: each has a fixed event id, so a retry after a crash is the same append.

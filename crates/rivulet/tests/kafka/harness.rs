@@ -127,7 +127,13 @@ impl Rivulet {
             cmd.arg("--amqp-listen")
                 .arg(format!("127.0.0.1:{}", self.amqp_port));
         }
-        if !self.args.iter().any(|a| a == "--eventstore-listen") {
+        // The event store's gRPC listener does not serve TLS yet: servers with TLS run
+        // without it.
+        if self.args.iter().any(|a| a == "--tls-cert") {
+            if !self.args.iter().any(|a| a == "--eventstore-listen") {
+                cmd.arg("--eventstore-listen").arg("off");
+            }
+        } else if !self.args.iter().any(|a| a == "--eventstore-listen") {
             cmd.arg("--eventstore-listen")
                 .arg(format!("127.0.0.1:{}", self.eventstore_port));
         }
