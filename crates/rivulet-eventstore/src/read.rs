@@ -127,8 +127,8 @@ fn span(from: Option<u64>, direction: Direction, floor: u64, last: u64) -> Optio
 fn next_after(direction: Direction, seen: Option<u64>, (lo, hi): (u64, u64)) -> Option<u64> {
     let seen = seen?;
     match direction {
-        Direction::Forwards => (seen < hi).then_some(seen + 1),
-        Direction::Backwards => (seen > lo).then_some(seen - 1),
+        Direction::Forwards => (seen < hi).then(|| seen + 1),
+        Direction::Backwards => (seen > lo).then(|| seen - 1),
     }
 }
 
