@@ -1,7 +1,8 @@
 """The official KurrentDB Python client (kurrentdbclient), unchanged, against Rivulet's
 event store: Append and BatchAppend with expected versions, conflicts, reads, $all with the
 client's default (look-ahead) filter, catch-up subscriptions, idempotent retries, deletes
-and tombstones. Exits non-zero on the first failed check.
+and tombstones, persistent subscriptions (two competing consumers, ack, park, replay, a
+maximum of consumers). Exits non-zero on the first failed check.
 
 usage: kurrentdb_py.py <host:port> <run-id> [refused]
 With `refused` it only checks that an anonymous client of a server with logins on is
@@ -10,12 +11,15 @@ refused, reading and writing.
 
 import sys
 import threading
+import time
 import uuid
 
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.exceptions import (
     AccessDeniedError,
+    AlreadyExistsError,
     FailedPreconditionError,
+    MaximumSubscriptionsReachedError,
     NotFoundError,
     StreamIsDeletedError,
     WrongCurrentVersionError,
@@ -49,6 +53,72 @@ def refused(client, run):
     fails(lambda: client.get_stream(f"s-{run}"), AccessDeniedError, "an anonymous read is refused")
     client.close()
     print("all checks passed", flush=True)
+
+
+def info_where(client, group, stream, pred, what):
+    info = None
+    for _ in range(100):
+        info = client.get_subscription_info(group, stream)
+        if pred(info):
+            break
+        time.sleep(0.1)
+    check(pred(info), f"{what} (parked {info.parked_message_count}, checkpoint {info.last_checkpointed_event_position!r})")
+
+
+def persistent(client, run):
+    stream, group = f"task-{run}", "py-workers"
+    client.create_subscription_to_stream(
+        group, stream, consumer_strategy="RoundRobin", checkpoint_after=0.1, min_checkpoint_count=1, max_subscriber_count=2
+    )
+    fails(lambda: client.create_subscription_to_stream(group, stream), AlreadyExistsError, "creating the same group twice")
+    consumers = [client.read_subscription_to_stream(group, stream, event_buffer_size=2) for _ in range(2)]
+    fails(
+        lambda: client.read_subscription_to_stream(group, stream),
+        MaximumSubscriptionsReachedError,
+        "a third consumer of a group of at most two is refused",
+    )
+    tasks = [NewEvent(type="Task", data=str(n).encode()) for n in range(6)]
+    client.append_to_stream(stream, events=tasks, current_version=StreamState.NO_STREAM)
+    handled, by_consumer, lock = {}, [[], []], threading.Lock()
+
+    def work(who):
+        sub = consumers[who]
+        for event in sub:
+            n = int(event.data)
+            with lock:
+                by_consumer[who].append(n)
+            if n == 4 and event.retry_count == 0:
+                sub.nack(event, "park")
+                outcome = "parked"
+            else:
+                sub.ack(event)
+                outcome = "acked"
+            with lock:
+                handled[n] = outcome
+
+    threads = [threading.Thread(target=work, args=(who,), daemon=True) for who in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 15
+    while len(handled) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for sub in consumers:
+        sub.stop()
+    check(sorted(handled) == list(range(6)), f"every task handled once ({handled})")
+    check(by_consumer[0] and by_consumer[1], f"both consumers got tasks ({by_consumer})")
+    info_where(client, group, stream, lambda i: i.parked_message_count == 1, "one parked task in the group's info")
+    client.replay_parked_events(group, stream)
+    replay = client.read_subscription_to_stream(group, stream)
+    for event in replay:
+        check(int(event.data) == 4, f"the parked task comes back on replay ({event.data!r})")
+        replay.ack(event)
+        break
+    replay.stop()
+    info_where(client, group, stream, lambda i: i.parked_message_count == 0, "nothing parked after the replay")
+    listed = client.list_subscriptions_to_stream(stream)
+    check([i.group_name for i in listed] == [group], "the group is listed")
+    client.delete_subscription(group, stream)
+    fails(lambda: client.get_subscription_info(group, stream), NotFoundError, "a deleted group is gone")
 
 
 def main():
@@ -133,6 +203,7 @@ def main():
         "a single-event append to a tombstoned stream",
     )
     check("is deleted" in str(single), f"the refusal says the stream is deleted ({single})")
+    persistent(client, run)
     client.close()
     print("all checks passed", flush=True)
 

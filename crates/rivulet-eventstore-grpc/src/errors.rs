@@ -80,6 +80,33 @@ pub(crate) fn status_of(op: &str, e: EventStoreError) -> Status {
             &[("exception", "stream-not-found".into()), ("stream-name", stream)],
         ),
         e @ EventStoreError::EventIdsReused { .. } => Status::failed_precondition(e.to_string()),
+        EventStoreError::GroupExists { stream, group } => with_trailers(
+            Code::AlreadyExists,
+            format!("Subscription group {group} on stream {stream} exists."),
+            &[
+                ("exception", "persistent-subscription-exists".into()),
+                ("stream-name", stream),
+                ("group-name", group),
+            ],
+        ),
+        EventStoreError::GroupNotFound { stream, group } => with_trailers(
+            Code::NotFound,
+            format!("Subscription group {group} on stream {stream} does not exist."),
+            &[
+                ("exception", "persistent-subscription-does-not-exist".into()),
+                ("stream-name", stream),
+                ("group-name", group),
+            ],
+        ),
+        EventStoreError::GroupFull { stream, group } => with_trailers(
+            Code::FailedPrecondition,
+            format!("Maximum subscriptions reached: group {group} on stream {stream}."),
+            &[
+                ("exception", "maximum-subscribers-reached".into()),
+                ("stream-name", stream),
+                ("group-name", group),
+            ],
+        ),
         EventStoreError::Invalid(m) => Status::invalid_argument(m),
         EventStoreError::Broker(rivulet_broker::BrokerError::InvalidRecord(m)) => with_trailers(
             Code::InvalidArgument,

@@ -13,6 +13,7 @@ use crate::pb::event_store::client::Empty;
 pub const API_VERSION: &str = "24.10.0";
 
 const STREAMS: &str = "event_store.client.streams.streams";
+const PERSISTENT: &str = "event_store.client.persistent_subscriptions.persistentsubscriptions";
 
 /// The methods served, lower case as the clients compare them, with their features.
 fn methods() -> Vec<SupportedMethod> {
@@ -27,6 +28,14 @@ fn methods() -> Vec<SupportedMethod> {
         m(STREAMS, "batchappend", &["deadline_duration"]),
         m(STREAMS, "delete", &[]),
         m(STREAMS, "tombstone", &[]),
+        m(PERSISTENT, "create", &["stream", "all"]),
+        m(PERSISTENT, "update", &["stream", "all"]),
+        m(PERSISTENT, "delete", &["stream", "all"]),
+        m(PERSISTENT, "read", &["stream", "all"]),
+        m(PERSISTENT, "getinfo", &["stream", "all"]),
+        m(PERSISTENT, "replayparked", &["stream", "all"]),
+        m(PERSISTENT, "list", &["stream", "all"]),
+        m(PERSISTENT, "restartsubsystem", &[]),
         m(
             "event_store.client.server_features.serverfeatures",
             "getsupportedmethods",

@@ -4,9 +4,9 @@
 //! and calls the event store; this crate keeps no events or stream state of its own.
 //!
 //! Served: `Streams` (Read with catch-up subscriptions and `$all` filters, Append,
-//! BatchAppend, Delete, Tombstone), `ServerFeatures` and `Gossip`. Persistent
-//! subscriptions are not served yet: their calls answer `UNIMPLEMENTED`, and
-//! `ServerFeatures` does not list them.
+//! BatchAppend, Delete, Tombstone), `PersistentSubscriptions` (groups on a stream or
+//! `$all`: create, update, delete, read with ack/nack, info, list, replay of parked
+//! events), `ServerFeatures` and `Gossip`. Other services answer `UNIMPLEMENTED`.
 
 mod access;
 mod batch;
@@ -14,13 +14,15 @@ mod convert;
 mod errors;
 mod features;
 pub mod pb;
+mod persistent;
+mod persistent_read;
 mod read;
 mod streams;
 
 use std::net::SocketAddr;
 
 use rivulet_broker::Broker;
-use rivulet_eventstore::EventStore;
+use rivulet_eventstore::{EventStore, PersistentSubscriptions};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
@@ -40,19 +42,26 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Broker,
     store: EventStore,
+    groups: PersistentSubscriptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(address = ?local, "Listening for KurrentDB clients (gRPC)");
     let access = access::Access::new(broker, store.topic().to_string());
-    let streams = streams::StreamsService { store, access };
+    let streams = streams::StreamsService {
+        store,
+        access: access.clone(),
+    };
+    let persistent = persistent::PersistentService { groups, access };
     let features = features::Features {
         instance: convert::random_id(),
         host: local.map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string()),
         port: local.map_or(2113, |a| u32::from(a.port())),
     };
     use pb::event_store::client::{
-        gossip::gossip_server::GossipServer, server_features::server_features_server::ServerFeaturesServer,
+        gossip::gossip_server::GossipServer,
+        persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer,
+        server_features::server_features_server::ServerFeaturesServer,
         streams::streams_server::StreamsServer,
     };
     // Small messages (one per event, one per append) go out at once, not after the peer's
@@ -72,6 +81,7 @@ pub async fn serve(
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
+        .add_service(PersistentSubscriptionsServer::new(persistent))
         .add_service(ServerFeaturesServer::new(features.clone()))
         .add_service(GossipServer::new(features))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rivulet_eventstore::{Direction, EventStore, EventStoreError, RecordedEvent};
+use rivulet_eventstore::{Direction, EventFilter, EventStore, EventStoreError, RecordedEvent};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -20,8 +20,6 @@ use crate::pb::event_store::client::streams::ReadResp;
 
 /// Events one pass of a read takes.
 const EVENTS_PER_PASS: usize = 500;
-/// Longest regular expression a filter may give, in bytes.
-const REGEX_BYTES_MAX: usize = 4096;
 /// How often an idle subscription checks that its client is still there.
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 
@@ -35,38 +33,6 @@ enum Point {
     At(u64),
 }
 
-/// What a filter of `$all` is matched against, and how.
-enum Filter {
-    None,
-    Stream(Matcher),
-    EventType(Matcher),
-}
-
-enum Matcher {
-    Regex(Box<fancy_regex::Regex>),
-    Prefixes(Vec<String>),
-}
-
-impl Matcher {
-    fn matches(&self, s: &str) -> bool {
-        match self {
-            // A pattern that exhausts its backtracking budget matches nothing.
-            Matcher::Regex(r) => r.is_match(s).unwrap_or(false),
-            Matcher::Prefixes(p) => p.iter().any(|p| s.starts_with(p.as_str())),
-        }
-    }
-}
-
-impl Filter {
-    fn matches(&self, e: &RecordedEvent) -> bool {
-        match self {
-            Filter::None => true,
-            Filter::Stream(m) => m.matches(&e.stream),
-            Filter::EventType(m) => m.matches(&e.event_type),
-        }
-    }
-}
-
 /// A read, decoded from its options.
 pub(crate) struct Plan {
     stream: Option<String>,
@@ -74,23 +40,28 @@ pub(crate) struct Plan {
     backwards: bool,
     /// `None` for a subscription.
     count: Option<u64>,
-    filter: Filter,
+    filter: Option<EventFilter>,
     string_ids: bool,
 }
 
-fn matcher(e: filter_options::Expression) -> Result<Matcher, Status> {
-    if e.regex.is_empty() {
-        return Ok(Matcher::Prefixes(e.prefix));
-    }
-    if e.regex.len() > REGEX_BYTES_MAX {
-        return Err(invalid(format!(
-            "a filter's regex has at most {REGEX_BYTES_MAX} bytes"
-        )));
-    }
-    fancy_regex::Regex::new(&e.regex)
-        .map(|r| Matcher::Regex(Box::new(r)))
-        .map_err(|err| invalid(format!("filter regex {:?}: {err}", e.regex)))
+/// A filter of `$all` from the `filter` oneof of a request (reads and persistent
+/// subscription groups carry the same shape in different messages).
+macro_rules! filter_spec_of {
+    ($oneof:path, $v:expr) => {{
+        use $oneof as f;
+        let spec = |on, e: Expression| rivulet_eventstore::FilterSpec {
+            on,
+            regex: Some(e.regex).filter(|r| !r.is_empty()),
+            prefixes: e.prefix,
+        };
+        match $v {
+            Some(f::StreamIdentifier(e)) => Some(spec(rivulet_eventstore::FilterOn::Stream, e)),
+            Some(f::EventType(e)) => Some(spec(rivulet_eventstore::FilterOn::EventType, e)),
+            None => None,
+        }
+    }};
 }
+pub(crate) use filter_spec_of;
 
 impl Plan {
     pub(crate) fn from_options(o: Options) -> Result<Plan, Status> {
@@ -114,15 +85,18 @@ impl Plan {
             }
             None => return Err(invalid("a read names a stream or $all")),
         };
-        let filter = match o.filter_option {
-            Some(FilterOption::Filter(f)) => match f.filter {
-                Some(filter_options::Filter::StreamIdentifier(e)) => Filter::Stream(matcher(e)?),
-                Some(filter_options::Filter::EventType(e)) => Filter::EventType(matcher(e)?),
-                None => Filter::None,
-            },
-            Some(FilterOption::NoFilter(_)) | None => Filter::None,
+        let spec = match o.filter_option {
+            Some(FilterOption::Filter(f)) => {
+                use filter_options::Expression;
+                filter_spec_of!(filter_options::Filter, f.filter)
+            }
+            Some(FilterOption::NoFilter(_)) | None => None,
         };
-        if stream.is_some() && !matches!(filter, Filter::None) {
+        let filter = spec
+            .map(|s| EventFilter::compile(&s))
+            .transpose()
+            .map_err(|e| invalid(e.to_string()))?;
+        if stream.is_some() && filter.is_some() {
             return Err(invalid("filters apply to $all reads only"));
         }
         let string_ids = matches!(
@@ -230,7 +204,7 @@ async fn read_all(store: &EventStore, plan: &Plan, count: u64, tx: &Sender) -> R
         (Point::Start, true) | (Point::End, false) => return Ok(()),
     };
     let mut left = count;
-    let matches = |e: &RecordedEvent| plan.filter.matches(e);
+    let matches = |e: &RecordedEvent| plan.filter.as_ref().is_none_or(|f| f.matches(e));
     while left > 0 {
         let max = left.min(EVENTS_PER_PASS as u64) as usize;
         let slice = store
@@ -319,8 +293,8 @@ async fn subscribe_all(store: &EventStore, plan: &Plan, tx: &Sender) -> Result<(
     };
     let mut indexed = store.watch_indexed();
     let mut caught_up = false;
-    let filtered = !matches!(plan.filter, Filter::None);
-    let matches = |e: &RecordedEvent| plan.filter.matches(e);
+    let filtered = plan.filter.is_some();
+    let matches = |e: &RecordedEvent| plan.filter.as_ref().is_none_or(|f| f.matches(e));
     loop {
         indexed.borrow_and_update();
         let slice = store

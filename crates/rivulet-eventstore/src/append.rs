@@ -82,12 +82,31 @@ fn check(stream: &str, head: &StreamHead, expected: ExpectedState) -> Result<()>
     }
 }
 
+/// Who names the streams of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Names {
+    /// Applications: no name starts with `$`.
+    User,
+    /// The store itself (persistent subscription state): only its own `$` streams.
+    System,
+}
+
+/// Streams the store writes itself start with one of these.
+const SYSTEM_STREAM_PREFIXES: [&str; 2] = ["$persistentsubscription-", "$persistentSubscriptionConfig"];
+
 /// Checks a stream name a writer gives.
-pub(crate) fn validate_stream_name(stream: &str) -> Result<()> {
+pub(crate) fn validate_stream_name(stream: &str, names: Names) -> Result<()> {
     if stream.is_empty() || stream.len() > STREAM_NAME_BYTES_MAX {
         return Err(EventStoreError::Invalid(format!(
             "a stream name has 1 to {STREAM_NAME_BYTES_MAX} bytes"
         )));
+    }
+    if names == Names::System {
+        assert!(
+            SYSTEM_STREAM_PREFIXES.iter().any(|p| stream.starts_with(p)),
+            "the store writes only its own streams"
+        );
+        return Ok(());
     }
     if stream.starts_with('$') {
         return Err(EventStoreError::Invalid(format!(
@@ -97,7 +116,7 @@ pub(crate) fn validate_stream_name(stream: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate(appends: &[StreamAppend]) -> Result<()> {
+fn validate(appends: &[StreamAppend], names: Names) -> Result<()> {
     if appends.is_empty() {
         return Err(EventStoreError::Invalid(
             "an append names at least one stream".into(),
@@ -111,7 +130,7 @@ fn validate(appends: &[StreamAppend]) -> Result<()> {
     }
     let mut streams = HashSet::with_capacity(appends.len());
     for a in appends {
-        validate_stream_name(&a.stream)?;
+        validate_stream_name(&a.stream, names)?;
         if !streams.insert(a.stream.as_str()) {
             return Err(EventStoreError::Invalid(format!(
                 "stream '{}' appears twice in one append",
@@ -171,7 +190,16 @@ impl EventStore {
     /// whose event ids are already in their streams, in the same order, is answered with the
     /// original result (`already_written`) and writes nothing.
     pub async fn append(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        validate(&appends)?;
+        self.append_named(appends, Names::User).await
+    }
+
+    /// [`EventStore::append`] of the store's own streams.
+    pub(crate) async fn append_system(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        self.append_named(appends, Names::System).await
+    }
+
+    async fn append_named(&self, appends: Vec<StreamAppend>, names: Names) -> Result<Vec<AppendResult>> {
+        validate(&appends, names)?;
         let (appended, results) = self.write_appends(&appends)?;
         if let Some(appended) = appended {
             appended.durable().await?;
@@ -307,7 +335,7 @@ impl EventStore {
     /// Soft-deletes a stream: its events are no longer readable, and appending to it again
     /// continues its revisions. Returns the change's position.
     pub async fn delete(&self, stream: &str, expected: ExpectedState) -> Result<u64> {
-        self.change(stream, expected, |head| Change::Delete {
+        self.change(stream, expected, Names::User, |head| Change::Delete {
             truncate_before: next_revision(head),
         })
         .await
@@ -315,19 +343,37 @@ impl EventStore {
 
     /// Deletes a stream for good: it cannot be read or written again, nor its name reused.
     pub async fn tombstone(&self, stream: &str, expected: ExpectedState) -> Result<u64> {
-        self.change(stream, expected, |_| Change::Tombstone).await
+        self.change(stream, expected, Names::User, |_| Change::Tombstone)
+            .await
     }
 
     /// Sets a stream's metadata (a JSON object); `$maxAge` (seconds), `$maxCount` and `$tb`
     /// (truncate before this revision) limit what reads return.
     pub async fn set_metadata(&self, stream: &str, metadata: serde_json::Value) -> Result<u64> {
+        self.set_metadata_named(stream, metadata, Names::User).await
+    }
+
+    /// Soft-deletes one of the store's own streams (a removed group's checkpoints).
+    pub(crate) async fn delete_system(&self, stream: &str) -> Result<u64> {
+        self.change(stream, ExpectedState::Any, Names::System, |head| Change::Delete {
+            truncate_before: next_revision(head),
+        })
+        .await
+    }
+
+    pub(crate) async fn set_metadata_named(
+        &self,
+        stream: &str,
+        metadata: serde_json::Value,
+        names: Names,
+    ) -> Result<u64> {
         if !metadata.is_object() {
             return Err(EventStoreError::Invalid(
                 "stream metadata is a JSON object".into(),
             ));
         }
         let bytes = serde_json::to_vec(&metadata).map_err(|e| EventStoreError::Invalid(e.to_string()))?;
-        self.change(stream, ExpectedState::Any, move |_| {
+        self.change(stream, ExpectedState::Any, names, move |_| {
             Change::Metadata(bytes.clone())
         })
         .await
@@ -337,9 +383,10 @@ impl EventStore {
         &self,
         stream: &str,
         expected: ExpectedState,
+        names: Names,
         make: impl Fn(&StreamHead) -> Change,
     ) -> Result<u64> {
-        validate_stream_name(stream)?;
+        validate_stream_name(stream, names)?;
         let (appended, position) = {
             let topic = self.ensure_topic()?;
             let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());

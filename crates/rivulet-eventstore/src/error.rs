@@ -36,6 +36,30 @@ pub enum EventStoreError {
         /// The first id found.
         id: uuid::Uuid,
     },
+    /// A persistent subscription group of that name already exists on that source.
+    #[error("persistent subscription group '{group}' on '{stream}' already exists")]
+    GroupExists {
+        /// The stream, or `$all`.
+        stream: String,
+        /// The group.
+        group: String,
+    },
+    /// No persistent subscription group of that name on that source.
+    #[error("persistent subscription group '{group}' on '{stream}' does not exist")]
+    GroupNotFound {
+        /// The stream, or `$all`.
+        stream: String,
+        /// The group.
+        group: String,
+    },
+    /// The group has as many consumers as its settings allow.
+    #[error("persistent subscription group '{group}' on '{stream}' has its maximum number of consumers")]
+    GroupFull {
+        /// The stream, or `$all`.
+        stream: String,
+        /// The group.
+        group: String,
+    },
     /// The request itself is wrong (an empty append, a bad name, too many events).
     #[error("{0}")]
     Invalid(String),
@@ -71,6 +95,9 @@ impl EventStoreError {
             EventStoreError::EventIdsReused { .. } => 40_911,
             EventStoreError::StreamDeleted(_) => 41_001,
             EventStoreError::StreamNotFound(_) => 40_411,
+            EventStoreError::GroupNotFound { .. } => 40_412,
+            EventStoreError::GroupExists { .. } => 40_912,
+            EventStoreError::GroupFull { .. } => 40_913,
             EventStoreError::Invalid(_) => 40_001,
             EventStoreError::Broker(_) => 50_001,
             EventStoreError::Index(_) => 50_010,

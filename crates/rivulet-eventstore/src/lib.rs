@@ -14,9 +14,11 @@
 mod append;
 mod codec;
 pub mod error;
+mod filter;
 mod index;
 mod indexer;
 pub mod model;
+pub mod persistent;
 mod read;
 
 use std::path::PathBuf;
@@ -27,10 +29,12 @@ use rivulet_broker::Broker;
 use tokio::sync::watch;
 
 pub use error::{EventStoreError, Result};
+pub use filter::{EventFilter, FilterOn, FilterSpec};
 pub use model::{
     AppendResult, ContentType, Direction, ExpectedState, NewEvent, RecordedEvent, StreamAppend, StreamHead,
     StreamSummary,
 };
+pub use persistent::{PersistentSubscriptions, Subscription};
 pub use read::{AllFilter, AllSlice, StreamSlice};
 
 /// The event store's topic unless configured otherwise.

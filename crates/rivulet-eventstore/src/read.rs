@@ -133,6 +133,16 @@ fn next_after(direction: Direction, seen: Option<u64>, (lo, hi): (u64, u64)) -> 
 }
 
 impl EventStore {
+    /// The first readable and the last revision of a stream with events, `None` otherwise.
+    pub(crate) fn readable_span(&self, stream: &str) -> Result<Option<(u64, u64)>> {
+        let txn = self.inner.index.begin_read()?;
+        let head = self.inner.index.head(&txn, stream)?;
+        Ok(head.filter(StreamHead::exists).and_then(|h| {
+            let last = h.last_revision?;
+            Some((visible_from(&h, last).0, last))
+        }))
+    }
+
     /// Reads a stream (or `$ce-<category>` / `$et-<type>`) from a revision (`None`: its start,
     /// or its end backwards), at most `max` events.
     pub fn read_stream(

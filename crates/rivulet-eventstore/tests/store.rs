@@ -1,23 +1,14 @@
 //! The event store on a real broker and log in a temporary directory.
 
+mod common;
+
+use common::open;
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use rivulet_broker::{Broker, BrokerConfig};
+use rivulet_broker::Broker;
 use rivulet_eventstore::{
-    AllFilter, ContentType, Direction, EventStore, EventStoreConfig, EventStoreError, ExpectedState,
-    NewEvent, StreamAppend,
+    AllFilter, ContentType, Direction, EventStore, EventStoreError, ExpectedState, NewEvent, StreamAppend,
 };
-
-fn open(dir: &Path) -> (Broker, EventStore) {
-    let broker = Broker::open(BrokerConfig {
-        data_dir: dir.join("broker"),
-        ..BrokerConfig::default()
-    })
-    .expect("broker opens");
-    let store = EventStore::open(broker.clone(), EventStoreConfig::under(dir)).expect("store opens");
-    (broker, store)
-}
 
 fn close(broker: Broker, store: EventStore) {
     store.close().expect("index syncs");

@@ -153,6 +153,7 @@ pub(crate) async fn authorize(State(state): State<AppState>, mut request: Reques
         let group = query.as_ref().and_then(|q| q.get("group")).map(String::as_str);
         let needed = match (segments.as_slice(), &state.config.event_store) {
             (["v1", "streams", ..], Some(store)) => stream_needs(request.method(), store.topic()),
+            (["v1", "subscriptions"], Some(store)) => vec![topic(Operation::Describe, store.topic())],
             _ => needs(request.method(), &segments, group, caller.user.as_deref()),
         };
         for (op, kind, name) in needed {

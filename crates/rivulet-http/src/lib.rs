@@ -9,7 +9,8 @@
 //! - `GET /v1/topics/{topic}/events`: a Server-Sent Events stream that `EventSource` can
 //!   follow, from a position or as a member of a consumer group with committed offsets,
 //!   resuming with `Last-Event-ID`.
-//! - `/v1/streams`: the event store (append with expected revisions, read, subscribe).
+//! - `/v1/streams`: the event store (append with expected revisions, read, subscribe);
+//!   `/v1/subscriptions`: its persistent subscription groups and their lag.
 //! - Admin: topics, groups with lag, queues and exchanges, status; `/metrics`, `/healthz`, `/readyz`,
 //!   `/openapi.json`.
 //!
@@ -36,6 +37,7 @@ mod sse;
 mod stats;
 mod stream_events;
 mod streams;
+mod subscriptions;
 mod tokens;
 mod txns;
 mod users;
@@ -73,6 +75,8 @@ pub struct GatewayConfig {
     pub amqp_down: Vec<(String, String)>,
     /// The event store `/v1/streams` serves; without one those routes answer 404.
     pub event_store: Option<rivulet_eventstore::EventStore>,
+    /// The event store's persistent subscription groups `/v1/subscriptions` lists.
+    pub persistent_subscriptions: Option<rivulet_eventstore::PersistentSubscriptions>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -97,6 +101,7 @@ impl Default for GatewayConfig {
             amqp_addresses: Vec::new(),
             amqp_down: Vec::new(),
             event_store: None,
+            persistent_subscriptions: None,
         }
     }
 }
@@ -195,6 +200,7 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
             axum::routing::put(streams::set_metadata),
         )
         .route("/v1/streams/{stream}/events", get(stream_events::subscribe))
+        .route("/v1/subscriptions", get(subscriptions::list))
         .route("/v1/users", get(users::list))
         .route(
             "/v1/users/{user}",

@@ -39,7 +39,10 @@ impl From<EventStoreError> for ApiError {
                 StatusCode::CONFLICT
             }
             EventStoreError::StreamDeleted(_) => StatusCode::GONE,
-            EventStoreError::StreamNotFound(_) => StatusCode::NOT_FOUND,
+            EventStoreError::StreamNotFound(_) | EventStoreError::GroupNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            EventStoreError::GroupExists { .. } | EventStoreError::GroupFull { .. } => StatusCode::CONFLICT,
             EventStoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             EventStoreError::Index(_) | EventStoreError::Foreign { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -1,4 +1,5 @@
-//! `rivulet stream`: the event store's streams, through the HTTP API (`/v1/streams`).
+//! `rivulet stream`: the event store's streams and persistent subscription groups, through
+//! the HTTP API (`/v1/streams`, `/v1/subscriptions`).
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -70,6 +71,12 @@ enum StreamCommand {
         /// Delete for good: the name can never be used again.
         #[arg(long)]
         tombstone: bool,
+    },
+    /// List persistent subscription groups: consumers, checkpoint, lag, parked events.
+    Groups {
+        /// Only the groups of this stream (or `$all`).
+        #[arg(long)]
+        source: Option<String>,
     },
 }
 
@@ -155,6 +162,13 @@ pub fn run(args: StreamArgs) -> Result<()> {
             ),
             timeout,
         )?,
+        StreamCommand::Groups { source } => {
+            let path = match source {
+                Some(s) => format!("/v1/subscriptions?source={}", path_segment(s)),
+                None => "/v1/subscriptions".to_string(),
+            };
+            args.http.call("GET", &path, timeout)?
+        }
     };
     if json_out {
         return emit_json(&value);
@@ -194,5 +208,31 @@ pub fn run(args: StreamArgs) -> Result<()> {
             "{} stream {name}\n",
             if *tombstone { "Tombstoned" } else { "Deleted" }
         )),
+        StreamCommand::Groups { .. } => {
+            let mut table = Table::new(&[
+                "source",
+                "group",
+                "status",
+                "consumers",
+                "checkpoint",
+                "lag",
+                "in flight",
+                "parked",
+            ]);
+            for g in value["subscriptions"].as_array().into_iter().flatten() {
+                let consumers = g["consumers"].as_array().map_or(0, Vec::len);
+                table.row(vec![
+                    text(&g["source"]),
+                    text(&g["group"]),
+                    text(&g["status"]),
+                    consumers.to_string(),
+                    text(&g["checkpoint"]),
+                    text(&g["lag"]),
+                    text(&g["in_flight"]),
+                    text(&g["parked"]),
+                ]);
+            }
+            emit(&table.render())
+        }
     }
 }

@@ -109,6 +109,10 @@ async fn serve(mut settings: Settings) -> Result<()> {
             .context("opening the event store")?
             .context("opening the event store")?;
     settings.gateway.event_store = Some(event_store.clone());
+    let groups = rivulet_eventstore::PersistentSubscriptions::start(event_store.clone())
+        .await
+        .context("starting the event store's persistent subscriptions")?;
+    settings.gateway.persistent_subscriptions = Some(groups.clone());
     let https = match &settings.tls {
         Some(files) => {
             let tls = rivulet_tls::acceptor(files, &[]).context("TLS")?;
@@ -168,8 +172,13 @@ async fn serve(mut settings: Settings) -> Result<()> {
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                let serving =
-                    rivulet_eventstore_grpc::serve(listener, broker.clone(), event_store.clone(), shutdown);
+                let serving = rivulet_eventstore_grpc::serve(
+                    listener,
+                    broker.clone(),
+                    event_store.clone(),
+                    groups,
+                    shutdown,
+                );
                 Some(tokio::spawn(serving))
             }
             Err(e) if !explicit => {

@@ -46,10 +46,41 @@ fn kurrentdb_node_client_runs_unchanged() {
             "ok: one of two racing appends wins",
             "ok: revisions continue after a delete",
             "ok: reading a tombstoned stream",
-            "ok: persistent subscriptions are refused at once",
+            "ok: creating the same group twice",
+            "ok: every job handled once",
+            "ok: the retried job came back with retryCount 1",
+            "ok: both consumers got jobs",
+            "ok: info: one parked job, checkpoint at the last job",
+            "ok: the parked job comes back on replay",
+            "ok: info: nothing parked after the replay",
+            "ok: a deleted group is gone",
+            "ok: a filtered $all group delivers the stream's jobs in order",
             "all checks passed",
         ],
     );
+    // The group the client left behind, in the operator views, and after a kill -9.
+    let mut server = server;
+    for round in 0..2 {
+        let (ok, out, err) = cli(&server, &["stream", "groups", "--source", "work-n1"]);
+        assert!(ok, "{err}");
+        let row = out.lines().find(|l| l.contains("idle")).unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["work-n1", "idle", "Idle", "0", "0", "6", "0", "0"],
+            "round {round}: {out}"
+        );
+        let (code, body) = curl(&server, "GET", "/v1/subscriptions", &[]);
+        assert_eq!(code, "200", "{body}");
+        let groups = json(&body)["subscriptions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(groups.len(), 1, "only the idle group remains: {body}");
+        assert_eq!(groups[0]["lag"].as_u64(), Some(6), "{body}");
+        server.kill9();
+        server.respawn();
+    }
 }
 
 #[test]
@@ -73,6 +104,13 @@ fn kurrentdb_python_client_runs_unchanged() {
             "ok: the subscription saw history then the live event",
             "ok: a deleted stream reads as missing",
             "ok: appending to a tombstoned stream",
+            "ok: a third consumer of a group of at most two is refused",
+            "ok: every task handled once",
+            "ok: both consumers got tasks",
+            "ok: one parked task in the group's info",
+            "ok: the parked task comes back on replay",
+            "ok: nothing parked after the replay",
+            "ok: a deleted group is gone",
             "all checks passed",
         ],
     );
