@@ -91,7 +91,7 @@ pub(crate) fn new_event(
 }
 
 /// An event as a read answers it.
-pub(crate) fn recorded(e: &RecordedEvent, string_ids: bool) -> read_event::RecordedEvent {
+pub(crate) fn recorded(e: RecordedEvent, string_ids: bool) -> read_event::RecordedEvent {
     let metadata = HashMap::from([
         ("type".to_string(), e.event_type.clone()),
         ("content-type".to_string(), e.content_type.as_str().to_string()),
@@ -107,18 +107,19 @@ pub(crate) fn recorded(e: &RecordedEvent, string_ids: bool) -> read_event::Recor
         prepare_position: e.position,
         commit_position: e.position,
         metadata,
-        custom_metadata: e.metadata.clone(),
-        data: e.data.clone(),
+        custom_metadata: e.metadata,
+        data: e.data,
     }
 }
 
 /// A read response carrying one event.
-pub(crate) fn event_resp(e: &RecordedEvent, string_ids: bool) -> ReadResp {
+pub(crate) fn event_resp(e: RecordedEvent, string_ids: bool) -> ReadResp {
+    let position = e.position;
     ReadResp {
         content: Some(read_resp::Content::Event(ReadEvent {
             event: Some(recorded(e, string_ids)),
             link: None,
-            position: Some(read_event::Position::CommitPosition(e.position)),
+            position: Some(read_event::Position::CommitPosition(position)),
         })),
     }
 }
@@ -177,7 +178,7 @@ mod tests {
             metadata: Vec::new(),
             created_ms: 1_704_067_200_000,
         };
-        let r = recorded(&e, true);
+        let r = recorded(e, true);
         assert_eq!(r.metadata["created"], "17040672000000000");
         assert_eq!(r.metadata["content-type"], "application/json");
         assert_eq!(

@@ -23,7 +23,7 @@ const ACK_IDS_MAX: usize = 10_000;
 type Sender = mpsc::Sender<Result<ReadResp, Status>>;
 
 fn event_of(e: &RecordedEvent, string_ids: bool) -> read_event::RecordedEvent {
-    let r = recorded(e, string_ids);
+    let r = recorded(e.clone(), string_ids);
     read_event::RecordedEvent {
         id: r.id,
         stream_identifier: r.stream_identifier,

@@ -2,10 +2,13 @@
 //! (confirmation, history, caught-up, then live events), sent through a bounded channel
 //! so a slow client holds the reader back instead of filling memory.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use rivulet_eventstore::{Direction, EventFilter, EventStore, EventStoreError, RecordedEvent};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::convert::{event_resp, now_timestamp, stream_id};
@@ -20,6 +23,10 @@ use crate::pb::event_store::client::streams::ReadResp;
 
 /// Events one pass of a read takes.
 const EVENTS_PER_PASS: usize = 500;
+/// Events a finite read of a stream answers without a task.
+const IMMEDIATE_EVENTS_MAX: u64 = 1000;
+/// Responses a read may have queued for a slow client.
+const READ_QUEUE_MAX: usize = 64;
 /// How often an idle subscription checks that its client is still there.
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 
@@ -122,8 +129,75 @@ fn content(c: Content) -> Result<ReadResp, Status> {
     Ok(ReadResp { content: Some(c) })
 }
 
+/// What a read answers.
+pub(crate) type Responses = Pin<Box<dyn Stream<Item = Result<ReadResp, Status>> + Send>>;
+
+/// Where a finite read of a stream starts: `None` when it reads nothing, else the revision
+/// (`None` inside: the stream's start, or its end backwards).
+fn stream_start(plan: &Plan) -> Option<Option<u64>> {
+    match (plan.from, plan.backwards) {
+        (Point::At(r), _) => Some(Some(r)),
+        (Point::Start, false) | (Point::End, true) => Some(None),
+        (Point::Start, true) => Some(Some(0)),
+        (Point::End, false) => None,
+    }
+}
+
+/// Answers a read. A finite read of a stream answers its first events (up to
+/// [`IMMEDIATE_EVENTS_MAX`]) at once, without a task between the store and the connection;
+/// what remains, and every other read, runs in a task feeding a bounded channel.
+pub(crate) fn respond(store: EventStore, mut plan: Plan) -> Responses {
+    let (Some(count), Some(stream)) = (plan.count, plan.stream.clone()) else {
+        return spawn(store, plan);
+    };
+    let Some(start) = stream_start(&plan) else {
+        return Box::pin(tokio_stream::empty());
+    };
+    let max = count.min(IMMEDIATE_EVENTS_MAX) as usize;
+    let slice = match store.read_stream(&stream, start, plan.direction(), max) {
+        Ok(slice) => slice,
+        Err(EventStoreError::StreamNotFound(_)) => {
+            let missing = read_resp::StreamNotFound {
+                stream_identifier: Some(stream_id(&stream)),
+            };
+            return Box::pin(tokio_stream::iter([content(Content::StreamNotFound(missing))]));
+        }
+        Err(e) => return Box::pin(tokio_stream::iter([Err(status_of("Read", e))])),
+    };
+    let sent = slice.events.len() as u64;
+    let first: Vec<Result<ReadResp, Status>> = slice
+        .events
+        .into_iter()
+        .map(|e| Ok(event_resp(e, plan.string_ids)))
+        .collect();
+    match slice.next {
+        Some(next) if sent > 0 && sent < count => {
+            plan.from = Point::At(next);
+            plan.count = Some(count - sent);
+            Box::pin(tokio_stream::iter(first).chain(spawn(store, plan)))
+        }
+        _ => Box::pin(tokio_stream::iter(first)),
+    }
+}
+
+fn spawn(store: EventStore, plan: Plan) -> Responses {
+    let (tx, rx) = mpsc::channel(READ_QUEUE_MAX);
+    tokio::spawn(run(store, plan, tx));
+    Box::pin(ReceiverStream::new(rx))
+}
+
+impl Plan {
+    fn direction(&self) -> Direction {
+        if self.backwards {
+            Direction::Backwards
+        } else {
+            Direction::Forwards
+        }
+    }
+}
+
 /// Runs a read to its end (or, for a subscription, until the client leaves).
-pub(crate) async fn run(store: EventStore, plan: Plan, tx: Sender) {
+async fn run(store: EventStore, plan: Plan, tx: Sender) {
     let outcome = match (plan.count, plan.stream.clone()) {
         (Some(count), Some(stream)) => read_stream(&store, &plan, &stream, count, &tx).await,
         (Some(count), None) => read_all(&store, &plan, count, &tx).await,
@@ -136,7 +210,7 @@ pub(crate) async fn run(store: EventStore, plan: Plan, tx: Sender) {
 }
 
 /// Sends events; false when the client has gone.
-async fn send_events(tx: &Sender, events: &[RecordedEvent], string_ids: bool) -> bool {
+async fn send_events(tx: &Sender, events: Vec<RecordedEvent>, string_ids: bool) -> bool {
     for e in events {
         if tx.send(Ok(event_resp(e, string_ids))).await.is_err() {
             return false;
@@ -152,16 +226,9 @@ async fn read_stream(
     count: u64,
     tx: &Sender,
 ) -> Result<(), Status> {
-    let direction = if plan.backwards {
-        Direction::Backwards
-    } else {
-        Direction::Forwards
-    };
-    let mut next = match (plan.from, plan.backwards) {
-        (Point::At(r), _) => Some(r),
-        (Point::Start, false) | (Point::End, true) => None,
-        (Point::Start, true) => Some(0),
-        (Point::End, false) => return Ok(()),
+    let direction = plan.direction();
+    let Some(mut next) = stream_start(plan) else {
+        return Ok(());
     };
     let mut left = count;
     // Each pass sends at least one event or ends the read.
@@ -178,11 +245,9 @@ async fn read_stream(
             }
             Err(e) => return Err(status_of("Read", e)),
         };
-        left -= slice.events.len() as u64;
-        if !send_events(tx, &slice.events, plan.string_ids).await
-            || slice.next.is_none()
-            || slice.events.is_empty()
-        {
+        let sent = slice.events.len() as u64;
+        left -= sent;
+        if !send_events(tx, slice.events, plan.string_ids).await || slice.next.is_none() || sent == 0 {
             return Ok(());
         }
         next = slice.next;
@@ -211,7 +276,7 @@ async fn read_all(store: &EventStore, plan: &Plan, count: u64, tx: &Sender) -> R
             .read_all_where(next, direction, max, &matches)
             .map_err(|e| status_of("Read", e))?;
         left -= slice.events.len() as u64;
-        if !send_events(tx, &slice.events, plan.string_ids).await || slice.end {
+        if !send_events(tx, slice.events, plan.string_ids).await || slice.end {
             return Ok(());
         }
         next = Some(slice.next_position);
@@ -259,10 +324,11 @@ async fn subscribe_stream(store: &EventStore, plan: &Plan, stream: &str, tx: &Se
         if let Some(last) = events.last() {
             next = last.revision + 1;
         }
-        if !send_events(tx, &events, plan.string_ids).await {
+        let any = !events.is_empty();
+        if !send_events(tx, events, plan.string_ids).await {
             return Ok(());
         }
-        if !events.is_empty() {
+        if any {
             continue;
         }
         if !caught_up {
@@ -302,10 +368,11 @@ async fn subscribe_all(store: &EventStore, plan: &Plan, tx: &Sender) -> Result<(
             .map_err(|e| status_of("Read", e))?;
         let moved = slice.next_position > next;
         next = slice.next_position;
-        if !send_events(tx, &slice.events, plan.string_ids).await {
+        let none = slice.events.is_empty();
+        if !send_events(tx, slice.events, plan.string_ids).await {
             return Ok(());
         }
-        if filtered && moved && slice.events.is_empty() {
+        if filtered && moved && none {
             let checkpoint = read_resp::Checkpoint {
                 commit_position: next,
                 prepare_position: next,

@@ -15,13 +15,10 @@ use crate::pb::event_store::client::streams::append_resp::{self, success};
 use crate::pb::event_store::client::streams::streams_server::Streams;
 use crate::pb::event_store::client::streams::{
     append_req, delete_req, delete_resp, tombstone_req, tombstone_resp, AppendReq, AppendResp,
-    BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq, ReadResp, TombstoneReq, TombstoneResp,
+    BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq, TombstoneReq, TombstoneResp,
 };
 use crate::pb::event_store::client::Empty;
 use crate::{read, APPEND_BYTES_MAX};
-
-/// Responses a read may have queued for a slow client.
-const READ_QUEUE_MAX: usize = 64;
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -133,7 +130,7 @@ async fn collect_append(
 
 #[tonic::async_trait]
 impl Streams for StreamsService {
-    type ReadStream = ReceiverStream<Result<ReadResp, Status>>;
+    type ReadStream = read::Responses;
 
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
         self.access.check(&request, Operation::Read)?;
@@ -142,9 +139,7 @@ impl Streams for StreamsService {
             .options
             .ok_or_else(|| invalid("a read has options"))?;
         let plan = read::Plan::from_options(options)?;
-        let (tx, rx) = mpsc::channel(READ_QUEUE_MAX);
-        tokio::spawn(read::run(self.store.clone(), plan, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(read::respond(self.store.clone(), plan)))
     }
 
     async fn append(&self, request: Request<Streaming<AppendReq>>) -> Result<Response<AppendResp>, Status> {
