@@ -13,6 +13,9 @@ pub enum SdkError {
     #[cfg(feature = "kafka")]
     #[error("kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The event store refused or failed a request.
+    #[error("event store: {0}")]
+    EventStore(String),
     /// An event's data did not serialize.
     #[error("encoding event data: {0}")]
     Encode(#[source] serde_json::Error),

@@ -12,6 +12,10 @@
 //! * **Exactly once** ([`Client::transform`]): consume, transform and publish with the
 //!   input offsets in one Kafka transaction per polled batch; outputs are seen by
 //!   read_committed readers exactly once, across crashes.
+//! * **Event-sourced aggregates** ([`aggregate`]): state rebuilt from a stream, commands
+//!   appended at the revision they were decided at, retried on conflict, written once per
+//!   command id; on the embedded event store or over the KurrentDB gRPC API (feature
+//!   `eventstore-grpc`).
 //! * **Transports**: `KafkaTransport` (any Kafka-protocol cluster, Rivulet included; cargo
 //!   feature `kafka`) and `EmbeddedTransport` (the broker inside this process; feature
 //!   `embedded`), behind one API. Both features are on by default; an application that only
@@ -36,6 +40,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod aggregate;
 mod client;
 pub mod dlq;
 #[cfg(feature = "embedded")]
