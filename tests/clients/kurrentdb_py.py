@@ -4,9 +4,11 @@ client's default (look-ahead) filter, catch-up subscriptions, idempotent retries
 and tombstones, persistent subscriptions (two competing consumers, ack, park, replay, a
 maximum of consumers). Exits non-zero on the first failed check.
 
-usage: kurrentdb_py.py <host:port> <run-id> [refused]
+usage: kurrentdb_py.py <host:port> <run-id> [refused | tls <ca.pem> <user> <password>]
 With `refused` it only checks that an anonymous client of a server with logins on is
-refused, reading and writing.
+refused, reading and writing. With `tls` it connects over TLS trusting <ca.pem>, with the
+user's credentials, and checks appends, reads and a persistent subscription, and that a
+wrong password is refused (this client needs credentials whenever TLS is on).
 """
 
 import sys
@@ -18,6 +20,7 @@ from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.exceptions import (
     AccessDeniedError,
     AlreadyExistsError,
+    UnauthenticatedError,
     FailedPreconditionError,
     MaximumSubscriptionsReachedError,
     NotFoundError,
@@ -52,6 +55,27 @@ def refused(client, run):
     )
     fails(lambda: client.get_stream(f"s-{run}"), AccessDeniedError, "an anonymous read is refused")
     client.close()
+    print("all checks passed", flush=True)
+
+
+def over_tls(address, run, ca, user, password):
+    uri = f"kurrentdb://{user}:{password}@{address}?tls=true&tlsCaFile={ca}"
+    client = KurrentDBClient(uri=uri)
+    stream = f"secure-{run}"
+    client.append_to_stream(stream, events=NewEvent(type="Signed", data=b'{"n":1}'), current_version=StreamState.NO_STREAM)
+    events = client.get_stream(stream)
+    check([e.type for e in events] == ["Signed"], "append and read over TLS with credentials")
+    client.create_subscription_to_stream("tls-group", stream)
+    sub = client.read_subscription_to_stream("tls-group", stream)
+    for event in sub:
+        check(event.type == "Signed", "a persistent subscription over TLS")
+        sub.ack(event)
+        break
+    sub.stop()
+    client.close()
+    wrong = KurrentDBClient(uri=f"kurrentdb://{user}:not-the-password@{address}?tls=true&tlsCaFile={ca}")
+    fails(lambda: wrong.get_stream(stream), UnauthenticatedError, "a wrong password is refused")
+    wrong.close()
     print("all checks passed", flush=True)
 
 
@@ -123,6 +147,8 @@ def persistent(client, run):
 
 def main():
     address, run = sys.argv[1], sys.argv[2]
+    if sys.argv[3:4] == ["tls"]:
+        return over_tls(address, run, *sys.argv[4:8])
     client = KurrentDBClient(uri=f"kurrentdb://{address}?tls=false")
     if sys.argv[3:] == ["refused"]:
         return refused(client, run)

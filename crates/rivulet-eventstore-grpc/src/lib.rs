@@ -10,6 +10,7 @@
 
 mod access;
 mod batch;
+mod conn;
 mod convert;
 mod errors;
 mod features;
@@ -23,8 +24,6 @@ use std::net::SocketAddr;
 
 use rivulet_broker::Broker;
 use rivulet_eventstore::{EventStore, PersistentSubscriptions};
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 
 pub use features::API_VERSION;
 
@@ -37,16 +36,18 @@ pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
 const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 
-/// Serves the gRPC API on `listener` until `shutdown` completes.
+/// Serves the gRPC API on `listener` (over TLS with `tls`, which should offer ALPN `h2`)
+/// until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Broker,
     store: EventStore,
     groups: PersistentSubscriptions,
+    tls: Option<rivulet_tls::Acceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let local: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(address = ?local, "Listening for KurrentDB clients (gRPC)");
+    tracing::info!(address = ?local, tls = tls.is_some(), "Listening for KurrentDB clients (gRPC)");
     let access = access::Access::new(broker, store.topic().to_string());
     let streams = streams::StreamsService {
         store,
@@ -64,15 +65,10 @@ pub async fn serve(
         server_features::server_features_server::ServerFeaturesServer,
         streams::streams_server::StreamsServer,
     };
-    // Small messages (one per event, one per append) go out at once, not after the peer's
-    // delayed acknowledgement; reads of whole streams are not held back by a 64 KiB window.
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "gRPC: TCP_NODELAY not set");
-            }
-        })
-    });
+    // Small messages (one per event, one per append) go out at once (TCP_NODELAY), not after
+    // the peer's delayed acknowledgement; reads of whole streams are not held back by a
+    // 64 KiB window.
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(conn::accept(listener, tls));
     tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)

@@ -119,6 +119,7 @@ async fn grpc_store_sells_the_last_units_once() {
         broker,
         store,
         groups,
+        None,
         std::future::pending(),
     ));
     let remote = rivulet_sdk::aggregate::GrpcEventStore::connect(&address)

@@ -113,6 +113,10 @@ async fn serve(mut settings: Settings) -> Result<()> {
         .await
         .context("starting the event store's persistent subscriptions")?;
     settings.gateway.persistent_subscriptions = Some(groups.clone());
+    let grpc_tls = match &settings.tls {
+        Some(files) => Some(rivulet_tls::acceptor(files, &[b"h2"]).context("TLS")?),
+        None => None,
+    };
     let https = match &settings.tls {
         Some(files) => {
             let tls = rivulet_tls::acceptor(files, &[]).context("TLS")?;
@@ -177,6 +181,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
                     broker.clone(),
                     event_store.clone(),
                     groups,
+                    grpc_tls,
                     shutdown,
                 );
                 Some(tokio::spawn(serving))

@@ -375,14 +375,6 @@ impl Settings {
             (None, None) => None,
             _ => bail!("--tls-cert and --tls-key go together"),
         };
-        let eventstore = match (eventstore, &tls) {
-            (Some((addr, true)), Some(_)) => bail!(
-                "--eventstore-listen {addr}: the event store's gRPC listener does not serve TLS yet; \
-                 pass --eventstore-listen off with --tls-cert"
-            ),
-            (Some((_, false)), Some(_)) => None,
-            (e, _) => e,
-        };
         Ok(Settings {
             tls,
             broker,

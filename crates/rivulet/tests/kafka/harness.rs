@@ -127,13 +127,7 @@ impl Rivulet {
             cmd.arg("--amqp-listen")
                 .arg(format!("127.0.0.1:{}", self.amqp_port));
         }
-        // The event store's gRPC listener does not serve TLS yet: servers with TLS run
-        // without it.
-        if self.args.iter().any(|a| a == "--tls-cert") {
-            if !self.args.iter().any(|a| a == "--eventstore-listen") {
-                cmd.arg("--eventstore-listen").arg("off");
-            }
-        } else if !self.args.iter().any(|a| a == "--eventstore-listen") {
+        if !self.args.iter().any(|a| a == "--eventstore-listen") {
             cmd.arg("--eventstore-listen")
                 .arg(format!("127.0.0.1:{}", self.eventstore_port));
         }

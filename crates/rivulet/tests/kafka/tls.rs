@@ -263,3 +263,46 @@ fn a_listener_without_sasl_beyond_loopback_is_refused_with_auth_on() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("needs logins on"), "{stderr}");
 }
+
+/// The official KurrentDB Python client over TLS (`kurrentdb://user:pw@host?tls=true`)
+/// with logins on: the user's appends, reads and a persistent subscription work; a wrong
+/// password is refused.
+#[test]
+fn kurrentdb_clients_use_tls_with_credentials() {
+    let python = repo_root().join(".venv/bin/python");
+    if !python.exists() {
+        println!("SKIPPED kurrentdb_clients_use_tls_with_credentials: .venv is missing");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    cert_dev(dir.path());
+    let mut args = tls_args(dir.path(), false);
+    args.extend(["--auth".to_string(), "true".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Rivulet::start_with(
+        &args,
+        &[
+            ("RIVULET_BOOTSTRAP_USER", "admin"),
+            ("RIVULET_BOOTSTRAP_PASSWORD", "admin-password-1"),
+        ],
+    );
+    let address = server.eventstore_address().replace("127.0.0.1", "localhost");
+    let output = Command::new("timeout")
+        .arg("120")
+        .arg(&python)
+        .arg(repo_root().join("tests/clients/kurrentdb_py.py"))
+        .args([&address, "t1", "tls"])
+        .arg(dir.path().join("ca.pem"))
+        .args(["admin", "admin-password-1"])
+        .output()
+        .expect("run python");
+    assert_client_checks(
+        &output,
+        &[
+            "ok: append and read over TLS with credentials",
+            "ok: a persistent subscription over TLS",
+            "ok: a wrong password is refused",
+            "all checks passed",
+        ],
+    );
+}
