@@ -24,14 +24,14 @@ pub const INVENTORY_GROUP: &str = "inventory";
 /// Consumer group of the notification service.
 pub const NOTIFICATION_GROUP: &str = "notification";
 
-/// Starts the inventory service: replays its stock, then handles `orders`.
+/// Starts the inventory service: stocks the catalogue (once), then handles `orders`.
 pub async fn start_inventory(
     client: &Client,
     inventory: Arc<Inventory>,
     options: SubscribeOptions,
 ) -> SdkResult<Subscription> {
-    let decided = inventory.recover(client).await?;
-    tracing::info!(orders_decided = decided, stock = ?inventory.stock(), "Inventory recovered");
+    inventory.stock_up().await?;
+    tracing::info!(stock = ?inventory.stock().await?, "Inventory ready");
     let c = client.clone();
     client
         .subscribe_with(INVENTORY_GROUP, &[ORDERS], options, move |e: Received| {
@@ -117,7 +117,10 @@ async fn place_order(State(state): State<HttpState>, body: axum::body::Bytes) ->
 
 async fn stock(State(state): State<HttpState>) -> Response {
     match &state.inventory {
-        Some(inv) => Json(inv.stock()).into_response(),
+        Some(inv) => match inv.stock().await {
+            Ok(stock) => Json(stock).into_response(),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("reading stock: {e}")),
+        },
         None => error(
             StatusCode::NOT_FOUND,
             "the inventory service does not run in this process",

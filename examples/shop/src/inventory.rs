@@ -1,36 +1,42 @@
 //! Inventory service: reserves stock on `OrderPlaced` and publishes `InventoryReserved` or
 //! `OutOfStock`, and `InventoryLow` when a SKU falls under the threshold.
 //!
-//! Stock is derived from the `inventory` topic: on start the service replays it (initial
-//! stock minus every `InventoryReserved`), so a restart never loses or repeats a
-//! reservation. An order already decided is not decided again, whatever redelivers it.
+//! Stock lives in the event store, one stream per SKU ([`crate::stock`]): each line of an
+//! order is reserved with the SKU's expected revision, and a line that cannot be reserved
+//! releases the lines already reserved. Every change carries an id derived from the order,
+//! so an order delivered again (a crash, a retried request) changes nothing twice, and two
+//! concurrent orders for the last unit cannot both succeed.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use rivulet_sdk::{Client, Event, HandlerError, OutRecord, Received, Result as SdkResult};
+use rivulet_sdk::aggregate::{EventStoreBackend, ExecuteError, Repository};
+use rivulet_sdk::{Client, Event, HandlerError, OutRecord, Received, SdkError};
 
 use crate::events::{
     inventory_outcome_id, InventoryLow, InventoryReserved, OrderPlaced, OutOfStock, INVENTORY, INVENTORY_LOW,
     INVENTORY_RESERVED, ORDER_PLACED, OUT_OF_STOCK,
 };
+use crate::stock::{command_id, Stock, StockEvent};
 
-/// Records replayed at start-up.
-const REPLAY_RECORDS_MAX: usize = 10_000_000;
+/// Decisions and appends one command may take when other orders keep changing its SKU.
+const ATTEMPTS: u32 = 50;
 
-/// Stock levels and decided orders.
-#[derive(Debug)]
+/// Stock levels in the event store.
 pub struct Inventory {
-    state: Mutex<State>,
+    stock: Repository<Stock>,
     initial: BTreeMap<String, i64>,
     low_threshold: i64,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    stock: BTreeMap<String, i64>,
-    /// Order id -> reserved (true) or out of stock (false).
-    decided: HashMap<String, bool>,
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("initial", &self.initial)
+            .field("low_threshold", &self.low_threshold)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The demo catalogue: SKU and initial units.
@@ -41,30 +47,68 @@ pub fn demo_catalogue() -> BTreeMap<String, i64> {
         .collect()
 }
 
+fn store_failed<R>(e: ExecuteError<R>) -> HandlerError {
+    match e {
+        ExecuteError::Rejected(_) => HandlerError::transient("refused"),
+        ExecuteError::Conflicts { attempts } => {
+            HandlerError::transient(format!("stock kept changing: {attempts} attempts conflicted"))
+        }
+        ExecuteError::Store(e) => HandlerError::transient(e.to_string()),
+    }
+}
+
+/// A reserved line: SKU, units, units left after it, and whether this delivery reserved it.
+struct Line {
+    sku: String,
+    qty: i64,
+    left: i64,
+    fresh: bool,
+}
+
 impl Inventory {
-    /// Inventory with initial stock; `InventoryLow` fires when a SKU falls under
-    /// `low_threshold`.
-    pub fn new(initial: BTreeMap<String, i64>, low_threshold: i64) -> Arc<Inventory> {
+    /// Inventory over `store` with this catalogue; `InventoryLow` fires when a SKU falls
+    /// under `low_threshold`.
+    pub fn new(
+        store: Arc<dyn EventStoreBackend>,
+        initial: BTreeMap<String, i64>,
+        low_threshold: i64,
+    ) -> Arc<Inventory> {
         Arc::new(Inventory {
-            state: Mutex::new(State {
-                stock: initial.clone(),
-                decided: HashMap::new(),
-            }),
+            stock: Repository::new(store).with_attempts(ATTEMPTS),
             initial,
             low_threshold,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
+    /// Receives the catalogue's initial stock, once per SKU (a SKU stocked before keeps its
+    /// history).
+    pub async fn stock_up(&self) -> Result<(), SdkError> {
+        for (sku, units) in &self.initial {
+            let units = *units;
+            self.stock
+                .execute(sku, command_id(&["stocked", sku]), |s: &Stock| {
+                    Ok::<_, ()>(if s.stocked {
+                        Vec::new()
+                    } else {
+                        vec![StockEvent::Stocked { units }]
+                    })
+                })
+                .await
+                .map_err(|e| match e {
+                    ExecuteError::Store(e) => e,
+                    other => SdkError::EventStore(format!("stocking {sku}: {other}")),
+                })?;
         }
+        Ok(())
     }
 
-    /// Current stock.
-    pub fn stock(&self) -> BTreeMap<String, i64> {
-        self.lock().stock.clone()
+    /// Current stock of the catalogue's SKUs.
+    pub async fn stock(&self) -> Result<BTreeMap<String, i64>, SdkError> {
+        let mut out = BTreeMap::new();
+        for sku in self.initial.keys() {
+            out.insert(sku.clone(), self.stock.load(sku).await?.state.units);
+        }
+        Ok(out)
     }
 
     /// Initial stock.
@@ -72,37 +116,57 @@ impl Inventory {
         &self.initial
     }
 
-    /// Rebuilds stock and decided orders from the `inventory` topic. Returns the number of
-    /// orders decided so far.
-    pub async fn recover(&self, client: &Client) -> SdkResult<usize> {
-        client.ensure_topic(INVENTORY).await?;
-        let (records, _) = client
-            .transport()
-            .read_to_end(INVENTORY, BTreeMap::new(), REPLAY_RECORDS_MAX)
-            .await?;
-        let mut state = self.lock();
-        *state = State {
-            stock: self.initial.clone(),
-            decided: HashMap::new(),
-        };
-        for r in records {
-            let e = Received::from_record(r);
-            if e.ty == INVENTORY_RESERVED {
-                let Ok(res) = e.data::<InventoryReserved>() else {
-                    continue;
-                };
-                if state.decided.insert(res.order_id.clone(), true).is_none() {
-                    for item in &res.items {
-                        *state.stock.entry(item.sku.clone()).or_insert(0) -= i64::from(item.qty);
-                    }
+    async fn reserve(&self, order_id: &str, sku: &str, qty: i64) -> Result<Result<Line, i64>, HandlerError> {
+        let fresh = AtomicBool::new(false);
+        let decided = self
+            .stock
+            .execute(sku, command_id(&["reserve", order_id, sku]), |s: &Stock| {
+                fresh.store(false, Ordering::Relaxed);
+                if s.reservations.contains_key(order_id) {
+                    return Ok(Vec::new());
                 }
-            } else if e.ty == OUT_OF_STOCK {
-                if let Ok(oos) = e.data::<OutOfStock>() {
-                    state.decided.entry(oos.order_id).or_insert(false);
+                if s.units < qty {
+                    return Err(s.units);
                 }
-            }
+                fresh.store(true, Ordering::Relaxed);
+                Ok(vec![StockEvent::Reserved {
+                    order_id: order_id.to_string(),
+                    qty,
+                }])
+            })
+            .await;
+        match decided {
+            Ok(after) => Ok(Ok(Line {
+                sku: sku.to_string(),
+                qty,
+                left: after.state.units,
+                fresh: fresh.load(Ordering::Relaxed),
+            })),
+            Err(ExecuteError::Rejected(available)) => Ok(Err(available)),
+            Err(e) => Err(store_failed(e)),
         }
-        Ok(state.decided.len())
+    }
+
+    async fn release(&self, order_id: &str, line: &Line) -> Result<(), HandlerError> {
+        let (order, qty) = (order_id.to_string(), line.qty);
+        self.stock
+            .execute(
+                &line.sku,
+                command_id(&["release", order_id, &line.sku]),
+                |s: &Stock| {
+                    Ok::<_, ()>(if s.reservations.contains_key(&order) {
+                        vec![StockEvent::Released {
+                            order_id: order.clone(),
+                            qty,
+                        }]
+                    } else {
+                        Vec::new()
+                    })
+                },
+            )
+            .await
+            .map(|_| ())
+            .map_err(store_failed)
     }
 
     /// Handles one event of the `orders` topic.
@@ -111,81 +175,73 @@ impl Inventory {
             return Ok(());
         }
         let order: OrderPlaced = event.data()?;
-        let mut records: Vec<OutRecord> = Vec::new();
-        let reserved = {
-            let mut state = self.lock();
-            if state.decided.contains_key(&order.order_id) {
-                return Ok(());
-            }
-            let short = order.items.iter().find_map(|item| {
-                let available = state.stock.get(&item.sku).copied().unwrap_or(0);
-                let wanted: i64 = order
-                    .items
-                    .iter()
-                    .filter(|i| i.sku == item.sku)
-                    .map(|i| i64::from(i.qty))
-                    .sum();
-                (available < wanted).then(|| (item.clone(), available))
-            });
-            let id = inventory_outcome_id(&order.order_id);
-            match short {
-                Some((item, available)) => {
-                    let data = OutOfStock {
-                        order_id: order.order_id.clone(),
-                        email: order.email.clone(),
-                        sku: item.sku,
-                        requested: item.qty,
-                        available,
-                    };
-                    let e = Event::new("/shop/inventory", OUT_OF_STOCK, data)
-                        .with_id(id)
-                        .with_subject(order.order_id.clone());
-                    records.push(e.to_record(Some(&order.order_id))?);
-                    state.decided.insert(order.order_id.clone(), false);
-                    false
-                }
-                None => {
-                    for item in &order.items {
-                        let level = state.stock.entry(item.sku.clone()).or_insert(0);
-                        let before = *level;
-                        *level -= i64::from(item.qty);
-                        if before >= self.low_threshold && *level < self.low_threshold {
-                            let low = InventoryLow {
-                                sku: item.sku.clone(),
-                                remaining: *level,
-                                threshold: self.low_threshold,
-                            };
-                            let e = Event::new("/shop/inventory", INVENTORY_LOW, low)
-                                .with_id(format!("inventory-low.{}.{}", item.sku, order.order_id))
-                                .with_subject(item.sku.clone());
-                            records.push(e.to_record(Some(&item.sku))?);
-                        }
-                    }
-                    let data = InventoryReserved {
-                        order_id: order.order_id.clone(),
-                        email: order.email.clone(),
-                        items: order.items.clone(),
-                    };
-                    let e = Event::new("/shop/inventory", INVENTORY_RESERVED, data)
-                        .with_id(id)
-                        .with_subject(order.order_id.clone());
-                    records.insert(0, e.to_record(Some(&order.order_id))?);
-                    state.decided.insert(order.order_id.clone(), true);
-                    true
-                }
-            }
-        };
-        if let Err(e) = client.publish_records(INVENTORY, records).await {
-            // Undo the decision so the retry decides again.
-            let mut state = self.lock();
-            state.decided.remove(&order.order_id);
-            if reserved {
-                for item in &order.items {
-                    *state.stock.entry(item.sku.clone()).or_insert(0) += i64::from(item.qty);
-                }
-            }
-            return Err(HandlerError::transient(e.to_string()));
+        let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+        for item in &order.items {
+            *wanted.entry(item.sku.as_str()).or_insert(0) += i64::from(item.qty);
         }
-        Ok(())
+        // Lines in SKU order; the first short line releases those before it.
+        let mut lines = Vec::with_capacity(wanted.len());
+        let mut short = None;
+        for (sku, qty) in wanted {
+            match self.reserve(&order.order_id, sku, qty).await? {
+                Ok(line) => lines.push(line),
+                Err(available) => {
+                    short = Some((sku.to_string(), qty, available));
+                    break;
+                }
+            }
+        }
+        let id = inventory_outcome_id(&order.order_id);
+        let mut records: Vec<OutRecord> = Vec::new();
+        match short {
+            Some((sku, requested, available)) => {
+                for line in &lines {
+                    self.release(&order.order_id, line).await?;
+                }
+                let data = OutOfStock {
+                    order_id: order.order_id.clone(),
+                    email: order.email.clone(),
+                    sku,
+                    requested: u32::try_from(requested).unwrap_or(u32::MAX),
+                    available,
+                };
+                let e = Event::new("/shop/inventory", OUT_OF_STOCK, data)
+                    .with_id(id)
+                    .with_subject(order.order_id.clone());
+                records.push(e.to_record(Some(&order.order_id))?);
+            }
+            None => {
+                let data = InventoryReserved {
+                    order_id: order.order_id.clone(),
+                    email: order.email.clone(),
+                    items: order.items.clone(),
+                };
+                let e = Event::new("/shop/inventory", INVENTORY_RESERVED, data)
+                    .with_id(id)
+                    .with_subject(order.order_id.clone());
+                records.push(e.to_record(Some(&order.order_id))?);
+                for line in lines.iter().filter(|l| l.fresh) {
+                    let before = line.left + line.qty;
+                    if before >= self.low_threshold && line.left < self.low_threshold {
+                        let low = InventoryLow {
+                            sku: line.sku.clone(),
+                            remaining: line.left,
+                            threshold: self.low_threshold,
+                        };
+                        let e = Event::new("/shop/inventory", INVENTORY_LOW, low)
+                            .with_id(format!("inventory-low.{}.{}", line.sku, order.order_id))
+                            .with_subject(line.sku.clone());
+                        records.push(e.to_record(Some(&line.sku))?);
+                    }
+                }
+            }
+        }
+        // Stock is already decided durably; publishing again after a failure publishes the
+        // same event ids, which consumers skip.
+        client
+            .publish_records(INVENTORY, records)
+            .await
+            .map(|_| ())
+            .map_err(|e| HandlerError::transient(e.to_string()))
     }
 }

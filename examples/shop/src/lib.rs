@@ -13,3 +13,4 @@ pub mod inventory;
 pub mod notification;
 pub mod order;
 pub mod smtp_sink;
+pub mod stock;

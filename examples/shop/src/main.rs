@@ -2,10 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use rivulet_eventstore::{EventStore, EventStoreConfig};
+use rivulet_sdk::aggregate::{EventStoreBackend, GrpcEventStore};
 use rivulet_sdk::{Client, SubscribeOptions};
 use shop::app::{self, HttpState};
 use shop::inventory::{demo_catalogue, Inventory};
@@ -73,6 +76,16 @@ struct RunArgs {
     /// Low-stock threshold
     #[arg(long, default_value_t = 10)]
     low_stock: i64,
+    /// With --brokers: the event store holding the stock, over the KurrentDB gRPC API
+    /// (`rivulet serve`'s --eventstore-listen). Without --brokers the stock lives in the
+    /// embedded broker's event store.
+    #[arg(
+        long,
+        env = "SHOP_EVENTSTORE",
+        default_value = "127.0.0.1:2113",
+        value_name = "HOST:PORT"
+    )]
+    eventstore: String,
 }
 
 const FROM: &str = "Rivulet Shop <shop@example.com>";
@@ -146,6 +159,7 @@ async fn run(cli: Cli) -> Result<()> {
         smtp_server: None,
         kafka_listen: None,
         low_stock: 10,
+        eventstore: "127.0.0.1:2113".into(),
     }));
     match command {
         Command::Broker { listen } => {
@@ -187,13 +201,24 @@ async fn run(cli: Cli) -> Result<()> {
 
 async fn run_all(brokers: Option<String>, data_dir: PathBuf, args: RunArgs) -> Result<()> {
     let mut broker = None;
-    let client = match &brokers {
-        Some(b) => Client::kafka(b)?,
+    let (client, store): (Client, Arc<dyn EventStoreBackend>) = match &brokers {
+        Some(b) => {
+            let store = GrpcEventStore::connect(&args.eventstore)
+                .await
+                .with_context(|| format!("connecting to the event store at {}", args.eventstore))?;
+            (Client::kafka(b)?, Arc::new(store))
+        }
         None => {
             let dir = data_dir.clone();
-            let b = tokio::task::spawn_blocking(move || open_broker(&dir)).await??;
+            let (b, store) = tokio::task::spawn_blocking(move || -> Result<_> {
+                let b = open_broker(&dir)?;
+                let store = EventStore::open(b.clone(), EventStoreConfig::under(&dir))
+                    .context("opening the embedded event store")?;
+                Ok((b, store))
+            })
+            .await??;
             broker = Some(b.clone());
-            Client::embedded(b)
+            (Client::embedded(b), Arc::new(store))
         }
     };
     if let (Some(b), Some(listen)) = (&broker, args.kafka_listen) {
@@ -215,7 +240,7 @@ async fn run_all(brokers: Option<String>, data_dir: PathBuf, args: RunArgs) -> R
             (sink.addr().to_string(), Some(mail_dir.clone()))
         }
     };
-    let inventory = Inventory::new(demo_catalogue(), args.low_stock);
+    let inventory = Inventory::new(store, demo_catalogue(), args.low_stock);
     let inventory_sub = app::start_inventory(&client, inventory.clone(), SubscribeOptions::default()).await?;
     let mailer = Mailer::new(&smtp_server, FROM)?;
     let notification_sub = app::start_notification(&client, mailer, SubscribeOptions::default()).await?;

@@ -1,13 +1,16 @@
 //! End-to-end tests of the shop: 1,000 orders with duplicate deliveries on the embedded
-//! broker, and the notification service killed with SIGKILL and restarted as a real
+//! broker (stock in its event store), concurrent orders for the last units, and the notification service killed with SIGKILL and restarted as a real
 //! process against the Kafka protocol.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rivulet_broker::{Broker, BrokerConfig};
+use rivulet_eventstore::{EventStore, EventStoreConfig};
+use rivulet_sdk::aggregate::{EventStoreBackend, GrpcEventStore};
 use rivulet_sdk::{Client, Event, Received, SubscribeOptions, TopicPartition};
 use shop::app;
 use shop::events::{
@@ -117,13 +120,15 @@ async fn thousand_orders_with_duplicates_get_one_email_each_and_consistent_stock
         ..BrokerConfig::default()
     })
     .expect("broker");
+    let store: Arc<dyn EventStoreBackend> =
+        Arc::new(EventStore::open(broker.clone(), EventStoreConfig::under(dir.path())).expect("event store"));
     let client = Client::embedded(broker).with_partitions(4);
     let sink = sink(dir.path(), Duration::ZERO).await;
     let catalogue: BTreeMap<String, i64> = [("widget", 900), ("gadget", 800), ("gizmo", 120)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    let inventory = Inventory::new(catalogue.clone(), 50);
+    let inventory = Inventory::new(store.clone(), catalogue.clone(), 50);
     let mailer = Mailer::new(&sink.addr().to_string(), FROM).expect("mailer");
     let mut inventory_sub = app::start_inventory(&client, inventory.clone(), options())
         .await
@@ -145,7 +150,7 @@ async fn thousand_orders_with_duplicates_get_one_email_each_and_consistent_stock
     inventory_sub.abort();
     // A crashed process is gone before its replacement starts: let the aborted tasks stop.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let inventory = Inventory::new(catalogue.clone(), 50);
+    let inventory = Inventory::new(store.clone(), catalogue.clone(), 50);
     inventory_sub = app::start_inventory(&client, inventory.clone(), options())
         .await
         .expect("inventory again");
@@ -235,7 +240,7 @@ async fn thousand_orders_with_duplicates_get_one_email_each_and_consistent_stock
     let out_of_stock = outcomes.values().filter(|v| v[0] == OUT_OF_STOCK).count();
     assert!(out_of_stock > 0, "the small gizmo stock ran out");
     assert!(low_alerts >= 1, "InventoryLow was published");
-    let stock = inventory.stock();
+    let stock = inventory.stock().await.expect("stock");
     for (sku, initial) in &catalogue {
         let left = stock.get(sku).copied().unwrap_or(0);
         assert!(left >= 0, "{sku} oversold: {left}");
@@ -245,10 +250,10 @@ async fn thousand_orders_with_duplicates_get_one_email_each_and_consistent_stock
             "{sku}: units gone equal units reserved"
         );
     }
-    // A fresh replay agrees with the live service.
-    let replayed = Inventory::new(catalogue.clone(), 50);
-    assert_eq!(replayed.recover(&client).await.expect("replay"), 1000);
-    assert_eq!(replayed.stock(), stock);
+    // Rebuilt from its streams by a fresh service, the stock is the same.
+    let replayed = Inventory::new(store.clone(), catalogue.clone(), 50);
+    replayed.stock_up().await.expect("stocked once only");
+    assert_eq!(replayed.stock().await.expect("stock"), stock);
     eprintln!(
         "1000 orders ({published} records), {out_of_stock} out of stock, inventory {inventory_stats:?}, in {:?}",
         started.elapsed()
@@ -534,6 +539,10 @@ async fn shop_services_run_against_rivulet_serve() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port");
+    let es_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
     let log = std::fs::File::create(dir.path().join("rivulet.log")).expect("log");
     let _server = Command::new(rivulet_bin())
         .args([
@@ -542,6 +551,8 @@ async fn shop_services_run_against_rivulet_serve() {
             &format!("127.0.0.1:{port}"),
             "--http-listen",
             "off",
+            "--eventstore-listen",
+            &format!("127.0.0.1:{es_port}"),
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
@@ -560,7 +571,17 @@ async fn shop_services_run_against_rivulet_serve() {
     let brokers = format!("127.0.0.1:{port}");
     let client = Client::kafka(&brokers).expect("client").with_partitions(3);
     let sink = sink(dir.path(), Duration::ZERO).await;
-    let inventory = Inventory::new(shop::inventory::demo_catalogue(), 10);
+    while std::net::TcpStream::connect(("127.0.0.1", es_port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the event store listener did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = GrpcEventStore::connect(&format!("127.0.0.1:{es_port}"))
+        .await
+        .expect("event store");
+    let inventory = Inventory::new(Arc::new(store), shop::inventory::demo_catalogue(), 10);
     let inventory_sub = app::start_inventory(&client, inventory.clone(), options())
         .await
         .expect("inventory");
@@ -591,5 +612,105 @@ async fn shop_services_run_against_rivulet_serve() {
     assert_eq!(per_order.len(), orders);
     assert!(per_order.values().all(|n| *n == 1));
     assert_eq!(sink.stats().deliveries as usize, orders);
-    assert_eq!(inventory.stock().get("gadget"), Some(&(500 - 2 * orders as i64)));
+    let stock = inventory.stock().await.expect("stock");
+    assert_eq!(stock.get("gadget"), Some(&(500 - 2 * orders as i64)));
+}
+
+/// Two inventory services (two instances of the group, each with its own `Inventory`) take
+/// twelve orders for a SKU with five units, some of them with a second line: exactly five
+/// orders get a unit, every other order is out of stock with nothing taken (its other line
+/// released), and the stock ends at zero. Decisions meet in the event store's expected
+/// revisions, not in one process's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_inventory_services_never_sell_the_last_units_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::open(BrokerConfig {
+        data_dir: dir.path().join("broker"),
+        ..BrokerConfig::default()
+    })
+    .expect("broker");
+    let store: Arc<dyn EventStoreBackend> =
+        Arc::new(EventStore::open(broker.clone(), EventStoreConfig::under(dir.path())).expect("event store"));
+    let client = Client::embedded(broker).with_partitions(4);
+    let catalogue: BTreeMap<String, i64> = [("last", 5), ("plenty", 1000)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let services = [
+        Inventory::new(store.clone(), catalogue.clone(), 0),
+        Inventory::new(store.clone(), catalogue.clone(), 0),
+    ];
+    let mut subs = Vec::new();
+    for inventory in &services {
+        subs.push(
+            app::start_inventory(&client, inventory.clone(), options())
+                .await
+                .expect("inventory"),
+        );
+    }
+    let orders: Vec<OrderPlaced> = (0..12)
+        .map(|i| OrderPlaced {
+            order_id: format!("race{i}"),
+            email: format!("r{i}@example.com"),
+            items: if i % 2 == 0 {
+                vec![
+                    Item {
+                        sku: "plenty".into(),
+                        qty: 3,
+                    },
+                    Item {
+                        sku: "last".into(),
+                        qty: 1,
+                    },
+                ]
+            } else {
+                vec![Item {
+                    sku: "last".into(),
+                    qty: 1,
+                }]
+            },
+        })
+        .collect();
+    publish_orders(&client, &orders).await;
+    let mut outcomes: HashMap<String, String> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outcomes.len() < orders.len() {
+        assert!(Instant::now() < deadline, "decided only {outcomes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (events, _) = client
+            .transport()
+            .read_to_end(INVENTORY, BTreeMap::new(), 10_000)
+            .await
+            .expect("inventory topic");
+        for r in events {
+            let e = Received::from_record(r);
+            if e.ty == INVENTORY_RESERVED || e.ty == OUT_OF_STOCK {
+                outcomes.insert(e.subject.clone().unwrap_or_default(), e.ty.clone());
+            }
+        }
+    }
+    for sub in subs {
+        sub.shutdown().await.expect("inventory stops");
+    }
+    let reserved: Vec<&String> = outcomes
+        .iter()
+        .filter(|(_, t)| *t == INVENTORY_RESERVED)
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(reserved.len(), 5, "five units, five orders: {outcomes:?}");
+    let stock = services[0].stock().await.expect("stock");
+    assert_eq!(stock.get("last"), Some(&0));
+    let plenty_taken = reserved
+        .iter()
+        .filter(|o| {
+            o.trim_start_matches("race")
+                .parse::<usize>()
+                .is_ok_and(|i| i % 2 == 0)
+        })
+        .count() as i64;
+    assert_eq!(
+        stock.get("plenty"),
+        Some(&(1000 - 3 * plenty_taken)),
+        "refused orders gave their other line back"
+    );
 }
