@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Rivulet's whole test suite on a fresh machine: installs what the client
 # compatibility tests need (kcat from Debian, kafka-python and confluent-kafka in ./.venv, kafkajs in
-# tests/clients/node_modules, Chromium from Debian for the console), checks formatting and lints, runs every test, then runs the
+# tests/clients/node_modules, Chromium from Debian for the console, the KurrentDB Rust client
+# program in tests/clients/kurrentdb-rust), checks formatting and lints, runs every test, then runs the
 # fuzz targets for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,9 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "npm is missing; the kafkajs tests will fail" >&2
 fi
+
+# The official KurrentDB Rust client as a test program (its own lock file and target dir).
+cargo build --locked --quiet --manifest-path tests/clients/kurrentdb-rust/Cargo.toml
 
 step "format"
 cargo fmt --all -- --check

@@ -83,6 +83,36 @@ fn kurrentdb_node_client_runs_unchanged() {
     }
 }
 
+/// The official Rust client (crate `kurrentdb`), built by `scripts/test.sh` as its own program.
+#[test]
+fn kurrentdb_rust_client_runs_unchanged() {
+    let program = repo_root().join("tests/clients/kurrentdb-rust/target/debug/kurrentdb-rust-client");
+    if !program.exists() {
+        println!("SKIPPED kurrentdb_rust_client_runs_unchanged: build tests/clients/kurrentdb-rust first");
+        return;
+    }
+    let server = Rivulet::start();
+    let output = client(&program)
+        .args([&server.eventstore_address(), "r1"])
+        .output()
+        .expect("run the Rust client");
+    assert_client_checks(
+        &output,
+        &[
+            "ok: append with NoStream starts at revision 0",
+            "ok: NoStream on an existing stream is a conflict",
+            "ok: a retried event id answers its original revision",
+            "ok: read forwards: revisions 0..3, nothing duplicated",
+            "ok: a catch-up subscription sees history, then the live event once",
+            "ok: two competing consumers both get events",
+            "ok: the parked event comes back on replay",
+            "ok: a delete at a stale revision",
+            "ok: appending to a tombstoned stream",
+            "all checks passed",
+        ],
+    );
+}
+
 #[test]
 fn kurrentdb_python_client_runs_unchanged() {
     if !python().exists() {
