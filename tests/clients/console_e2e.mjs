@@ -1,7 +1,8 @@
 // Drives Rivulet's web console in a real headless Chromium against a running `rivulet serve`
 // with logins on: log in, create a topic, edit a config, produce from the form, find the
 // record by key, watch a group's lag fall to zero while a consumer runs, reset offsets after
-// a dry run, redrive a dead letter and see it consumed, purge a queue, abort a transaction.
+// a dry run, redrive a dead letter and see it consumed, purge a queue, abort a transaction,
+// read an event store stream.
 // Prints one `OK ...` line per check; exits non-zero on the first failure.
 //
 // usage: node console_e2e.mjs <http base> <kafka bootstrap> <amqp url> <user> <password> [screenshot dir]
@@ -229,6 +230,24 @@ async function queues(page) {
   console.log("OK queue depth follows live, purged after typed confirmation");
 }
 
+// The event store page: a stream appended over HTTP is listed, its newest event first.
+async function eventStore(page) {
+  const headers = { Authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`, "Content-Type": "application/json" };
+  const body = { expected: "no_stream", events: [{ type: "ItemAdded", data: { sku: "pear" } }, { type: "CheckedOut", data: { total: 3 } }] };
+  const res = await fetch(`${base}/v1/streams/cart-console`, { method: "POST", headers, body: JSON.stringify(body) });
+  check(res.ok, `append over HTTP (${res.status})`);
+  await page.goto(`${base}/#/streams`);
+  await page.locator("#streams tr", { hasText: "cart-console" }).waitFor({ timeout: WAIT_MS });
+  await page.locator("#subscriptions").waitFor({ timeout: WAIT_MS });
+  await page.click("#streams a[href='#/streams/cart-console']");
+  await page.locator("#events tr", { hasText: "CheckedOut" }).waitFor({ timeout: WAIT_MS });
+  const newest = await text(page, "#events tbody tr td:nth-child(2)");
+  check(newest === "CheckedOut", `the newest event first (${newest})`);
+  check((await page.locator("#events tbody tr").count()) === 2, "both events listed");
+  await shot(page, "streams");
+  console.log("OK event store stream listed with its events");
+}
+
 // A user who may only describe topics named orders*: the list shows only those, and a
 // delete is refused with the broker's message while the topic stays.
 async function permissions(page) {
@@ -297,6 +316,7 @@ try {
   await deadLetter(page, producer, admin, running);
   await queues(page);
   await transactions(page);
+  await eventStore(page);
   await permissions(page);
   check(errors.length === 0, `no script errors: ${errors.join(" | ")}`);
   console.log("OK no script errors");

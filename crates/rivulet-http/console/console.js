@@ -11,6 +11,7 @@ import { h, render } from "./html.js";
 import { live } from "./live.js";
 import { showLogin, whoami } from "./login.js";
 import { overview } from "./overview.js";
+import { stream, streams } from "./streams.js";
 import { topicDetail, topics } from "./topics.js";
 import { transactions } from "./transactions.js";
 
@@ -32,6 +33,7 @@ async function route() {
     "dead-letters": () => deadLetters(parts[1]),
     queues: () => amqpQueues(),
     transactions: () => transactions(),
+    streams: () => (parts[1] ? stream(parts[1]) : streams(query || "")),
   };
   const page = pages[section] || (() => render(h`<h1>Not found</h1><p><a href="#/">Overview</a></p>`));
   try {

@@ -25,7 +25,7 @@ macro_rules! module {
 
 /// The console's files: the page, its style sheet, and its script modules (`console.js`
 /// routes to one module per page; the others are shared by the pages).
-const ASSETS: [Asset; 16] = [
+const ASSETS: [Asset; 17] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -50,6 +50,7 @@ const ASSETS: [Asset; 16] = [
     module!("dead-letters.js"),
     module!("amqp.js"),
     module!("transactions.js"),
+    module!("streams.js"),
 ];
 
 /// Scripts and styles only from the gateway itself; no frames, no plugins.

@@ -43,6 +43,7 @@ fn console_pages_and_actions_in_chromium() {
             "OK dead letter redriven and consumed",
             "OK queue depth follows live, purged after typed confirmation",
             "OK open transaction aborted",
+            "OK event store stream listed with its events",
             "OK a restricted user sees only what it may describe and is refused a delete",
             "OK no script errors",
         ],
