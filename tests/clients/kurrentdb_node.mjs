@@ -4,7 +4,8 @@
 // deletes and tombstones, persistent subscriptions (competing consumers, ack, retry, skip,
 // park, replay of parked events). Exits non-zero on the first failed check.
 //
-// usage: node kurrentdb_node.mjs <host:port> <run-id>
+// usage: node kurrentdb_node.mjs <host:port> <run-id> [tls <ca.pem> <user> <password>]
+// With `tls` it only connects over TLS with the user's credentials, appends and reads back.
 
 import {
   KurrentDBClient, jsonEvent, binaryEvent, NO_STREAM, STREAM_EXISTS, ANY, START, END,
@@ -16,7 +17,19 @@ import {
 } from "@kurrent/kurrentdb-client";
 import { randomUUID } from "node:crypto";
 
-const [address, run] = process.argv.slice(2);
+const [address, run, mode, ca, user, password] = process.argv.slice(2);
+if (mode === "tls") {
+  const secure = KurrentDBClient.connectionString`kurrentdb://${user}:${password}@${address}?tls=true&tlsCAFile=${ca}`;
+  const stream = `secure-node-${run}`;
+  await secure.appendToStream(stream, jsonEvent({ type: "Signed", data: { n: 1 } }), { streamState: NO_STREAM });
+  const back = [];
+  for await (const { event } of secure.readStream(stream)) back.push(event.type);
+  if (back.join() !== "Signed") { console.error(`FAILED: read back over TLS: ${back}`); process.exit(1); }
+  console.log("ok: append and read over TLS with credentials");
+  await secure.dispose();
+  console.log("all checks passed");
+  process.exit(0);
+}
 const client = KurrentDBClient.connectionString`kurrentdb://${address}?tls=false`;
 const order = `order-${run}`;
 

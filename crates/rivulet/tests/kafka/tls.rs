@@ -264,9 +264,9 @@ fn a_listener_without_sasl_beyond_loopback_is_refused_with_auth_on() {
     assert!(stderr.contains("needs logins on"), "{stderr}");
 }
 
-/// The official KurrentDB Python client over TLS (`kurrentdb://user:pw@host?tls=true`)
-/// with logins on: the user's appends, reads and a persistent subscription work; a wrong
-/// password is refused.
+/// The official KurrentDB Python and Node clients over TLS (`kurrentdb://user:pw@host?tls=true`)
+/// with logins on: the user's appends, reads and (Python) a persistent subscription work; a
+/// wrong password is refused.
 #[test]
 fn kurrentdb_clients_use_tls_with_credentials() {
     let python = repo_root().join(".venv/bin/python");
@@ -302,6 +302,22 @@ fn kurrentdb_clients_use_tls_with_credentials() {
             "ok: append and read over TLS with credentials",
             "ok: a persistent subscription over TLS",
             "ok: a wrong password is refused",
+            "all checks passed",
+        ],
+    );
+    let output = Command::new("timeout")
+        .arg("120")
+        .arg("node")
+        .current_dir(repo_root().join("tests/clients"))
+        .args(["kurrentdb_node.mjs", &address, "t1", "tls"])
+        .arg(dir.path().join("ca.pem"))
+        .args(["admin", "admin-password-1"])
+        .output()
+        .expect("run node");
+    assert_client_checks(
+        &output,
+        &[
+            "ok: append and read over TLS with credentials",
             "all checks passed",
         ],
     );
