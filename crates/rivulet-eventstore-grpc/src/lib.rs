@@ -19,6 +19,7 @@ mod persistent;
 mod persistent_read;
 mod read;
 mod streams;
+mod timed;
 
 use std::net::SocketAddr;
 
@@ -48,6 +49,9 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(address = ?local, tls = tls.is_some(), "Listening for KurrentDB clients (gRPC)");
+    let timed = timed::TimedLayer {
+        broker: broker.clone(),
+    };
     let access = access::Access::new(broker, store.topic().to_string());
     let streams = streams::StreamsService {
         store,
@@ -72,6 +76,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .layer(timed)
         .add_service(
             StreamsServer::new(streams)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)

@@ -335,12 +335,16 @@ pub(crate) fn listeners(config: &GatewayConfig) -> serde_json::Value {
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let groups = match &state.config.persistent_subscriptions {
+        Some(groups) => groups.list(None).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        scrape::render(&state.broker, state.broker.metrics()),
+        scrape::render(&state.broker, state.broker.metrics(), &groups),
     )
         .into_response()
 }

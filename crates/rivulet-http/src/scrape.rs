@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use rivulet_broker::Broker;
+use rivulet_eventstore::persistent::model::GroupInfo;
 use rivulet_metrics::Metrics;
 
 /// Series per scrape-time family; partitions or group positions beyond this are left out
@@ -64,7 +65,7 @@ struct LagFamilies {
     groups: Gauge,
 }
 
-pub(crate) fn render(broker: &Broker, metrics: &Metrics) -> String {
+pub(crate) fn render(broker: &Broker, metrics: &Metrics, groups: &[GroupInfo]) -> String {
     let mut reg = Registry::with_prefix("rivulet");
     let dropped: Gauge = Gauge::default();
     let partitions = partition_families(broker, &dropped);
@@ -118,6 +119,7 @@ pub(crate) fn render(broker: &Broker, metrics: &Metrics) -> String {
         lags.groups,
     );
     register_journal(&mut reg, broker);
+    register_subscriptions(&mut reg, groups, &dropped);
     let queues = queue_families(broker, &dropped);
     reg.register(
         "queue_messages_ready",
@@ -251,6 +253,60 @@ fn lag_families(broker: &Broker, dropped: &Gauge) -> LagFamilies {
     }
     out.groups.set(group_list.len() as i64);
     out
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    source: String,
+    group: String,
+}
+
+/// The event store's persistent subscription groups: lag, events in flight, parked events
+/// and consumers per group.
+fn register_subscriptions(reg: &mut Registry, groups: &[GroupInfo], dropped: &Gauge) {
+    let (lag, in_flight, parked, consumers) = (
+        Family::<GroupLabels, Gauge>::default(),
+        Family::<GroupLabels, Gauge>::default(),
+        Family::<GroupLabels, Gauge>::default(),
+        Family::<GroupLabels, Gauge>::default(),
+    );
+    for (n, g) in groups.iter().enumerate() {
+        if n >= SERIES_MAX {
+            dropped.inc_by((groups.len() - n) as i64);
+            break;
+        }
+        let labels = GroupLabels {
+            source: g.definition.source.name().to_string(),
+            group: g.definition.group.clone(),
+        };
+        let set = |f: &Family<GroupLabels, Gauge>, v: u64| {
+            f.get_or_create(&labels).set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&lag, g.lag());
+        set(&in_flight, g.in_flight as u64);
+        set(&parked, g.parked);
+        set(&consumers, g.consumers.len() as u64);
+    }
+    reg.register(
+        "eventstore_subscription_lag",
+        "Revisions (stream groups) or positions ($all groups) between a persistent subscription group's checkpoint and its source's end",
+        lag,
+    );
+    reg.register(
+        "eventstore_subscription_in_flight",
+        "Events delivered to a group's consumers and not yet acknowledged",
+        in_flight,
+    );
+    reg.register(
+        "eventstore_subscription_parked",
+        "Events in a group's parked stream, not yet replayed",
+        parked,
+    );
+    reg.register(
+        "eventstore_subscription_consumers",
+        "Consumers connected to a group",
+        consumers,
+    );
 }
 
 /// The shared journal's counters, when the broker has one.

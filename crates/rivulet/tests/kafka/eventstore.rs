@@ -58,6 +58,34 @@ fn kurrentdb_node_client_runs_unchanged() {
             "all checks passed",
         ],
     );
+    // The calls' latency and the group's lag in /metrics.
+    let (code, metrics) = curl(&server, "GET", "/metrics", &[]);
+    assert_eq!(code, "200");
+    let calls = |api: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("rivulet_request_duration_seconds_count{")
+                    && l.contains(&format!("api=\"{api}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(calls("Streams.Read") >= 5, "read latencies observed");
+    assert!(calls("Streams.BatchAppend") >= 1, "the client's appends observed");
+    assert!(
+        calls("PersistentSubscriptions.Create") >= 3,
+        "group creations observed"
+    );
+    assert!(
+        metrics.contains("rivulet_request_errors_total{protocol=\"kurrentdb\",error=\"already_exists\"}"),
+        "the refused second creation of a group counted"
+    );
+    assert!(
+        metrics.contains("rivulet_eventstore_subscription_lag{source=\"work-n1\",group=\"idle\"} 6"),
+        "the idle group's lag"
+    );
     // The group the client left behind, in the operator views, and after a kill -9.
     let mut server = server;
     for round in 0..2 {
