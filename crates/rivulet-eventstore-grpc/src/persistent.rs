@@ -77,6 +77,19 @@ macro_rules! settings_from {
     }};
 }
 
+/// Where a group starts, from the start/end/position oneof both requests carry (in
+/// different generated types).
+macro_rules! start_from {
+    ($oneof:path, $v:expr, |$x:ident| $variant:ident => $at:expr) => {{
+        use $oneof as o;
+        match $v {
+            Some(o::$variant($x)) => StartFrom::At($at),
+            Some(o::End(_)) => StartFrom::End,
+            Some(o::Start(_)) | None => StartFrom::Start,
+        }
+    }};
+}
+
 /// The legacy way to say where a stream group starts: a revision, with `u64::MAX` the end.
 fn legacy_start(revision: u64) -> StartFrom {
     match revision {
@@ -93,20 +106,12 @@ fn create_definition(o: create_req::Options) -> Result<GroupDefinition, Status> 
     let mut settings = settings_from!(&s, Some(&s.consumer_strategy), create_req::ConsumerStrategy);
     let source = match o.stream_option {
         Some(create_req::options::StreamOption::Stream(st)) => {
-            settings.start_from = match st.revision_option {
-                Some(create_req::stream_options::RevisionOption::Revision(r)) => StartFrom::At(r),
-                Some(create_req::stream_options::RevisionOption::End(_)) => StartFrom::End,
-                Some(create_req::stream_options::RevisionOption::Start(_)) | None => StartFrom::Start,
-            };
+            settings.start_from = start_from!(create_req::stream_options::RevisionOption, st.revision_option, |r| Revision => r);
             GroupSource::Stream(stream_name(st.stream_identifier.as_ref())?)
         }
         Some(create_req::options::StreamOption::All(all)) => {
             use create_req::all_options::{filter_options::Filter, AllOption, FilterOption};
-            settings.start_from = match all.all_option {
-                Some(AllOption::Position(p)) => StartFrom::At(p.commit_position),
-                Some(AllOption::End(_)) => StartFrom::End,
-                Some(AllOption::Start(_)) | None => StartFrom::Start,
-            };
+            settings.start_from = start_from!(AllOption, all.all_option, |p| Position => p.commit_position);
             let filter = match all.filter_option {
                 Some(FilterOption::Filter(f)) => {
                     use create_req::all_options::filter_options::Expression;
@@ -135,20 +140,12 @@ fn update_definition(o: update_req::Options) -> Result<GroupDefinition, Status> 
     let mut settings = settings_from!(&s, None::<&String>, update_req::ConsumerStrategy);
     let source = match o.stream_option {
         Some(update_req::options::StreamOption::Stream(st)) => {
-            settings.start_from = match st.revision_option {
-                Some(update_req::stream_options::RevisionOption::Revision(r)) => StartFrom::At(r),
-                Some(update_req::stream_options::RevisionOption::End(_)) => StartFrom::End,
-                Some(update_req::stream_options::RevisionOption::Start(_)) | None => StartFrom::Start,
-            };
+            settings.start_from = start_from!(update_req::stream_options::RevisionOption, st.revision_option, |r| Revision => r);
             GroupSource::Stream(stream_name(st.stream_identifier.as_ref())?)
         }
         Some(update_req::options::StreamOption::All(all)) => {
             use update_req::all_options::AllOption;
-            settings.start_from = match all.all_option {
-                Some(AllOption::Position(p)) => StartFrom::At(p.commit_position),
-                Some(AllOption::End(_)) => StartFrom::End,
-                Some(AllOption::Start(_)) | None => StartFrom::Start,
-            };
+            settings.start_from = start_from!(AllOption, all.all_option, |p| Position => p.commit_position);
             GroupSource::All { filter: None }
         }
         None => {

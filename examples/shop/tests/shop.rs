@@ -86,6 +86,21 @@ fn order(i: usize) -> OrderPlaced {
     }
 }
 
+/// An embedded broker (4 partitions per topic) and its event store under `dir`.
+fn embedded_shop(dir: &std::path::Path) -> (Client, Arc<dyn EventStoreBackend>) {
+    let broker = Broker::open(BrokerConfig {
+        data_dir: dir.join("broker"),
+        ..BrokerConfig::default()
+    })
+    .expect("broker");
+    let store = EventStore::open(broker.clone(), EventStoreConfig::under(dir)).expect("event store");
+    (Client::embedded(broker).with_partitions(4), Arc::new(store))
+}
+
+fn catalogue(skus: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    skus.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
 async fn publish_orders(client: &Client, orders: &[OrderPlaced]) -> usize {
     // Every seventh order is published twice with the same event id, as a producer retrying
     // after a lost acknowledgement would.
@@ -115,19 +130,9 @@ async fn publish_orders(client: &Client, orders: &[OrderPlaced]) -> usize {
 async fn thousand_orders_with_duplicates_get_one_email_each_and_consistent_stock() {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig {
-        data_dir: dir.path().join("broker"),
-        ..BrokerConfig::default()
-    })
-    .expect("broker");
-    let store: Arc<dyn EventStoreBackend> =
-        Arc::new(EventStore::open(broker.clone(), EventStoreConfig::under(dir.path())).expect("event store"));
-    let client = Client::embedded(broker).with_partitions(4);
+    let (client, store) = embedded_shop(dir.path());
     let sink = sink(dir.path(), Duration::ZERO).await;
-    let catalogue: BTreeMap<String, i64> = [("widget", 900), ("gadget", 800), ("gizmo", 120)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let catalogue = catalogue(&[("widget", 900), ("gadget", 800), ("gizmo", 120)]);
     let inventory = Inventory::new(store.clone(), catalogue.clone(), 50);
     let mailer = Mailer::new(&sink.addr().to_string(), FROM).expect("mailer");
     let mut inventory_sub = app::start_inventory(&client, inventory.clone(), options())
@@ -624,18 +629,8 @@ async fn shop_services_run_against_rivulet_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_inventory_services_never_sell_the_last_units_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig {
-        data_dir: dir.path().join("broker"),
-        ..BrokerConfig::default()
-    })
-    .expect("broker");
-    let store: Arc<dyn EventStoreBackend> =
-        Arc::new(EventStore::open(broker.clone(), EventStoreConfig::under(dir.path())).expect("event store"));
-    let client = Client::embedded(broker).with_partitions(4);
-    let catalogue: BTreeMap<String, i64> = [("last", 5), ("plenty", 1000)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let (client, store) = embedded_shop(dir.path());
+    let catalogue = catalogue(&[("last", 5), ("plenty", 1000)]);
     let services = [
         Inventory::new(store.clone(), catalogue.clone(), 0),
         Inventory::new(store.clone(), catalogue.clone(), 0),
