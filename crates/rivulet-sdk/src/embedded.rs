@@ -151,6 +151,17 @@ impl Transport for EmbeddedTransport {
         .boxed()
     }
 
+    fn partition_count<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i32>> {
+        async move {
+            let t = self
+                .broker
+                .topic(topic)
+                .ok_or_else(|| SdkError::UnknownTopic(topic.to_string()))?;
+            Ok(t.partition_count() as i32)
+        }
+        .boxed()
+    }
+
     fn read_to_end<'a>(
         &'a self,
         topic: &'a str,

@@ -279,6 +279,15 @@ impl Transport for KafkaTransport {
         .boxed()
     }
 
+    fn partition_count<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i32>> {
+        let this = self.clone();
+        let topic = topic.to_string();
+        blocking(move || {
+            let consumer = this.reader("rivulet-sdk-reader")?;
+            Ok(KafkaTransport::partitions(&consumer, &topic)?.len() as i32)
+        })
+    }
+
     fn read_to_end<'a>(
         &'a self,
         topic: &'a str,

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::progress::Progress;
 
 /// A topic and a partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TopicPartition {
     /// Topic name.
     pub topic: String,
@@ -132,6 +132,10 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Creates a topic unless it exists.
     fn ensure_topic<'a>(&'a self, topic: &'a str, spec: TopicSpec) -> BoxFuture<'a, Result<()>>;
+
+    /// The partition count of a topic ([`crate::SdkError::UnknownTopic`] when it does not
+    /// exist).
+    fn partition_count<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i32>>;
 
     /// Reads every partition of a topic from the given offsets (earliest where absent) to
     /// the end it has when called, at most `records_max` records. Returns the records and

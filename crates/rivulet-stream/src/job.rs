@@ -1,0 +1,419 @@
+//! Running a job as a member of its consumer group: tasks follow the partitions the group
+//! assigns, state is restored from the changelog, and every checkpoint commits outputs,
+//! state changes and input offsets together (one Kafka transaction with exactly-once).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use rivulet_sdk::progress::Progress;
+use rivulet_sdk::transport::{GroupMember, MemberSettings, Polled, TopicSpec, TxnProducer};
+use rivulet_sdk::{OutRecord, SdkError, TopicPartition, Transport};
+
+use crate::error::{Result, StreamError};
+use crate::pipeline::{Guarantee, JobOptions, Pipeline};
+use crate::runtime::Task;
+use crate::stats::{JobStats, Stats};
+
+/// How long one poll waits before the loop checks timers and the stop.
+const POLL_WAIT: Duration = Duration::from_millis(20);
+/// Records per publish call.
+const PUBLISH_CHUNK: usize = 10_000;
+/// Changelog records read per call when restoring.
+const RESTORE_BATCH: usize = 100_000;
+/// Longest pause between attempts after a failure.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Creates the output, side, dead-letter and (for stateful jobs) changelog topics.
+pub(crate) async fn ensure_topics(
+    transport: &dyn Transport,
+    pipeline: &Pipeline,
+    options: &JobOptions,
+    changelog: bool,
+) -> Result<()> {
+    let plain = TopicSpec {
+        partitions: options.output_partitions,
+        configs: BTreeMap::new(),
+    };
+    for topic in [pipeline.output.clone(), options.late_topic(), options.dlq_topic()] {
+        transport.ensure_topic(&topic, plain.clone()).await?;
+    }
+    if changelog {
+        let mut tasks = 0;
+        for topic in &pipeline.inputs {
+            tasks = tasks.max(transport.partition_count(topic).await?);
+        }
+        let spec = TopicSpec {
+            partitions: tasks,
+            configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        };
+        let topic = options.changelog_topic();
+        transport.ensure_topic(&topic, spec).await?;
+        let have = transport.partition_count(&topic).await?;
+        if have < tasks {
+            return Err(StreamError::Config(format!(
+                "changelog {topic} has {have} partitions; the inputs need {tasks}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Records taken from tasks, per destination topic.
+#[derive(Default)]
+pub(crate) struct Outputs {
+    topics: BTreeMap<String, Vec<OutRecord>>,
+    pub offsets: Vec<(TopicPartition, i64)>,
+}
+
+impl Outputs {
+    /// Takes a task's pending results, side and dead records (not its changelog).
+    pub fn take(&mut self, task: &mut Task, pipeline: &Pipeline, options: &JobOptions, stats: &Stats) {
+        let out = std::mem::take(&mut task.out);
+        Stats::add(&stats.results_out, out.results.len());
+        Stats::add(&stats.late, out.side.len());
+        Stats::add(&stats.dead_lettered, out.dead.len());
+        self.push(&pipeline.output, out.results);
+        self.push(&options.late_topic(), out.side);
+        self.push(&options.dlq_topic(), out.dead);
+    }
+
+    pub fn push(&mut self, topic: &str, records: Vec<OutRecord>) {
+        if !records.is_empty() {
+            self.topics.entry(topic.to_string()).or_default().extend(records);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty() && self.offsets.is_empty()
+    }
+
+    pub fn into_topics(self) -> Vec<(String, Vec<OutRecord>)> {
+        self.topics.into_iter().collect()
+    }
+}
+
+/// Publishes records per topic in bounded chunks, each durable before the next.
+pub(crate) async fn publish_all(
+    transport: &dyn Transport,
+    topics: Vec<(String, Vec<OutRecord>)>,
+) -> Result<()> {
+    for (topic, mut records) in topics {
+        while !records.is_empty() {
+            let rest = records.split_off(records.len().min(PUBLISH_CHUNK));
+            transport.publish(&topic, records).await?;
+            records = rest;
+        }
+    }
+    Ok(())
+}
+
+/// A job running in the background; stop it with [`RunningJob::shutdown`].
+#[derive(Debug)]
+pub struct RunningJob {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<Result<()>>>,
+    stats: Arc<Stats>,
+}
+
+impl RunningJob {
+    /// What the job has done so far.
+    pub fn stats(&self) -> JobStats {
+        self.stats.snapshot()
+    }
+
+    /// Commits a last checkpoint, leaves the group and returns the stats.
+    pub async fn shutdown(mut self) -> Result<JobStats> {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            task.await
+                .map_err(|e| StreamError::Config(format!("job task failed: {e}")))??;
+        }
+        Ok(self.stats.snapshot())
+    }
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+struct Shared {
+    transport: Arc<dyn Transport>,
+    pipeline: Pipeline,
+    options: JobOptions,
+    stats: Arc<Stats>,
+    stateful: bool,
+}
+
+/// Starts `pipeline` as a member of the consumer group `options.name`.
+pub async fn start(
+    transport: Arc<dyn Transport>,
+    pipeline: Pipeline,
+    options: JobOptions,
+) -> Result<RunningJob> {
+    pipeline.validate()?;
+    options.validate()?;
+    let stateful = pipeline.windows.is_some();
+    ensure_topics(transport.as_ref(), &pipeline, &options, stateful).await?;
+    let stats = Arc::new(Stats::default());
+    let shared = Shared {
+        transport,
+        pipeline,
+        options,
+        stats: stats.clone(),
+        stateful,
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(supervise(shared, stop_rx));
+    Ok(RunningJob {
+        stop,
+        task: Some(task),
+        stats,
+    })
+}
+
+/// Runs members one after another: a failed checkpoint drops the member and its tasks,
+/// and a new member restarts from the last committed checkpoint.
+async fn supervise(shared: Shared, stop: watch::Receiver<bool>) -> Result<()> {
+    let mut failures = 0u32;
+    loop {
+        match run_member(&shared, &stop).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                shared.stats.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(job = %shared.options.name, error = %e, failures, "Job member failed; restarting from the last checkpoint");
+                let backoff = Duration::from_millis(100u64 << failures.min(6)).min(BACKOFF_MAX);
+                tokio::time::sleep(backoff).await;
+                if *stop.borrow() {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// One group member's life: poll, process, checkpoint, until stopped or failed.
+async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()> {
+    let opts = &shared.options;
+    let settings = MemberSettings {
+        poll_records_max: 1_000,
+        revoke_wait: Duration::from_secs(1),
+        session_timeout: Duration::from_secs(10),
+    };
+    // Nothing is dispatched through this progress, so a rebalance commits nothing outside
+    // a checkpoint.
+    let mut member = shared
+        .transport
+        .join(
+            &opts.name,
+            shared.pipeline.inputs.clone(),
+            Arc::new(Progress::new()),
+            settings,
+        )
+        .await?;
+    let mut producer = match opts.guarantee {
+        Guarantee::ExactlyOnce => {
+            let id = format!("{}-{}", opts.name, opts.instance);
+            Some(shared.transport.transactional(&id).await?)
+        }
+        Guarantee::AtLeastOnce => None,
+    };
+    let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
+    let mut last_checkpoint = Instant::now();
+    let mut idle_tick: Option<Instant> = None;
+    let interval = Duration::from_millis(opts.checkpoint_interval_ms as u64);
+    loop {
+        if *stop.borrow() {
+            checkpoint(shared, &mut tasks, member.as_mut(), producer.as_deref_mut()).await?;
+            return member.close(Vec::new()).await.map_err(StreamError::from);
+        }
+        let polled = member.poll(POLL_WAIT).await?;
+        let future_limit = crate::now_ms().saturating_add(opts.future_limit_ms);
+        for p in polled {
+            match p {
+                Polled::Assigned(tps) => assign(shared, &mut tasks, &tps).await?,
+                Polled::Revoked(tps) => {
+                    // Uncommitted work of these partitions is dropped: their next owner
+                    // starts from the last checkpoint.
+                    for tp in &tps {
+                        tasks.remove(&tp.partition);
+                    }
+                }
+                Polled::Record(r) => {
+                    if let Some(task) = tasks.get_mut(&r.partition) {
+                        task.process(&r, future_limit);
+                        shared.stats.records_in.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        advance_idle(&mut tasks, opts.idle_timeout_ms, &mut idle_tick);
+        let pending: usize = tasks.values().map(|t| t.out.len()).sum();
+        if last_checkpoint.elapsed() >= interval || pending >= opts.pending_records_max {
+            checkpoint(shared, &mut tasks, member.as_mut(), producer.as_deref_mut()).await?;
+            last_checkpoint = Instant::now();
+        }
+    }
+}
+
+/// Creates tasks for newly assigned partitions and restores their state.
+async fn assign(shared: &Shared, tasks: &mut BTreeMap<i32, Task>, tps: &[TopicPartition]) -> Result<()> {
+    let mut created = BTreeSet::new();
+    for tp in tps {
+        match tasks.get_mut(&tp.partition) {
+            Some(task) => task.add_input(tp),
+            None => {
+                let logic = (shared.pipeline.factory)();
+                let task = Task::new(
+                    tp.partition,
+                    shared.options.out_of_orderness_ms,
+                    vec![tp.clone()],
+                    logic,
+                );
+                tasks.insert(tp.partition, task);
+                created.insert(tp.partition);
+            }
+        }
+    }
+    if shared.stateful && !created.is_empty() {
+        restore(shared, tasks, &created).await?;
+    }
+    shared.stats.tasks.store(tasks.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Reads the changelog partitions of `ids` to their end into the tasks.
+async fn restore(shared: &Shared, tasks: &mut BTreeMap<i32, Task>, ids: &BTreeSet<i32>) -> Result<()> {
+    let topic = shared.options.changelog_topic();
+    let count = shared.transport.partition_count(&topic).await?;
+    // Partitions not restored are skipped by starting them past their end.
+    let mut from: BTreeMap<i32, i64> = (0..count)
+        .filter(|p| !ids.contains(p))
+        .map(|p| (p, i64::MAX))
+        .collect();
+    let started = Instant::now();
+    let mut restored = 0usize;
+    // Bounded: each call reads at least one record or ends the loop.
+    loop {
+        let (records, next) = shared
+            .transport
+            .read_to_end(&topic, from.clone(), RESTORE_BATCH)
+            .await?;
+        for r in &records {
+            if let Some(task) = tasks.get_mut(&r.partition) {
+                task.restore(r)?;
+            }
+        }
+        restored += records.len();
+        for (p, o) in next {
+            if ids.contains(&p) {
+                from.insert(p, o);
+            }
+        }
+        if records.len() < RESTORE_BATCH {
+            break;
+        }
+    }
+    tracing::info!(job = %shared.options.name, tasks = ?ids, records = restored, ms = started.elapsed().as_millis() as u64, "State restored from the changelog");
+    Ok(())
+}
+
+/// Marks inputs idle after the timeout; a task with every input idle follows the lowest
+/// watermark of the active tasks, or, when all are idle, the wall clock.
+fn advance_idle(tasks: &mut BTreeMap<i32, Task>, idle_timeout_ms: i64, idle_tick: &mut Option<Instant>) {
+    let timeout = Duration::from_millis(idle_timeout_ms as u64);
+    for task in tasks.values_mut() {
+        let quiet: Vec<TopicPartition> = task
+            .last_record
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= timeout)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in quiet {
+            if !task.clock.inputs.iter().any(|c| c.input == tp && c.idle) {
+                task.clock.set_idle(&tp, true);
+            }
+        }
+    }
+    let active_min = tasks
+        .values()
+        .filter(|t| !t.clock.all_idle())
+        .filter_map(Task::watermark)
+        .min();
+    let all_idle = !tasks.is_empty() && tasks.values().all(|t| t.clock.all_idle());
+    let elapsed_ms = idle_tick.map_or(0, |t| t.elapsed().as_millis() as i64);
+    *idle_tick = all_idle.then(Instant::now);
+    for task in tasks.values_mut().filter(|t| t.clock.all_idle()) {
+        match (active_min, task.watermark()) {
+            (Some(min), _) => task.force(min),
+            (None, Some(wm)) if elapsed_ms > 0 => task.force(wm.saturating_add(elapsed_ms)),
+            _ => {}
+        }
+    }
+}
+
+/// Commits what every task holds: outputs, changelog and offsets.
+async fn checkpoint(
+    shared: &Shared,
+    tasks: &mut BTreeMap<i32, Task>,
+    member: &mut dyn GroupMember,
+    producer: Option<&mut (dyn TxnProducer + 'static)>,
+) -> Result<()> {
+    let started = Instant::now();
+    let (opts, stats) = (&shared.options, &shared.stats);
+    let mut outputs = Outputs::default();
+    let mut changelog = Vec::new();
+    for task in tasks.values_mut() {
+        outputs.take(task, &shared.pipeline, opts, stats);
+        if shared.stateful {
+            changelog.extend(task.changelog()?);
+        }
+        outputs.offsets.extend(std::mem::take(&mut task.offsets));
+    }
+    outputs.push(&opts.changelog_topic(), changelog);
+    update_gauges(stats, tasks);
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let offsets = std::mem::take(&mut outputs.offsets);
+    match producer {
+        Some(p) => p.commit(member, outputs.into_topics(), offsets).await?,
+        None => {
+            publish_all(shared.transport.as_ref(), outputs.into_topics()).await?;
+            if !offsets.is_empty() {
+                member.commit(offsets).await?;
+            }
+        }
+    }
+    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    stats
+        .checkpoint_last_ms
+        .store(started.elapsed().as_millis() as i64, Ordering::Relaxed);
+    Ok(())
+}
+
+fn update_gauges(stats: &Stats, tasks: &BTreeMap<i32, Task>) {
+    let entries: usize = tasks.values().map(|t| t.logic.state_len()).sum();
+    stats.state_entries.store(entries as u64, Ordering::Relaxed);
+    if let Some(wm) = tasks.values().filter_map(Task::watermark).min() {
+        stats.watermark_ms.store(wm, Ordering::Relaxed);
+    }
+}
+
+impl From<StreamError> for SdkError {
+    fn from(e: StreamError) -> SdkError {
+        match e {
+            StreamError::Sdk(inner) => inner,
+            other => SdkError::Config(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The task logic of the two pipeline shapes: stateless (operators straight to a topic)
+//! and windowed aggregation.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use rivulet_sdk::OutRecord;
+
+use crate::agg::{AggFns, Emit, Step, WindowAgg};
+use crate::stream::{Chain, KeyedChain, StateKey, StateValue};
+use crate::task::{ChangelogEntry, Ctx, SideReason, TaskLogic, TaskOut};
+use crate::window::{Window, Windows};
+
+/// The record key of a result: a string key as it is, anything else as JSON.
+pub fn encode_key<K: Serialize>(key: &K) -> Result<Vec<u8>, serde_json::Error> {
+    match serde_json::to_value(key)? {
+        serde_json::Value::String(s) => Ok(s.into_bytes()),
+        other => serde_json::to_vec(&other),
+    }
+}
+
+/// A window's result as written to the output topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowResult<K, A> {
+    /// The key.
+    pub key: K,
+    /// Window start (ms, inclusive).
+    pub start_ms: i64,
+    /// Window end (ms, exclusive).
+    pub end_ms: i64,
+    /// The aggregate.
+    pub value: A,
+    /// With on-update emission: this session merged into a larger one and no longer
+    /// stands.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retracted: bool,
+}
+
+/// Picks the record key of an output value.
+pub type KeyFn<T> = Arc<dyn Fn(&T) -> Option<String> + Send + Sync>;
+
+/// Operators straight to the output topic.
+pub struct StatelessLogic<T> {
+    chain: Chain<T>,
+    key: KeyFn<T>,
+}
+
+impl<T> StatelessLogic<T> {
+    /// Logic running `chain` and keying outputs with `key`.
+    pub fn new(chain: Chain<T>, key: KeyFn<T>) -> StatelessLogic<T> {
+        StatelessLogic { chain, key }
+    }
+}
+
+impl<T: Serialize + Send + 'static> TaskLogic for StatelessLogic<T> {
+    fn process(&mut self, ctx: &mut Ctx<'_>) {
+        let mut failed: Option<String> = None;
+        let (key, input, limit) = (&self.key, ctx.input, ctx.future_limit_ms);
+        let mut late: Vec<i64> = Vec::new();
+        let clock = &mut *ctx.clock;
+        let results = &mut ctx.out.results;
+        let outcome = (self.chain)(ctx.record, &mut |ts, v| {
+            if ts > limit {
+                late.push(ts);
+                return;
+            }
+            clock.observe(input, ts);
+            match serde_json::to_vec(&v) {
+                Ok(value) => results.push(OutRecord {
+                    key: key(&v).map(String::into_bytes),
+                    value: Some(value),
+                    headers: Vec::new(),
+                    partition: None,
+                }),
+                Err(e) => failed = Some(format!("result not encodable: {e}")),
+            }
+        });
+        for ts in late {
+            ctx.side(SideReason::TooFarInFuture, ts, None);
+        }
+        if let Some(reason) = outcome.err().or(failed) {
+            ctx.dead_letter(&reason);
+        }
+    }
+
+    fn advance(&mut self, _watermark_ms: i64, _out: &mut TaskOut) {}
+
+    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _key: &[u8], _value: Option<&[u8]>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn state_len(&self) -> usize {
+        0
+    }
+}
+
+/// A windowed aggregation per key.
+pub struct WindowLogic<K, T, A> {
+    chain: KeyedChain<K, T>,
+    agg: WindowAgg<K, T, A>,
+    steps: Vec<Step<K, A>>,
+}
+
+impl<K: StateKey, T: Send + 'static, A: StateValue> WindowLogic<K, T, A> {
+    /// An empty aggregation fed by `chain`.
+    pub fn new(
+        chain: KeyedChain<K, T>,
+        windows: Windows,
+        lateness_ms: i64,
+        emit: Emit,
+        fns: AggFns<T, A>,
+    ) -> WindowLogic<K, T, A> {
+        WindowLogic {
+            chain,
+            agg: WindowAgg::new(windows, lateness_ms, emit, fns),
+            steps: Vec::new(),
+        }
+    }
+
+    fn result_record(
+        key: K,
+        window: Window,
+        value: A,
+        retracted: bool,
+    ) -> Result<OutRecord, serde_json::Error> {
+        let record_key = encode_key(&key)?;
+        let body = WindowResult {
+            key,
+            start_ms: window.start_ms,
+            end_ms: window.end_ms,
+            value,
+            retracted,
+        };
+        Ok(OutRecord {
+            key: Some(record_key),
+            value: Some(serde_json::to_vec(&body)?),
+            headers: Vec::new(),
+            partition: None,
+        })
+    }
+
+    fn push(out: &mut TaskOut, record: Result<OutRecord, serde_json::Error>) {
+        match record {
+            Ok(r) => out.results.push(r),
+            Err(e) => tracing::error!(error = %e, "Window result not encodable; skipped"),
+        }
+    }
+
+    /// Moves results into `out` and returns the windows the record missed.
+    fn drain(steps: &mut Vec<Step<K, A>>, out: &mut TaskOut) -> Vec<Window> {
+        let mut missed = Vec::new();
+        for step in steps.drain(..) {
+            match step {
+                Step::Result { key, window, value } => {
+                    Self::push(out, Self::result_record(key, window, value, false))
+                }
+                Step::Retract { key, window, value } => {
+                    Self::push(out, Self::result_record(key, window, value, true))
+                }
+                Step::Late { window } => missed.push(window),
+            }
+        }
+        missed
+    }
+}
+
+impl<K: StateKey, T: Send + 'static, A: StateValue> TaskLogic for WindowLogic<K, T, A> {
+    fn process(&mut self, ctx: &mut Ctx<'_>) {
+        let chain = self.chain.clone();
+        let (agg, steps) = (&mut self.agg, &mut self.steps);
+        let (input, limit) = (ctx.input, ctx.future_limit_ms);
+        // (event time, window missed or None for too far in the future)
+        let mut side: Vec<(i64, Option<Window>)> = Vec::new();
+        let clock = &mut *ctx.clock;
+        let out = &mut *ctx.out;
+        let outcome = chain(ctx.record, &mut |ts, key, value| {
+            if ts > limit {
+                side.push((ts, None));
+                return;
+            }
+            agg.add(clock.watermark_ms, ts, key, &value, steps);
+            let watermark = clock.observe(input, ts);
+            for w in Self::drain(steps, out) {
+                side.push((ts, Some(w)));
+            }
+            agg.advance(watermark, steps);
+            Self::drain(steps, out);
+        });
+        for (ts, window) in side {
+            let reason = if window.is_some() {
+                SideReason::Late
+            } else {
+                SideReason::TooFarInFuture
+            };
+            ctx.side(reason, ts, window);
+        }
+        if let Err(reason) = outcome {
+            ctx.dead_letter(&reason);
+        }
+    }
+
+    fn advance(&mut self, watermark_ms: i64, out: &mut TaskOut) {
+        self.agg.advance(watermark_ms, &mut self.steps);
+        Self::drain(&mut self.steps, out);
+    }
+
+    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {
+        let mut entries = Vec::new();
+        for (key, window, value) in self.agg.take_dirty() {
+            let k = serde_json::to_vec(&(key, window.start_ms, window.end_ms)).map_err(|e| e.to_string())?;
+            let v = match value {
+                Some(a) => Some(serde_json::to_vec(&a).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            entries.push((k, v));
+        }
+        Ok(entries)
+    }
+
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let (k, start, end): (K, i64, i64) = serde_json::from_slice(key).map_err(|e| e.to_string())?;
+        if start >= end {
+            return Err(format!("empty window [{start}, {end})"));
+        }
+        let v: Option<A> = match value {
+            Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        self.agg.restore(k, Window::new(start, end), v);
+        Ok(())
+    }
+
+    fn state_len(&self) -> usize {
+        self.agg.len()
+    }
+}

@@ -1,0 +1,282 @@
+//! The job-building API: sources, stateless operators, keying and windows.
+//!
+//! A chain of operators runs per input record and calls its sink with zero or more
+//! `(event time, value)` items; keyed chains add the key. Nothing is boxed per record
+//! except the record's own values.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use rivulet_sdk::{InRecord, Received};
+
+use crate::agg::{AggFns, Emit};
+use crate::logic::{StatelessLogic, WindowLogic};
+use crate::pipeline::Pipeline;
+use crate::window::{duration_ms, Windows};
+
+/// A chain of operators from an input record to `(event time, value)` items; an error
+/// means the record could not be decoded.
+pub type Chain<T> = Arc<dyn Fn(&InRecord, &mut dyn FnMut(i64, T)) -> Result<(), String> + Send + Sync>;
+
+/// A keyed chain: items carry their key.
+pub type KeyedChain<K, T> =
+    Arc<dyn Fn(&InRecord, &mut dyn FnMut(i64, K, T)) -> Result<(), String> + Send + Sync>;
+
+/// A stream of values of type `T` with event times.
+pub struct Stream<T> {
+    pub(crate) inputs: Vec<String>,
+    pub(crate) chain: Chain<T>,
+}
+
+impl Stream<InRecord> {
+    /// The records of `topics` as they are; event time is the record timestamp.
+    pub fn records(topics: &[&str]) -> Stream<InRecord> {
+        Stream {
+            inputs: topics.iter().map(|t| t.to_string()).collect(),
+            chain: Arc::new(|r: &InRecord, emit: &mut dyn FnMut(i64, InRecord)| {
+                emit(r.timestamp_ms, r.clone());
+                Ok(())
+            }),
+        }
+    }
+}
+
+impl<T: Send + 'static> Stream<T> {
+    /// Record values of `topics` decoded as JSON; event time is the record timestamp
+    /// (see [`Stream::event_time`]). Values that do not decode go to `<job>.dlq`.
+    pub fn json(topics: &[&str]) -> Stream<T>
+    where
+        T: DeserializeOwned,
+    {
+        Stream {
+            inputs: topics.iter().map(|t| t.to_string()).collect(),
+            chain: Arc::new(|r: &InRecord, emit: &mut dyn FnMut(i64, T)| {
+                let bytes = r.value.as_deref().ok_or("tombstone (no value)")?;
+                let v: T = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+                emit(r.timestamp_ms, v);
+                Ok(())
+            }),
+        }
+    }
+
+    /// The data of CloudEvents (the SDK's envelope: binary mode, JSON data) in `topics`.
+    pub fn cloudevents(topics: &[&str]) -> Stream<T>
+    where
+        T: DeserializeOwned,
+    {
+        Stream {
+            inputs: topics.iter().map(|t| t.to_string()).collect(),
+            chain: Arc::new(|r: &InRecord, emit: &mut dyn FnMut(i64, T)| {
+                let event = Received::from_record(r.clone());
+                let v: T = event.data().map_err(|e| e.to_string())?;
+                emit(r.timestamp_ms, v);
+                Ok(())
+            }),
+        }
+    }
+
+    fn then<U: Send + 'static>(
+        self,
+        step: impl Fn(i64, T, &mut dyn FnMut(i64, U)) + Send + Sync + 'static,
+    ) -> Stream<U> {
+        let prev = self.chain;
+        Stream {
+            inputs: self.inputs,
+            chain: Arc::new(move |r: &InRecord, emit: &mut dyn FnMut(i64, U)| {
+                prev(r, &mut |ts, v| step(ts, v, emit))
+            }),
+        }
+    }
+
+    /// Transforms every value.
+    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Stream<U> {
+        self.then(move |ts, v, emit| emit(ts, f(v)))
+    }
+
+    /// Keeps the values `f` accepts.
+    pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
+        self.then(move |ts, v, emit| {
+            if f(&v) {
+                emit(ts, v)
+            }
+        })
+    }
+
+    /// Replaces every value by zero or more values (same event time).
+    pub fn flat_map<U: Send + 'static, I: IntoIterator<Item = U>>(
+        self,
+        f: impl Fn(T) -> I + Send + Sync + 'static,
+    ) -> Stream<U> {
+        self.then(move |ts, v, emit| {
+            for u in f(v) {
+                emit(ts, u)
+            }
+        })
+    }
+
+    /// Takes event time (ms since the epoch) from the value instead of the record.
+    pub fn event_time(self, f: impl Fn(&T) -> i64 + Send + Sync + 'static) -> Stream<T> {
+        self.then(move |_, v, emit| emit(f(&v), v))
+    }
+
+    /// Keys the stream. The input topics must be partitioned by this key (records of one
+    /// key in one partition index), as Kafka Streams requires of co-partitioned inputs.
+    pub fn key_by<K: Send + 'static>(self, f: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<K, T> {
+        let prev = self.chain;
+        KeyedStream {
+            inputs: self.inputs,
+            chain: Arc::new(move |r: &InRecord, emit: &mut dyn FnMut(i64, K, T)| {
+                prev(r, &mut |ts, v| emit(ts, f(&v), v))
+            }),
+        }
+    }
+
+    /// Writes every value as JSON to `topic`, keyed by `key` (no key: spread).
+    pub fn to(self, topic: &str, key: impl Fn(&T) -> Option<String> + Send + Sync + 'static) -> Pipeline
+    where
+        T: Serialize,
+    {
+        let chain = self.chain;
+        let key = Arc::new(key);
+        Pipeline::new(
+            self.inputs,
+            topic,
+            Arc::new(move || Box::new(StatelessLogic::new(chain.clone(), key.clone()))),
+        )
+    }
+}
+
+/// A stream whose values carry a key.
+pub struct KeyedStream<K, T> {
+    pub(crate) inputs: Vec<String>,
+    pub(crate) chain: KeyedChain<K, T>,
+}
+
+impl<K: Send + 'static, T: Send + 'static> KeyedStream<K, T> {
+    /// Groups each key's values into windows of event time.
+    pub fn window(self, windows: Windows) -> WindowedStream<K, T> {
+        WindowedStream {
+            stream: self,
+            windows,
+            lateness_ms: 0,
+            emit: Emit::OnClose,
+        }
+    }
+}
+
+/// A keyed stream grouped into windows, waiting for its aggregation.
+pub struct WindowedStream<K, T> {
+    stream: KeyedStream<K, T>,
+    windows: Windows,
+    lateness_ms: i64,
+    emit: Emit,
+}
+
+/// What keys and accumulators must be to live in windows and changelogs.
+pub trait StateKey: Clone + Eq + std::hash::Hash + Serialize + DeserializeOwned + Send + 'static {}
+impl<K: Clone + Eq + std::hash::Hash + Serialize + DeserializeOwned + Send + 'static> StateKey for K {}
+
+/// An accumulator that lives in windows and changelogs.
+pub trait StateValue: Clone + Serialize + DeserializeOwned + Send + 'static {}
+impl<A: Clone + Serialize + DeserializeOwned + Send + 'static> StateValue for A {}
+
+impl<K: StateKey, T: Send + 'static> WindowedStream<K, T> {
+    /// Keeps windows open this long after their end for late records (default 0). Records
+    /// later than that go to the side output.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.lateness_ms = duration_ms(lateness);
+        self
+    }
+
+    /// When results are emitted (default: once, when the window closes).
+    pub fn emit(mut self, emit: Emit) -> Self {
+        self.emit = emit;
+        self
+    }
+
+    /// Folds each window's values into an accumulator. Session windows need
+    /// [`WindowedStream::aggregate_merging`].
+    pub fn aggregate<A: StateValue>(
+        self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        add: impl Fn(&mut A, &T) + Send + Sync + 'static,
+    ) -> Aggregated<K, T, A> {
+        self.aggregate_fns(AggFns {
+            init: Arc::new(init),
+            add: Arc::new(add),
+            merge: None,
+        })
+    }
+
+    /// Folds each window's values; `merge` joins accumulators of sessions that a record
+    /// bridges.
+    pub fn aggregate_merging<A: StateValue>(
+        self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        add: impl Fn(&mut A, &T) + Send + Sync + 'static,
+        merge: impl Fn(&mut A, A) + Send + Sync + 'static,
+    ) -> Aggregated<K, T, A> {
+        self.aggregate_fns(AggFns {
+            init: Arc::new(init),
+            add: Arc::new(add),
+            merge: Some(Arc::new(merge)),
+        })
+    }
+
+    /// Counts each window's values.
+    pub fn count(self) -> Aggregated<K, T, u64> {
+        self.aggregate_merging(|| 0u64, |c, _| *c += 1, |c, o| *c += o)
+    }
+
+    fn aggregate_fns<A: StateValue>(self, fns: AggFns<T, A>) -> Aggregated<K, T, A> {
+        Aggregated {
+            stream: self.stream,
+            windows: self.windows,
+            lateness_ms: self.lateness_ms,
+            emit: self.emit,
+            fns,
+        }
+    }
+}
+
+/// A windowed aggregation, ready to be written out.
+pub struct Aggregated<K, T, A> {
+    stream: KeyedStream<K, T>,
+    windows: Windows,
+    lateness_ms: i64,
+    emit: Emit,
+    fns: AggFns<T, A>,
+}
+
+impl<K: StateKey, T: Send + 'static, A: StateValue> Aggregated<K, T, A> {
+    /// Writes each window's result to `topic` as JSON
+    /// `{"key", "start_ms", "end_ms", "value"}`, keyed by the key.
+    pub fn to(self, topic: &str) -> Pipeline {
+        let Aggregated {
+            stream,
+            windows,
+            lateness_ms,
+            emit,
+            fns,
+        } = self;
+        let chain = stream.chain;
+        let mut pipeline = Pipeline::new(
+            stream.inputs,
+            topic,
+            Arc::new(move || {
+                Box::new(WindowLogic::new(
+                    chain.clone(),
+                    windows,
+                    lateness_ms,
+                    emit,
+                    fns.clone(),
+                ))
+            }),
+        );
+        pipeline.windows = Some((windows, lateness_ms));
+        pipeline
+    }
+}
