@@ -1,0 +1,367 @@
+//! Jobs against a real broker: embedded in the process, and over the Kafka protocol
+//! (librdkafka against Rivulet's Kafka front end). Every output is compared with a plain
+//! batch computation over the same input.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use rivulet_broker::{Broker, BrokerConfig};
+use rivulet_sdk::{EmbeddedTransport, InRecord, KafkaTransport, OutRecord, Transport};
+use rivulet_stream::task::{HEADER_REASON, HEADER_SOURCE, HEADER_WINDOW_START};
+use rivulet_stream::{Guarantee, JobOptions, Pipeline, Stream, WindowResult, Windows};
+
+const PARTITIONS: i32 = 3;
+const WINDOW_MS: i64 = 1_000;
+const BOUND_MS: i64 = 300;
+const LATENESS_MS: i64 = 200;
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Click {
+    user: u32,
+    at_ms: i64,
+    cents: i64,
+}
+
+/// (user, window start) -> (count, sum)
+type Totals = BTreeMap<(u32, i64), (u64, i64)>;
+/// (partition, offset, window start) of each late record
+type Lates = Vec<(i32, i64, i64)>;
+
+fn pipeline() -> Pipeline {
+    Stream::<Click>::json(&["clicks"])
+        .event_time(|c| c.at_ms)
+        .filter(|c| c.cents >= 0)
+        .key_by(|c| c.user)
+        .window(Windows::tumbling(Duration::from_millis(WINDOW_MS as u64)))
+        .allowed_lateness(Duration::from_millis(LATENESS_MS as u64))
+        .aggregate(
+            || (0u64, 0i64),
+            |a, c| {
+                a.0 += 1;
+                a.1 += c.cents;
+            },
+        )
+        .to("click-totals")
+}
+
+fn options(name: &str) -> JobOptions {
+    JobOptions::new(name).out_of_orderness(Duration::from_millis(BOUND_MS as u64))
+}
+
+/// Out-of-order clicks per partition (users partitioned by `user % 3`), an hour in the past
+/// so the wall clock never calls them future. A few are negative (filtered out) and lag
+/// far enough to be late. Deterministic.
+fn clicks(per_partition: usize, seed: u64) -> Vec<Vec<Click>> {
+    let mut x = seed;
+    let mut next = move |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    let base = now_ms() - 3_600_000;
+    (0..PARTITIONS)
+        .map(|p| {
+            let mut t = base;
+            (0..per_partition)
+                .map(|_| {
+                    t += next(25) as i64;
+                    Click {
+                        user: (next(4) as u32) * PARTITIONS as u32 + p as u32,
+                        at_ms: t - next(900) as i64,
+                        cents: next(1_000) as i64 - 20,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The batch reference: per partition in order, a record is late for its window when the
+/// window's end plus the lateness is at or below (greatest earlier timestamp - bound).
+fn reference(parts: &[Vec<Click>], offsets: &[Vec<i64>]) -> (Totals, Lates) {
+    let mut totals = Totals::new();
+    let mut lates = Lates::new();
+    for (p, clicks) in parts.iter().enumerate() {
+        let mut max_ts: Option<i64> = None;
+        for (i, c) in clicks.iter().enumerate() {
+            if c.cents < 0 {
+                continue;
+            }
+            let start = c.at_ms - c.at_ms.rem_euclid(WINDOW_MS);
+            let late = max_ts.is_some_and(|m| start + WINDOW_MS + LATENESS_MS <= m - BOUND_MS);
+            if late {
+                lates.push((p as i32, offsets[p][i], start));
+            } else {
+                let t = totals.entry((c.user, start)).or_default();
+                t.0 += 1;
+                t.1 += c.cents;
+            }
+            max_ts = Some(max_ts.map_or(c.at_ms, |m| m.max(c.at_ms)));
+        }
+    }
+    lates.sort();
+    (totals, lates)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Publishes each partition's clicks to its partition, in order; returns their offsets.
+async fn publish(transport: &dyn Transport, parts: &[Vec<Click>], from: usize, to: usize) -> Vec<Vec<i64>> {
+    let mut offsets = Vec::new();
+    for (p, clicks) in parts.iter().enumerate() {
+        let records = clicks[from..to]
+            .iter()
+            .map(|c| OutRecord {
+                key: Some(c.user.to_string().into_bytes()),
+                value: Some(serde_json::to_vec(c).expect("json")),
+                headers: Vec::new(),
+                partition: Some(p as i32),
+            })
+            .collect();
+        let delivered = transport.publish("clicks", records).await.expect("publish");
+        offsets.push(delivered.iter().map(|d| d.offset).collect());
+    }
+    offsets
+}
+
+async fn read_all(transport: &dyn Transport, topic: &str) -> Vec<InRecord> {
+    transport
+        .read_to_end(topic, BTreeMap::new(), 1_000_000)
+        .await
+        .expect("read")
+        .0
+}
+
+fn totals_of(records: &[InRecord]) -> (Totals, usize) {
+    let mut totals = Totals::new();
+    let mut repeats = 0;
+    for r in records {
+        let v: WindowResult<u32, (u64, i64)> =
+            serde_json::from_slice(r.value.as_deref().expect("value")).expect("window result");
+        assert_eq!(v.end_ms - v.start_ms, WINDOW_MS);
+        if totals.insert((v.key, v.start_ms), v.value).is_some() {
+            repeats += 1;
+        }
+    }
+    (totals, repeats)
+}
+
+fn lates_of(records: &[InRecord]) -> Lates {
+    let header = |r: &InRecord, name: &str| -> String {
+        String::from_utf8_lossy(r.header(name).expect("header")).to_string()
+    };
+    let mut lates: Lates = records
+        .iter()
+        .map(|r| {
+            assert_eq!(header(r, HEADER_REASON), "late");
+            let source = header(r, HEADER_SOURCE);
+            let mut it = source.rsplit('/');
+            let offset: i64 = it.next().and_then(|s| s.parse().ok()).expect("offset");
+            let partition: i32 = it.next().and_then(|s| s.parse().ok()).expect("partition");
+            let start: i64 = header(r, HEADER_WINDOW_START).parse().expect("start");
+            (partition, offset, start)
+        })
+        .collect();
+    lates.sort();
+    lates
+}
+
+fn embedded(dir: &std::path::Path) -> Arc<dyn Transport> {
+    let broker = Broker::open(BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        ..BrokerConfig::default()
+    })
+    .expect("broker opens");
+    Arc::new(EmbeddedTransport::new(broker))
+}
+
+async fn create_input(transport: &dyn Transport) {
+    let spec = rivulet_sdk::transport::TopicSpec {
+        partitions: PARTITIONS,
+        configs: BTreeMap::new(),
+    };
+    transport.ensure_topic("clicks", spec).await.expect("topic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_run_equals_the_batch_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let transport = embedded(dir.path());
+    create_input(transport.as_ref()).await;
+    let parts = clicks(600, 7);
+    let offsets = publish(transport.as_ref(), &parts, 0, 600).await;
+    // A record that is not JSON goes to the dead-letter topic, not nowhere.
+    transport
+        .publish(
+            "clicks",
+            vec![OutRecord {
+                value: Some(b"not json".to_vec()),
+                partition: Some(0),
+                ..OutRecord::default()
+            }],
+        )
+        .await
+        .expect("publish");
+    let opts = options("bounded-totals");
+    let stats = rivulet_stream::run_bounded(transport.as_ref(), &pipeline(), &opts)
+        .await
+        .expect("bounded run");
+    let (want, want_late) = reference(&parts, &offsets);
+    assert!(!want_late.is_empty(), "the input has late records");
+    let (got, repeats) = totals_of(&read_all(transport.as_ref(), "click-totals").await);
+    assert_eq!(repeats, 0, "each window once");
+    assert_eq!(got, want);
+    assert_eq!(
+        lates_of(&read_all(transport.as_ref(), &opts.late_topic()).await),
+        want_late
+    );
+    assert_eq!(read_all(transport.as_ref(), &opts.dlq_topic()).await.len(), 1);
+    assert_eq!(stats.records_in, 1_801, "{stats:?}");
+    assert_eq!(stats.dead_lettered, 1, "{stats:?}");
+}
+
+/// Starts a Kafka front end on an ephemeral port over a broker in `dir`.
+async fn serve(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<()>) {
+    use rivulet_kafka::{HandlerConfig, Server, ServerConfig};
+    let broker = Broker::open(BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        ..BrokerConfig::default()
+    })
+    .expect("broker opens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = ServerConfig {
+        listen: vec![addr],
+        handler: HandlerConfig {
+            node_id: 0,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: addr.port(),
+            advertised_more: Vec::new(),
+            cluster_id: "stream-test".into(),
+            fetch_bytes_max: 8 << 20,
+            fetch_wait_ms_max: 100,
+        },
+        request_bytes_max: 16 << 20,
+        request_memory_bytes_max: 64 << 20,
+        connections_max: 256,
+        request_read_timeout_ms: 30_000,
+        idle_timeout_ms: 600_000,
+        write_stall_timeout_ms: 30_000,
+        shutdown_timeout_ms: 2_000,
+        tls: None,
+        protocols: Vec::new(),
+    };
+    let server = Server::from_listeners(vec![listener], config, broker).expect("server");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    (addr.to_string(), tx)
+}
+
+/// Exactly-once across crashes: the job is stopped abruptly (its task aborted, the open
+/// transaction left to be fenced) three times while input keeps arriving; the results a
+/// read_committed reader sees equal the batch reference, each window once.
+async fn exactly_once_across_crashes(transport: Arc<dyn Transport>, name: &str) {
+    create_input(transport.as_ref()).await;
+    let (per_round, rounds) = (150usize, 4usize);
+    let parts = clicks(per_round * rounds, 11);
+    let mut offsets: Vec<Vec<i64>> = vec![Vec::new(); PARTITIONS as usize];
+    let opts = options(name).guarantee(Guarantee::ExactlyOnce);
+    let mut checkpoints = 0;
+    for round in 0..rounds {
+        let job = rivulet_stream::start(transport.clone(), pipeline(), opts.clone())
+            .await
+            .expect("job starts");
+        let got = publish(
+            transport.as_ref(),
+            &parts,
+            round * per_round,
+            (round + 1) * per_round,
+        )
+        .await;
+        for (p, o) in got.into_iter().enumerate() {
+            offsets[p].extend(o);
+        }
+        let deadline = Instant::now() + WAIT;
+        let half = (per_round * PARTITIONS as usize / 2) as u64;
+        while job.stats().records_in < half || job.stats().checkpoints == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "job made no progress: {:?}",
+                job.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if round + 1 < rounds {
+            // A crash at a different point of each round: nothing more is committed.
+            tokio::time::sleep(Duration::from_millis(37 * round as u64)).await;
+            checkpoints += job.stats().checkpoints;
+            drop(job);
+            continue;
+        }
+        // Last round: a final click per partition far ahead closes every earlier window.
+        let closing: Vec<Vec<Click>> = (0..PARTITIONS)
+            .map(|p| {
+                vec![Click {
+                    user: 1_000 * PARTITIONS as u32 + p as u32,
+                    at_ms: now_ms() - 60_000,
+                    cents: 0,
+                }]
+            })
+            .collect();
+        publish(transport.as_ref(), &closing, 0, 1).await;
+        let (want, want_late) = reference(&parts, &offsets);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (got, _) = totals_of(&read_all(transport.as_ref(), "click-totals").await);
+            if got.len() >= want.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} windows: {:?}",
+                got.len(),
+                want.len(),
+                job.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let stats = job.shutdown().await.expect("shutdown");
+        assert!(checkpoints + stats.checkpoints > 3, "{stats:?}");
+        // The last member started from the committed offsets and restored state, rather
+        // than reading everything again.
+        let total = (per_round * rounds) as u64 * PARTITIONS as u64 + PARTITIONS as u64;
+        assert!(stats.records_in < total, "{stats:?}");
+        let (got, repeats) = totals_of(&read_all(transport.as_ref(), "click-totals").await);
+        assert_eq!(repeats, 0, "a window emitted twice");
+        assert_eq!(got, want);
+        assert_eq!(
+            lates_of(&read_all(transport.as_ref(), &opts.late_topic()).await),
+            want_late
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_exactly_once_across_crashes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    exactly_once_across_crashes(embedded(dir.path()), "eo-embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_exactly_once_across_crashes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, _stop) = serve(dir.path()).await;
+    let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
+    exactly_once_across_crashes(transport, "eo-kafka").await;
+}
