@@ -16,8 +16,9 @@ use rivulet_sdk::{OutRecord, SdkError, TopicPartition, Transport};
 
 use crate::error::{Result, StreamError};
 use crate::pipeline::{Guarantee, JobOptions, Pipeline};
-use crate::runtime::Task;
+use crate::runtime::{Stage, Task};
 use crate::stats::{JobStats, Stats};
+use crate::tasks::Tasks;
 
 /// How long one poll waits before the loop checks timers and the stop.
 const POLL_WAIT: Duration = Duration::from_millis(20);
@@ -28,13 +29,15 @@ const RESTORE_BATCH: usize = 100_000;
 /// Longest pause between attempts after a failure.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Creates the output, side, dead-letter and (for stateful jobs) changelog topics.
+/// Creates the output, side and dead-letter topics and, for a stateful job run as a
+/// group (`durable`), its changelog and repartition topics; returns the inputs' partition
+/// count (the number of tasks per stage).
 pub(crate) async fn ensure_topics(
     transport: &dyn Transport,
     pipeline: &Pipeline,
     options: &JobOptions,
-    changelog: bool,
-) -> Result<()> {
+    durable: bool,
+) -> Result<i32> {
     let plain = TopicSpec {
         partitions: options.output_partitions,
         configs: BTreeMap::new(),
@@ -42,11 +45,24 @@ pub(crate) async fn ensure_topics(
     for topic in [pipeline.output.clone(), options.late_topic(), options.dlq_topic()] {
         transport.ensure_topic(&topic, plain.clone()).await?;
     }
-    if changelog {
-        let mut tasks = 0;
-        for topic in &pipeline.inputs {
-            tasks = tasks.max(transport.partition_count(topic).await?);
+    let mut tasks = 1;
+    for topic in &pipeline.inputs {
+        tasks = tasks.max(transport.partition_count(topic).await?);
+    }
+    if durable && pipeline.shuffle.is_some() {
+        let spec = TopicSpec {
+            partitions: tasks,
+            configs: BTreeMap::new(),
+        };
+        let topic = options.repartition_topic();
+        transport.ensure_topic(&topic, spec).await?;
+        if transport.partition_count(&topic).await? != tasks {
+            return Err(StreamError::Config(format!(
+                "repartition topic {topic} must have {tasks} partitions"
+            )));
         }
+    }
+    if durable && pipeline.windows.is_some() {
         let spec = TopicSpec {
             partitions: tasks,
             configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
@@ -60,7 +76,7 @@ pub(crate) async fn ensure_topics(
             )));
         }
     }
-    Ok(())
+    Ok(tasks)
 }
 
 /// Records taken from tasks, per destination topic.
@@ -151,6 +167,8 @@ struct Shared {
     options: JobOptions,
     stats: Arc<Stats>,
     stateful: bool,
+    /// Partition indexes of the inputs.
+    upstreams: i32,
 }
 
 /// Starts `pipeline` as a member of the consumer group `options.name`.
@@ -162,7 +180,7 @@ pub async fn start(
     pipeline.validate()?;
     options.validate()?;
     let stateful = pipeline.windows.is_some();
-    ensure_topics(transport.as_ref(), &pipeline, &options, stateful).await?;
+    let upstreams = ensure_topics(transport.as_ref(), &pipeline, &options, true).await?;
     let stats = Arc::new(Stats::default());
     let shared = Shared {
         transport,
@@ -170,6 +188,7 @@ pub async fn start(
         options,
         stats: stats.clone(),
         stateful,
+        upstreams,
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(supervise(shared, stop_rx));
@@ -211,14 +230,13 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
     };
     // Nothing is dispatched through this progress, so a rebalance commits nothing outside
     // a checkpoint.
+    let mut topics = shared.pipeline.inputs.clone();
+    if shared.pipeline.shuffle.is_some() {
+        topics.push(opts.repartition_topic());
+    }
     let mut member = shared
         .transport
-        .join(
-            &opts.name,
-            shared.pipeline.inputs.clone(),
-            Arc::new(Progress::new()),
-            settings,
-        )
+        .join(&opts.name, topics, Arc::new(Progress::new()), settings)
         .await?;
     let mut producer = match opts.guarantee {
         Guarantee::ExactlyOnce => {
@@ -227,7 +245,7 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
         }
         Guarantee::AtLeastOnce => None,
     };
-    let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
+    let mut tasks = Tasks::new(&shared.pipeline, opts, shared.upstreams);
     let mut last_checkpoint = Instant::now();
     let mut idle_tick: Option<Instant> = None;
     let interval = Duration::from_millis(opts.checkpoint_interval_ms as u64);
@@ -245,19 +263,18 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
                     // Uncommitted work of these partitions is dropped: their next owner
                     // starts from the last checkpoint.
                     for tp in &tps {
-                        tasks.remove(&tp.partition);
+                        tasks.remove(tp);
                     }
                 }
                 Polled::Record(r) => {
-                    if let Some(task) = tasks.get_mut(&r.partition) {
-                        task.process(&r, future_limit);
+                    if tasks.process(&r, future_limit) {
                         shared.stats.records_in.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
         }
-        advance_idle(&mut tasks, opts.idle_timeout_ms, &mut idle_tick);
-        let pending: usize = tasks.values().map(|t| t.out.len()).sum();
+        advance_idle(&mut tasks.map, opts.idle_timeout_ms, &mut idle_tick);
+        let pending: usize = tasks.map.values().map(|t| t.out.len()).sum();
         if last_checkpoint.elapsed() >= interval || pending >= opts.pending_records_max {
             checkpoint(shared, &mut tasks, member.as_mut(), producer.as_deref_mut()).await?;
             last_checkpoint = Instant::now();
@@ -266,33 +283,21 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
 }
 
 /// Creates tasks for newly assigned partitions and restores their state.
-async fn assign(shared: &Shared, tasks: &mut BTreeMap<i32, Task>, tps: &[TopicPartition]) -> Result<()> {
-    let mut created = BTreeSet::new();
-    for tp in tps {
-        match tasks.get_mut(&tp.partition) {
-            Some(task) => task.add_input(tp),
-            None => {
-                let logic = (shared.pipeline.factory)();
-                let task = Task::new(
-                    tp.partition,
-                    shared.options.out_of_orderness_ms,
-                    vec![tp.clone()],
-                    logic,
-                );
-                tasks.insert(tp.partition, task);
-                created.insert(tp.partition);
-            }
-        }
-    }
+async fn assign(shared: &Shared, tasks: &mut Tasks, tps: &[TopicPartition]) -> Result<()> {
+    let created: BTreeSet<(Stage, i32)> = tps.iter().filter_map(|tp| tasks.ensure(tp)).collect();
     if shared.stateful && !created.is_empty() {
         restore(shared, tasks, &created).await?;
     }
-    shared.stats.tasks.store(tasks.len() as u64, Ordering::Relaxed);
+    shared
+        .stats
+        .tasks
+        .store(tasks.map.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
-/// Reads the changelog partitions of `ids` to their end into the tasks.
-async fn restore(shared: &Shared, tasks: &mut BTreeMap<i32, Task>, ids: &BTreeSet<i32>) -> Result<()> {
+/// Reads the changelog partitions of the tasks just created to their end into them.
+async fn restore(shared: &Shared, tasks: &mut Tasks, created: &BTreeSet<(Stage, i32)>) -> Result<()> {
+    let ids: BTreeSet<i32> = created.iter().map(|k| k.1).collect();
     let topic = shared.options.changelog_topic();
     let count = shared.transport.partition_count(&topic).await?;
     // Partitions not restored are skipped by starting them past their end.
@@ -309,9 +314,7 @@ async fn restore(shared: &Shared, tasks: &mut BTreeMap<i32, Task>, ids: &BTreeSe
             .read_to_end(&topic, from.clone(), RESTORE_BATCH)
             .await?;
         for r in &records {
-            if let Some(task) = tasks.get_mut(&r.partition) {
-                task.restore(r)?;
-            }
+            tasks.restore(created, r)?;
         }
         restored += records.len();
         for (p, o) in next {
@@ -329,7 +332,11 @@ async fn restore(shared: &Shared, tasks: &mut BTreeMap<i32, Task>, ids: &BTreeSe
 
 /// Marks inputs idle after the timeout; a task with every input idle follows the lowest
 /// watermark of the active tasks, or, when all are idle, the wall clock.
-fn advance_idle(tasks: &mut BTreeMap<i32, Task>, idle_timeout_ms: i64, idle_tick: &mut Option<Instant>) {
+fn advance_idle(
+    tasks: &mut BTreeMap<(Stage, i32), Task>,
+    idle_timeout_ms: i64,
+    idle_tick: &mut Option<Instant>,
+) {
     let timeout = Duration::from_millis(idle_timeout_ms as u64);
     for task in tasks.values_mut() {
         let quiet: Vec<TopicPartition> = task
@@ -364,7 +371,7 @@ fn advance_idle(tasks: &mut BTreeMap<i32, Task>, idle_timeout_ms: i64, idle_tick
 /// Commits what every task holds: outputs, changelog and offsets.
 async fn checkpoint(
     shared: &Shared,
-    tasks: &mut BTreeMap<i32, Task>,
+    tasks: &mut Tasks,
     member: &mut dyn GroupMember,
     producer: Option<&mut (dyn TxnProducer + 'static)>,
 ) -> Result<()> {
@@ -372,7 +379,9 @@ async fn checkpoint(
     let (opts, stats) = (&shared.options, &shared.stats);
     let mut outputs = Outputs::default();
     let mut changelog = Vec::new();
-    for task in tasks.values_mut() {
+    let shuffled = tasks.take_shuffled();
+    outputs.push(&opts.repartition_topic(), shuffled);
+    for task in tasks.map.values_mut() {
         outputs.take(task, &shared.pipeline, opts, stats);
         if shared.stateful {
             changelog.extend(task.changelog()?);
@@ -380,7 +389,7 @@ async fn checkpoint(
         outputs.offsets.extend(std::mem::take(&mut task.offsets));
     }
     outputs.push(&opts.changelog_topic(), changelog);
-    update_gauges(stats, tasks);
+    update_gauges(stats, &tasks.map);
     if outputs.is_empty() {
         return Ok(());
     }
@@ -401,7 +410,7 @@ async fn checkpoint(
     Ok(())
 }
 
-fn update_gauges(stats: &Stats, tasks: &BTreeMap<i32, Task>) {
+fn update_gauges(stats: &Stats, tasks: &BTreeMap<(Stage, i32), Task>) {
     let entries: usize = tasks.values().map(|t| t.logic.state_len()).sum();
     stats.state_entries.store(entries as u64, Ordering::Relaxed);
     if let Some(wm) = tasks.values().filter_map(Task::watermark).min() {

@@ -47,6 +47,7 @@ mod runtime;
 mod stats;
 pub mod stream;
 pub mod task;
+mod tasks;
 pub mod window;
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use rivulet_sdk::OutRecord;
 
 use crate::agg::{AggFns, Emit, Step, WindowAgg};
 use crate::stream::{Chain, KeyedChain, StateKey, StateValue};
-use crate::task::{ChangelogEntry, Ctx, SideReason, TaskLogic, TaskOut};
+use crate::task::{
+    ChangelogEntry, Ctx, SideReason, TaskLogic, TaskOut, HEADER_EVENT_TIME, HEADER_SOURCE, HEADER_UPSTREAM,
+    HEADER_UPSTREAM_WATERMARK,
+};
 use crate::window::{Window, Windows};
 
 /// The record key of a result: a string key as it is, anything else as JSON.
@@ -99,11 +102,130 @@ impl<T: Serialize + Send + 'static> TaskLogic for StatelessLogic<T> {
     }
 }
 
+/// Encodes a value for the repartition topic.
+pub type EncodeFn<T> = Arc<dyn Fn(&T) -> Result<Vec<u8>, String> + Send + Sync>;
+/// Decodes a value from the repartition topic.
+pub type DecodeFn<T> = Arc<dyn Fn(&[u8]) -> Result<T, String> + Send + Sync>;
+
+/// Encodes and decodes the values a repartition topic carries.
+pub struct ShuffleCodec<T> {
+    /// Value to bytes.
+    pub encode: EncodeFn<T>,
+    /// Bytes to value.
+    pub decode: DecodeFn<T>,
+}
+
+impl<T> Clone for ShuffleCodec<T> {
+    fn clone(&self) -> Self {
+        ShuffleCodec {
+            encode: self.encode.clone(),
+            decode: self.decode.clone(),
+        }
+    }
+}
+
+/// The first stage of a repartitioned job: runs the operators up to `key_by` and writes
+/// each keyed value to the repartition topic with its event time, its source and this
+/// task's watermark before it.
+pub struct ShuffleLogic<K, T> {
+    chain: KeyedChain<K, T>,
+    codec: ShuffleCodec<T>,
+}
+
+impl<K, T> ShuffleLogic<K, T> {
+    /// Logic running `chain` and encoding with `codec`.
+    pub fn new(chain: KeyedChain<K, T>, codec: ShuffleCodec<T>) -> ShuffleLogic<K, T> {
+        ShuffleLogic { chain, codec }
+    }
+}
+
+impl<K: StateKey, T: Send + 'static> TaskLogic for ShuffleLogic<K, T> {
+    fn process(&mut self, ctx: &mut Ctx<'_>) {
+        let (input, limit) = (ctx.input, ctx.future_limit_ms);
+        let r = ctx.record;
+        let source = format!("{}/{}/{}", r.topic, r.partition, r.offset);
+        let mut future: Vec<i64> = Vec::new();
+        let mut failed: Option<String> = None;
+        let clock = &mut *ctx.clock;
+        let shuffled = &mut ctx.out.shuffled;
+        let encode = &self.codec.encode;
+        let outcome = (self.chain)(r, &mut |ts, key, value| {
+            if ts > limit {
+                future.push(ts);
+                return;
+            }
+            let watermark = clock.watermark_ms;
+            clock.observe(input, ts);
+            let encoded = serde_json::to_vec(&key)
+                .map_err(|e| e.to_string())
+                .and_then(|k| Ok((k, encode(&value)?)));
+            match encoded {
+                Ok((k, v)) => shuffled.push(OutRecord {
+                    key: Some(k),
+                    value: Some(v),
+                    headers: vec![
+                        (HEADER_EVENT_TIME.to_string(), ts.to_string().into_bytes()),
+                        (
+                            HEADER_UPSTREAM.to_string(),
+                            input.partition.to_string().into_bytes(),
+                        ),
+                        (
+                            HEADER_UPSTREAM_WATERMARK.to_string(),
+                            watermark.to_string().into_bytes(),
+                        ),
+                        (HEADER_SOURCE.to_string(), source.clone().into_bytes()),
+                    ],
+                    partition: None,
+                }),
+                Err(e) => failed = Some(format!("key or value not encodable: {e}")),
+            }
+        });
+        for ts in future {
+            ctx.side(SideReason::TooFarInFuture, ts, None);
+        }
+        if let Some(reason) = outcome.err().or(failed) {
+            ctx.dead_letter(&reason);
+        }
+    }
+
+    fn advance(&mut self, _watermark_ms: i64, _out: &mut TaskOut) {}
+
+    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _key: &[u8], _value: Option<&[u8]>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn state_len(&self) -> usize {
+        0
+    }
+}
+
+/// The chain of the second stage: a repartitioned record back to its key, value and
+/// event time.
+pub fn unshuffle<K: StateKey, T: Send + 'static>(codec: ShuffleCodec<T>) -> KeyedChain<K, T> {
+    Arc::new(move |r, emit| {
+        let key: K = serde_json::from_slice(r.key.as_deref().ok_or("no key")?).map_err(|e| e.to_string())?;
+        let value = (codec.decode)(r.value.as_deref().ok_or("no value")?)?;
+        let ts: i64 = r
+            .header(HEADER_EVENT_TIME)
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            .ok_or("no event time")?;
+        emit(ts, key, value);
+        Ok(())
+    })
+}
+
 /// A windowed aggregation per key.
 pub struct WindowLogic<K, T, A> {
     chain: KeyedChain<K, T>,
     agg: WindowAgg<K, T, A>,
     steps: Vec<Step<K, A>>,
+    /// Whether record timestamps move the clock (false behind a repartition topic, where
+    /// the upstream watermarks do).
+    observe_records: bool,
 }
 
 impl<K: StateKey, T: Send + 'static, A: StateValue> WindowLogic<K, T, A> {
@@ -119,7 +241,14 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> WindowLogic<K, T, A> {
             chain,
             agg: WindowAgg::new(windows, lateness_ms, emit, fns),
             steps: Vec::new(),
+            observe_records: true,
         }
+    }
+
+    /// Behind a repartition topic: the runner moves the clock from upstream watermarks.
+    pub fn behind_shuffle(mut self) -> WindowLogic<K, T, A> {
+        self.observe_records = false;
+        self
     }
 
     fn result_record(
@@ -172,6 +301,7 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> WindowLogic<K, T, A> {
 impl<K: StateKey, T: Send + 'static, A: StateValue> TaskLogic for WindowLogic<K, T, A> {
     fn process(&mut self, ctx: &mut Ctx<'_>) {
         let chain = self.chain.clone();
+        let observe = self.observe_records;
         let (agg, steps) = (&mut self.agg, &mut self.steps);
         let (input, limit) = (ctx.input, ctx.future_limit_ms);
         // (event time, window missed or None for too far in the future)
@@ -184,7 +314,11 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> TaskLogic for WindowLogic<K,
                 return;
             }
             agg.add(clock.watermark_ms, ts, key, &value, steps);
-            let watermark = clock.observe(input, ts);
+            let watermark = if observe {
+                clock.observe(input, ts)
+            } else {
+                clock.watermark_ms
+            };
             for w in Self::drain(steps, out) {
                 side.push((ts, Some(w)));
             }

@@ -15,7 +15,10 @@ pub type LogicFactory = Arc<dyn Fn() -> Box<dyn TaskLogic> + Send + Sync>;
 pub struct Pipeline {
     pub(crate) inputs: Vec<String>,
     pub(crate) output: String,
+    /// The last stage (or the only one).
     pub(crate) factory: LogicFactory,
+    /// The first stage when the job repartitions by key.
+    pub(crate) shuffle: Option<LogicFactory>,
     pub(crate) windows: Option<(Windows, i64)>,
 }
 
@@ -25,6 +28,7 @@ impl std::fmt::Debug for Pipeline {
             .field("inputs", &self.inputs)
             .field("output", &self.output)
             .field("windows", &self.windows)
+            .field("repartitioned", &self.shuffle.is_some())
             .finish()
     }
 }
@@ -35,6 +39,7 @@ impl Pipeline {
             inputs,
             output: output.to_string(),
             factory,
+            shuffle: None,
             windows: None,
         }
     }
@@ -156,6 +161,11 @@ impl JobOptions {
     /// The changelog topic.
     pub fn changelog_topic(&self) -> String {
         format!("{}-changelog", self.name)
+    }
+
+    /// The repartition topic (jobs whose `key_by` repartitions).
+    pub fn repartition_topic(&self) -> String {
+        format!("{}-repartition", self.name)
     }
 
     /// The side output topic (late and too-far-in-future records).

@@ -7,7 +7,8 @@ use crate::clock::WATERMARK_MIN;
 /// What a job has done so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct JobStats {
-    /// Input records processed (including ones processed again after a failed checkpoint).
+    /// Input records processed (including ones processed again after a failed checkpoint;
+    /// not counting the repartition topic's).
     pub records_in: u64,
     /// Results written to the output topic.
     pub results_out: u64,

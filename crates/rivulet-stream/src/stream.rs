@@ -13,7 +13,7 @@ use serde::Serialize;
 use rivulet_sdk::{InRecord, Received};
 
 use crate::agg::{AggFns, Emit};
-use crate::logic::{StatelessLogic, WindowLogic};
+use crate::logic::{unshuffle, ShuffleCodec, ShuffleLogic, StatelessLogic, WindowLogic};
 use crate::pipeline::Pipeline;
 use crate::window::{duration_ms, Windows};
 
@@ -122,15 +122,36 @@ impl<T: Send + 'static> Stream<T> {
         self.then(move |_, v, emit| emit(f(&v), v))
     }
 
-    /// Keys the stream. The input topics must be partitioned by this key (records of one
-    /// key in one partition index), as Kafka Streams requires of co-partitioned inputs.
-    pub fn key_by<K: Send + 'static>(self, f: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<K, T> {
+    /// Keys the stream and repartitions it by the key through the topic
+    /// `<job>-repartition` (values as JSON), so every record of a key meets in one task
+    /// whatever the input's partitioning.
+    pub fn key_by<K: Send + 'static>(self, f: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<K, T>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        let codec = ShuffleCodec {
+            encode: Arc::new(|v: &T| serde_json::to_vec(v).map_err(|e| e.to_string())),
+            decode: Arc::new(|b: &[u8]| serde_json::from_slice(b).map_err(|e| e.to_string())),
+        };
+        let mut keyed = self.key_by_partitioned(f);
+        keyed.shuffle = Some(codec);
+        keyed
+    }
+
+    /// Keys the stream without repartitioning: the input topics must already be partitioned
+    /// by this key (records of one key in one partition index, as a keyed producer writes
+    /// them), like Kafka Streams' `groupByKey`. Cheaper than [`Stream::key_by`].
+    pub fn key_by_partitioned<K: Send + 'static>(
+        self,
+        f: impl Fn(&T) -> K + Send + Sync + 'static,
+    ) -> KeyedStream<K, T> {
         let prev = self.chain;
         KeyedStream {
             inputs: self.inputs,
             chain: Arc::new(move |r: &InRecord, emit: &mut dyn FnMut(i64, K, T)| {
                 prev(r, &mut |ts, v| emit(ts, f(&v), v))
             }),
+            shuffle: None,
         }
     }
 
@@ -153,6 +174,8 @@ impl<T: Send + 'static> Stream<T> {
 pub struct KeyedStream<K, T> {
     pub(crate) inputs: Vec<String>,
     pub(crate) chain: KeyedChain<K, T>,
+    /// Set when the stream is repartitioned by its key.
+    pub(crate) shuffle: Option<ShuffleCodec<T>>,
 }
 
 impl<K: Send + 'static, T: Send + 'static> KeyedStream<K, T> {
@@ -262,20 +285,40 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> Aggregated<K, T, A> {
             emit,
             fns,
         } = self;
-        let chain = stream.chain;
-        let mut pipeline = Pipeline::new(
-            stream.inputs,
-            topic,
-            Arc::new(move || {
-                Box::new(WindowLogic::new(
-                    chain.clone(),
-                    windows,
-                    lateness_ms,
-                    emit,
-                    fns.clone(),
-                ))
-            }),
-        );
+        let mut pipeline = match stream.shuffle {
+            None => {
+                let chain = stream.chain;
+                Pipeline::new(
+                    stream.inputs,
+                    topic,
+                    Arc::new(move || {
+                        Box::new(WindowLogic::new(
+                            chain.clone(),
+                            windows,
+                            lateness_ms,
+                            emit,
+                            fns.clone(),
+                        ))
+                    }),
+                )
+            }
+            Some(codec) => {
+                let after = unshuffle::<K, T>(codec.clone());
+                let mut p = Pipeline::new(
+                    stream.inputs,
+                    topic,
+                    Arc::new(move || {
+                        let logic = WindowLogic::new(after.clone(), windows, lateness_ms, emit, fns.clone());
+                        Box::new(logic.behind_shuffle())
+                    }),
+                );
+                let chain = stream.chain;
+                p.shuffle = Some(Arc::new(move || {
+                    Box::new(ShuffleLogic::new(chain.clone(), codec.clone()))
+                }));
+                p
+            }
+        };
         pipeline.windows = Some((windows, lateness_ms));
         pipeline
     }

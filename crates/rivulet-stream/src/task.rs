@@ -19,6 +19,11 @@ pub const HEADER_EVENT_TIME: &str = "rivulet-event-time-ms";
 /// Header with where the record came from: `topic/partition/offset`.
 pub const HEADER_SOURCE: &str = "rivulet-source";
 
+/// Header of a repartitioned record: the upstream task (input partition index) that wrote it.
+pub const HEADER_UPSTREAM: &str = "rivulet-upstream";
+/// Header of a repartitioned record: the upstream task's watermark before the record (ms).
+pub const HEADER_UPSTREAM_WATERMARK: &str = "rivulet-upstream-watermark-ms";
+
 /// Why a record went to the side output instead of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SideReason {
@@ -47,12 +52,14 @@ pub struct TaskOut {
     pub side: Vec<OutRecord>,
     /// Records that could not be decoded, for `<job>.dlq`.
     pub dead: Vec<OutRecord>,
+    /// Keyed records for the repartition topic (the runner picks their partitions).
+    pub shuffled: Vec<OutRecord>,
 }
 
 impl TaskOut {
     /// Records held.
     pub fn len(&self) -> usize {
-        self.results.len() + self.side.len() + self.dead.len()
+        self.results.len() + self.side.len() + self.dead.len() + self.shuffled.len()
     }
 
     /// Whether nothing is held.
@@ -79,9 +86,11 @@ impl Ctx<'_> {
     /// Sends the input record to the side output.
     pub fn side(&mut self, reason: SideReason, ts_ms: i64, window: Option<Window>) {
         let r = self.record;
+        let has_source = r.header(HEADER_SOURCE).is_some();
         let mut headers: Vec<(String, Vec<u8>)> = r
             .headers
             .iter()
+            .filter(|(k, _)| k != HEADER_UPSTREAM && k != HEADER_UPSTREAM_WATERMARK && k != HEADER_EVENT_TIME)
             .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
             .collect();
         let mut add = |k: &str, v: String| headers.push((k.to_string(), v.into_bytes()));
@@ -92,7 +101,10 @@ impl Ctx<'_> {
         }
         add(HEADER_WATERMARK, self.clock.watermark_ms.to_string());
         add(HEADER_EVENT_TIME, ts_ms.to_string());
-        add(HEADER_SOURCE, format!("{}/{}/{}", r.topic, r.partition, r.offset));
+        // A repartitioned record already names its original source.
+        if !has_source {
+            add(HEADER_SOURCE, format!("{}/{}/{}", r.topic, r.partition, r.offset));
+        }
         self.out.side.push(OutRecord {
             key: r.key.clone(),
             value: r.value.clone(),

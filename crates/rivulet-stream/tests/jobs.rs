@@ -17,6 +17,8 @@ const PARTITIONS: i32 = 3;
 const WINDOW_MS: i64 = 1_000;
 const BOUND_MS: i64 = 300;
 const LATENESS_MS: i64 = 200;
+/// Lateness beyond any disorder of the input: nothing is late.
+const NEVER_LATE_MS: i64 = 1_000_000;
 const WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,13 +33,23 @@ type Totals = BTreeMap<(u32, i64), (u64, i64)>;
 /// (partition, offset, window start) of each late record
 type Lates = Vec<(i32, i64, i64)>;
 
-fn pipeline() -> Pipeline {
-    Stream::<Click>::json(&["clicks"])
+/// Totals per user and window. Users are partitioned by `user % 3` on input; a
+/// repartitioned job spreads them by hash instead, where a task's watermark is the minimum
+/// over the upstream tasks, so late records are compared exactly only without
+/// repartitioning.
+fn pipeline(repartition: bool) -> Pipeline {
+    let s = Stream::<Click>::json(&["clicks"])
         .event_time(|c| c.at_ms)
-        .filter(|c| c.cents >= 0)
-        .key_by(|c| c.user)
+        .filter(|c| c.cents >= 0);
+    let keyed = if repartition {
+        s.key_by(|c| c.user)
+    } else {
+        s.key_by_partitioned(|c| c.user)
+    };
+    let lateness = if repartition { NEVER_LATE_MS } else { LATENESS_MS };
+    keyed
         .window(Windows::tumbling(Duration::from_millis(WINDOW_MS as u64)))
-        .allowed_lateness(Duration::from_millis(LATENESS_MS as u64))
+        .allowed_lateness(Duration::from_millis(lateness as u64))
         .aggregate(
             || (0u64, 0i64),
             |a, c| {
@@ -83,7 +95,7 @@ fn clicks(per_partition: usize, seed: u64) -> Vec<Vec<Click>> {
 
 /// The batch reference: per partition in order, a record is late for its window when the
 /// window's end plus the lateness is at or below (greatest earlier timestamp - bound).
-fn reference(parts: &[Vec<Click>], offsets: &[Vec<i64>]) -> (Totals, Lates) {
+fn reference(parts: &[Vec<Click>], offsets: &[Vec<i64>], lateness_ms: i64) -> (Totals, Lates) {
     let mut totals = Totals::new();
     let mut lates = Lates::new();
     for (p, clicks) in parts.iter().enumerate() {
@@ -93,7 +105,7 @@ fn reference(parts: &[Vec<Click>], offsets: &[Vec<i64>]) -> (Totals, Lates) {
                 continue;
             }
             let start = c.at_ms - c.at_ms.rem_euclid(WINDOW_MS);
-            let late = max_ts.is_some_and(|m| start + WINDOW_MS + LATENESS_MS <= m - BOUND_MS);
+            let late = max_ts.is_some_and(|m| start + WINDOW_MS + lateness_ms <= m - BOUND_MS);
             if late {
                 lates.push((p as i32, offsets[p][i], start));
             } else {
@@ -212,10 +224,10 @@ async fn a_bounded_run_equals_the_batch_reference() {
         .await
         .expect("publish");
     let opts = options("bounded-totals");
-    let stats = rivulet_stream::run_bounded(transport.as_ref(), &pipeline(), &opts)
+    let stats = rivulet_stream::run_bounded(transport.as_ref(), &pipeline(false), &opts)
         .await
         .expect("bounded run");
-    let (want, want_late) = reference(&parts, &offsets);
+    let (want, want_late) = reference(&parts, &offsets, LATENESS_MS);
     assert!(!want_late.is_empty(), "the input has late records");
     let (got, repeats) = totals_of(&read_all(transport.as_ref(), "click-totals").await);
     assert_eq!(repeats, 0, "each window once");
@@ -227,6 +239,30 @@ async fn a_bounded_run_equals_the_batch_reference() {
     assert_eq!(read_all(transport.as_ref(), &opts.dlq_topic()).await.len(), 1);
     assert_eq!(stats.records_in, 1_801, "{stats:?}");
     assert_eq!(stats.dead_lettered, 1, "{stats:?}");
+
+    // Repartitioned by user, over the same input: every total as the reference has it.
+    let opts = options("bounded-shuffled");
+    let p = Stream::<Click>::json(&["clicks"])
+        .event_time(|c| c.at_ms)
+        .filter(|c| c.cents >= 0)
+        .key_by(|c| c.user)
+        .window(Windows::tumbling(Duration::from_millis(WINDOW_MS as u64)))
+        .allowed_lateness(Duration::from_millis(NEVER_LATE_MS as u64))
+        .aggregate(
+            || (0u64, 0i64),
+            |a, c| {
+                a.0 += 1;
+                a.1 += c.cents;
+            },
+        )
+        .to("click-totals-shuffled");
+    rivulet_stream::run_bounded(transport.as_ref(), &p, &opts)
+        .await
+        .expect("bounded run");
+    let (want, _) = reference(&parts, &offsets, NEVER_LATE_MS);
+    let (got, repeats) = totals_of(&read_all(transport.as_ref(), "click-totals-shuffled").await);
+    assert_eq!(repeats, 0, "each window once");
+    assert_eq!(got, want);
 }
 
 /// Starts a Kafka front end on an ephemeral port over a broker in `dir`.
@@ -271,7 +307,8 @@ async fn serve(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<(
 /// Exactly-once across crashes: the job is stopped abruptly (its task aborted, the open
 /// transaction left to be fenced) three times while input keeps arriving; the results a
 /// read_committed reader sees equal the batch reference, each window once.
-async fn exactly_once_across_crashes(transport: Arc<dyn Transport>, name: &str) {
+async fn exactly_once_across_crashes(transport: Arc<dyn Transport>, name: &str, repartition: bool) {
+    let lateness = if repartition { NEVER_LATE_MS } else { LATENESS_MS };
     create_input(transport.as_ref()).await;
     let (per_round, rounds) = (150usize, 4usize);
     let parts = clicks(per_round * rounds, 11);
@@ -279,7 +316,7 @@ async fn exactly_once_across_crashes(transport: Arc<dyn Transport>, name: &str) 
     let opts = options(name).guarantee(Guarantee::ExactlyOnce);
     let mut checkpoints = 0;
     for round in 0..rounds {
-        let job = rivulet_stream::start(transport.clone(), pipeline(), opts.clone())
+        let job = rivulet_stream::start(transport.clone(), pipeline(repartition), opts.clone())
             .await
             .expect("job starts");
         let got = publish(
@@ -320,7 +357,7 @@ async fn exactly_once_across_crashes(transport: Arc<dyn Transport>, name: &str) 
             })
             .collect();
         publish(transport.as_ref(), &closing, 0, 1).await;
-        let (want, want_late) = reference(&parts, &offsets);
+        let (want, want_late) = reference(&parts, &offsets, lateness);
         let deadline = Instant::now() + WAIT;
         loop {
             let (got, _) = totals_of(&read_all(transport.as_ref(), "click-totals").await);
@@ -355,7 +392,21 @@ async fn exactly_once_across_crashes(transport: Arc<dyn Transport>, name: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_exactly_once_across_crashes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    exactly_once_across_crashes(embedded(dir.path()), "eo-embedded").await;
+    exactly_once_across_crashes(embedded(dir.path()), "eo-embedded", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_repartitioned_exactly_once_across_crashes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    exactly_once_across_crashes(embedded(dir.path()), "eo-embedded-shuffled", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_repartitioned_exactly_once_across_crashes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, _stop) = serve(dir.path()).await;
+    let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
+    exactly_once_across_crashes(transport, "eo-kafka-shuffled", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,5 +414,5 @@ async fn kafka_exactly_once_across_crashes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, _stop) = serve(dir.path()).await;
     let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
-    exactly_once_across_crashes(transport, "eo-kafka").await;
+    exactly_once_across_crashes(transport, "eo-kafka", false).await;
 }
