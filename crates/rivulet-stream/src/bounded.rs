@@ -40,6 +40,7 @@ pub async fn run_bounded(
         tasks: Tasks::new(pipeline, options, upstreams),
         offsets: BTreeMap::new(),
     };
+    pipeline.refresh_tables(transport).await?;
     let future_limit = crate::now_ms().saturating_add(options.future_limit_ms);
     for topic in &pipeline.inputs {
         let mut from: BTreeMap<i32, i64> = BTreeMap::new();

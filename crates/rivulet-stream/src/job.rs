@@ -22,6 +22,8 @@ use crate::tasks::Tasks;
 
 /// How long one poll waits before the loop checks timers and the stop.
 const POLL_WAIT: Duration = Duration::from_millis(20);
+/// How often tables read their topics' new records.
+const TABLE_REFRESH: Duration = Duration::from_secs(1);
 /// Records per publish call.
 const PUBLISH_CHUNK: usize = 10_000;
 /// Changelog records read per call when restoring.
@@ -245,6 +247,8 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
         }
         Guarantee::AtLeastOnce => None,
     };
+    shared.pipeline.refresh_tables(shared.transport.as_ref()).await?;
+    let mut tables_read = Instant::now();
     let mut tasks = Tasks::new(&shared.pipeline, opts, shared.upstreams);
     let mut last_checkpoint = Instant::now();
     let mut idle_tick: Option<Instant> = None;
@@ -253,6 +257,10 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
         if *stop.borrow() {
             checkpoint(shared, &mut tasks, member.as_mut(), producer.as_deref_mut()).await?;
             return member.close(Vec::new()).await.map_err(StreamError::from);
+        }
+        if !shared.pipeline.tables.is_empty() && tables_read.elapsed() >= TABLE_REFRESH {
+            shared.pipeline.refresh_tables(shared.transport.as_ref()).await?;
+            tables_read = Instant::now();
         }
         let polled = member.poll(POLL_WAIT).await?;
         let future_limit = crate::now_ms().saturating_add(opts.future_limit_ms);

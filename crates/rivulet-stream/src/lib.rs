@@ -46,6 +46,7 @@ mod pipeline;
 mod runtime;
 mod stats;
 pub mod stream;
+pub mod table;
 pub mod task;
 mod tasks;
 pub mod window;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Result, StreamError};
+use crate::table::TableSource;
 use crate::task::TaskLogic;
 use crate::window::{duration_ms, Windows};
 
@@ -20,6 +21,8 @@ pub struct Pipeline {
     /// The first stage when the job repartitions by key.
     pub(crate) shuffle: Option<LogicFactory>,
     pub(crate) windows: Option<(Windows, i64)>,
+    /// Tables the operators read (loaded before processing, refreshed while running).
+    pub(crate) tables: Vec<Arc<dyn TableSource>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -29,6 +32,14 @@ impl std::fmt::Debug for Pipeline {
             .field("output", &self.output)
             .field("windows", &self.windows)
             .field("repartitioned", &self.shuffle.is_some())
+            .field(
+                "tables",
+                &self
+                    .tables
+                    .iter()
+                    .map(|t| t.topic().to_string())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -41,6 +52,7 @@ impl Pipeline {
             factory,
             shuffle: None,
             windows: None,
+            tables: Vec::new(),
         }
     }
 
@@ -52,6 +64,15 @@ impl Pipeline {
     /// The output topic.
     pub fn output(&self) -> &str {
         &self.output
+    }
+
+    /// Reads every table's new records; returns how many.
+    pub(crate) async fn refresh_tables(&self, transport: &dyn rivulet_sdk::Transport) -> Result<usize> {
+        let mut n = 0;
+        for t in &self.tables {
+            n += t.refresh(transport).await?;
+        }
+        Ok(n)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

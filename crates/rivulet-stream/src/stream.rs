@@ -15,6 +15,7 @@ use rivulet_sdk::{InRecord, Received};
 use crate::agg::{AggFns, Emit};
 use crate::logic::{unshuffle, ShuffleCodec, ShuffleLogic, StatelessLogic, WindowLogic};
 use crate::pipeline::Pipeline;
+use crate::table::{Table, TableSource};
 use crate::window::{duration_ms, Windows};
 
 /// A chain of operators from an input record to `(event time, value)` items; an error
@@ -29,6 +30,8 @@ pub type KeyedChain<K, T> =
 pub struct Stream<T> {
     pub(crate) inputs: Vec<String>,
     pub(crate) chain: Chain<T>,
+    /// Tables the operators read.
+    pub(crate) tables: Vec<Arc<dyn TableSource>>,
 }
 
 impl Stream<InRecord> {
@@ -40,6 +43,7 @@ impl Stream<InRecord> {
                 emit(r.timestamp_ms, r.clone());
                 Ok(())
             }),
+            tables: Vec::new(),
         }
     }
 }
@@ -59,6 +63,7 @@ impl<T: Send + 'static> Stream<T> {
                 emit(r.timestamp_ms, v);
                 Ok(())
             }),
+            tables: Vec::new(),
         }
     }
 
@@ -75,6 +80,7 @@ impl<T: Send + 'static> Stream<T> {
                 emit(r.timestamp_ms, v);
                 Ok(())
             }),
+            tables: Vec::new(),
         }
     }
 
@@ -88,6 +94,7 @@ impl<T: Send + 'static> Stream<T> {
             chain: Arc::new(move |r: &InRecord, emit: &mut dyn FnMut(i64, U)| {
                 prev(r, &mut |ts, v| step(ts, v, emit))
             }),
+            tables: self.tables,
         }
     }
 
@@ -115,6 +122,30 @@ impl<T: Send + 'static> Stream<T> {
                 emit(ts, u)
             }
         })
+    }
+
+    /// Joins each value with the current row of `table` under `key(value)`; `joiner`
+    /// gets the value and the row (`None` when the table has no such key) and returns the
+    /// output, or `None` to drop the value (an inner join drops on a missing row).
+    pub fn join_table<V, U>(
+        self,
+        table: &Table<V>,
+        key: impl Fn(&T) -> String + Send + Sync + 'static,
+        joiner: impl Fn(T, Option<&V>) -> Option<U> + Send + Sync + 'static,
+    ) -> Stream<U>
+    where
+        V: DeserializeOwned + Send + Sync + 'static,
+        U: Send + 'static,
+    {
+        let lookup = table.clone();
+        let mut joined = self.then(move |ts, v, emit| {
+            let k = key(&v);
+            if let Some(u) = lookup.with(&k, |row| joiner(v, row)) {
+                emit(ts, u)
+            }
+        });
+        joined.tables.push(Arc::new(table.clone()));
+        joined
     }
 
     /// Takes event time (ms since the epoch) from the value instead of the record.
@@ -151,6 +182,7 @@ impl<T: Send + 'static> Stream<T> {
             chain: Arc::new(move |r: &InRecord, emit: &mut dyn FnMut(i64, K, T)| {
                 prev(r, &mut |ts, v| emit(ts, f(&v), v))
             }),
+            tables: self.tables,
             shuffle: None,
         }
     }
@@ -162,17 +194,20 @@ impl<T: Send + 'static> Stream<T> {
     {
         let chain = self.chain;
         let key = Arc::new(key);
-        Pipeline::new(
+        let mut p = Pipeline::new(
             self.inputs,
             topic,
             Arc::new(move || Box::new(StatelessLogic::new(chain.clone(), key.clone()))),
-        )
+        );
+        p.tables = self.tables;
+        p
     }
 }
 
 /// A stream whose values carry a key.
 pub struct KeyedStream<K, T> {
     pub(crate) inputs: Vec<String>,
+    pub(crate) tables: Vec<Arc<dyn TableSource>>,
     pub(crate) chain: KeyedChain<K, T>,
     /// Set when the stream is repartitioned by its key.
     pub(crate) shuffle: Option<ShuffleCodec<T>>,
@@ -285,6 +320,7 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> Aggregated<K, T, A> {
             emit,
             fns,
         } = self;
+        let tables = stream.tables;
         let mut pipeline = match stream.shuffle {
             None => {
                 let chain = stream.chain;
@@ -320,6 +356,7 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> Aggregated<K, T, A> {
             }
         };
         pipeline.windows = Some((windows, lateness_ms));
+        pipeline.tables = tables;
         pipeline
     }
 }

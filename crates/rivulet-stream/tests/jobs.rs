@@ -416,3 +416,79 @@ async fn kafka_exactly_once_across_crashes() {
     let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
     exactly_once_across_crashes(transport, "eo-kafka", false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_table_join_enriches_from_the_latest_rows() {
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+    struct Enriched {
+        user: u32,
+        tier: String,
+        cents: i64,
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let transport = embedded(dir.path());
+    create_input(transport.as_ref()).await;
+    let spec = rivulet_sdk::transport::TopicSpec {
+        partitions: 2,
+        configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+    };
+    transport.ensure_topic("tiers", spec).await.expect("table topic");
+    // Users 0..8 get a tier; users 0 and 1 are then moved to gold; user 2 is deleted.
+    let row = |user: u32, tier: Option<&str>| OutRecord {
+        key: Some(user.to_string().into_bytes()),
+        value: tier.map(|t| serde_json::to_vec(t).expect("json")),
+        ..OutRecord::default()
+    };
+    let mut rows: Vec<OutRecord> = (0..8).map(|u| row(u, Some("silver"))).collect();
+    rows.extend([row(0, Some("gold")), row(1, Some("gold")), row(2, None)]);
+    transport.publish("tiers", rows).await.expect("rows");
+    let parts = clicks(200, 3);
+    publish(transport.as_ref(), &parts, 0, 200).await;
+
+    let tiers = rivulet_stream::table::Table::<String>::json("tiers");
+    let p = Stream::<Click>::json(&["clicks"])
+        .join_table(
+            &tiers,
+            |c| c.user.to_string(),
+            |c, tier| {
+                tier.map(|t| Enriched {
+                    user: c.user,
+                    tier: t.clone(),
+                    cents: c.cents,
+                })
+            },
+        )
+        .to("enriched", |e| Some(e.tier.clone()));
+    rivulet_stream::run_bounded(transport.as_ref(), &p, &options("enrich"))
+        .await
+        .expect("bounded run");
+    let mut got: Vec<Enriched> = read_all(transport.as_ref(), "enriched")
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice(r.value.as_deref().expect("value")).expect("enriched"))
+        .collect();
+    got.sort();
+    let tier_of = |u: u32| match u {
+        0 | 1 => Some("gold"),
+        2 => None,
+        3..=7 => Some("silver"),
+        _ => None,
+    };
+    let mut want: Vec<Enriched> = parts
+        .iter()
+        .flatten()
+        .filter_map(|c| {
+            tier_of(c.user).map(|t| Enriched {
+                user: c.user,
+                tier: t.to_string(),
+                cents: c.cents,
+            })
+        })
+        .collect();
+    want.sort();
+    assert!(
+        want.iter().any(|e| e.tier == "gold") && want.len() < 600,
+        "the input exercises the join"
+    );
+    assert_eq!(got, want);
+}
