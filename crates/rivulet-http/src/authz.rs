@@ -101,6 +101,11 @@ fn needs(method: &Method, segments: &[&str], group: Option<&str>, user: Option<&
             vec![(Delete, ResourceType::Group, g.to_string()), topic(Read, t)]
         }
         ["v1", "groups", g] if get => vec![(Describe, ResourceType::Group, g.to_string())],
+        ["v1", "jobs"] => vec![topic(Describe, "rivulet.jobs")],
+        ["v1", "jobs", j] => vec![
+            topic(Describe, "rivulet.jobs"),
+            (Describe, ResourceType::Group, j.to_string()),
+        ],
         ["v1", "groups", g] => vec![(Delete, ResourceType::Group, g.to_string())],
         ["v1", "queues" | "exchanges", q] if get => vec![topic(Describe, q)],
         ["v1", "queues" | "exchanges", q] => vec![topic(Delete, q)],

@@ -11,6 +11,7 @@
 //!   resuming with `Last-Event-ID`.
 //! - `/v1/streams`: the event store (append with expected revisions, read, subscribe);
 //!   `/v1/subscriptions`: its persistent subscription groups and their lag.
+//! * Stream processing jobs: `/v1/jobs`, as their instances report themselves.
 //! - Admin: topics, groups with lag, queues and exchanges, status; `/metrics`, `/healthz`, `/readyz`,
 //!   `/openapi.json`.
 //!
@@ -27,6 +28,7 @@ mod consume;
 mod dead_letters;
 pub mod error;
 mod filter;
+mod jobs;
 mod partitions;
 mod produce;
 mod queues;
@@ -201,6 +203,8 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
         )
         .route("/v1/streams/{stream}/events", get(stream_events::subscribe))
         .route("/v1/subscriptions", get(subscriptions::list))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{job}", get(jobs::describe))
         .route("/v1/users", get(users::list))
         .route(
             "/v1/users/{user}",
@@ -344,7 +348,12 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        scrape::render(&state.broker, state.broker.metrics(), &groups),
+        scrape::render(
+            &state.broker,
+            state.broker.metrics(),
+            &groups,
+            &jobs::statuses(&state.broker),
+        ),
     )
         .into_response()
 }

@@ -10,6 +10,7 @@ use prometheus_client::registry::{Registry, Unit};
 use rivulet_broker::Broker;
 use rivulet_eventstore::persistent::model::GroupInfo;
 use rivulet_metrics::Metrics;
+use rivulet_stream::status::JobStatus;
 
 /// Series per scrape-time family; partitions or group positions beyond this are left out
 /// (and counted in `rivulet_metrics_series_dropped`).
@@ -65,7 +66,7 @@ struct LagFamilies {
     groups: Gauge,
 }
 
-pub(crate) fn render(broker: &Broker, metrics: &Metrics, groups: &[GroupInfo]) -> String {
+pub(crate) fn render(broker: &Broker, metrics: &Metrics, groups: &[GroupInfo], jobs: &[JobStatus]) -> String {
     let mut reg = Registry::with_prefix("rivulet");
     let dropped: Gauge = Gauge::default();
     let partitions = partition_families(broker, &dropped);
@@ -120,6 +121,7 @@ pub(crate) fn render(broker: &Broker, metrics: &Metrics, groups: &[GroupInfo]) -
     );
     register_journal(&mut reg, broker);
     register_subscriptions(&mut reg, groups, &dropped);
+    register_jobs(&mut reg, jobs, &dropped);
     let queues = queue_families(broker, &dropped);
     reg.register(
         "queue_messages_ready",
@@ -307,6 +309,89 @@ fn register_subscriptions(reg: &mut Registry, groups: &[GroupInfo], dropped: &Ga
         "Consumers connected to a group",
         consumers,
     );
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    job: String,
+    instance: String,
+}
+
+/// A job metric: name, help and how to read it from a status.
+type JobField<T> = (&'static str, &'static str, fn(&JobStatus) -> T);
+
+/// Stream processing jobs as their instances last reported (`rivulet.jobs`).
+fn register_jobs(reg: &mut Registry, jobs: &[JobStatus], dropped: &Gauge) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let counters: [JobField<u64>; 5] = [
+        ("job_records_in", "Input records a job instance processed", |j| {
+            j.records_in
+        }),
+        ("job_results_out", "Results a job instance wrote", |j| {
+            j.results_out
+        }),
+        (
+            "job_late_records",
+            "Records a job instance sent to its late side output, one per missed window",
+            |j| j.late,
+        ),
+        (
+            "job_dead_lettered",
+            "Records a job instance could not decode",
+            |j| j.dead_lettered,
+        ),
+        ("job_checkpoints", "Checkpoints a job instance committed", |j| {
+            j.checkpoints
+        }),
+    ];
+    let gauges: [JobField<i64>; 4] = [
+        ("job_state_entries", "Open windows a job instance holds", |j| {
+            j.state_entries as i64
+        }),
+        (
+            "job_watermark_ms",
+            "A job instance's lowest task watermark (ms since the epoch)",
+            |j| j.watermark_ms.unwrap_or(0),
+        ),
+        (
+            "job_checkpoint_last_ms",
+            "Duration of a job instance's last checkpoint (ms)",
+            |j| j.checkpoint_last_ms,
+        ),
+        (
+            "job_tasks",
+            "Tasks (partition indexes) a job instance holds",
+            |j| j.tasks as i64,
+        ),
+    ];
+    let shown = &jobs[..jobs.len().min(SERIES_MAX)];
+    dropped.inc_by((jobs.len() - shown.len()) as i64);
+    let labels = |j: &JobStatus| JobLabels {
+        job: j.job.clone(),
+        instance: j.instance.clone(),
+    };
+    for (name, help, get) in counters {
+        let family = Family::<JobLabels, Counter>::default();
+        for j in shown {
+            family.get_or_create(&labels(j)).inc_by(get(j));
+        }
+        reg.register(name, help, family);
+    }
+    for (name, help, get) in gauges {
+        let family = Family::<JobLabels, Gauge>::default();
+        for j in shown {
+            family.get_or_create(&labels(j)).set(get(j));
+        }
+        reg.register(name, help, family);
+    }
+    let up = Family::<JobLabels, Gauge>::default();
+    for j in shown {
+        up.get_or_create(&labels(j))
+            .set(i64::from(j.effective_state(now_ms) == "running"));
+    }
+    reg.register("job_up", "1 while a job instance runs and reports, else 0", up);
 }
 
 /// The shared journal's counters, when the broker has one.

@@ -18,10 +18,14 @@ use crate::error::{Result, StreamError};
 use crate::pipeline::{Guarantee, JobOptions, Pipeline};
 use crate::runtime::{Stage, Task};
 use crate::stats::{JobStats, Stats};
+use crate::status::{JobStatus, JOBS_TOPIC, STATUS_INTERVAL_MS};
 use crate::tasks::Tasks;
 
 /// How long one poll waits before the loop checks timers and the stop.
 const POLL_WAIT: Duration = Duration::from_millis(20);
+/// How often idle inputs are looked for and idle watermarks advanced: an idle job
+/// checkpoints at most this often.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// How often tables read their topics' new records.
 const TABLE_REFRESH: Duration = Duration::from_secs(1);
 /// Records per publish call.
@@ -46,6 +50,13 @@ pub(crate) async fn ensure_topics(
     };
     for topic in [pipeline.output.clone(), options.late_topic(), options.dlq_topic()] {
         transport.ensure_topic(&topic, plain.clone()).await?;
+    }
+    if durable {
+        let jobs = TopicSpec {
+            partitions: 1,
+            configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        };
+        transport.ensure_topic(JOBS_TOPIC, jobs).await?;
     }
     let mut tasks = 1;
     for topic in &pipeline.inputs {
@@ -193,7 +204,7 @@ pub async fn start(
         upstreams,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(supervise(shared, stop_rx));
+    let task = tokio::spawn(supervise(Arc::new(shared), stop_rx));
     Ok(RunningJob {
         stop,
         task: Some(task),
@@ -201,12 +212,52 @@ pub async fn start(
     })
 }
 
+/// Writes this instance's status to `rivulet.jobs`; a failure is logged, not fatal.
+async fn report(shared: &Shared, state: &str) {
+    let status = JobStatus::new(&shared.pipeline, &shared.options, &shared.stats.snapshot(), state);
+    let record = match serde_json::to_vec(&status) {
+        Ok(value) => OutRecord {
+            key: Some(status.key().into_bytes()),
+            value: Some(value),
+            headers: Vec::new(),
+            partition: None,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "Job status not encodable");
+            return;
+        }
+    };
+    if let Err(e) = shared.transport.publish(JOBS_TOPIC, vec![record]).await {
+        tracing::warn!(job = %shared.options.name, error = %e, "Job status not written");
+    }
+}
+
+/// Reports the status every few seconds until the job ends.
+async fn report_periodically(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(STATUS_INTERVAL_MS as u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => report(&shared, "running").await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Runs members one after another: a failed checkpoint drops the member and its tasks,
 /// and a new member restarts from the last committed checkpoint.
-async fn supervise(shared: Shared, stop: watch::Receiver<bool>) -> Result<()> {
+async fn supervise(shared: Arc<Shared>, stop: watch::Receiver<bool>) -> Result<()> {
+    report(&shared, "running").await;
+    let reporter = tokio::spawn(report_periodically(shared.clone(), stop.clone()));
+    let outcome = run_until_stopped(&shared, &stop).await;
+    reporter.abort();
+    report(&shared, if outcome.is_ok() { "stopped" } else { "failed" }).await;
+    outcome
+}
+
+async fn run_until_stopped(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()> {
     let mut failures = 0u32;
     loop {
-        match run_member(&shared, &stop).await {
+        match run_member(shared, stop).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -252,6 +303,7 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
     let mut tasks = Tasks::new(&shared.pipeline, opts, shared.upstreams);
     let mut last_checkpoint = Instant::now();
     let mut idle_tick: Option<Instant> = None;
+    let mut idle_checked = Instant::now();
     let interval = Duration::from_millis(opts.checkpoint_interval_ms as u64);
     loop {
         if *stop.borrow() {
@@ -281,7 +333,10 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
                 }
             }
         }
-        advance_idle(&mut tasks.map, opts.idle_timeout_ms, &mut idle_tick);
+        if idle_checked.elapsed() >= IDLE_CHECK {
+            advance_idle(&mut tasks.map, opts.idle_timeout_ms, &mut idle_tick);
+            idle_checked = Instant::now();
+        }
         let pending: usize = tasks.map.values().map(|t| t.out.len()).sum();
         if last_checkpoint.elapsed() >= interval || pending >= opts.pending_records_max {
             checkpoint(shared, &mut tasks, member.as_mut(), producer.as_deref_mut()).await?;

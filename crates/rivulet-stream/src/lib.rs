@@ -22,7 +22,7 @@
 //! # async fn demo(transport: std::sync::Arc<dyn rivulet_sdk::Transport>) -> Result<(), rivulet_stream::StreamError> {
 //! use std::time::Duration;
 //! use rivulet_stream::{JobOptions, Stream, Windows};
-//! #[derive(serde::Deserialize)]
+//! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct Order { region: String, at_ms: i64 }
 //! let pipeline = Stream::<Order>::json(&["orders"])
 //!     .event_time(|o| o.at_ms)
@@ -45,6 +45,7 @@ pub mod logic;
 mod pipeline;
 mod runtime;
 mod stats;
+pub mod status;
 pub mod stream;
 pub mod table;
 pub mod task;

@@ -9,6 +9,7 @@ mod cert;
 mod consume;
 mod dlq;
 mod group;
+mod job;
 mod offsets;
 mod output;
 mod produce;
@@ -56,6 +57,9 @@ pub enum Command {
     Exchange(queue::ExchangeArgs),
     /// List, read, append to and delete event store streams, through the HTTP API.
     Stream(stream::StreamArgs),
+    /// List and describe stream processing jobs (status, lag, watermark, late records),
+    /// through the HTTP API.
+    Job(job::JobArgs),
     /// Create, list and delete the users logins check (`rivulet serve --auth`), through the
     /// HTTP admin API.
     User(user::UserArgs),
@@ -80,6 +84,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Queue(args) => queue::run_queue(args),
         Command::Exchange(args) => queue::run_exchange(args),
         Command::Stream(args) => stream::run(args),
+        Command::Job(args) => job::run(args),
         Command::User(args) => user::run_user(args),
         Command::Acl(args) => acl::run_acl(args),
         Command::Cert(args) => cert::run_cert(args),
