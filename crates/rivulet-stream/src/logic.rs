@@ -226,6 +226,8 @@ pub struct WindowLogic<K, T, A> {
     /// Whether record timestamps move the clock (false behind a repartition topic, where
     /// the upstream watermarks do).
     observe_records: bool,
+    /// Which results are written (all when `None`).
+    keep: Option<crate::stream::ResultFilter<K, A>>,
 }
 
 impl<K: StateKey, T: Send + 'static, A: StateValue> WindowLogic<K, T, A> {
@@ -242,7 +244,14 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> WindowLogic<K, T, A> {
             agg: WindowAgg::new(windows, lateness_ms, emit, fns),
             steps: Vec::new(),
             observe_records: true,
+            keep: None,
         }
+    }
+
+    /// Writes only the results `keep` accepts.
+    pub fn keeping(mut self, keep: Option<crate::stream::ResultFilter<K, A>>) -> WindowLogic<K, T, A> {
+        self.keep = keep;
+        self
     }
 
     /// Behind a repartition topic: the runner moves the clock from upstream watermarks.
@@ -281,9 +290,22 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> WindowLogic<K, T, A> {
     }
 
     /// Moves results into `out` and returns the windows the record missed.
-    fn drain(steps: &mut Vec<Step<K, A>>, out: &mut TaskOut) -> Vec<Window> {
+    fn drain(
+        steps: &mut Vec<Step<K, A>>,
+        out: &mut TaskOut,
+        keep: Option<&crate::stream::ResultFilter<K, A>>,
+    ) -> Vec<Window> {
         let mut missed = Vec::new();
         for step in steps.drain(..) {
+            let kept = match (&step, keep) {
+                (Step::Result { key, value, .. } | Step::Retract { key, value, .. }, Some(k)) => {
+                    k(key, value)
+                }
+                _ => true,
+            };
+            if !kept {
+                continue;
+            }
             match step {
                 Step::Result { key, window, value } => {
                     Self::push(out, Self::result_record(key, window, value, false))
@@ -302,6 +324,7 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> TaskLogic for WindowLogic<K,
     fn process(&mut self, ctx: &mut Ctx<'_>) {
         let chain = self.chain.clone();
         let observe = self.observe_records;
+        let keep = self.keep.as_ref();
         let (agg, steps) = (&mut self.agg, &mut self.steps);
         let (input, limit) = (ctx.input, ctx.future_limit_ms);
         // (event time, window missed or None for too far in the future)
@@ -319,11 +342,11 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> TaskLogic for WindowLogic<K,
             } else {
                 clock.watermark_ms
             };
-            for w in Self::drain(steps, out) {
+            for w in Self::drain(steps, out, keep) {
                 side.push((ts, Some(w)));
             }
             agg.advance(watermark, steps);
-            Self::drain(steps, out);
+            Self::drain(steps, out, keep);
         });
         for (ts, window) in side {
             let reason = if window.is_some() {
@@ -340,7 +363,7 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> TaskLogic for WindowLogic<K,
 
     fn advance(&mut self, watermark_ms: i64, out: &mut TaskOut) {
         self.agg.advance(watermark_ms, &mut self.steps);
-        Self::drain(&mut self.steps, out);
+        Self::drain(&mut self.steps, out, self.keep.as_ref());
     }
 
     fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {

@@ -246,7 +246,7 @@ fn reference(parts: &[Vec<Ev>], bound_ms: i64, windows: Windows, lateness_ms: i6
                     let mut ws = Vec::new();
                     windows.assign(e.ts, &mut ws);
                     for w in ws {
-                        if w.end_ms + lateness_ms <= wm {
+                        if w.end_ms.saturating_add(lateness_ms) <= wm {
                             lates.push((p as i32, offset as i64, w.start_ms, w.end_ms));
                         } else {
                             let slot = results.entry((e.key, w)).or_default();
@@ -322,6 +322,7 @@ fn windows() -> impl Strategy<Value = Windows> {
             advance_ms: a
         }),
         (5i64..150).prop_map(|gap_ms| Windows::Session { gap_ms }),
+        Just(Windows::Global),
     ]
 }
 

@@ -220,8 +220,18 @@ impl<K: Send + 'static, T: Send + 'static> KeyedStream<K, T> {
             stream: self,
             windows,
             lateness_ms: 0,
-            emit: Emit::OnClose,
+            // A global window never closes while the job runs: its results are updates.
+            emit: if windows == Windows::Global {
+                Emit::OnUpdate
+            } else {
+                Emit::OnClose
+            },
         }
+    }
+
+    /// A running aggregate per key (one window over all time, emitted on every update).
+    pub fn global(self) -> WindowedStream<K, T> {
+        self.window(Windows::Global)
     }
 }
 
@@ -309,10 +319,29 @@ pub struct Aggregated<K, T, A> {
     fns: AggFns<T, A>,
 }
 
+/// Decides which window results are written.
+pub type ResultFilter<K, A> = Arc<dyn Fn(&K, &A) -> bool + Send + Sync>;
+
 impl<K: StateKey, T: Send + 'static, A: StateValue> Aggregated<K, T, A> {
+    /// Writes only the results `keep` accepts (alerts from a running aggregate, say); the
+    /// state still holds every window.
+    pub fn filter_results(
+        self,
+        keep: impl Fn(&K, &A) -> bool + Send + Sync + 'static,
+    ) -> FilteredAggregated<K, T, A> {
+        FilteredAggregated {
+            inner: self,
+            keep: Arc::new(keep),
+        }
+    }
+
     /// Writes each window's result to `topic` as JSON
     /// `{"key", "start_ms", "end_ms", "value"}`, keyed by the key.
     pub fn to(self, topic: &str) -> Pipeline {
+        self.build(topic, None)
+    }
+
+    fn build(self, topic: &str, keep: Option<ResultFilter<K, A>>) -> Pipeline {
         let Aggregated {
             stream,
             windows,
@@ -345,7 +374,7 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> Aggregated<K, T, A> {
                     topic,
                     Arc::new(move || {
                         let logic = WindowLogic::new(after.clone(), windows, lateness_ms, emit, fns.clone());
-                        Box::new(logic.behind_shuffle())
+                        Box::new(logic.behind_shuffle().keeping(keep.clone()))
                     }),
                 );
                 let chain = stream.chain;
@@ -358,5 +387,18 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> Aggregated<K, T, A> {
         pipeline.windows = Some((windows, lateness_ms));
         pipeline.tables = tables;
         pipeline
+    }
+}
+
+/// An aggregation whose results are filtered before they are written.
+pub struct FilteredAggregated<K, T, A> {
+    inner: Aggregated<K, T, A>,
+    keep: ResultFilter<K, A>,
+}
+
+impl<K: StateKey, T: Send + 'static, A: StateValue> FilteredAggregated<K, T, A> {
+    /// Writes the accepted results to `topic` (see [`Aggregated::to`]).
+    pub fn to(self, topic: &str) -> Pipeline {
+        self.inner.build(topic, Some(self.keep))
     }
 }

@@ -33,6 +33,12 @@ impl Window {
     }
 }
 
+/// The one window of [`Windows::Global`].
+pub const GLOBAL: Window = Window {
+    start_ms: i64::MIN,
+    end_ms: i64::MAX,
+};
+
 /// Most windows one record may fall into (hopping windows: size / advance).
 pub const WINDOWS_PER_RECORD_MAX: i64 = 1_000;
 
@@ -57,6 +63,9 @@ pub enum Windows {
         /// Inactivity that ends a session.
         gap_ms: i64,
     },
+    /// One window per key over all time: a running aggregate (emitted on every update),
+    /// closed only at the end of a bounded run.
+    Global,
 }
 
 impl Windows {
@@ -91,6 +100,7 @@ impl Windows {
                 advance_ms > 0 && advance_ms <= size_ms && size_ms / advance_ms <= WINDOWS_PER_RECORD_MAX
             }
             Windows::Session { gap_ms } => gap_ms > 0,
+            Windows::Global => true,
         };
         if ok {
             Ok(())
@@ -126,6 +136,7 @@ impl Windows {
                 }
             }
             Windows::Session { gap_ms } => out.push(Window::new(ts_ms, ts_ms + gap_ms)),
+            Windows::Global => out.push(GLOBAL),
         }
     }
 }

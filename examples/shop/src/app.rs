@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use rivulet_sdk::{Client, Received, Result as SdkResult, SubscribeOptions, Subscription};
 use serde_json::json;
 
+use crate::analytics;
 use crate::events::{order_placed_id, INVENTORY, ORDERS};
 use crate::inventory::Inventory;
 use crate::notification::Mailer;
@@ -73,6 +74,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(index))
         .route("/orders", post(place_order))
         .route("/stock", get(stock))
+        .route("/sales", get(sales))
+        .route("/alerts", get(alerts))
         .route("/mail", get(list_mail))
         .route("/mail/{file}", get(read_mail))
         .with_state(state)
@@ -87,7 +90,8 @@ async fn index() -> Html<&'static str> {
         "<!doctype html><title>Rivulet shop</title><h1>Rivulet shop</h1>",
         "<p>Place an order: <code>curl -X POST localhost:8081/orders -H 'content-type: application/json' ",
         "-d '{\"email\":\"ann@example.com\",\"items\":[{\"sku\":\"widget\",\"qty\":2}]}'</code></p>",
-        "<p><a href=\"/mail\">Mail sent</a> &middot; <a href=\"/stock\">Stock</a></p>"
+        "<p><a href=\"/mail\">Mail sent</a> &middot; <a href=\"/stock\">Stock</a> &middot; ",
+        "<a href=\"/sales\">Sales per minute</a> &middot; <a href=\"/alerts\">Low-stock alerts</a></p>"
     ))
 }
 
@@ -125,6 +129,26 @@ async fn stock(State(state): State<HttpState>) -> Response {
             StatusCode::NOT_FOUND,
             "the inventory service does not run in this process",
         ),
+    }
+}
+
+/// `GET /sales`: orders, units and revenue per SKU per window, as the sales job wrote them.
+async fn sales(State(state): State<HttpState>) -> Response {
+    match analytics::results::<analytics::Sales>(&state.client, analytics::SALES).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("reading sales: {e}")),
+    }
+}
+
+/// `GET /alerts`: the latest low-stock alert per SKU.
+async fn alerts(State(state): State<HttpState>) -> Response {
+    match analytics::results::<analytics::StockLevel>(&state.client, analytics::LOW_STOCK_ALERTS).await {
+        Ok(rows) => {
+            let latest: std::collections::BTreeMap<String, analytics::StockLevel> =
+                rows.into_iter().map(|r| (r.key, r.value)).collect();
+            Json(latest).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("reading alerts: {e}")),
     }
 }
 

@@ -5,8 +5,10 @@
 //!   `OutOfStock`, and `InventoryLow` when a SKU falls under the threshold.
 //! * `notification`: emails the customer over SMTP.
 //! * `smtp_sink`: a local SMTP server storing each message as a file, for the demo.
+//! * `analytics`: stream processing jobs: sales per SKU per minute and low-stock alerts.
 #![deny(missing_docs)]
 
+pub mod analytics;
 pub mod app;
 pub mod events;
 pub mod inventory;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use rivulet_eventstore::{EventStore, EventStoreConfig};
 use rivulet_sdk::aggregate::{EventStoreBackend, GrpcEventStore};
 use rivulet_sdk::{Client, SubscribeOptions};
+use shop::analytics;
 use shop::app::{self, HttpState};
 use shop::inventory::{demo_catalogue, Inventory};
 use shop::notification::Mailer;
@@ -76,6 +77,9 @@ struct RunArgs {
     /// Low-stock threshold
     #[arg(long, default_value_t = 10)]
     low_stock: i64,
+    /// Window of the sales-per-SKU job (event time)
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    sales_window_secs: u64,
     /// With --brokers: the event store holding the stock, over the KurrentDB gRPC API
     /// (`rivulet serve`'s --eventstore-listen). Without --brokers the stock lives in the
     /// embedded broker's event store.
@@ -159,6 +163,7 @@ async fn run(cli: Cli) -> Result<()> {
         smtp_server: None,
         kafka_listen: None,
         low_stock: 10,
+        sales_window_secs: 60,
         eventstore: "127.0.0.1:2113".into(),
     }));
     match command {
@@ -244,6 +249,12 @@ async fn run_all(brokers: Option<String>, data_dir: PathBuf, args: RunArgs) -> R
     let inventory_sub = app::start_inventory(&client, inventory.clone(), SubscribeOptions::default()).await?;
     let mailer = Mailer::new(&smtp_server, FROM)?;
     let notification_sub = app::start_notification(&client, mailer, SubscribeOptions::default()).await?;
+    analytics::publish_catalogue(
+        &client,
+        &analytics::demo_products(&demo_catalogue(), args.low_stock),
+    )
+    .await?;
+    let jobs = analytics::start(&client, Duration::from_secs(args.sales_window_secs)).await?;
     let router = app::router(HttpState {
         client: client.clone(),
         inventory: Some(inventory),
@@ -256,7 +267,7 @@ async fn run_all(brokers: Option<String>, data_dir: PathBuf, args: RunArgs) -> R
         http = %args.http,
         smtp = %smtp_server,
         broker = %brokers.as_deref().unwrap_or("embedded"),
-        "Shop running: POST /orders, GET /mail, GET /stock"
+        "Shop running: POST /orders, GET /mail, GET /stock, GET /sales, GET /alerts"
     );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
@@ -265,11 +276,13 @@ async fn run_all(brokers: Option<String>, data_dir: PathBuf, args: RunArgs) -> R
     tracing::info!("Stopping: finishing events in flight");
     let inv = inventory_sub.shutdown().await;
     let notif = notification_sub.shutdown().await;
+    let analytics = jobs.shutdown().await;
     if let Some(b) = broker {
         tokio::task::spawn_blocking(move || b.close()).await??;
     }
     inv?;
     notif?;
+    analytics?;
     tracing::info!("Shop stopped");
     Ok(())
 }

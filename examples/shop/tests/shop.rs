@@ -709,3 +709,119 @@ async fn two_inventory_services_never_sell_the_last_units_twice() {
         "refused orders gave their other line back"
     );
 }
+
+/// The analytics jobs over the inventory's reservations: per-SKU sales summed over every
+/// window equal what the reservations add up to, and the low-stock alert's remaining
+/// units equal the event-sourced stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_jobs_sum_sales_and_alert_on_low_stock() {
+    use shop::analytics::{self, Sales, StockLevel};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, store) = embedded_shop(dir.path());
+    let stock = catalogue(&[("widget", 900), ("gadget", 800), ("gizmo", 60)]);
+    let inventory = Inventory::new(store, stock.clone(), 10);
+    let inventory_sub = app::start_inventory(&client, inventory.clone(), options())
+        .await
+        .expect("inventory");
+    let products = analytics::demo_products(&stock, 10);
+    analytics::publish_catalogue(&client, &products)
+        .await
+        .expect("catalogue");
+    let jobs = analytics::start(&client, Duration::from_secs(1))
+        .await
+        .expect("jobs");
+    let orders: Vec<OrderPlaced> = (0..200).map(order).collect();
+    publish_orders(&client, &orders).await;
+
+    // The reference: every InventoryReserved event, summed per SKU.
+    let mut want: BTreeMap<String, Sales> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (records, _) = client
+            .transport()
+            .read_to_end(INVENTORY, BTreeMap::new(), 100_000)
+            .await
+            .expect("inventory events");
+        let outcomes = records
+            .iter()
+            .filter(|r| {
+                let t = r.header("ce_type");
+                t == Some(INVENTORY_RESERVED.as_bytes()) || t == Some(OUT_OF_STOCK.as_bytes())
+            })
+            .count();
+        if outcomes >= orders.len() {
+            want.clear();
+            for r in records {
+                if r.header("ce_type") != Some(INVENTORY_RESERVED.as_bytes()) {
+                    continue;
+                }
+                let e: InventoryReserved = Received::from_record(r).data().expect("reserved");
+                for i in e.items {
+                    let price = products
+                        .iter()
+                        .find(|p| p.sku == i.sku)
+                        .expect("product")
+                        .price_cents;
+                    let s = want.entry(i.sku).or_default();
+                    s.orders += 1;
+                    s.units += i64::from(i.qty);
+                    s.revenue_cents += i64::from(i.qty) * price;
+                }
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{outcomes} of {} orders handled",
+            orders.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(want.len() == 3, "{want:?}");
+
+    // Sales, summed over the windows, reach the reference once every window closed.
+    let summed = |rows: Vec<rivulet_stream::WindowResult<String, Sales>>| {
+        let mut got: BTreeMap<String, Sales> = BTreeMap::new();
+        for r in rows {
+            assert_eq!(r.end_ms - r.start_ms, 1_000);
+            let s = got.entry(r.key).or_default();
+            s.orders += r.value.orders;
+            s.units += r.value.units;
+            s.revenue_cents += r.value.revenue_cents;
+        }
+        got
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = summed(
+            analytics::results::<Sales>(&client, analytics::SALES)
+                .await
+                .expect("sales"),
+        );
+        if got == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sales {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The gizmo (60 units) runs low; its alert shows the stock the inventory holds.
+    let left = inventory.stock().await.expect("stock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = analytics::results::<StockLevel>(&client, analytics::LOW_STOCK_ALERTS)
+            .await
+            .expect("alerts");
+        let latest: BTreeMap<String, StockLevel> = rows.into_iter().map(|r| (r.key, r.value)).collect();
+        let gizmo = latest.get("gizmo").map(|s| s.remaining);
+        if gizmo == left.get("gizmo").copied() {
+            assert!(gizmo < Some(10), "{latest:?}");
+            assert!(!latest.contains_key("widget"), "widget is not low: {latest:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "alerts {latest:?}, stock {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    jobs.shutdown().await.expect("jobs stop");
+    inventory_sub.shutdown().await.expect("inventory stops");
+}
