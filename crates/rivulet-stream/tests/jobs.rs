@@ -492,3 +492,92 @@ async fn a_stream_table_join_enriches_from_the_latest_rows() {
     );
     assert_eq!(got, want);
 }
+
+/// Instances join and leave mid-run (a rebalance each time, one of them a crash): with
+/// exactly-once and a repartitioned job, the read_committed output equals the reference.
+async fn instances_come_and_go(transport: Arc<dyn Transport>, name: &str) {
+    create_input(transport.as_ref()).await;
+    let (per_round, rounds) = (100usize, 4usize);
+    let parts = clicks(per_round * rounds, 23);
+    let mut offsets: Vec<Vec<i64>> = vec![Vec::new(); PARTITIONS as usize];
+    let opts = |instance: &str| options(name).guarantee(Guarantee::ExactlyOnce).instance(instance);
+    let start = |instance: &'static str| {
+        let (transport, o) = (transport.clone(), opts(instance));
+        async move {
+            rivulet_stream::start(transport, pipeline(true), o)
+                .await
+                .expect("job starts")
+        }
+    };
+    let mut a = Some(start("a").await);
+    let mut b = None;
+    for round in 0..rounds {
+        match round {
+            1 => b = Some(start("b").await),
+            2 => drop(a.take()), // a crash: b takes every partition
+            3 => a = Some(start("a").await),
+            _ => {}
+        }
+        let got = publish(
+            transport.as_ref(),
+            &parts,
+            round * per_round,
+            (round + 1) * per_round,
+        )
+        .await;
+        for (p, o) in got.into_iter().enumerate() {
+            offsets[p].extend(o);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let closing: Vec<Vec<Click>> = (0..PARTITIONS)
+        .map(|p| {
+            vec![Click {
+                user: 1_000 * PARTITIONS as u32 + p as u32,
+                at_ms: now_ms() - 60_000,
+                cents: 0,
+            }]
+        })
+        .collect();
+    publish(transport.as_ref(), &closing, 0, 1).await;
+    let (want, _) = reference(&parts, &offsets, NEVER_LATE_MS);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (got, _) = totals_of(&read_all(transport.as_ref(), "click-totals").await);
+        if got.len() >= want.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} windows",
+            got.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b_stats = b.as_ref().map(|j| j.stats()).expect("b runs");
+    assert!(
+        b_stats.records_in > 0 && b_stats.tasks > 0,
+        "b took partitions: {b_stats:?}"
+    );
+    for job in [a, b].into_iter().flatten() {
+        job.shutdown().await.expect("shutdown");
+    }
+    let (got, repeats) = totals_of(&read_all(transport.as_ref(), "click-totals").await);
+    assert_eq!(repeats, 0, "a window emitted twice");
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_instances_come_and_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    instances_come_and_go(embedded(dir.path()), "scale-embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_instances_come_and_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, _stop) = serve(dir.path()).await;
+    let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
+    instances_come_and_go(transport, "scale-kafka").await;
+}
