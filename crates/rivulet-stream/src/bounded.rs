@@ -32,12 +32,14 @@ pub async fn run_bounded(
     ensure_topics(transport, pipeline, options, false).await?;
     let stats = Stats::default();
     let mut upstreams = 1;
+    let mut counts = BTreeMap::new();
     for topic in &pipeline.inputs {
         let count = transport.partition_count(topic).await?;
         upstreams = upstreams.max(count);
+        counts.insert(topic.clone(), count);
     }
     let mut run = Run {
-        tasks: Tasks::new(pipeline, options, upstreams),
+        tasks: Tasks::new(pipeline, options, upstreams).with_counts(counts),
         offsets: BTreeMap::new(),
     };
     pipeline.refresh_tables(transport).await?;

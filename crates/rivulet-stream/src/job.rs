@@ -75,7 +75,7 @@ pub(crate) async fn ensure_topics(
             )));
         }
     }
-    if durable && pipeline.windows.is_some() {
+    if durable && pipeline.stateful {
         let spec = TopicSpec {
             partitions: tasks,
             configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
@@ -182,6 +182,8 @@ struct Shared {
     stateful: bool,
     /// Partition indexes of the inputs.
     upstreams: i32,
+    /// Partition count of each input topic.
+    counts: BTreeMap<String, i32>,
 }
 
 /// Starts `pipeline` as a member of the consumer group `options.name`.
@@ -192,8 +194,12 @@ pub async fn start(
 ) -> Result<RunningJob> {
     pipeline.validate()?;
     options.validate()?;
-    let stateful = pipeline.windows.is_some();
+    let stateful = pipeline.stateful;
     let upstreams = ensure_topics(transport.as_ref(), &pipeline, &options, true).await?;
+    let mut counts = BTreeMap::new();
+    for topic in &pipeline.inputs {
+        counts.insert(topic.clone(), transport.partition_count(topic).await?);
+    }
     let stats = Arc::new(Stats::default());
     let shared = Shared {
         transport,
@@ -202,6 +208,7 @@ pub async fn start(
         stats: stats.clone(),
         stateful,
         upstreams,
+        counts,
     };
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(supervise(Arc::new(shared), stop_rx));
@@ -300,7 +307,7 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
     };
     shared.pipeline.refresh_tables(shared.transport.as_ref()).await?;
     let mut tables_read = Instant::now();
-    let mut tasks = Tasks::new(&shared.pipeline, opts, shared.upstreams);
+    let mut tasks = Tasks::new(&shared.pipeline, opts, shared.upstreams).with_counts(shared.counts.clone());
     let mut last_checkpoint = Instant::now();
     let mut idle_tick: Option<Instant> = None;
     let mut idle_checked = Instant::now();

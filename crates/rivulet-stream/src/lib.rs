@@ -41,6 +41,7 @@ mod bounded;
 pub mod clock;
 pub mod error;
 mod job;
+pub mod join;
 pub mod logic;
 mod pipeline;
 mod runtime;

@@ -10,8 +10,8 @@ use rivulet_sdk::OutRecord;
 use crate::agg::{AggFns, Emit, Step, WindowAgg};
 use crate::stream::{Chain, KeyedChain, StateKey, StateValue};
 use crate::task::{
-    ChangelogEntry, Ctx, SideReason, TaskLogic, TaskOut, HEADER_EVENT_TIME, HEADER_SOURCE, HEADER_UPSTREAM,
-    HEADER_UPSTREAM_WATERMARK,
+    ChangelogEntry, Ctx, SideReason, TaskLogic, TaskOut, HEADER_EVENT_TIME, HEADER_SIDE, HEADER_SOURCE,
+    HEADER_UPSTREAM, HEADER_UPSTREAM_WATERMARK,
 };
 use crate::window::{Window, Windows};
 
@@ -130,12 +130,24 @@ impl<T> Clone for ShuffleCodec<T> {
 pub struct ShuffleLogic<K, T> {
     chain: KeyedChain<K, T>,
     codec: ShuffleCodec<T>,
+    /// The join side its records carry (`rivulet-side`), for joins.
+    side: Option<&'static str>,
 }
 
 impl<K, T> ShuffleLogic<K, T> {
     /// Logic running `chain` and encoding with `codec`.
     pub fn new(chain: KeyedChain<K, T>, codec: ShuffleCodec<T>) -> ShuffleLogic<K, T> {
-        ShuffleLogic { chain, codec }
+        ShuffleLogic {
+            chain,
+            codec,
+            side: None,
+        }
+    }
+
+    /// Marks every record with a join side.
+    pub fn side(mut self, side: &'static str) -> ShuffleLogic<K, T> {
+        self.side = Some(side);
+        self
     }
 }
 
@@ -149,6 +161,7 @@ impl<K: StateKey, T: Send + 'static> TaskLogic for ShuffleLogic<K, T> {
         let clock = &mut *ctx.clock;
         let shuffled = &mut ctx.out.shuffled;
         let encode = &self.codec.encode;
+        let side = self.side;
         let outcome = (self.chain)(r, &mut |ts, key, value| {
             if ts > limit {
                 future.push(ts);
@@ -163,18 +176,22 @@ impl<K: StateKey, T: Send + 'static> TaskLogic for ShuffleLogic<K, T> {
                 Ok((k, v)) => shuffled.push(OutRecord {
                     key: Some(k),
                     value: Some(v),
-                    headers: vec![
-                        (HEADER_EVENT_TIME.to_string(), ts.to_string().into_bytes()),
-                        (
-                            HEADER_UPSTREAM.to_string(),
-                            input.partition.to_string().into_bytes(),
-                        ),
-                        (
-                            HEADER_UPSTREAM_WATERMARK.to_string(),
-                            watermark.to_string().into_bytes(),
-                        ),
-                        (HEADER_SOURCE.to_string(), source.clone().into_bytes()),
-                    ],
+                    headers: side
+                        .map(|s| (HEADER_SIDE.to_string(), s.as_bytes().to_vec()))
+                        .into_iter()
+                        .chain([
+                            (HEADER_EVENT_TIME.to_string(), ts.to_string().into_bytes()),
+                            (
+                                HEADER_UPSTREAM.to_string(),
+                                input.partition.to_string().into_bytes(),
+                            ),
+                            (
+                                HEADER_UPSTREAM_WATERMARK.to_string(),
+                                watermark.to_string().into_bytes(),
+                            ),
+                            (HEADER_SOURCE.to_string(), source.clone().into_bytes()),
+                        ])
+                        .collect(),
                     partition: None,
                 }),
                 Err(e) => failed = Some(format!("key or value not encodable: {e}")),
@@ -394,5 +411,26 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> TaskLogic for WindowLogic<K,
 
     fn state_len(&self) -> usize {
         self.agg.len()
+    }
+}
+
+/// Logic that does nothing: stands in for a pipeline that failed validation.
+pub struct Nothing;
+
+impl TaskLogic for Nothing {
+    fn process(&mut self, _ctx: &mut Ctx<'_>) {}
+
+    fn advance(&mut self, _watermark_ms: i64, _out: &mut TaskOut) {}
+
+    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _key: &[u8], _value: Option<&[u8]>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn state_len(&self) -> usize {
+        0
     }
 }

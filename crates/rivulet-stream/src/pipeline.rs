@@ -21,6 +21,10 @@ pub struct Pipeline {
     /// The first stage when the job repartitions by key.
     pub(crate) shuffle: Option<LogicFactory>,
     pub(crate) windows: Option<(Windows, i64)>,
+    /// Whether tasks hold state (windows, join buffers) mirrored to a changelog.
+    pub(crate) stateful: bool,
+    /// Why the pipeline cannot run, found while it was built.
+    pub(crate) invalid: Option<String>,
     /// Tables the operators read (loaded before processing, refreshed while running).
     pub(crate) tables: Vec<Arc<dyn TableSource>>,
 }
@@ -52,6 +56,8 @@ impl Pipeline {
             factory,
             shuffle: None,
             windows: None,
+            stateful: false,
+            invalid: None,
             tables: Vec::new(),
         }
     }
@@ -76,6 +82,9 @@ impl Pipeline {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        if let Some(why) = &self.invalid {
+            return Err(StreamError::Config(why.clone()));
+        }
         if self.inputs.is_empty() || self.inputs.iter().any(String::is_empty) || self.output.is_empty() {
             return Err(StreamError::Config(
                 "a pipeline needs input topics and an output topic".into(),

@@ -490,3 +490,188 @@ proptest! {
         prop_assert_eq!(late_before + late_rest, late_all);
     }
 }
+
+mod joins {
+    use super::*;
+    use crate::pipeline::JobOptions;
+    use crate::tasks::Tasks;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Side {
+        key: u32,
+        ts: i64,
+        id: u32,
+    }
+
+    fn pipeline(within_ms: i64, lateness_ms: i64, shuffle: bool) -> Pipeline {
+        let left = Stream::<Side>::json(&["left"]).event_time(|s| s.ts);
+        let right = Stream::<Side>::json(&["right"]).event_time(|s| s.ts);
+        let (l, r) = if shuffle {
+            (left.key_by(|s| s.key), right.key_by(|s| s.key))
+        } else {
+            (
+                left.key_by_partitioned(|s| s.key),
+                right.key_by_partitioned(|s| s.key),
+            )
+        };
+        l.join(r, Duration::from_millis(within_ms as u64), |k, a, b| {
+            Some((*k, a.id, b.id))
+        })
+        .allowed_lateness(Duration::from_millis(lateness_ms as u64))
+        .to("pairs", |_| None)
+    }
+
+    /// Runs the records (topic, partition, value) in order through the tasks, shuffling in
+    /// memory; returns the pairs and how many values went to the side output.
+    fn engine(
+        p: &Pipeline,
+        bound_ms: i64,
+        records: &[(bool, i32, Side)],
+        upstreams: i32,
+    ) -> (Vec<(u32, u32, u32)>, usize) {
+        let opts = JobOptions::new("j").out_of_orderness(Duration::from_millis(bound_ms as u64));
+        let mut tasks = Tasks::new(p, &opts, upstreams);
+        let topic = tasks.repartition_topic().to_string();
+        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut deliver = |tasks: &mut Tasks, r: InRecord| {
+            tasks.ensure(&r.topic_partition());
+            tasks.process(&r, i64::MAX);
+            for s in tasks.take_shuffled() {
+                let partition = s.partition.unwrap_or(0);
+                let o = offsets.entry((topic.clone(), partition)).or_insert(0);
+                let rec = InRecord {
+                    topic: topic.clone(),
+                    partition,
+                    offset: *o,
+                    timestamp_ms: 0,
+                    key: s.key,
+                    value: s.value,
+                    headers: s.headers.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+                };
+                *o += 1;
+                tasks.ensure(&rec.topic_partition());
+                tasks.process(&rec, i64::MAX);
+            }
+        };
+        let mut input_offsets: BTreeMap<(bool, i32), i64> = BTreeMap::new();
+        for (left, partition, v) in records {
+            let o = input_offsets.entry((*left, *partition)).or_insert(0);
+            let r = InRecord {
+                topic: if *left { "left" } else { "right" }.into(),
+                partition: *partition,
+                offset: *o,
+                timestamp_ms: 0,
+                key: None,
+                value: Some(serde_json::to_vec(v).unwrap_or_default()),
+                headers: Vec::new(),
+            };
+            *o += 1;
+            deliver(&mut tasks, r);
+        }
+        let mut pairs = Vec::new();
+        let mut side = 0;
+        for t in tasks.map.values_mut() {
+            for r in t.out.results.drain(..) {
+                pairs.push(
+                    serde_json::from_slice(r.value.as_deref().unwrap_or_default())
+                        .unwrap_or_else(|e| panic!("{e}")),
+                );
+            }
+            side += t.out.side.drain(..).count();
+        }
+        pairs.sort();
+        (pairs, side)
+    }
+
+    /// The batch reference for one partition: the task watermark is the lower of the two
+    /// sides' greatest timestamps minus the bound (before either side has a record, none);
+    /// a value is late when `ts + lateness < watermark`; the output is every pair of values
+    /// that were not late, of one key, at most `within` apart.
+    fn reference(
+        records: &[(bool, i32, Side)],
+        bound_ms: i64,
+        within_ms: i64,
+        lateness_ms: i64,
+    ) -> (Vec<(u32, u32, u32)>, usize) {
+        let (mut max_l, mut max_r): (Option<i64>, Option<i64>) = (None, None);
+        let (mut ls, mut rs) = (Vec::new(), Vec::new());
+        let mut late = 0;
+        let mut wm = WATERMARK_MIN;
+        for (left, _, v) in records {
+            if v.ts + lateness_ms < wm {
+                late += 1;
+                continue;
+            }
+            if *left {
+                ls.push(v.clone());
+                max_l = Some(max_l.map_or(v.ts, |m| m.max(v.ts)));
+            } else {
+                rs.push(v.clone());
+                max_r = Some(max_r.map_or(v.ts, |m| m.max(v.ts)));
+            }
+            if let (Some(a), Some(b)) = (max_l, max_r) {
+                wm = wm.max(a.min(b) - bound_ms);
+            }
+        }
+        let mut pairs = Vec::new();
+        for l in &ls {
+            for r in &rs {
+                if l.key == r.key && (l.ts - r.ts).abs() <= within_ms {
+                    pairs.push((l.key, l.id, r.id));
+                }
+            }
+        }
+        pairs.sort();
+        (pairs, late)
+    }
+
+    fn records() -> impl Strategy<Value = Vec<(bool, i32, Side)>> {
+        prop::collection::vec((any::<bool>(), 0u32..4, 0i64..30, 0i64..200), 0..150).prop_map(|items| {
+            let mut now = 1_000i64;
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, (left, key, step, lag))| {
+                    now += step;
+                    (
+                        left,
+                        0,
+                        Side {
+                            key,
+                            ts: now - lag,
+                            id: i as u32,
+                        },
+                    )
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn interval_joins_equal_the_batch_reference(
+            records in records(),
+            within_ms in 0i64..100,
+            bound_ms in 0i64..100,
+            lateness_ms in 0i64..100,
+            shuffle in any::<bool>(),
+        ) {
+            let p = pipeline(within_ms, lateness_ms, shuffle);
+            let got = engine(&p, bound_ms, &records, 1);
+            let want = reference(&records, bound_ms, within_ms, lateness_ms);
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn a_join_needs_both_sides_keyed_the_same_way() {
+        let left = Stream::<Side>::json(&["left"]).key_by(|s| s.key);
+        let right = Stream::<Side>::json(&["right"]).key_by_partitioned(|s| s.key);
+        let p = left
+            .join(right, Duration::from_millis(10), |k, a, b| Some((*k, a.id, b.id)))
+            .to("pairs", |_| None);
+        assert!(p.validate().is_err());
+    }
+}

@@ -74,7 +74,7 @@ pub struct JobStatus {
 impl JobStatus {
     /// The status of an instance running `pipeline` with `options`, at `stats`.
     pub fn new(pipeline: &Pipeline, options: &JobOptions, stats: &JobStats, state: &str) -> JobStatus {
-        let stateful = pipeline.windows.is_some();
+        let stateful = pipeline.stateful;
         JobStatus {
             job: options.name.clone(),
             instance: options.instance.clone(),

@@ -4,6 +4,7 @@
 //! `(event time, value)` items; keyed chains add the key. Nothing is boxed per record
 //! except the record's own values.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use serde::Serialize;
 use rivulet_sdk::{InRecord, Received};
 
 use crate::agg::{AggFns, Emit};
-use crate::logic::{unshuffle, ShuffleCodec, ShuffleLogic, StatelessLogic, WindowLogic};
+use crate::join::{JoinFn, JoinLogic, JoinShuffle, Sides};
+use crate::logic::{unshuffle, KeyFn, ShuffleCodec, ShuffleLogic, StatelessLogic, WindowLogic};
 use crate::pipeline::Pipeline;
 use crate::table::{Table, TableSource};
 use crate::window::{duration_ms, Windows};
@@ -229,6 +231,25 @@ impl<K: Send + 'static, T: Send + 'static> KeyedStream<K, T> {
         }
     }
 
+    /// Joins with another keyed stream: every pair of values of one key whose event times
+    /// are at most `within` apart goes through `joiner` (an interval join; see
+    /// [`crate::join`]). Both sides repartition by key (`key_by`) or both are already
+    /// partitioned by it (`key_by_partitioned`).
+    pub fn join<R: Send + 'static, U: Send + 'static>(
+        self,
+        right: KeyedStream<K, R>,
+        within: Duration,
+        joiner: impl Fn(&K, &T, &R) -> Option<U> + Send + Sync + 'static,
+    ) -> Joined<K, T, R, U> {
+        Joined {
+            left: self,
+            right,
+            within_ms: duration_ms(within),
+            lateness_ms: 0,
+            joiner: Arc::new(joiner),
+        }
+    }
+
     /// A running aggregate per key (one window over all time, emitted on every update).
     pub fn global(self) -> WindowedStream<K, T> {
         self.window(Windows::Global)
@@ -385,6 +406,7 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> Aggregated<K, T, A> {
             }
         };
         pipeline.windows = Some((windows, lateness_ms));
+        pipeline.stateful = true;
         pipeline.tables = tables;
         pipeline
     }
@@ -400,5 +422,111 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> FilteredAggregated<K, T, A> 
     /// Writes the accepted results to `topic` (see [`Aggregated::to`]).
     pub fn to(self, topic: &str) -> Pipeline {
         self.inner.build(topic, Some(self.keep))
+    }
+}
+
+/// An interval join of two keyed streams, ready to be written out.
+pub struct Joined<K, L, R, U> {
+    left: KeyedStream<K, L>,
+    right: KeyedStream<K, R>,
+    within_ms: i64,
+    lateness_ms: i64,
+    joiner: JoinFn<K, L, R, U>,
+}
+
+impl<K, L, R, U> Joined<K, L, R, U>
+where
+    K: StateKey,
+    L: Clone + Serialize + DeserializeOwned + Send + 'static,
+    R: Clone + Serialize + DeserializeOwned + Send + 'static,
+    U: Serialize + Send + 'static,
+{
+    /// Holds values this much longer for late partners (default 0); values later than that
+    /// go to the side output.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.lateness_ms = duration_ms(lateness);
+        self
+    }
+
+    /// Writes each pair's output as JSON to `topic`, keyed by `key`.
+    pub fn to(self, topic: &str, key: impl Fn(&U) -> Option<String> + Send + Sync + 'static) -> Pipeline {
+        let Joined {
+            left,
+            right,
+            within_ms,
+            lateness_ms,
+            joiner,
+        } = self;
+        let out_key: KeyFn<U> = Arc::new(key);
+        let left_topics: Arc<HashSet<String>> = Arc::new(left.inputs.iter().cloned().collect());
+        let mut inputs = left.inputs.clone();
+        inputs.extend(right.inputs.iter().cloned());
+        let overlap = right.inputs.iter().any(|t| left_topics.contains(t));
+        let mut tables = left.tables;
+        tables.extend(right.tables);
+        let mut pipeline = match (left.shuffle, right.shuffle) {
+            (None, None) => {
+                let (lc, rc, sides) = (left.chain, right.chain, Sides::LeftTopics(left_topics));
+                Pipeline::new(
+                    inputs,
+                    topic,
+                    Arc::new(move || {
+                        Box::new(JoinLogic::new(
+                            lc.clone(),
+                            rc.clone(),
+                            sides.clone(),
+                            joiner.clone(),
+                            out_key.clone(),
+                            within_ms,
+                            lateness_ms,
+                            true,
+                        ))
+                    }),
+                )
+            }
+            (Some(lcodec), Some(rcodec)) => {
+                let (la, ra) = (
+                    unshuffle::<K, L>(lcodec.clone()),
+                    unshuffle::<K, R>(rcodec.clone()),
+                );
+                let mut p = Pipeline::new(
+                    inputs,
+                    topic,
+                    Arc::new(move || {
+                        Box::new(JoinLogic::new(
+                            la.clone(),
+                            ra.clone(),
+                            Sides::Header,
+                            joiner.clone(),
+                            out_key.clone(),
+                            within_ms,
+                            lateness_ms,
+                            false,
+                        ))
+                    }),
+                );
+                let (lc, rc) = (left.chain, right.chain);
+                p.shuffle = Some(Arc::new(move || {
+                    Box::new(JoinShuffle {
+                        left_topics: left_topics.clone(),
+                        left: Box::new(ShuffleLogic::new(lc.clone(), lcodec.clone()).side("l")),
+                        right: Box::new(ShuffleLogic::new(rc.clone(), rcodec.clone()).side("r")),
+                    })
+                }));
+                p
+            }
+            _ => {
+                let mut p = Pipeline::new(inputs, topic, Arc::new(|| Box::new(crate::logic::Nothing)));
+                p.invalid =
+                    Some("a join needs both sides keyed with key_by, or both with key_by_partitioned".into());
+                p
+            }
+        };
+        if overlap {
+            pipeline.invalid = Some("a topic cannot feed both sides of a join".into());
+        }
+        pipeline.stateful = true;
+        pipeline.tables = tables;
+        pipeline
     }
 }

@@ -24,6 +24,9 @@ pub const HEADER_UPSTREAM: &str = "rivulet-upstream";
 /// Header of a repartitioned record: the upstream task's watermark before the record (ms).
 pub const HEADER_UPSTREAM_WATERMARK: &str = "rivulet-upstream-watermark-ms";
 
+/// Header of a repartitioned record of a join: `l` (left) or `r` (right).
+pub const HEADER_SIDE: &str = "rivulet-side";
+
 /// Why a record went to the side output instead of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SideReason {

@@ -27,6 +27,9 @@ pub(crate) struct Tasks {
     /// Partition indexes of the inputs (and of the repartition and changelog topics).
     upstreams: i32,
     repartition: String,
+    /// Partition count of each input topic, when known: a task's clock waits only for
+    /// the inputs that have its partition index.
+    counts: BTreeMap<String, i32>,
 }
 
 impl Tasks {
@@ -37,7 +40,24 @@ impl Tasks {
             options: options.clone(),
             upstreams,
             repartition: options.repartition_topic(),
+            counts: BTreeMap::new(),
         }
+    }
+
+    /// Sets the input topics' partition counts.
+    pub fn with_counts(mut self, counts: BTreeMap<String, i32>) -> Tasks {
+        self.counts = counts;
+        self
+    }
+
+    /// Every input partition of partition index `p`: a task's clock waits for all of them.
+    fn inputs_of(&self, p: i32) -> Vec<TopicPartition> {
+        self.pipeline
+            .inputs
+            .iter()
+            .filter(|t| self.counts.get(*t).is_none_or(|n| *n > p))
+            .map(|t| TopicPartition::new(t.clone(), p))
+            .collect()
     }
 
     fn stage_of(&self, topic: &str) -> Stage {
@@ -58,17 +78,21 @@ impl Tasks {
             return None;
         }
         let bound = self.options.out_of_orderness_ms;
+        let mut inputs = self.inputs_of(tp.partition);
+        if !inputs.contains(tp) {
+            inputs.push(tp.clone());
+        }
         let task = match key.0 {
             Stage::Only => Task::staged(
                 Stage::Only,
                 tp.partition,
                 bound,
-                vec![tp.clone()],
+                inputs,
                 (self.pipeline.factory)(),
             ),
             Stage::Shuffle => {
                 let factory = self.pipeline.shuffle.as_ref().unwrap_or(&self.pipeline.factory);
-                Task::staged(Stage::Shuffle, tp.partition, bound, vec![tp.clone()], factory())
+                Task::staged(Stage::Shuffle, tp.partition, bound, inputs, factory())
             }
             Stage::Final => Task::staged(
                 Stage::Final,

@@ -581,3 +581,139 @@ async fn kafka_instances_come_and_go() {
     let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
     instances_come_and_go(transport, "scale-kafka").await;
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Paid {
+    order: u32,
+    at_ms: i64,
+}
+
+/// Orders joined with their payments within 10 minutes, exactly-once, over the Kafka
+/// protocol, the job crashing twice while orders and payments arrive: the matched pairs
+/// equal the batch reference (each order with every payment of it within the bound), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_join_of_orders_and_payments_across_crashes() {
+    const WITHIN_MS: i64 = 600_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, _stop) = serve(dir.path()).await;
+    let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
+    for topic in ["placed", "paid"] {
+        let spec = rivulet_sdk::transport::TopicSpec {
+            partitions: 2,
+            configs: BTreeMap::new(),
+        };
+        transport.ensure_topic(topic, spec).await.expect("topic");
+    }
+    let base = now_ms() - 7_200_000;
+    // Order i placed at base + i s; paid 0..2 times, up to 20 min later (some too late).
+    let placed: Vec<Paid> = (0..300u32)
+        .map(|i| Paid {
+            order: i,
+            at_ms: base + i64::from(i) * 1_000,
+        })
+        .collect();
+    let paid: Vec<Paid> = (0..300u32)
+        .flat_map(|i| {
+            (0..i % 3).map(move |n| Paid {
+                order: i,
+                at_ms: base + i64::from(i) * 1_000 + i64::from((i * 7 + n * 13) % 20) * 60_000,
+            })
+        })
+        .collect();
+    let record = |p: &Paid| OutRecord {
+        key: Some(p.order.to_string().into_bytes()),
+        value: Some(serde_json::to_vec(p).expect("json")),
+        ..OutRecord::default()
+    };
+    let pipeline = || {
+        let left = Stream::<Paid>::json(&["placed"])
+            .event_time(|p| p.at_ms)
+            .key_by(|p| p.order);
+        let right = Stream::<Paid>::json(&["paid"])
+            .event_time(|p| p.at_ms)
+            .key_by(|p| p.order);
+        left.join(right, Duration::from_millis(WITHIN_MS as u64), |k, o, p| {
+            Some((*k, o.at_ms, p.at_ms))
+        })
+        .allowed_lateness(Duration::from_secs(100_000))
+        .to("placed-paid", |_| None)
+    };
+    let opts = options("pay-join").guarantee(Guarantee::ExactlyOnce);
+    // Each round places 100 orders and pays the previous round's: every pair spans a crash,
+    // so it is found only if the orders' join state survived it.
+    for round in 0..4usize {
+        let job = rivulet_stream::start(transport.clone(), pipeline(), opts.clone())
+            .await
+            .expect("job starts");
+        let (a, b) = (round * 100, ((round + 1) * 100).min(placed.len()));
+        if a < b {
+            transport
+                .publish("placed", placed[a..b].iter().map(record).collect())
+                .await
+                .expect("placed");
+        }
+        let earlier = (a.saturating_sub(100) as u32)..(a as u32);
+        let pays: Vec<OutRecord> = paid
+            .iter()
+            .filter(|p| round > 0 && earlier.contains(&p.order))
+            .map(record)
+            .collect();
+        if !pays.is_empty() {
+            transport.publish("paid", pays).await.expect("paid");
+        }
+        // Crash once the joined side holds this round's orders and a checkpoint after that
+        // committed them.
+        let deadline = Instant::now() + WAIT;
+        while job.stats().state_entries < 50 {
+            assert!(Instant::now() < deadline, "no progress: {:?}", job.stats());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = job.stats().checkpoints;
+        while job.stats().checkpoints <= seen {
+            assert!(Instant::now() < deadline, "no checkpoint: {:?}", job.stats());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if round < 3 {
+            drop(job);
+            continue;
+        }
+        let mut want: Vec<(u32, i64, i64)> = Vec::new();
+        for o in &placed {
+            for p in paid.iter().filter(|p| p.order == o.order) {
+                if (o.at_ms - p.at_ms).abs() <= WITHIN_MS {
+                    want.push((o.order, o.at_ms, p.at_ms));
+                }
+            }
+        }
+        want.sort();
+        assert!(
+            want.len() > 100 && want.len() < paid.len(),
+            "{} of {} payments match",
+            want.len(),
+            paid.len()
+        );
+        let deadline = Instant::now() + WAIT;
+        let mut got: Vec<(u32, i64, i64)>;
+        loop {
+            got = read_all(transport.as_ref(), "placed-paid")
+                .await
+                .iter()
+                .map(|r| serde_json::from_slice(r.value.as_deref().expect("value")).expect("pair"))
+                .collect();
+            got.sort();
+            if got.len() >= want.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} pairs: {:?}",
+                got.len(),
+                want.len(),
+                job.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        job.shutdown().await.expect("shutdown");
+        assert_eq!(got, want);
+    }
+}
