@@ -58,6 +58,7 @@ where
     U: Serialize + Send + 'static,
 {
     /// A join of `left` and `right` chains.
+    // Eight settings of one join, all required; a struct would only rename them.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         left: KeyedChain<K, L>,
@@ -112,16 +113,9 @@ where
     }
 
     /// Joins one value with the other side's held values and holds it.
-    fn add(
-        &mut self,
-        left: bool,
-        ts: i64,
-        id: String,
-        key: K,
-        l: Option<L>,
-        r: Option<R>,
-        out: &mut TaskOut,
-    ) {
+    fn add(&mut self, ts: i64, id: String, key: K, value: (Option<L>, Option<R>), out: &mut TaskOut) {
+        let (l, r) = value;
+        let left = l.is_some();
         let entry = self.held.entry(key.clone()).or_default();
         let within = self.within_ms;
         let mut pairs: Vec<(L, R)> = Vec::new();
@@ -238,7 +232,7 @@ where
                 ctx.side(SideReason::Late, ts, None);
                 continue;
             }
-            self.add(left, ts, format!("{source}#{i}"), key, l, r, ctx.out);
+            self.add(ts, format!("{source}#{i}"), key, (l, r), ctx.out);
             let watermark = if self.observe_records {
                 ctx.clock.observe(ctx.input, ts)
             } else {
