@@ -216,44 +216,45 @@ where
 
     /// Closes every window the watermark has passed (end plus lateness), oldest timer
     /// first; with `Emit::OnClose` their values are emitted.
+    ///
+    /// Results come out in window order (by end, then start) across keys, also when one
+    /// jump of the watermark closes many windows, so a downstream job can treat them as
+    /// ordered by event time.
     pub fn advance(&mut self, watermark_ms: i64, out: &mut Vec<Step<K, A>>) {
+        let mut closing: Vec<(Window, K, A)> = Vec::new();
         // Bounded by the timers due; each is removed.
         while let Some(entry) = self.timers.first_entry() {
             if *entry.key() > watermark_ms {
                 break;
             }
             for key in entry.remove() {
-                self.close_key(&key, watermark_ms, out);
+                self.close_key(&key, watermark_ms, &mut closing);
+            }
+        }
+        // Stable: keys of one window stay in timer order.
+        closing.sort_by_key(|(w, _, _)| (w.end_ms, w.start_ms));
+        for (window, key, value) in closing {
+            self.dirty.insert((key.clone(), window));
+            if self.emit == Emit::OnClose {
+                out.push(Step::Result { key, window, value });
             }
         }
     }
 
-    fn close_key(&mut self, key: &K, watermark_ms: i64, out: &mut Vec<Step<K, A>>) {
+    fn close_key(&mut self, key: &K, watermark_ms: i64, closing: &mut Vec<(Window, K, A)>) {
         let Some(slots) = self.open.get_mut(key) else {
             return;
         };
-        let mut closing: Vec<(Window, A)> = Vec::new();
         let lateness = self.lateness_ms;
         slots.retain(|(w, a)| {
             let done = w.end_ms.saturating_add(lateness) <= watermark_ms;
             if done {
-                closing.push((*w, a.clone()));
+                closing.push((*w, key.clone(), a.clone()));
             }
             !done
         });
         if slots.is_empty() {
             self.open.remove(key);
-        }
-        closing.sort_by_key(|(w, _)| *w);
-        for (window, value) in closing {
-            self.dirty.insert((key.clone(), window));
-            if self.emit == Emit::OnClose {
-                out.push(Step::Result {
-                    key: key.clone(),
-                    window,
-                    value,
-                });
-            }
         }
     }
 
