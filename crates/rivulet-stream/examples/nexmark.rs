@@ -468,6 +468,17 @@ async fn main() -> Result<()> {
     let t = transport.as_ref();
     let input = generate(events, 10_000);
     let slow_bids = generate(slow, 1_000).bids;
+    // The same bids as JSON lines, for engines that read files (Flink, a naive loop).
+    if let Ok(path) = std::env::var("NEXMARK_DUMP_BIDS") {
+        let mut text = String::new();
+        for b in &input.bids {
+            text.push_str(&serde_json::to_string(b)?);
+            text.push('\n');
+        }
+        std::fs::write(&path, text)?;
+        println!("wrote {} bids to {path}", input.bids.len());
+        return Ok(());
+    }
     publish(t, "persons", &input.persons).await?;
     publish(t, "auctions", &input.auctions).await?;
     publish(t, "bids", &input.bids).await?;

@@ -284,7 +284,7 @@ async fn run_until_stopped(shared: &Shared, stop: &watch::Receiver<bool>) -> Res
 async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()> {
     let opts = &shared.options;
     let settings = MemberSettings {
-        poll_records_max: 1_000,
+        poll_records_max: 10_000,
         revoke_wait: Duration::from_secs(1),
         session_timeout: Duration::from_secs(10),
     };

@@ -1,0 +1,144 @@
+//! A job as a group member over the Kafka protocol catching up a backlog: Nexmark bids are
+//! published first, then the job starts and runs until every bid is processed and
+//! committed. Reports the job process's CPU per input event (librdkafka client included),
+//! the broker's CPU over the same span when its pid is given, and the wall time.
+//!
+//! `cargo run --release -p rivulet-stream --example kafka_catchup -- <brokers> <events>
+//!  <q0|count> <exactly_once|at_least_once> [broker pid]`
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use rivulet_sdk::transport::TopicSpec;
+use rivulet_sdk::{KafkaTransport, OutRecord, Transport};
+use rivulet_stream::{Guarantee, JobOptions, Stream, Windows};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Bid {
+    auction: u64,
+    bidder: u64,
+    price: u64,
+    channel: String,
+    date_time: i64,
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_s(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 5 {
+        bail!("usage: kafka_catchup <brokers> <events> <q0|count> <exactly_once|at_least_once> [broker pid]");
+    }
+    let (brokers, events): (&str, usize) = (&args[1], args[2].parse().context("events")?);
+    let guarantee = match args[4].as_str() {
+        "exactly_once" => Guarantee::ExactlyOnce,
+        "at_least_once" => Guarantee::AtLeastOnce,
+        other => bail!("unknown guarantee {other}"),
+    };
+    let broker_pid = args.get(5).cloned();
+    let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(brokers)?);
+    let run = format!("catchup-{}", std::process::id());
+    let input = format!("{run}-bids");
+    transport
+        .ensure_topic(&input, TopicSpec { partitions: 3, configs: BTreeMap::new() })
+        .await?;
+    let config = nexmark::config::NexmarkConfig {
+        base_time: 1_700_000_000_000,
+        ..Default::default()
+    };
+    let mut bids = 0;
+    let mut batch = Vec::new();
+    for e in nexmark::EventGenerator::new(config) {
+        if bids == events {
+            break;
+        }
+        let nexmark::event::Event::Bid(b) = e else { continue };
+        let bid = Bid {
+            auction: b.auction as u64,
+            bidder: b.bidder as u64,
+            price: b.price as u64,
+            channel: b.channel,
+            date_time: b.date_time as i64,
+        };
+        batch.push(OutRecord {
+            key: Some(bid.auction.to_string().into_bytes()),
+            value: Some(serde_json::to_vec(&bid)?),
+            ..OutRecord::default()
+        });
+        bids += 1;
+        if batch.len() == 10_000 {
+            transport.publish(&input, std::mem::take(&mut batch)).await?;
+        }
+    }
+    transport.publish(&input, batch).await?;
+    let pipeline = match args[3].as_str() {
+        "q0" => Stream::<Bid>::json(&[&input]).to(&format!("{run}-out"), |_| None),
+        "count" => Stream::<Bid>::json(&[&input])
+            .event_time(|b| b.date_time)
+            .key_by_partitioned(|b| b.auction)
+            .window(Windows::tumbling(Duration::from_secs(10)))
+            .count()
+            .to(&format!("{run}-out")),
+        other => bail!("unknown query {other}"),
+    };
+    let mut options = JobOptions::new(&run).guarantee(guarantee);
+    options.pending_records_max = 50_000;
+    if let Some(ms) = std::env::var("CHECKPOINT_MS").ok().and_then(|v| v.parse().ok()) {
+        options = options.checkpoint_interval(Duration::from_millis(ms));
+    }
+    let me = std::process::id().to_string();
+    let (cpu0, broker0, wall) = (cpu_s(&me), broker_pid.as_deref().map(cpu_s), Instant::now());
+    let job = rivulet_stream::start(transport.clone(), pipeline, options).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first: Option<(Duration, f64)> = None;
+    loop {
+        let s = job.stats();
+        if first.is_none() && s.records_in > 0 {
+            first = Some((wall.elapsed(), cpu_s(&me)));
+        }
+        if s.records_in as usize >= events && s.checkpoints > 0 {
+            // One more checkpoint commits the last records.
+            let seen = s.checkpoints;
+            while job.stats().checkpoints <= seen {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("not caught up: {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (cpu, elapsed) = (cpu_s(&me) - cpu0, wall.elapsed());
+    let (joined, cpu_joined) = first.unwrap_or((Duration::ZERO, cpu0));
+    let (process_s, process_cpu) = ((elapsed - joined).as_secs_f64(), cpu_s(&me) - cpu_joined);
+    let stats = job.shutdown().await?;
+    eprintln!("{stats:?}");
+    let broker = match (broker_pid.as_deref(), broker0) {
+        (Some(pid), Some(b0)) => format!("{:.2}", cpu_s(pid) - b0),
+        _ => "-".to_string(),
+    };
+    println!(
+        "{} {:?} {events} bids: caught up in {:.2} s wall ({:.2} s joining the group, {process_s:.2} s processing); job CPU {cpu:.2} s, {process_cpu:.2} s of it processing ({:.0} events per job CPU-s); broker CPU {broker} s; {} checkpoints, {} results",
+        args[3],
+        guarantee,
+        elapsed.as_secs_f64(),
+        joined.as_secs_f64(),
+        events as f64 / process_cpu.max(0.01),
+        stats.checkpoints,
+        stats.results_out
+    );
+    Ok(())
+}
