@@ -122,9 +122,89 @@ pub(crate) async fn describe(
     if instances.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            40411,
+            40413,
             format!("no job named {name} has reported (instances write to {JOBS_TOPIC})"),
         ));
     }
     Ok(Json(job_json(&state.broker, &name, &instances, now_ms())))
+}
+
+/// Most bytes of one instance's answer.
+const ANSWER_BYTES_MAX: usize = 4 << 20;
+/// How long an instance may take to answer.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Asks one instance for the windows it holds for `key`.
+async fn ask(address: &str, key: &str) -> Result<Value, String> {
+    use hyper_util::rt::TokioIo;
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = axum::http::Request::get(format!("/state/{}", path_segment(key)))
+        .header(axum::http::header::HOST, address)
+        .body(axum::body::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), ANSWER_BYTES_MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{address} answered {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// `GET /v1/jobs/{name}/state/{key}`: the open windows of `key` from every running instance
+/// of the job that answers queries (the one holding the key has them).
+pub(crate) async fn state(
+    State(state): State<AppState>,
+    Path((name, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let all = statuses(&state.broker);
+    let now = now_ms();
+    let instances: Vec<&JobStatus> = all
+        .iter()
+        .filter(|s| s.job == name && s.effective_state(now) == "running")
+        .collect();
+    if instances.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            40413,
+            format!("no running instance of a job named {name} has reported"),
+        ));
+    }
+    let mut answers = Vec::new();
+    for s in instances {
+        let Some(address) = &s.query_address else {
+            continue;
+        };
+        let answer = match tokio::time::timeout(ASK_TIMEOUT, ask(address, &key)).await {
+            Ok(Ok(v)) => json!({"instance": s.instance, "windows": v["windows"]}),
+            Ok(Err(e)) => json!({"instance": s.instance, "error": e}),
+            Err(_) => json!({"instance": s.instance, "error": "no answer within 5 s"}),
+        };
+        answers.push(answer);
+    }
+    if answers.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            50303,
+            format!("no instance of {name} answers queries (JobOptions::query_listen)"),
+        ));
+    }
+    Ok(Json(json!({"job": name, "key": key, "instances": answers})))
 }

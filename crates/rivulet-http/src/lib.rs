@@ -205,6 +205,7 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
         .route("/v1/subscriptions", get(subscriptions::list))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{job}", get(jobs::describe))
+        .route("/v1/jobs/{job}/state/{key}", get(jobs::state))
         .route("/v1/users", get(users::list))
         .route(
             "/v1/users/{user}",

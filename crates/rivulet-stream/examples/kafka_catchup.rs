@@ -52,7 +52,13 @@ async fn main() -> Result<()> {
     let run = format!("catchup-{}", std::process::id());
     let input = format!("{run}-bids");
     transport
-        .ensure_topic(&input, TopicSpec { partitions: 3, configs: BTreeMap::new() })
+        .ensure_topic(
+            &input,
+            TopicSpec {
+                partitions: 3,
+                configs: BTreeMap::new(),
+            },
+        )
         .await?;
     let config = nexmark::config::NexmarkConfig {
         base_time: 1_700_000_000_000,
@@ -64,7 +70,9 @@ async fn main() -> Result<()> {
         if bids == events {
             break;
         }
-        let nexmark::event::Event::Bid(b) = e else { continue };
+        let nexmark::event::Event::Bid(b) = e else {
+            continue;
+        };
         let bid = Bid {
             auction: b.auction as u64,
             bidder: b.bidder as u64,

@@ -275,6 +275,13 @@ where
             .collect()
     }
 
+    /// The open windows of `key` and their values, oldest first.
+    pub fn windows_of(&self, key: &K) -> Vec<(Window, A)> {
+        let mut out = self.open.get(key).cloned().unwrap_or_default();
+        out.sort_by_key(|(w, _)| *w);
+        out
+    }
+
     /// Puts back an entry read from the changelog (`None` removes it).
     pub fn restore(&mut self, key: K, window: Window, value: Option<A>) {
         let slots = self.open.entry(key.clone()).or_default();

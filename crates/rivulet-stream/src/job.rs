@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use rivulet_sdk::progress::Progress;
@@ -16,6 +16,7 @@ use rivulet_sdk::{OutRecord, SdkError, TopicPartition, Transport};
 
 use crate::error::{Result, StreamError};
 use crate::pipeline::{Guarantee, JobOptions, Pipeline};
+use crate::query::{self, Query, QUERIES_MAX};
 use crate::runtime::{Stage, Task};
 use crate::stats::{JobStats, Stats};
 use crate::status::{JobStatus, JOBS_TOPIC, STATUS_INTERVAL_MS};
@@ -147,9 +148,15 @@ pub struct RunningJob {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<()>>>,
     stats: Arc<Stats>,
+    query_address: Option<std::net::SocketAddr>,
 }
 
 impl RunningJob {
+    /// Where this instance answers interactive queries (`GET /state/{key}`).
+    pub fn query_address(&self) -> Option<std::net::SocketAddr> {
+        self.query_address
+    }
+
     /// What the job has done so far.
     pub fn stats(&self) -> JobStats {
         self.stats.snapshot()
@@ -184,6 +191,10 @@ struct Shared {
     upstreams: i32,
     /// Partition count of each input topic.
     counts: BTreeMap<String, i32>,
+    /// Interactive queries waiting for the loop.
+    queries: tokio::sync::Mutex<mpsc::Receiver<Query>>,
+    /// Where this instance answers them.
+    query_address: Option<std::net::SocketAddr>,
 }
 
 /// Starts `pipeline` as a member of the consumer group `options.name`.
@@ -201,6 +212,24 @@ pub async fn start(
         counts.insert(topic.clone(), transport.partition_count(topic).await?);
     }
     let stats = Arc::new(Stats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let (queries_tx, queries) = mpsc::channel(QUERIES_MAX);
+    let query_address = match options.query_listen {
+        Some(addr) => {
+            let (listener, local) = query::bind(addr)
+                .await
+                .map_err(|e| StreamError::Config(format!("binding the query address {addr}: {e}")))?;
+            tokio::spawn(query::serve(
+                listener,
+                options.name.clone(),
+                options.instance.clone(),
+                queries_tx,
+                stop_rx.clone(),
+            ));
+            Some(local)
+        }
+        None => None,
+    };
     let shared = Shared {
         transport,
         pipeline,
@@ -209,19 +238,22 @@ pub async fn start(
         stateful,
         upstreams,
         counts,
+        queries: tokio::sync::Mutex::new(queries),
+        query_address,
     };
-    let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(supervise(Arc::new(shared), stop_rx));
     Ok(RunningJob {
         stop,
         task: Some(task),
         stats,
+        query_address,
     })
 }
 
 /// Writes this instance's status to `rivulet.jobs`; a failure is logged, not fatal.
 async fn report(shared: &Shared, state: &str) {
-    let status = JobStatus::new(&shared.pipeline, &shared.options, &shared.stats.snapshot(), state);
+    let mut status = JobStatus::new(&shared.pipeline, &shared.options, &shared.stats.snapshot(), state);
+    status.query_address = shared.query_address.map(|a| a.to_string());
     let record = match serde_json::to_vec(&status) {
         Ok(value) => OutRecord {
             key: Some(status.key().into_bytes()),
@@ -307,6 +339,7 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
     };
     shared.pipeline.refresh_tables(shared.transport.as_ref()).await?;
     let mut tables_read = Instant::now();
+    let mut queries = shared.queries.lock().await;
     let mut tasks = Tasks::new(&shared.pipeline, opts, shared.upstreams).with_counts(shared.counts.clone());
     let mut last_checkpoint = Instant::now();
     let mut idle_tick: Option<Instant> = None;
@@ -321,6 +354,7 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
             shared.pipeline.refresh_tables(shared.transport.as_ref()).await?;
             tables_read = Instant::now();
         }
+        answer_queries(&mut queries, &tasks);
         let polled = member.poll(POLL_WAIT).await?;
         let future_limit = crate::now_ms().saturating_add(opts.future_limit_ms);
         for p in polled {
@@ -349,6 +383,24 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
             checkpoint(shared, &mut tasks, member.as_mut(), producer.as_deref_mut()).await?;
             last_checkpoint = Instant::now();
         }
+    }
+}
+
+/// Answers the interactive queries waiting, from every task of this instance.
+fn answer_queries(queries: &mut mpsc::Receiver<Query>, tasks: &Tasks) {
+    // Bounded by the queue's capacity.
+    for _ in 0..QUERIES_MAX {
+        let Ok(q) = queries.try_recv() else {
+            return;
+        };
+        let windows: Vec<serde_json::Value> = tasks
+            .map
+            .values()
+            .filter_map(|t| t.logic.query(&q.key))
+            .flatten()
+            .collect();
+        // The asker may have given up; nothing to do then.
+        let _ = q.reply.send(windows);
     }
 }
 

@@ -44,6 +44,7 @@ mod job;
 pub mod join;
 pub mod logic;
 mod pipeline;
+mod query;
 mod runtime;
 mod stats;
 pub mod status;

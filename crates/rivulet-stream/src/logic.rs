@@ -412,6 +412,19 @@ impl<K: StateKey, T: Send + 'static, A: StateValue> TaskLogic for WindowLogic<K,
     fn state_len(&self) -> usize {
         self.agg.len()
     }
+
+    fn query(&self, key: &str) -> Option<Vec<serde_json::Value>> {
+        let k: K = serde_json::from_str(key)
+            .or_else(|_| serde_json::from_value(serde_json::Value::String(key.to_string())))
+            .ok()?;
+        let windows = self.agg.windows_of(&k);
+        Some(
+            windows
+                .into_iter()
+                .map(|(w, a)| serde_json::json!({"start_ms": w.start_ms, "end_ms": w.end_ms, "value": a}))
+                .collect(),
+        )
+    }
 }
 
 /// Logic that does nothing: stands in for a pipeline that failed validation.

@@ -140,6 +140,8 @@ pub struct JobOptions {
     pub output_partitions: i32,
     /// This instance's id: with exactly-once, its transactional id is `<name>-<instance>`.
     pub instance: String,
+    /// Where this instance answers interactive queries (`GET /state/{key}`); none by default.
+    pub query_listen: Option<std::net::SocketAddr>,
 }
 
 impl JobOptions {
@@ -155,6 +157,7 @@ impl JobOptions {
             guarantee: Guarantee::ExactlyOnce,
             output_partitions: 3,
             instance: "0".to_string(),
+            query_listen: None,
         }
     }
 
@@ -185,6 +188,12 @@ impl JobOptions {
     /// Sets the instance id.
     pub fn instance(mut self, instance: &str) -> JobOptions {
         self.instance = instance.to_string();
+        self
+    }
+
+    /// Answers interactive queries on `addr` (port 0 picks one).
+    pub fn query_listen(mut self, addr: std::net::SocketAddr) -> JobOptions {
+        self.query_listen = Some(addr);
         self
     }
 

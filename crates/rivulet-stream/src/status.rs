@@ -69,6 +69,9 @@ pub struct JobStatus {
     pub tasks: u64,
     /// When this status was written (ms since the epoch).
     pub updated_ms: i64,
+    /// Where the instance answers interactive queries (`GET /state/{key}`).
+    #[serde(default)]
+    pub query_address: Option<String>,
 }
 
 impl JobStatus {
@@ -106,6 +109,7 @@ impl JobStatus {
             watermark_ms: stats.watermark_ms,
             tasks: stats.tasks,
             updated_ms: crate::now_ms(),
+            query_address: None,
         }
     }
 

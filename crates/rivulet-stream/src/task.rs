@@ -161,4 +161,11 @@ pub trait TaskLogic: Send {
 
     /// State entries held (open windows).
     fn state_len(&self) -> usize;
+
+    /// The open windows of `key` (its text, or JSON for other key types) as JSON
+    /// `{"start_ms", "end_ms", "value"}`, for interactive queries; `None` when the logic
+    /// keeps no state by key.
+    fn query(&self, _key: &str) -> Option<Vec<serde_json::Value>> {
+        None
+    }
 }

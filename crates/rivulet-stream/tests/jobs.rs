@@ -717,3 +717,66 @@ async fn kafka_join_of_orders_and_payments_across_crashes() {
         assert_eq!(got, want);
     }
 }
+
+/// A plain HTTP/1.1 GET; the body parsed as JSON.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Interactive queries: the running total per user answered by the instance holding it
+/// equals the sum over the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_totals_are_readable_by_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let transport = embedded(dir.path());
+    create_input(transport.as_ref()).await;
+    let parts = clicks(200, 5);
+    publish(transport.as_ref(), &parts, 0, 200).await;
+    let p = Stream::<Click>::json(&["clicks"])
+        .key_by(|c| c.user)
+        .global()
+        .aggregate(|| 0i64, |sum, c| *sum += c.cents)
+        .to("user-totals");
+    let opts = options("user-totals").query_listen("127.0.0.1:0".parse().expect("addr"));
+    let job = rivulet_stream::start(transport.clone(), p, opts)
+        .await
+        .expect("job");
+    let addr = job.query_address().expect("query address");
+    let deadline = Instant::now() + WAIT;
+    while job.stats().records_in < 600 || job.stats().checkpoints == 0 {
+        assert!(Instant::now() < deadline, "{:?}", job.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut want: BTreeMap<u32, i64> = BTreeMap::new();
+    for c in parts.iter().flatten() {
+        *want.entry(c.user).or_default() += c.cents;
+    }
+    for (user, total) in &want {
+        let (status, body) = http_get(addr, &format!("/state/{user}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["windows"][0]["value"], *total, "user {user}: {body}");
+    }
+    let (status, body) = http_get(addr, "/state/999999").await;
+    assert_eq!(
+        (status, body["windows"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{body}"
+    );
+    job.shutdown().await.expect("shutdown");
+}

@@ -92,7 +92,9 @@ fn a_job_reports_itself_to_operators() {
         .window(Windows::tumbling(Duration::from_secs(1)))
         .count()
         .to("orders-per-second");
-    let options = JobOptions::new("orders-per-second").idle_timeout(Duration::from_millis(500));
+    let options = JobOptions::new("orders-per-second")
+        .idle_timeout(Duration::from_millis(500))
+        .query_listen("127.0.0.1:0".parse().expect("addr"));
     let job = rt
         .block_on(rivulet_stream::start(transport.clone(), pipeline, options))
         .expect("job starts");
@@ -144,7 +146,7 @@ fn a_job_reports_itself_to_operators() {
     assert_eq!(code, "200");
     let (code, body) = curl(&server, "GET", "/v1/jobs/nothing-here", &[]);
     assert_eq!(code, "404", "{body}");
-    assert!(body.contains("40411"), "{body}");
+    assert!(body.contains("40413"), "{body}");
     let (_, metrics) = curl(&server, "GET", "/metrics", &[]);
     assert!(
         metrics.contains("rivulet_job_records_in_total{job=\"orders-per-second\",instance=\"0\"} 32"),
@@ -156,6 +158,14 @@ fn a_job_reports_itself_to_operators() {
             .join("\n")
     );
     assert!(metrics.contains("rivulet_job_up{job=\"orders-per-second\",instance=\"0\"} 1"));
+
+    // Interactive queries through the broker: the instance answers for a key (the windows
+    // of sku-1 have all closed, so it holds none open).
+    let (code, body) = curl(&server, "GET", "/v1/jobs/orders-per-second/state/sku-1", &[]);
+    assert_eq!(code, "200", "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["instances"][0]["instance"], "0", "{answer}");
+    assert!(answer["instances"][0]["windows"].is_array(), "{answer}");
 
     // A graceful stop is reported.
     let stats = rt.block_on(job.shutdown()).expect("shutdown");
