@@ -248,6 +248,32 @@ async function eventStore(page) {
   console.log("OK event store stream listed with its events");
 }
 
+// The jobs page: a job instance's status record (as rivulet-stream writes it to
+// rivulet.jobs) is listed with its figures; its key lookup reports that no instance
+// answers queries.
+async function jobs(page, producer) {
+  const status = {
+    job: "console-job", instance: "0", state: "running", inputs: ["orders"], output: "order-counts",
+    tables: [], late_topic: "console-job.late", changelog_topic: "console-job-changelog", repartition_topic: null,
+    windows: "Tumbling { size_ms: 60000 }", lateness_ms: 0, out_of_orderness_ms: 1000, idle_timeout_ms: 5000,
+    checkpoint_interval_ms: 100, guarantee: "exactly_once", records_in: 1234, results_out: 56, late: 7,
+    dead_lettered: 0, checkpoints: 89, checkpoint_failures: 0, checkpoint_last_ms: 12, state_entries: 3,
+    watermark_ms: Date.now() - 2000, tasks: 3, updated_ms: Date.now(), query_address: null,
+  };
+  await producer.send({ topic: "rivulet.jobs", messages: [{ key: "console-job/0", value: JSON.stringify(status) }] });
+  await page.goto(`${base}/#/jobs`);
+  await page.locator("#jobs tr[data-job='console-job']").waitFor({ timeout: WAIT_MS });
+  const records = await text(page, "#jobs tr[data-job='console-job'] td:nth-child(4)");
+  check(records === "1,234", `records in shown (${records})`);
+  await page.click("#jobs a[href='#/jobs/console-job']");
+  await page.locator("#instances tr", { hasText: "running" }).waitFor({ timeout: WAIT_MS });
+  await page.fill("#key-query input[name=key]", "apple");
+  await page.click("#key-query button");
+  await page.locator("#key-state .error", { hasText: "answers queries" }).waitFor({ timeout: WAIT_MS });
+  await shot(page, "jobs");
+  console.log("OK job listed with its instance and figures");
+}
+
 // A user who may only describe topics named orders*: the list shows only those, and a
 // delete is refused with the broker's message while the topic stays.
 async function permissions(page) {
@@ -317,6 +343,7 @@ try {
   await queues(page);
   await transactions(page);
   await eventStore(page);
+  await jobs(page, producer);
   await permissions(page);
   check(errors.length === 0, `no script errors: ${errors.join(" | ")}`);
   console.log("OK no script errors");

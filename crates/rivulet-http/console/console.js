@@ -8,6 +8,7 @@ import { browse } from "./browse.js";
 import { deadLetters } from "./dead-letters.js";
 import { groupDetail, groups } from "./groups.js";
 import { h, render } from "./html.js";
+import { jobDetail, jobs } from "./jobs.js";
 import { live } from "./live.js";
 import { showLogin, whoami } from "./login.js";
 import { overview } from "./overview.js";
@@ -34,6 +35,7 @@ async function route() {
     queues: () => amqpQueues(),
     transactions: () => transactions(),
     streams: () => (parts[1] ? stream(parts[1]) : streams(query || "")),
+    jobs: () => (parts[1] ? jobDetail(parts[1], query || "") : jobs()),
   };
   const page = pages[section] || (() => render(h`<h1>Not found</h1><p><a href="#/">Overview</a></p>`));
   try {

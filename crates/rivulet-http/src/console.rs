@@ -25,7 +25,7 @@ macro_rules! module {
 
 /// The console's files: the page, its style sheet, and its script modules (`console.js`
 /// routes to one module per page; the others are shared by the pages).
-const ASSETS: [Asset; 17] = [
+const ASSETS: [Asset; 18] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -51,6 +51,7 @@ const ASSETS: [Asset; 17] = [
     module!("amqp.js"),
     module!("transactions.js"),
     module!("streams.js"),
+    module!("jobs.js"),
 ];
 
 /// Scripts and styles only from the gateway itself; no frames, no plugins.

@@ -177,14 +177,18 @@ impl KafkaTransport {
 /// Sends `records` to `topic` and waits for every delivery report.
 async fn send_all(producer: &FutureProducer, topic: &str, records: &[OutRecord]) -> Result<Vec<Delivery>> {
     let sends = records.iter().map(|r| {
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-        for (k, v) in &r.headers {
-            headers = headers.insert(rdkafka::message::Header {
-                key: k.as_str(),
-                value: Some(v.as_slice()),
-            });
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        // A header list is a C allocation per record: only for records that have headers.
+        if !r.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(rdkafka::message::Header {
+                    key: k.as_str(),
+                    value: Some(v.as_slice()),
+                });
+            }
+            rec = rec.headers(headers);
         }
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if let Some(k) = &r.key {
             rec = rec.key(k.as_slice());
         }

@@ -44,6 +44,7 @@ fn console_pages_and_actions_in_chromium() {
             "OK queue depth follows live, purged after typed confirmation",
             "OK open transaction aborted",
             "OK event store stream listed with its events",
+            "OK job listed with its instance and figures",
             "OK a restricted user sees only what it may describe and is refused a delete",
             "OK no script errors",
         ],
