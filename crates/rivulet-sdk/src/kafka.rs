@@ -29,6 +29,9 @@ use crate::transport::{
     Transport, TxnProducer,
 };
 
+/// Records a group member's consumer keeps queued ahead of the application.
+const QUEUED_RECORDS_MIN: &str = "1000000";
+
 /// How long a request to the cluster may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -366,6 +369,11 @@ impl Transport for KafkaTransport {
                     "heartbeat.interval.ms",
                     (settings.session_timeout.as_millis() / 4).max(100).to_string(),
                 )
+                // Keep fetching ahead while records are handled: with librdkafka's default
+                // (100,000 queued records, then a pause of up to fetch.queue.backoff.ms) a
+                // member catching up a backlog idles half the time. Memory stays bounded by
+                // queued.max.messages.kbytes (64 MiB by default).
+                .set("queued.min.messages", QUEUED_RECORDS_MIN)
                 .create_with_context(context)?;
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
             consumer.subscribe(&names)?;

@@ -48,7 +48,13 @@ async fn main() -> Result<()> {
         other => bail!("unknown guarantee {other}"),
     };
     let broker_pid = args.get(5).cloned();
-    let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(brokers)?);
+    // Extra librdkafka settings for every client, `KAFKA_EXTRA=key=value,key=value`.
+    let extra_text = std::env::var("KAFKA_EXTRA").unwrap_or_default();
+    let extra: Vec<(&str, &str)> = extra_text
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::with_config(brokers, &extra)?);
     let run = format!("catchup-{}", std::process::id());
     let input = format!("{run}-bids");
     transport
@@ -102,7 +108,10 @@ async fn main() -> Result<()> {
         other => bail!("unknown query {other}"),
     };
     let mut options = JobOptions::new(&run).guarantee(guarantee);
-    options.pending_records_max = 50_000;
+    options.pending_records_max = std::env::var("PENDING_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
     if let Some(ms) = std::env::var("CHECKPOINT_MS").ok().and_then(|v| v.parse().ok()) {
         options = options.checkpoint_interval(Duration::from_millis(ms));
     }
