@@ -193,12 +193,13 @@ struct Click {
     at_ms: i64,
 }
 
-/// Exactly-once through broker crashes: a repartitioned windowed count runs as a group
-/// member while `rivulet serve` is killed with SIGKILL and restarted between batches of
-/// input; the read_committed output equals the batch reference, each window once.
+/// Exactly-once through crashes: a repartitioned windowed count runs as a group member while,
+/// batch after batch, `rivulet serve` is killed with SIGKILL and restarted (three times), an
+/// instance crashes and comes back, and a second instance joins and leaves; the
+/// read_committed output equals the batch reference, each window once.
 #[test]
-fn an_exactly_once_job_survives_broker_kill9() {
-    const ROUNDS: u32 = 4;
+fn an_exactly_once_job_survives_broker_and_instance_crashes() {
+    const ROUNDS: u32 = 6;
     const PER_ROUND: u32 = 300;
     let mut server = Rivulet::start();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -231,13 +232,14 @@ fn an_exactly_once_job_survives_broker_kill9() {
             .count()
             .to("clicks-per-second")
     };
-    let job = rt
-        .block_on(rivulet_stream::start(
+    let start = |instance: &str| {
+        rt.block_on(rivulet_stream::start(
             transport.clone(),
             pipeline(),
-            JobOptions::new("kill9-counts"),
+            JobOptions::new("kill9-counts").instance(instance),
         ))
-        .expect("job starts");
+        .expect("job starts")
+    };
     let publish = |batch: &[Click]| {
         let records = batch
             .iter()
@@ -250,18 +252,43 @@ fn an_exactly_once_job_survives_broker_kill9() {
         rt.block_on(transport.publish("clicks", records))
             .expect("publish");
     };
+    // Instance "a" runs throughout (crashed once and started again); "b" joins and leaves.
+    let mut a = Some(start("a"));
+    let mut b: Option<rivulet_stream::RunningJob> = None;
+    let records_in = |a: &Option<rivulet_stream::RunningJob>, b: &Option<rivulet_stream::RunningJob>| {
+        [a, b]
+            .into_iter()
+            .flatten()
+            .map(|j| j.stats().records_in)
+            .sum::<u64>()
+    };
     for round in 0..ROUNDS {
-        let (a, b) = ((round * PER_ROUND) as usize, ((round + 1) * PER_ROUND) as usize);
-        publish(&clicks[a..b]);
-        // Kill once the job has taken some of this batch (records seen again after a
+        let (lo, hi) = ((round * PER_ROUND) as usize, ((round + 1) * PER_ROUND) as usize);
+        let seen = records_in(&a, &b);
+        publish(&clicks[lo..hi]);
+        // Strike once the job has taken some of this batch (records seen again after a
         // restart count again, so this only waits for progress), at a different point each
-        // round.
-        let seen = job.stats().records_in;
-        wait_for("the job to take records", || job.stats().records_in > seen);
+        // round, with a different fault.
+        wait_for("the job to take records", || records_in(&a, &b) > seen);
         std::thread::sleep(Duration::from_millis(u64::from(round) * 40));
-        server.kill9();
-        server.respawn();
+        match round % 6 {
+            1 => {
+                drop(a.take()); // instance a crashes (nothing more committed) and comes back
+                a = Some(start("a"));
+            }
+            2 => b = Some(start("b")),
+            4 => {
+                if let Some(j) = b.take() {
+                    rt.block_on(j.shutdown()).expect("b leaves");
+                }
+            }
+            _ => {
+                server.kill9();
+                server.respawn();
+            }
+        }
     }
+    let job = a.expect("a runs");
     // A click an hour later per partition key closes every window.
     publish(&[0u32, 1, 2].map(|user| Click { user, at_ms: now }));
     let mut want: BTreeMap<(u32, i64), u64> = BTreeMap::new();
