@@ -327,43 +327,43 @@ fn register_jobs(reg: &mut Registry, jobs: &[JobStatus], dropped: &Gauge) {
         .map_or(0, |d| d.as_millis() as i64);
     let counters: [JobField<u64>; 5] = [
         ("job_records_in", "Input records a job instance processed", |j| {
-            j.records_in
+            j.stats.records_in
         }),
         ("job_results_out", "Results a job instance wrote", |j| {
-            j.results_out
+            j.stats.results_out
         }),
         (
             "job_late_records",
             "Records a job instance sent to its late side output, one per missed window",
-            |j| j.late,
+            |j| j.stats.late,
         ),
         (
             "job_dead_lettered",
             "Records a job instance could not decode",
-            |j| j.dead_lettered,
+            |j| j.stats.dead_lettered,
         ),
         ("job_checkpoints", "Checkpoints a job instance committed", |j| {
-            j.checkpoints
+            j.stats.checkpoints
         }),
     ];
     let gauges: [JobField<i64>; 4] = [
         ("job_state_entries", "Open windows a job instance holds", |j| {
-            j.state_entries as i64
+            j.stats.state_entries as i64
         }),
         (
             "job_watermark_ms",
             "A job instance's lowest task watermark (ms since the epoch)",
-            |j| j.watermark_ms.unwrap_or(0),
+            |j| j.stats.watermark_ms.unwrap_or(0),
         ),
         (
             "job_checkpoint_last_ms",
             "Duration of a job instance's last checkpoint (ms)",
-            |j| j.checkpoint_last_ms,
+            |j| j.stats.checkpoint_last_ms,
         ),
         (
             "job_tasks",
             "Tasks (partition indexes) a job instance holds",
-            |j| j.tasks as i64,
+            |j| j.stats.tasks as i64,
         ),
     ];
     let shown = &jobs[..jobs.len().min(SERIES_MAX)];

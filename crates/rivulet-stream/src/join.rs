@@ -299,18 +299,4 @@ impl TaskLogic for JoinShuffle {
             self.right.process(ctx)
         }
     }
-
-    fn advance(&mut self, _watermark_ms: i64, _out: &mut TaskOut) {}
-
-    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {
-        Ok(Vec::new())
-    }
-
-    fn restore(&mut self, _key: &[u8], _value: Option<&[u8]>) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn state_len(&self) -> usize {
-        0
-    }
 }

@@ -86,20 +86,6 @@ impl<T: Serialize + Send + 'static> TaskLogic for StatelessLogic<T> {
             ctx.dead_letter(&reason);
         }
     }
-
-    fn advance(&mut self, _watermark_ms: i64, _out: &mut TaskOut) {}
-
-    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {
-        Ok(Vec::new())
-    }
-
-    fn restore(&mut self, _key: &[u8], _value: Option<&[u8]>) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn state_len(&self) -> usize {
-        0
-    }
 }
 
 /// Encodes a value for the repartition topic.
@@ -203,20 +189,6 @@ impl<K: StateKey, T: Send + 'static> TaskLogic for ShuffleLogic<K, T> {
         if let Some(reason) = outcome.err().or(failed) {
             ctx.dead_letter(&reason);
         }
-    }
-
-    fn advance(&mut self, _watermark_ms: i64, _out: &mut TaskOut) {}
-
-    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {
-        Ok(Vec::new())
-    }
-
-    fn restore(&mut self, _key: &[u8], _value: Option<&[u8]>) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn state_len(&self) -> usize {
-        0
     }
 }
 
@@ -432,18 +404,4 @@ pub struct Nothing;
 
 impl TaskLogic for Nothing {
     fn process(&mut self, _ctx: &mut Ctx<'_>) {}
-
-    fn advance(&mut self, _watermark_ms: i64, _out: &mut TaskOut) {}
-
-    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {
-        Ok(Vec::new())
-    }
-
-    fn restore(&mut self, _key: &[u8], _value: Option<&[u8]>) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn state_len(&self) -> usize {
-        0
-    }
 }

@@ -75,6 +75,25 @@ fn header_i64(r: &rivulet_sdk::OutRecord, name: &str) -> i64 {
         .unwrap_or(i64::MIN)
 }
 
+/// (partition, offset, window start, window end) of a side-output record.
+fn late_of(r: &rivulet_sdk::OutRecord) -> (i32, i64, i64, i64) {
+    let source = r
+        .headers
+        .iter()
+        .find(|(k, _)| k == HEADER_SOURCE)
+        .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+        .unwrap_or_default();
+    let mut it = source.rsplit('/');
+    let offset: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
+    let partition: i32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
+    (
+        partition,
+        offset,
+        header_i64(r, HEADER_WINDOW_START),
+        header_i64(r, HEADER_WINDOW_END),
+    )
+}
+
 /// Runs the engine over the partitions (interleaved round robin), then ends the input.
 fn engine(parts: &[Vec<Ev>], bound_ms: i64, pipeline: &Pipeline, emit: Emit) -> (Results, Lates) {
     let mut tasks: Vec<Task> = (0..parts.len() as i32)
@@ -119,23 +138,7 @@ fn engine(parts: &[Vec<Ev>], bound_ms: i64, pipeline: &Pipeline, emit: Emit) -> 
                 assert!(previous.is_none(), "window {slot:?} emitted twice");
             }
         }
-        for r in task.out.side.drain(..) {
-            let source = r
-                .headers
-                .iter()
-                .find(|(k, _)| k == HEADER_SOURCE)
-                .map(|(_, v)| String::from_utf8_lossy(v).to_string())
-                .unwrap_or_default();
-            let mut parts = source.rsplit('/');
-            let offset: i64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
-            let partition: i32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
-            lates.push((
-                partition,
-                offset,
-                header_i64(&r, HEADER_WINDOW_START),
-                header_i64(&r, HEADER_WINDOW_END),
-            ));
-        }
+        lates.extend(task.out.side.drain(..).map(|r| late_of(&r)));
     }
     lates.sort();
     (results, lates)
@@ -201,23 +204,7 @@ fn engine_shuffled(parts: &[Vec<Ev>], bound_ms: i64, pipeline: &Pipeline) -> (Re
                 .insert((v.key, Window::new(v.start_ms, v.end_ms)), v.value)
                 .is_none());
         }
-        for r in task.out.side.drain(..) {
-            let source = r
-                .headers
-                .iter()
-                .find(|(k, _)| k == HEADER_SOURCE)
-                .map(|(_, v)| String::from_utf8_lossy(v).to_string())
-                .unwrap_or_default();
-            let mut it = source.rsplit('/');
-            let offset: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
-            let partition: i32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
-            lates.push((
-                partition,
-                offset,
-                header_i64(&r, HEADER_WINDOW_START),
-                header_i64(&r, HEADER_WINDOW_END),
-            ));
-        }
+        lates.extend(task.out.side.drain(..).map(|r| late_of(&r)));
     }
     lates.sort();
     (results, lates)

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use crate::clock::WATERMARK_MIN;
 
 /// What a job has done so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct JobStats {
     /// Input records processed (including ones processed again after a failed checkpoint;
     /// not counting the repartition topic's).

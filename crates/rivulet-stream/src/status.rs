@@ -47,26 +47,9 @@ pub struct JobStatus {
     pub checkpoint_interval_ms: i64,
     /// `exactly_once` or `at_least_once`.
     pub guarantee: String,
-    /// Input records processed.
-    pub records_in: u64,
-    /// Results written.
-    pub results_out: u64,
-    /// Records sent to the side output.
-    pub late: u64,
-    /// Records dead-lettered.
-    pub dead_lettered: u64,
-    /// Checkpoints committed.
-    pub checkpoints: u64,
-    /// Checkpoints failed.
-    pub checkpoint_failures: u64,
-    /// Duration of the last checkpoint (ms).
-    pub checkpoint_last_ms: i64,
-    /// Open windows.
-    pub state_entries: u64,
-    /// Lowest task watermark (ms).
-    pub watermark_ms: Option<i64>,
-    /// Tasks held.
-    pub tasks: u64,
+    /// What the instance has done so far (its fields appear at the top level of the JSON).
+    #[serde(flatten)]
+    pub stats: JobStats,
     /// When this status was written (ms since the epoch).
     pub updated_ms: i64,
     /// Where the instance answers interactive queries (`GET /state/{key}`).
@@ -98,16 +81,7 @@ impl JobStatus {
                 Guarantee::AtLeastOnce => "at_least_once",
             }
             .to_string(),
-            records_in: stats.records_in,
-            results_out: stats.results_out,
-            late: stats.late,
-            dead_lettered: stats.dead_lettered,
-            checkpoints: stats.checkpoints,
-            checkpoint_failures: stats.checkpoint_failures,
-            checkpoint_last_ms: stats.checkpoint_last_ms,
-            state_entries: stats.state_entries,
-            watermark_ms: stats.watermark_ms,
-            tasks: stats.tasks,
+            stats: *stats,
             updated_ms: crate::now_ms(),
             query_address: None,
         }

@@ -150,17 +150,25 @@ pub trait TaskLogic: Send {
     /// Processes one input record.
     fn process(&mut self, ctx: &mut Ctx<'_>);
 
+    // The defaults below are those of logic without state (operators, first stages).
+
     /// The watermark moved without a record (idleness, end of input): closes windows.
-    fn advance(&mut self, watermark_ms: i64, out: &mut TaskOut);
+    fn advance(&mut self, _watermark_ms: i64, _out: &mut TaskOut) {}
 
     /// State entries changed since the last call, for the changelog.
-    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String>;
+    fn take_changelog(&mut self) -> Result<Vec<ChangelogEntry>, String> {
+        Ok(Vec::new())
+    }
 
     /// Puts back one changelog entry.
-    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
+    fn restore(&mut self, _key: &[u8], _value: Option<&[u8]>) -> Result<(), String> {
+        Ok(())
+    }
 
     /// State entries held (open windows).
-    fn state_len(&self) -> usize;
+    fn state_len(&self) -> usize {
+        0
+    }
 
     /// The open windows of `key` (its text, or JSON for other key types) as JSON
     /// `{"start_ms", "end_ms", "value"}`, for interactive queries; `None` when the logic
