@@ -188,6 +188,20 @@ impl Transport for EmbeddedTransport {
         .boxed()
     }
 
+    fn offset_ranges<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<BTreeMap<i32, (i64, i64)>>> {
+        async move {
+            let t = self
+                .broker
+                .topic(topic)
+                .ok_or_else(|| SdkError::UnknownTopic(topic.to_string()))?;
+            Ok(t.partition_infos()
+                .into_iter()
+                .map(|i| (i.partition, (i.log_start_offset, i.high_watermark)))
+                .collect())
+        }
+        .boxed()
+    }
+
     fn committed<'a>(&'a self, group: &'a str, topic: &'a str) -> BoxFuture<'a, Result<BTreeMap<i32, i64>>> {
         async move {
             let t = self

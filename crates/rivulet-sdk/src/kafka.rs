@@ -306,6 +306,19 @@ impl Transport for KafkaTransport {
         blocking(move || this.read_blocking(&topic, from, records_max))
     }
 
+    fn offset_ranges<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<BTreeMap<i32, (i64, i64)>>> {
+        let this = self.clone();
+        let topic = topic.to_string();
+        blocking(move || {
+            let consumer = this.reader("rivulet-sdk-reader")?;
+            let mut ranges = BTreeMap::new();
+            for p in KafkaTransport::partitions(&consumer, &topic)? {
+                ranges.insert(p, consumer.fetch_watermarks(&topic, p, REQUEST_TIMEOUT)?);
+            }
+            Ok(ranges)
+        })
+    }
+
     fn committed<'a>(&'a self, group: &'a str, topic: &'a str) -> BoxFuture<'a, Result<BTreeMap<i32, i64>>> {
         let this = self.clone();
         let (group, topic) = (group.to_string(), topic.to_string());

@@ -147,6 +147,9 @@ pub trait Transport: Send + Sync + 'static {
         records_max: usize,
     ) -> BoxFuture<'a, Result<ReadBatch>>;
 
+    /// The first and next offset (log start, high watermark) of every partition of a topic.
+    fn offset_ranges<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<BTreeMap<i32, (i64, i64)>>>;
+
     /// The offsets a group has committed for a topic.
     fn committed<'a>(&'a self, group: &'a str, topic: &'a str) -> BoxFuture<'a, Result<BTreeMap<i32, i64>>>;
 

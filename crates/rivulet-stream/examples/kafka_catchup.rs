@@ -5,6 +5,8 @@
 //!
 //! `cargo run --release -p rivulet-stream --example kafka_catchup -- <brokers> <events>
 //!  <q0|count> <exactly_once|at_least_once> [broker pid]`
+//!
+//! Environment: `KAFKA_EXTRA`, `PENDING_MAX`, `CHECKPOINT_MS`, `STATE_DIR`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -114,6 +116,10 @@ async fn main() -> Result<()> {
         .unwrap_or(50_000);
     if let Some(ms) = std::env::var("CHECKPOINT_MS").ok().and_then(|v| v.parse().ok()) {
         options = options.checkpoint_interval(Duration::from_millis(ms));
+    }
+    // A local state copy under `STATE_DIR`, when set.
+    if let Ok(dir) = std::env::var("STATE_DIR") {
+        options = options.state_dir(dir);
     }
     let me = std::process::id().to_string();
     let (cpu0, broker0, wall) = (cpu_s(&me), broker_pid.as_deref().map(cpu_s), Instant::now());

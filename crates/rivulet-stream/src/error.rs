@@ -19,6 +19,9 @@ pub enum StreamError {
         /// Why it is not valid.
         reason: String,
     },
+    /// The local state store failed.
+    #[error("local state: {0}")]
+    State(String),
     /// State or a result could not be encoded.
     #[error("encoding failed: {0}")]
     Encode(#[from] serde_json::Error),

@@ -15,6 +15,7 @@ use rivulet_sdk::transport::{GroupMember, MemberSettings, Polled, TopicSpec, Txn
 use rivulet_sdk::{OutRecord, SdkError, TopicPartition, Transport};
 
 use crate::error::{Result, StreamError};
+use crate::local::{Changes, Copier, LocalState, PartitionWrite};
 use crate::pipeline::{Guarantee, JobOptions, Pipeline};
 use crate::query::{self, Query, QUERIES_MAX};
 use crate::runtime::{Stage, Task};
@@ -195,6 +196,8 @@ struct Shared {
     queries: tokio::sync::Mutex<mpsc::Receiver<Query>>,
     /// Where this instance answers them.
     query_address: Option<std::net::SocketAddr>,
+    /// The local copy of the state, when `state_dir` is set.
+    local: Option<LocalState>,
 }
 
 /// Starts `pipeline` as a member of the consumer group `options.name`.
@@ -211,6 +214,10 @@ pub async fn start(
     for topic in &pipeline.inputs {
         counts.insert(topic.clone(), transport.partition_count(topic).await?);
     }
+    let local = match (&options.state_dir, stateful) {
+        (Some(dir), true) => Some(LocalState::open(dir, &options.name, &options.instance).await?),
+        _ => None,
+    };
     let stats = Arc::new(Stats::default());
     let (stop, stop_rx) = watch::channel(false);
     let (queries_tx, queries) = mpsc::channel(QUERIES_MAX);
@@ -240,6 +247,7 @@ pub async fn start(
         counts,
         queries: tokio::sync::Mutex::new(queries),
         query_address,
+        local,
     };
     let task = tokio::spawn(supervise(Arc::new(shared), stop_rx));
     Ok(RunningJob {
@@ -341,13 +349,29 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
     let mut tables_read = Instant::now();
     let mut queries = shared.queries.lock().await;
     let mut tasks = Tasks::new(&shared.pipeline, opts, shared.upstreams).with_counts(shared.counts.clone());
+    let copy_interval = Duration::from_millis(opts.local_copy_interval_ms as u64);
+    let mut copier = shared.local.clone().map(|l| Copier::new(l, copy_interval));
     let mut last_checkpoint = Instant::now();
     let mut idle_tick: Option<Instant> = None;
     let mut idle_checked = Instant::now();
     let interval = Duration::from_millis(opts.checkpoint_interval_ms as u64);
     loop {
         if *stop.borrow() {
-            checkpoint(shared, &mut tasks, member.as_mut(), producer.as_deref_mut()).await?;
+            if let Some(copier) = copier.as_mut() {
+                copier.finish().await;
+                copier.flush_next();
+            }
+            checkpoint(
+                shared,
+                &mut tasks,
+                member.as_mut(),
+                producer.as_deref_mut(),
+                copier.as_mut(),
+            )
+            .await?;
+            if let Some(copier) = copier.as_mut() {
+                copier.finish().await;
+            }
             return member.close(Vec::new()).await.map_err(StreamError::from);
         }
         if !shared.pipeline.tables.is_empty() && tables_read.elapsed() >= TABLE_REFRESH {
@@ -359,12 +383,15 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
         let future_limit = crate::now_ms().saturating_add(opts.future_limit_ms);
         for p in polled {
             match p {
-                Polled::Assigned(tps) => assign(shared, &mut tasks, &tps).await?,
+                Polled::Assigned(tps) => assign(shared, &mut tasks, &tps, copier.as_mut()).await?,
                 Polled::Revoked(tps) => {
                     // Uncommitted work of these partitions is dropped: their next owner
                     // starts from the last checkpoint.
                     for tp in &tps {
                         tasks.remove(tp);
+                        if let Some(copier) = copier.as_mut() {
+                            copier.forget(tp.partition);
+                        }
                     }
                 }
                 Polled::Record(r) => {
@@ -378,9 +405,16 @@ async fn run_member(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<()>
             advance_idle(&mut tasks.map, opts.idle_timeout_ms, &mut idle_tick);
             idle_checked = Instant::now();
         }
-        let pending: usize = tasks.map.values().map(|t| t.out.len()).sum();
-        if last_checkpoint.elapsed() >= interval || pending >= opts.pending_records_max {
-            checkpoint(shared, &mut tasks, member.as_mut(), producer.as_deref_mut()).await?;
+        let held: usize = tasks.map.values().map(|t| t.out.len()).sum();
+        if last_checkpoint.elapsed() >= interval || held >= opts.pending_records_max {
+            checkpoint(
+                shared,
+                &mut tasks,
+                member.as_mut(),
+                producer.as_deref_mut(),
+                copier.as_mut(),
+            )
+            .await?;
             last_checkpoint = Instant::now();
         }
     }
@@ -405,10 +439,22 @@ fn answer_queries(queries: &mut mpsc::Receiver<Query>, tasks: &Tasks) {
 }
 
 /// Creates tasks for newly assigned partitions and restores their state.
-async fn assign(shared: &Shared, tasks: &mut Tasks, tps: &[TopicPartition]) -> Result<()> {
+async fn assign(
+    shared: &Shared,
+    tasks: &mut Tasks,
+    tps: &[TopicPartition],
+    mut copier: Option<&mut Copier>,
+) -> Result<()> {
     let created: BTreeSet<(Stage, i32)> = tps.iter().filter_map(|tp| tasks.ensure(tp)).collect();
     if shared.stateful && !created.is_empty() {
-        restore(shared, tasks, &created).await?;
+        restore(shared, tasks, &created, copier.as_deref_mut()).await?;
+        if let Some(copier) = copier {
+            for (_, p) in &created {
+                if tasks.holds_every_writer(*p) {
+                    copier.complete(*p);
+                }
+            }
+        }
     }
     shared
         .stats
@@ -417,39 +463,128 @@ async fn assign(shared: &Shared, tasks: &mut Tasks, tps: &[TopicPartition]) -> R
     Ok(())
 }
 
-/// Reads the changelog partitions of the tasks just created to their end into them.
-async fn restore(shared: &Shared, tasks: &mut Tasks, created: &BTreeSet<(Stage, i32)>) -> Result<()> {
+/// Restores the tasks just created: from the local copy of their changelog partitions
+/// where one is usable, then the changelog from the copy's position (or from its start)
+/// to its end; the local copy then takes what was read.
+async fn restore(
+    shared: &Shared,
+    tasks: &mut Tasks,
+    created: &BTreeSet<(Stage, i32)>,
+    mut copier: Option<&mut Copier>,
+) -> Result<()> {
     let ids: BTreeSet<i32> = created.iter().map(|k| k.1).collect();
     let topic = shared.options.changelog_topic();
-    let count = shared.transport.partition_count(&topic).await?;
-    // Partitions not restored are skipped by starting them past their end.
-    let mut from: BTreeMap<i32, i64> = (0..count)
-        .filter(|p| !ids.contains(p))
-        .map(|p| (p, i64::MAX))
-        .collect();
     let started = Instant::now();
-    let mut restored = 0usize;
+    let ranges = shared.transport.offset_ranges(&topic).await?;
+    // Partitions not restored are skipped by starting them past their end.
+    let mut from: BTreeMap<i32, i64> = ranges
+        .keys()
+        .filter(|p| !ids.contains(p))
+        .map(|p| (*p, i64::MAX))
+        .collect();
+    let mut writes = BTreeMap::new();
+    let mut copied = 0usize;
+    if let Some(copier) = copier.as_deref_mut() {
+        for p in &ids {
+            let range = ranges.get(p).copied().unwrap_or((0, 0));
+            let (write, entries) = load_copy(copier.local(), tasks, created, *p, range).await?;
+            copied += entries;
+            from.insert(*p, write.position);
+            writes.insert(*p, write);
+        }
+    }
+    let replayed = replay(shared, tasks, created, &topic, from, &mut writes).await?;
+    if let Some(copier) = copier {
+        copier.submit(writes.into_values().collect());
+    }
+    Stats::add(&shared.stats.restored_from_copy, copied);
+    Stats::add(&shared.stats.restored_from_changelog, replayed);
+    Stats::add(&shared.stats.restore_ms, started.elapsed().as_millis() as usize);
+    tracing::info!(job = %shared.options.name, tasks = ?ids, copied, replayed, ms = started.elapsed().as_millis() as u64, "State restored");
+    Ok(())
+}
+
+/// Puts partition `p`'s local copy into the tasks when it is usable; returns how the copy
+/// is to be written after the replay, and the number of entries loaded.
+async fn load_copy(
+    local: &LocalState,
+    tasks: &mut Tasks,
+    created: &BTreeSet<(Stage, i32)>,
+    p: i32,
+    range: (i64, i64),
+) -> Result<(PartitionWrite, usize)> {
+    let mut write = PartitionWrite {
+        partition: p,
+        clear: true,
+        changes: Changes::new(),
+        position: range.0,
+    };
+    let Some(copy) = local.load(p).await? else {
+        return Ok((write, 0));
+    };
+    if !copy.usable(range, crate::now_ms()) {
+        tracing::info!(
+            partition = p,
+            position = copy.position,
+            ?range,
+            "Local state copy not usable; reading the whole changelog"
+        );
+        return Ok((write, 0));
+    }
+    let entries = copy.entries.len();
+    for (key, value) in copy.entries {
+        let record = rivulet_sdk::InRecord {
+            topic: String::new(),
+            partition: p,
+            offset: -1,
+            timestamp_ms: 0,
+            key: Some(key),
+            value: Some(value),
+            headers: Vec::new(),
+        };
+        tasks.restore(created, &record)?;
+    }
+    write.clear = false;
+    write.position = copy.position;
+    Ok((write, entries))
+}
+
+/// Reads the changelog partitions in `from` to their end into the created tasks, noting
+/// each change in `writes`; returns the number of records read.
+async fn replay(
+    shared: &Shared,
+    tasks: &mut Tasks,
+    created: &BTreeSet<(Stage, i32)>,
+    topic: &str,
+    mut from: BTreeMap<i32, i64>,
+    writes: &mut BTreeMap<i32, PartitionWrite>,
+) -> Result<usize> {
+    let mut replayed = 0usize;
     // Bounded: each call reads at least one record or ends the loop.
     loop {
         let (records, next) = shared
             .transport
-            .read_to_end(&topic, from.clone(), RESTORE_BATCH)
+            .read_to_end(topic, from.clone(), RESTORE_BATCH)
             .await?;
         for r in &records {
             tasks.restore(created, r)?;
+            if let (Some(w), Some(key)) = (writes.get_mut(&r.partition), r.key.as_ref()) {
+                w.changes.insert(key.clone(), r.value.clone());
+            }
         }
-        restored += records.len();
+        replayed += records.len();
         for (p, o) in next {
-            if ids.contains(&p) {
+            if let Some(w) = writes.get_mut(&p) {
+                w.position = o;
+            }
+            if from.get(&p) != Some(&i64::MAX) {
                 from.insert(p, o);
             }
         }
         if records.len() < RESTORE_BATCH {
-            break;
+            return Ok(replayed);
         }
     }
-    tracing::info!(job = %shared.options.name, tasks = ?ids, records = restored, ms = started.elapsed().as_millis() as u64, "State restored from the changelog");
-    Ok(())
 }
 
 /// Marks inputs idle after the timeout; a task with every input idle follows the lowest
@@ -496,6 +631,7 @@ async fn checkpoint(
     tasks: &mut Tasks,
     member: &mut dyn GroupMember,
     producer: Option<&mut (dyn TxnProducer + 'static)>,
+    mut copier: Option<&mut Copier>,
 ) -> Result<()> {
     let started = Instant::now();
     let (opts, stats) = (&shared.options, &shared.stats);
@@ -510,11 +646,37 @@ async fn checkpoint(
         }
         outputs.offsets.extend(std::mem::take(&mut task.offsets));
     }
+    if let Some(copier) = copier.as_deref_mut() {
+        copier.record(&changelog);
+    }
     outputs.push(&opts.changelog_topic(), changelog);
     update_gauges(stats, &tasks.map);
-    if outputs.is_empty() {
-        return Ok(());
+    // Positions taken before this checkpoint commits: every change since the last copy
+    // sits below them or in this checkpoint (whose records a replay applies again).
+    let positions = match &copier {
+        Some(c) if c.due() => Some(shared.transport.offset_ranges(&opts.changelog_topic()).await?),
+        _ => None,
+    };
+    if !outputs.is_empty() {
+        commit(shared, outputs, member, producer).await?;
+        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        stats
+            .checkpoint_last_ms
+            .store(started.elapsed().as_millis() as i64, Ordering::Relaxed);
     }
+    if let (Some(copier), Some(positions)) = (copier, positions) {
+        copier.copy(&positions);
+    }
+    Ok(())
+}
+
+/// Publishes outputs and commits offsets: in one transaction, or one after the other.
+async fn commit(
+    shared: &Shared,
+    mut outputs: Outputs,
+    member: &mut dyn GroupMember,
+    producer: Option<&mut (dyn TxnProducer + 'static)>,
+) -> Result<()> {
     let offsets = std::mem::take(&mut outputs.offsets);
     match producer {
         Some(p) => p.commit(member, outputs.into_topics(), offsets).await?,
@@ -525,10 +687,6 @@ async fn checkpoint(
             }
         }
     }
-    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-    stats
-        .checkpoint_last_ms
-        .store(started.elapsed().as_millis() as i64, Ordering::Relaxed);
     Ok(())
 }
 

@@ -42,6 +42,7 @@ pub mod clock;
 pub mod error;
 mod job;
 pub mod join;
+mod local;
 pub mod logic;
 mod pipeline;
 mod query;

@@ -142,6 +142,12 @@ pub struct JobOptions {
     pub instance: String,
     /// Where this instance answers interactive queries (`GET /state/{key}`); none by default.
     pub query_listen: Option<std::net::SocketAddr>,
+    /// A directory for this instance's local copy of its state
+    /// (`<dir>/<name>-<instance>.redb`): a task restored here loads it and reads only the
+    /// changelog written since. None by default (restores read the whole changelog).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How often the local copy takes the committed changes. Default 5 s.
+    pub local_copy_interval_ms: i64,
 }
 
 impl JobOptions {
@@ -158,6 +164,8 @@ impl JobOptions {
             output_partitions: 3,
             instance: "0".to_string(),
             query_listen: None,
+            state_dir: None,
+            local_copy_interval_ms: 5_000,
         }
     }
 
@@ -197,6 +205,18 @@ impl JobOptions {
         self
     }
 
+    /// Keeps a local copy of the state under `dir`.
+    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> JobOptions {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets how often the local copy takes the committed changes.
+    pub fn local_copy_interval(mut self, interval: Duration) -> JobOptions {
+        self.local_copy_interval_ms = duration_ms(interval);
+        self
+    }
+
     /// The changelog topic.
     pub fn changelog_topic(&self) -> String {
         format!("{}-changelog", self.name)
@@ -230,7 +250,11 @@ impl JobOptions {
                 self.name
             )));
         }
-        if self.out_of_orderness_ms < 0 || self.idle_timeout_ms <= 0 || self.checkpoint_interval_ms <= 0 {
+        if self.out_of_orderness_ms < 0
+            || self.idle_timeout_ms <= 0
+            || self.checkpoint_interval_ms <= 0
+            || self.local_copy_interval_ms <= 0
+        {
             return Err(StreamError::Config("durations must be positive".into()));
         }
         if self.pending_records_max == 0 || self.output_partitions <= 0 {

@@ -29,6 +29,15 @@ pub struct JobStats {
     pub watermark_ms: Option<i64>,
     /// Tasks (partition indexes) this instance holds.
     pub tasks: u64,
+    /// State entries restored from the local copy (`state_dir`).
+    #[serde(default)]
+    pub restored_from_copy: u64,
+    /// Changelog records read to restore state.
+    #[serde(default)]
+    pub restored_from_changelog: u64,
+    /// Time spent restoring state (ms, all restores).
+    #[serde(default)]
+    pub restore_ms: u64,
 }
 
 #[derive(Debug)]
@@ -43,6 +52,9 @@ pub(crate) struct Stats {
     pub state_entries: AtomicU64,
     pub watermark_ms: AtomicI64,
     pub tasks: AtomicU64,
+    pub restored_from_copy: AtomicU64,
+    pub restored_from_changelog: AtomicU64,
+    pub restore_ms: AtomicU64,
 }
 
 impl Default for Stats {
@@ -58,6 +70,9 @@ impl Default for Stats {
             state_entries: AtomicU64::new(0),
             watermark_ms: AtomicI64::new(WATERMARK_MIN),
             tasks: AtomicU64::new(0),
+            restored_from_copy: AtomicU64::new(0),
+            restored_from_changelog: AtomicU64::new(0),
+            restore_ms: AtomicU64::new(0),
         }
     }
 }
@@ -80,6 +95,9 @@ impl Stats {
             state_entries: self.state_entries.load(Ordering::Relaxed),
             watermark_ms: (wm != WATERMARK_MIN).then_some(wm),
             tasks: self.tasks.load(Ordering::Relaxed),
+            restored_from_copy: self.restored_from_copy.load(Ordering::Relaxed),
+            restored_from_changelog: self.restored_from_changelog.load(Ordering::Relaxed),
+            restore_ms: self.restore_ms.load(Ordering::Relaxed),
         }
     }
 }

@@ -106,6 +106,23 @@ impl Tasks {
         Some(key)
     }
 
+    /// Whether this instance holds every task that writes to changelog partition `p`:
+    /// the only stage's, or both stages' (the first where an input has partition `p`).
+    pub fn holds_every_writer(&self, p: i32) -> bool {
+        match self.pipeline.shuffle {
+            None => self.map.contains_key(&(Stage::Only, p)),
+            Some(_) => {
+                let first_needed = self
+                    .pipeline
+                    .inputs
+                    .iter()
+                    .any(|t| self.counts.get(t).is_none_or(|n| *n > p));
+                self.map.contains_key(&(Stage::Final, p))
+                    && (!first_needed || self.map.contains_key(&(Stage::Shuffle, p)))
+            }
+        }
+    }
+
     /// Drops the task reading `tp` with its uncommitted work.
     pub fn remove(&mut self, tp: &TopicPartition) {
         let key = (self.stage_of(&tp.topic), tp.partition);

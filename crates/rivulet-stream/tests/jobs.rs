@@ -306,14 +306,24 @@ async fn serve(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<(
 
 /// Exactly-once across crashes: the job is stopped abruptly (its task aborted, the open
 /// transaction left to be fenced) three times while input keeps arriving; the results a
-/// read_committed reader sees equal the batch reference, each window once.
-async fn exactly_once_across_crashes(transport: Arc<dyn Transport>, name: &str, repartition: bool) {
+/// read_committed reader sees equal the batch reference, each window once. With
+/// `local` (a state directory and copy interval), members restore from their local copy
+/// and the changelog written since.
+async fn exactly_once_across_crashes(
+    transport: Arc<dyn Transport>,
+    name: &str,
+    repartition: bool,
+    local: Option<(&std::path::Path, Duration)>,
+) {
     let lateness = if repartition { NEVER_LATE_MS } else { LATENESS_MS };
     create_input(transport.as_ref()).await;
     let (per_round, rounds) = (150usize, 4usize);
     let parts = clicks(per_round * rounds, 11);
     let mut offsets: Vec<Vec<i64>> = vec![Vec::new(); PARTITIONS as usize];
-    let opts = options(name).guarantee(Guarantee::ExactlyOnce);
+    let mut opts = options(name).guarantee(Guarantee::ExactlyOnce);
+    if let Some((dir, interval)) = local {
+        opts = opts.state_dir(dir).local_copy_interval(interval);
+    }
     let mut checkpoints = 0;
     for round in 0..rounds {
         let job = rivulet_stream::start(transport.clone(), pipeline(repartition), opts.clone())
@@ -375,6 +385,9 @@ async fn exactly_once_across_crashes(transport: Arc<dyn Transport>, name: &str, 
         }
         let stats = job.shutdown().await.expect("shutdown");
         assert!(checkpoints + stats.checkpoints > 3, "{stats:?}");
+        // State came from the local copy where there was one, and only the changelog
+        // written after it was read.
+        assert_eq!(stats.restored_from_copy > 0, local.is_some(), "{stats:?}");
         // The last member started from the committed offsets and restored state, rather
         // than reading everything again.
         let total = (per_round * rounds) as u64 * PARTITIONS as u64 + PARTITIONS as u64;
@@ -392,13 +405,16 @@ async fn exactly_once_across_crashes(transport: Arc<dyn Transport>, name: &str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_exactly_once_across_crashes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    exactly_once_across_crashes(embedded(dir.path()), "eo-embedded", false).await;
+    let state = tempfile::tempdir().expect("tempdir");
+    // Copies written only when restoring: each restore needs the changelog since.
+    let local = Some((state.path(), Duration::from_secs(3_600)));
+    exactly_once_across_crashes(embedded(dir.path()), "eo-embedded", false, local).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_repartitioned_exactly_once_across_crashes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    exactly_once_across_crashes(embedded(dir.path()), "eo-embedded-shuffled", true).await;
+    exactly_once_across_crashes(embedded(dir.path()), "eo-embedded-shuffled", true, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +422,9 @@ async fn kafka_repartitioned_exactly_once_across_crashes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, _stop) = serve(dir.path()).await;
     let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
-    exactly_once_across_crashes(transport, "eo-kafka-shuffled", true).await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let local = Some((state.path(), Duration::from_millis(50)));
+    exactly_once_across_crashes(transport, "eo-kafka-shuffled", true, local).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +432,7 @@ async fn kafka_exactly_once_across_crashes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, _stop) = serve(dir.path()).await;
     let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
-    exactly_once_across_crashes(transport, "eo-kafka", false).await;
+    exactly_once_across_crashes(transport, "eo-kafka", false, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,12 +513,20 @@ async fn a_stream_table_join_enriches_from_the_latest_rows() {
 
 /// Instances join and leave mid-run (a rebalance each time, one of them a crash): with
 /// exactly-once and a repartitioned job, the read_committed output equals the reference.
-async fn instances_come_and_go(transport: Arc<dyn Transport>, name: &str) {
+/// With `state`, each instance keeps a local copy there: the one coming back restores
+/// from its copy and the changelog the other wrote meanwhile.
+async fn instances_come_and_go(transport: Arc<dyn Transport>, name: &str, state: Option<&std::path::Path>) {
     create_input(transport.as_ref()).await;
     let (per_round, rounds) = (100usize, 4usize);
     let parts = clicks(per_round * rounds, 23);
     let mut offsets: Vec<Vec<i64>> = vec![Vec::new(); PARTITIONS as usize];
-    let opts = |instance: &str| options(name).guarantee(Guarantee::ExactlyOnce).instance(instance);
+    let opts = |instance: &str| {
+        let o = options(name).guarantee(Guarantee::ExactlyOnce).instance(instance);
+        match state {
+            Some(dir) => o.state_dir(dir).local_copy_interval(Duration::from_millis(50)),
+            None => o,
+        }
+    };
     let start = |instance: &'static str| {
         let (transport, o) = (transport.clone(), opts(instance));
         async move {
@@ -560,6 +586,13 @@ async fn instances_come_and_go(transport: Arc<dyn Transport>, name: &str) {
         b_stats.records_in > 0 && b_stats.tasks > 0,
         "b took partitions: {b_stats:?}"
     );
+    let a_back = a.as_ref().expect("a is back");
+    while a_back.stats().tasks == 0 {
+        assert!(Instant::now() < deadline, "a took no partitions back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a_stats = a_back.stats();
+    assert_eq!(a_stats.restored_from_copy > 0, state.is_some(), "{a_stats:?}");
     for job in [a, b].into_iter().flatten() {
         job.shutdown().await.expect("shutdown");
     }
@@ -571,7 +604,7 @@ async fn instances_come_and_go(transport: Arc<dyn Transport>, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_instances_come_and_go() {
     let dir = tempfile::tempdir().expect("tempdir");
-    instances_come_and_go(embedded(dir.path()), "scale-embedded").await;
+    instances_come_and_go(embedded(dir.path()), "scale-embedded", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,7 +612,8 @@ async fn kafka_instances_come_and_go() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, _stop) = serve(dir.path()).await;
     let transport: Arc<dyn Transport> = Arc::new(KafkaTransport::new(&addr).expect("client"));
-    instances_come_and_go(transport, "scale-kafka").await;
+    let state = tempfile::tempdir().expect("tempdir");
+    instances_come_and_go(transport, "scale-kafka", Some(state.path())).await;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
