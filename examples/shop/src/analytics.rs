@@ -183,21 +183,28 @@ impl Analytics {
     }
 }
 
-/// Starts both jobs over the client's transport.
-pub async fn start(client: &Client, window: Duration) -> Result<Analytics, StreamError> {
+/// Starts both jobs over the client's transport, each keeping a local copy of its state
+/// under `state_dir`.
+pub async fn start(
+    client: &Client,
+    window: Duration,
+    state_dir: &std::path::Path,
+) -> Result<Analytics, StreamError> {
     client.ensure_topic(INVENTORY).await?;
     let catalogue = Table::<Product>::json(CATALOGUE);
     let transport = Arc::clone(client.transport());
     let sales = rivulet_stream::start(
         transport.clone(),
         sales_pipeline(&catalogue, window),
-        JobOptions::new(SALES).idle_timeout(Duration::from_secs(2)),
+        JobOptions::new(SALES)
+            .idle_timeout(Duration::from_secs(2))
+            .state_dir(state_dir),
     )
     .await?;
     let low_stock = rivulet_stream::start(
         transport,
         low_stock_pipeline(&catalogue),
-        JobOptions::new(LOW_STOCK_ALERTS),
+        JobOptions::new(LOW_STOCK_ALERTS).state_dir(state_dir),
     )
     .await?;
     Ok(Analytics { sales, low_stock })

@@ -254,7 +254,12 @@ async fn run_all(brokers: Option<String>, data_dir: PathBuf, args: RunArgs) -> R
         &analytics::demo_products(&demo_catalogue(), args.low_stock),
     )
     .await?;
-    let jobs = analytics::start(&client, Duration::from_secs(args.sales_window_secs)).await?;
+    let jobs = analytics::start(
+        &client,
+        Duration::from_secs(args.sales_window_secs),
+        &data_dir.join("jobs"),
+    )
+    .await?;
     let router = app::router(HttpState {
         client: client.clone(),
         inventory: Some(inventory),

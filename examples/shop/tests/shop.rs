@@ -727,7 +727,7 @@ async fn analytics_jobs_sum_sales_and_alert_on_low_stock() {
     analytics::publish_catalogue(&client, &products)
         .await
         .expect("catalogue");
-    let jobs = analytics::start(&client, Duration::from_secs(1))
+    let jobs = analytics::start(&client, Duration::from_secs(1), &dir.path().join("jobs"))
         .await
         .expect("jobs");
     let orders: Vec<OrderPlaced> = (0..200).map(order).collect();
