@@ -12,6 +12,7 @@ mod consumer_protocol;
 mod eventstore;
 mod faults;
 mod harness;
+mod job_faults;
 mod jobs;
 mod operator;
 mod other_clients;
