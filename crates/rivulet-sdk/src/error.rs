@@ -31,6 +31,9 @@ pub enum SdkError {
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Config(String),
+    /// A published record was not delivered.
+    #[error("record not delivered: {0}")]
+    Delivery(String),
     /// An operation did not finish in time.
     #[error("timed out {0}")]
     Timeout(String),

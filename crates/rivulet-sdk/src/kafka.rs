@@ -7,7 +7,8 @@
 //! rebalance callback commits what finished before partitions are revoked.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -19,7 +20,9 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::error::{Result, SdkError};
@@ -411,9 +414,12 @@ impl Transport for KafkaTransport {
             .set("message.timeout.ms", "30000")
             .set("transaction.timeout.ms", TXN_TIMEOUT.as_millis().to_string());
         blocking(move || {
-            let producer: FutureProducer = cfg.create()?;
+            let context = TxnContext::default();
+            let producer: ThreadedProducer<TxnContext> = cfg.create_with_context(context)?;
             producer.init_transactions(REQUEST_TIMEOUT)?;
-            let p: Box<dyn TxnProducer> = Box::new(KafkaTxnProducer { producer });
+            let p: Box<dyn TxnProducer> = Box::new(KafkaTxnProducer {
+                producer: Arc::new(producer),
+            });
             Ok(p)
         })
     }
@@ -423,9 +429,109 @@ impl Transport for KafkaTransport {
 /// process abandoned is aborted by the broker after this.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A librdkafka transactional producer.
+/// Tracks a transaction's records in flight and keeps the first delivery failure (the
+/// commit fails then too). No per-record future: the producer's thread counts deliveries
+/// down and wakes the committer when none is left.
+#[derive(Default)]
+struct TxnContext {
+    outstanding: AtomicU64,
+    drained: (Mutex<()>, Condvar),
+    failed: Mutex<Option<String>>,
+}
+
+impl TxnContext {
+    /// Waits until every record enqueued is delivered or failed.
+    fn wait_delivered(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &self.drained;
+        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded by the deadline; the short wait covers a wake-up between load and wait.
+        while self.outstanding.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return Err(SdkError::Timeout("waiting for a transaction's deliveries".into()));
+            }
+            guard = cv
+                .wait_timeout(guard, Duration::from_millis(5))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    fn take_failure(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl ClientContext for TxnContext {}
+
+impl ProducerContext for TxnContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert_with(|| e.to_string());
+        }
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = self.drained.0.lock().unwrap_or_else(|p| p.into_inner());
+            self.drained.1.notify_all();
+        }
+    }
+}
+
+/// A librdkafka transactional producer (its own thread serves delivery reports).
 struct KafkaTxnProducer {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<TxnContext>>,
+}
+
+/// How long enqueueing waits for room in librdkafka's queue before the transaction fails.
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
+
+/// Enqueues `records` for `topic` in the open transaction, waiting while the queue is full.
+fn enqueue(producer: &ThreadedProducer<TxnContext>, topic: &str, records: &[OutRecord]) -> Result<()> {
+    for r in records {
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        // A header list is a C allocation per record: only for records that have headers.
+        if !r.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(rdkafka::message::Header {
+                    key: k.as_str(),
+                    value: Some(v.as_slice()),
+                });
+            }
+            rec = rec.headers(headers);
+        }
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_slice());
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
+        let deadline = Instant::now() + QUEUE_FULL_WAIT;
+        producer.context().outstanding.fetch_add(1, Ordering::AcqRel);
+        // Bounded by the deadline.
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    producer.context().outstanding.fetch_sub(1, Ordering::AcqRel);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl KafkaTxnProducer {
@@ -440,18 +546,18 @@ impl KafkaTxnProducer {
             .downcast_ref::<KafkaMember>()
             .and_then(KafkaMember::group_metadata)
             .ok_or_else(|| SdkError::Config("a Kafka transaction needs a Kafka group member".into()))?;
-        self.producer.begin_transaction()?;
-        let producer = self.producer.clone();
-        let sent = async {
-            for (topic, records) in &outputs {
-                send_all(&producer, topic, records).await?;
-            }
-            Ok::<(), SdkError>(())
-        }
-        .await;
         let producer = self.producer.clone();
         let finished = blocking(move || {
-            sent?;
+            producer.begin_transaction()?;
+            for (topic, records) in &outputs {
+                enqueue(&producer, topic, records)?;
+            }
+            // Offsets sent while records are still in flight make librdkafka's commit take
+            // up to 100 ms longer: the records are delivered first.
+            producer.context().wait_delivered(REQUEST_TIMEOUT)?;
+            if let Some(reason) = producer.context().take_failure() {
+                return Err(SdkError::Delivery(reason));
+            }
             if !offsets.is_empty() {
                 producer.send_offsets_to_transaction(&tpl_of(&offsets)?, &metadata, REQUEST_TIMEOUT)?;
             }
