@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use rivulet_broker::{Broker, BrokerConfig};
 use rivulet_sdk::transport::TopicSpec;
 use rivulet_sdk::{EmbeddedTransport, OutRecord, Transport};
-use rivulet_stream::{JobOptions, Pipeline, Stream, WindowResult, Windows};
+use rivulet_stream::{Emit, JobOptions, Pipeline, Stream, WindowResult, Windows};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Person {
@@ -224,9 +224,81 @@ async fn queries(
     ensure!(got == want, "tumbling count differs");
     rows.push(("10 s tumbling count by auction".into(), bids, cpu, wall));
 
+    rows.push(q4(t, input).await?);
     rows.extend(joins(t, input).await?);
     rows.extend(windows(t, input, slow_bids).await?);
     Ok(rows)
+}
+
+/// q4: the average closing price per category, kept up to date: bids joined with their
+/// auction while it is open (job 1), the highest per auction once it expires (job 2: a
+/// window per auction at its expiry), and a running average per category (job 3: a global
+/// window emitting on every update). The last update per category must equal the batch
+/// reference.
+async fn q4(t: &dyn Transport, input: &Input) -> Result<(String, usize, f64, Duration)> {
+    let life_ms = input
+        .auctions
+        .iter()
+        .map(|a| a.expires - a.date_time)
+        .max()
+        .unwrap_or(0);
+    println!("q4: the longest auction is open {life_ms} ms of event time");
+    let life = Duration::from_millis(life_ms as u64 + 1_000);
+    let auctions = Stream::<Auction>::json(&["auctions"])
+        .event_time(|a| a.date_time)
+        .key_by_partitioned(|a| a.id);
+    let bids = Stream::<Bid>::json(&["bids"])
+        .event_time(|b| b.date_time)
+        .key_by_partitioned(|b| b.auction);
+    let joined = auctions
+        .join(bids, life, |_, a, b| {
+            (a.date_time..=a.expires)
+                .contains(&b.date_time)
+                .then_some((a.id, a.category, b.price, a.expires))
+        })
+        .allowed_lateness(life)
+        .to("q4-bids", |_| None);
+    let closing = Stream::<(u64, u64, u64, i64)>::json(&["q4-bids"])
+        .event_time(|r| r.3)
+        .key_by_partitioned(|r| r.0)
+        .window(Windows::tumbling(Duration::from_millis(1)))
+        .allowed_lateness(life)
+        .aggregate(|| (0u64, 0u64), |acc, r| *acc = (r.1, acc.1.max(r.2)))
+        .to("q4-closing");
+    let average = Stream::<WindowResult<u64, (u64, u64)>>::json(&["q4-closing"])
+        .event_time(|r| r.start_ms)
+        .key_by_partitioned(|r| r.value.0)
+        .global()
+        .emit(Emit::OnUpdate)
+        .aggregate(|| (0u64, 0u64), |acc, r| *acc = (acc.0 + r.value.1, acc.1 + 1))
+        .to("q4");
+    let (cpu, wall) = run(t, "q4", vec![joined, closing, average]).await?;
+    let mut closing_price: HashMap<u64, u64> = HashMap::new();
+    let by_id: HashMap<u64, &Auction> = input.auctions.iter().map(|a| (a.id, a)).collect();
+    for b in &input.bids {
+        if let Some(a) = by_id
+            .get(&b.auction)
+            .filter(|a| (a.date_time..=a.expires).contains(&b.date_time))
+        {
+            let best = closing_price.entry(a.id).or_default();
+            *best = (*best).max(b.price);
+        }
+    }
+    let mut want: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for (id, price) in closing_price {
+        let e = want.entry(by_id[&id].category).or_default();
+        *e = (e.0 + price, e.1 + 1);
+    }
+    let mut got: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for r in read::<WindowResult<u64, (u64, u64)>>(t, "q4").await? {
+        got.insert(r.key, r.value);
+    }
+    ensure!(
+        want.len() > 1 && got == want,
+        "q4 differs: {got:?} against {want:?}"
+    );
+    let n = input.auctions.len() + input.bids.len();
+    Ok(("q4 average closing price per category".into(), n, cpu, wall))
 }
 
 /// q3 (incremental join) and q8 (window join).
