@@ -6,6 +6,11 @@
 //! state holds one window per user. After it has processed every event it stops
 //! gracefully; then fresh instances start and restore that state.
 //!
+//! Then, twice: `<events>` more are published while no instance runs, and an instance
+//! restores the state and catches up that backlog; three times in a row: from the changelog,
+//! from the local copy (which must also read what the first instance wrote since), and from
+//! the local copy again.
+//!
 //! `cargo run --release -p rivulet-stream --example restore -- <brokers> <users> <events>`
 
 use std::collections::BTreeMap;
@@ -144,6 +149,33 @@ async fn main() -> Result<()> {
             let (ms, copied, replayed, windows) =
                 restore_once(&transport, pipeline(&input, &output), options).await?;
             println!("round {round} from the {label}: {ms} ms ({copied} entries copied, {replayed} changelog records read, {windows} windows held)");
+        }
+    }
+    let runs = [
+        ("the changelog", base.clone()),
+        ("the local copy, after another instance", with_copy.clone()),
+        ("the local copy", with_copy.clone()),
+    ];
+    for round in 0..2 {
+        for (label, options) in runs.clone() {
+            publish(transport.as_ref(), &input, users, events).await?;
+            let started = Instant::now();
+            let job = rivulet_stream::start(transport.clone(), pipeline(&input, &output), options).await?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while job.stats().records_in < events {
+                if Instant::now() > deadline {
+                    bail!("not caught up: {:?}", job.stats());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let caught_up = started.elapsed();
+            let s = job.shutdown().await?;
+            println!(
+                "round {round} restore from {label} and catch up {events} events: {} ms ({} ms restoring, {} windows held)",
+                caught_up.as_millis(),
+                s.restore_ms,
+                s.state_entries
+            );
         }
     }
     std::fs::remove_dir_all(&state_dir).ok();
