@@ -8,11 +8,16 @@
 //! Workload, per store: `load` (all entries in durable snapshot commits),
 //! `update` (durable snapshots of upserts + deletes), then close, reopen and
 //! `restore` (one full prefix scan per partition). See README.md.
+//!
+//! `--workload eventstore-index` runs the event store index workload instead
+//! (module `eventstore`).
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+mod eventstore;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -122,6 +127,7 @@ impl Store for Fjall {
 /// Benchmark sizes; every field is settable as `--field-name value`.
 #[derive(Clone, Debug)]
 struct Args {
+    workload: String,
     store: Option<String>,
     run: u32,
     runs: u32,
@@ -132,6 +138,13 @@ struct Args {
     updates: u64,
     deletes: u64,
     seed: u64,
+    // eventstore-index workload
+    appends: u64,
+    streams: u64,
+    group: u64,
+    sync_ms: u64,
+    reads: u32,
+    read_events: u64,
 }
 
 impl Args {
@@ -147,6 +160,13 @@ impl Args {
             updates: 25_000,
             deletes: 5_000,
             seed: 0x5eed_cafe,
+            workload: "state-store".into(),
+            appends: 200_000,
+            streams: 1_000,
+            group: 16,
+            sync_ms: 1_000,
+            reads: 500,
+            read_events: 1_000,
         };
         let argv: Vec<String> = std::env::args().skip(1).collect();
         for pair in argv.chunks(2) {
@@ -164,8 +184,21 @@ impl Args {
                 "--updates" => a.updates = val.parse()?,
                 "--deletes" => a.deletes = val.parse()?,
                 "--seed" => a.seed = val.parse()?,
+                "--workload" => a.workload = val.clone(),
+                "--appends" => a.appends = val.parse()?,
+                "--streams" => a.streams = val.parse()?,
+                "--group" => a.group = val.parse()?,
+                "--sync-ms" => a.sync_ms = val.parse()?,
+                "--reads" => a.reads = val.parse()?,
+                "--read-events" => a.read_events = val.parse()?,
                 _ => return Err(format!("unknown flag {flag}").into()),
             }
+        }
+        match a.workload.as_str() {
+            "state-store" => {}
+            "eventstore-index" if a.streams >= 2 && a.group >= 1 && a.read_events >= 1 => {}
+            "eventstore-index" => return Err("need --streams >= 2, --group and --read-events >= 1".into()),
+            w => return Err(format!("unknown workload {w} (state-store, eventstore-index)").into()),
         }
         Ok(a)
     }
@@ -180,6 +213,13 @@ impl Args {
             ("--updates", self.updates.to_string()),
             ("--deletes", self.deletes.to_string()),
             ("--seed", self.seed.to_string()),
+            ("--workload", self.workload.clone()),
+            ("--appends", self.appends.to_string()),
+            ("--streams", self.streams.to_string()),
+            ("--group", self.group.to_string()),
+            ("--sync-ms", self.sync_ms.to_string()),
+            ("--reads", self.reads.to_string()),
+            ("--read-events", self.read_events.to_string()),
         ];
         pairs.into_iter().flat_map(|(f, v)| [f.to_string(), v]).collect()
     }
@@ -367,9 +407,10 @@ fn run_store<S: Store>(args: &Args, name: &str, dir: &Path) -> Res<()> {
 fn child(args: &Args, store: &str) -> Res<()> {
     let dir = PathBuf::from(format!("/tmp/ssb-{store}-{}-run{}", std::process::id(), args.run));
     std::fs::create_dir_all(&dir)?;
-    let result = match store {
-        "redb" => run_store::<redb::Database>(args, store, &dir),
-        "fjall" => run_store::<Fjall>(args, store, &dir),
+    let result = match (args.workload.as_str(), store) {
+        ("eventstore-index", _) => eventstore::child(args, store, &dir),
+        (_, "redb") => run_store::<redb::Database>(args, store, &dir),
+        (_, "fjall") => run_store::<Fjall>(args, store, &dir),
         _ => Err(format!("unknown store {store}").into()),
     };
     std::fs::remove_dir_all(&dir)?;
@@ -382,13 +423,18 @@ fn main() -> Res<()> {
         return child(&args, store);
     }
     println!("Sizes: {args:?}");
-    println!(
-        "Key bytes (entry 0): {}, value bytes: {}\n",
-        key(0, 8).len(),
-        value(0, 0).len()
-    );
-    println!("| run | store | phase | entries | wall s | entries/s | CPU s | peak RSS MiB | disk MiB after update (alloc / apparent) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    if args.workload == "eventstore-index" {
+        println!();
+        eventstore::header();
+    } else {
+        println!(
+            "Key bytes (entry 0): {}, value bytes: {}\n",
+            key(0, 8).len(),
+            value(0, 0).len()
+        );
+        println!("| run | store | phase | entries | wall s | entries/s | CPU s | peak RSS MiB | disk MiB after update (alloc / apparent) |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+    }
     let exe = std::env::current_exe()?;
     for run in 1..=args.runs {
         let order = if run % 2 == 1 {
