@@ -180,19 +180,27 @@ impl KafkaTransport {
     }
 }
 
+/// A record's headers for librdkafka: a header list is a C allocation per record, so only
+/// for records that have headers.
+fn headers_of(r: &OutRecord) -> Option<OwnedHeaders> {
+    if r.headers.is_empty() {
+        return None;
+    }
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+    for (k, v) in &r.headers {
+        headers = headers.insert(rdkafka::message::Header {
+            key: k.as_str(),
+            value: Some(v.as_slice()),
+        });
+    }
+    Some(headers)
+}
+
 /// Sends `records` to `topic` and waits for every delivery report.
 async fn send_all(producer: &FutureProducer, topic: &str, records: &[OutRecord]) -> Result<Vec<Delivery>> {
     let sends = records.iter().map(|r| {
         let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-        // A header list is a C allocation per record: only for records that have headers.
-        if !r.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (k, v) in &r.headers {
-                headers = headers.insert(rdkafka::message::Header {
-                    key: k.as_str(),
-                    value: Some(v.as_slice()),
-                });
-            }
+        if let Some(headers) = headers_of(r) {
             rec = rec.headers(headers);
         }
         if let Some(k) = &r.key {
@@ -492,15 +500,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
 fn enqueue(producer: &ThreadedProducer<TxnContext>, topic: &str, records: &[OutRecord]) -> Result<()> {
     for r in records {
         let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-        // A header list is a C allocation per record: only for records that have headers.
-        if !r.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (k, v) in &r.headers {
-                headers = headers.insert(rdkafka::message::Header {
-                    key: k.as_str(),
-                    value: Some(v.as_slice()),
-                });
-            }
+        if let Some(headers) = headers_of(r) {
             rec = rec.headers(headers);
         }
         if let Some(k) = &r.key {

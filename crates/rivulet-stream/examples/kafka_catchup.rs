@@ -13,29 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use rivulet_sdk::transport::TopicSpec;
 use rivulet_sdk::{KafkaTransport, OutRecord, Transport};
+mod common;
+use common::{cpu_s_of, Bid};
 use rivulet_stream::{Guarantee, JobOptions, Stream, Windows};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Bid {
-    auction: u64,
-    bidder: u64,
-    price: u64,
-    channel: String,
-    date_time: i64,
-}
-
-/// CPU seconds (user + system) of a process.
-fn cpu_s(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -122,14 +105,14 @@ async fn main() -> Result<()> {
         options = options.state_dir(dir);
     }
     let me = std::process::id().to_string();
-    let (cpu0, broker0, wall) = (cpu_s(&me), broker_pid.as_deref().map(cpu_s), Instant::now());
+    let (cpu0, broker0, wall) = (cpu_s_of(&me), broker_pid.as_deref().map(cpu_s_of), Instant::now());
     let job = rivulet_stream::start(transport.clone(), pipeline, options).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first: Option<(Duration, f64)> = None;
     loop {
         let s = job.stats();
         if first.is_none() && s.records_in > 0 {
-            first = Some((wall.elapsed(), cpu_s(&me)));
+            first = Some((wall.elapsed(), cpu_s_of(&me)));
         }
         if s.records_in as usize >= events && s.checkpoints > 0 {
             // One more checkpoint commits the last records.
@@ -144,13 +127,13 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (cpu, elapsed) = (cpu_s(&me) - cpu0, wall.elapsed());
+    let (cpu, elapsed) = (cpu_s_of(&me) - cpu0, wall.elapsed());
     let (joined, cpu_joined) = first.unwrap_or((Duration::ZERO, cpu0));
-    let (process_s, process_cpu) = ((elapsed - joined).as_secs_f64(), cpu_s(&me) - cpu_joined);
+    let (process_s, process_cpu) = ((elapsed - joined).as_secs_f64(), cpu_s_of(&me) - cpu_joined);
     let stats = job.shutdown().await?;
     eprintln!("{stats:?}");
     let broker = match (broker_pid.as_deref(), broker0) {
-        (Some(pid), Some(b0)) => format!("{:.2}", cpu_s(pid) - b0),
+        (Some(pid), Some(b0)) => format!("{:.2}", cpu_s_of(pid) - b0),
         _ => "-".to_string(),
     };
     println!(

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use rivulet_broker::{Broker, BrokerConfig};
 use rivulet_sdk::transport::TopicSpec;
 use rivulet_sdk::{EmbeddedTransport, OutRecord, Transport};
+mod common;
+use common::{cpu_s, Bid};
 use rivulet_stream::{Emit, JobOptions, Pipeline, Stream, WindowResult, Windows};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,25 +39,7 @@ struct Auction {
     expires: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Bid {
-    auction: u64,
-    bidder: u64,
-    price: u64,
-    channel: String,
-    date_time: i64,
-}
-
 const BASE_TIME_MS: u64 = 1_700_000_000_000;
-
-/// CPU time of this process (user + system), in seconds.
-fn cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 struct Input {
     persons: Vec<Person>,

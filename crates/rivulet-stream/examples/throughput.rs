@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use rivulet_broker::{Broker, BrokerConfig};
 use rivulet_sdk::transport::TopicSpec;
 use rivulet_sdk::{EmbeddedTransport, OutRecord, Transport};
+mod common;
+use common::cpu_s;
 use rivulet_stream::{JobOptions, Stream, Windows};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,16 +24,6 @@ struct Bid {
     bidder: u64,
     price: u64,
     date_time: i64,
-}
-
-/// CPU time of this process (user + system), in seconds.
-fn cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 of /proc/<pid>/stat, counted from after the command name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 #[tokio::main(flavor = "current_thread")]
