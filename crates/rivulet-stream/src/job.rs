@@ -215,7 +215,7 @@ pub async fn start(
         counts.insert(topic.clone(), transport.partition_count(topic).await?);
     }
     let local = match (&options.state_dir, stateful) {
-        (Some(dir), true) => Some(LocalState::open(dir, &options.name, &options.instance).await?),
+        (Some(dir), true) => LocalState::open_or_set_aside(dir, &options.name, &options.instance).await,
         _ => None,
     };
     let stats = Arc::new(Stats::default());
@@ -519,8 +519,13 @@ async fn load_copy(
         changes: Changes::new(),
         position: range.0,
     };
-    let Some(copy) = local.load(p).await? else {
-        return Ok((write, 0));
+    let copy = match local.load(p).await {
+        Ok(Some(copy)) => copy,
+        Ok(None) => return Ok((write, 0)),
+        Err(e) => {
+            tracing::warn!(partition = p, error = %e, "Local state copy not readable; reading the whole changelog");
+            return Ok((write, 0));
+        }
     };
     if !copy.usable(range, crate::now_ms()) {
         tracing::info!(

@@ -72,24 +72,64 @@ fn store_error(path: &Path, e: impl std::fmt::Display) -> StreamError {
 impl LocalState {
     /// Opens (or creates) the database of `job`'s `instance` under `dir`, waiting a
     /// while for an instance being stopped to close it.
+    #[cfg(test)]
     pub async fn open(dir: &Path, job: &str, instance: &str) -> Result<LocalState> {
         std::fs::create_dir_all(dir).map_err(|e| store_error(dir, e))?;
         let path = dir.join(format!("{job}-{instance}.redb"));
-        let deadline = Instant::now() + OPEN_WAIT;
-        // Bounded by the deadline.
-        loop {
-            let p = path.clone();
-            match blocking(move || Ok(Database::create(&p))).await? {
-                Ok(db) => {
-                    return Ok(LocalState {
-                        db: Arc::new(db),
-                        path,
-                    })
-                }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(store_error(&path, e)),
+        match open_path(&path).await {
+            Ok(db) => Ok(LocalState {
+                db: Arc::new(db),
+                path,
+            }),
+            Err(OpenFailure::InUse) => Err(StreamError::State(format!(
+                "{} is in use by another instance (give each instance its own id)",
+                path.display()
+            ))),
+            Err(OpenFailure::Broken(e)) => Err(e),
+        }
+    }
+
+    /// Opens the database, or, when it does not open (damaged, unreadable), renames it to
+    /// `<file>.damaged` and starts an empty one; `None` (the job runs on its changelog
+    /// alone) when it is in use or even that fails. The copy only speeds restores up, so
+    /// it never stops a job from starting.
+    pub async fn open_or_set_aside(dir: &Path, job: &str, instance: &str) -> Option<LocalState> {
+        let without = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, dir = %dir.display(), "Local state copy not opened; running without one");
+        };
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            without(&e);
+            return None;
+        }
+        let path = dir.join(format!("{job}-{instance}.redb"));
+        match open_path(&path).await {
+            Ok(db) => {
+                return Some(LocalState {
+                    db: Arc::new(db),
+                    path,
+                })
+            }
+            Err(OpenFailure::InUse) => {
+                without(&"in use by another instance");
+                return None;
+            }
+            Err(OpenFailure::Broken(e)) => {
+                tracing::warn!(error = %e, "Local state copy does not open; setting it aside");
+            }
+        }
+        if let Err(e) = std::fs::rename(&path, path.with_extension("redb.damaged")) {
+            without(&e);
+            return None;
+        }
+        match open_path(&path).await {
+            Ok(db) => Some(LocalState {
+                db: Arc::new(db),
+                path,
+            }),
+            Err(OpenFailure::InUse) => None,
+            Err(OpenFailure::Broken(e)) => {
+                without(&e);
+                None
             }
         }
     }
@@ -175,6 +215,32 @@ impl LocalState {
         }
         txn.commit().map_err(|e| err(e.into()))?;
         Ok(())
+    }
+}
+
+/// Why a database did not open.
+enum OpenFailure {
+    /// Another instance holds it (after waiting [`OPEN_WAIT`]).
+    InUse,
+    /// It does not open: damaged, unreadable, or the directory is not writable.
+    Broken(StreamError),
+}
+
+/// Opens or creates the database at `path`, waiting for an instance being stopped.
+async fn open_path(path: &Path) -> Result<Database, OpenFailure> {
+    let deadline = Instant::now() + OPEN_WAIT;
+    // Bounded by the deadline.
+    loop {
+        let p = path.to_path_buf();
+        match blocking(move || Ok(Database::create(&p))).await {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => return Err(OpenFailure::InUse),
+            Ok(Err(e)) => return Err(OpenFailure::Broken(store_error(path, e))),
+            Err(e) => return Err(OpenFailure::Broken(e)),
+        }
     }
 }
 
@@ -380,6 +446,22 @@ mod tests {
         );
         let other = local.load(1).await.expect("local state").expect("local state");
         assert_eq!(other.entries, vec![(b"a".to_vec(), b"x".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_copy_is_set_aside_and_an_empty_one_started() {
+        let dir = tempfile::tempdir().expect("local state");
+        std::fs::write(
+            dir.path().join("job-0.redb"),
+            b"not a redb file at all, not even close",
+        )
+        .expect("local state");
+        let local = LocalState::open_or_set_aside(dir.path(), "job", "0")
+            .await
+            .expect("a fresh copy");
+        assert!(local.load(0).await.expect("local state").is_none());
+        let aside = std::fs::read(dir.path().join("job-0.redb.damaged")).expect("set aside");
+        assert!(aside.starts_with(b"not a redb file"));
     }
 
     #[test]
