@@ -325,7 +325,7 @@ fn register_jobs(reg: &mut Registry, jobs: &[JobStatus], dropped: &Gauge) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let counters: [JobField<u64>; 5] = [
+    let counters: [JobField<u64>; 8] = [
         ("job_records_in", "Input records a job instance processed", |j| {
             j.stats.records_in
         }),
@@ -345,6 +345,21 @@ fn register_jobs(reg: &mut Registry, jobs: &[JobStatus], dropped: &Gauge) {
         ("job_checkpoints", "Checkpoints a job instance committed", |j| {
             j.stats.checkpoints
         }),
+        (
+            "job_restored_from_copy",
+            "State entries a job instance restored from its local copy",
+            |j| j.stats.restored_from_copy,
+        ),
+        (
+            "job_restored_from_changelog",
+            "Changelog records a job instance read to restore state",
+            |j| j.stats.restored_from_changelog,
+        ),
+        (
+            "job_restore_ms",
+            "Time a job instance spent restoring state (ms)",
+            |j| j.stats.restore_ms,
+        ),
     ];
     let gauges: [JobField<i64>; 4] = [
         ("job_state_entries", "Open windows a job instance holds", |j| {

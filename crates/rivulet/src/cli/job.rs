@@ -131,6 +131,7 @@ fn describe(job: &Value) -> Result<()> {
         "watermark ms",
         "checkpoints",
         "last checkpoint ms",
+        "restore ms",
         "age ms",
     ]);
     for i in job["instances"].as_array().into_iter().flatten() {
@@ -147,6 +148,7 @@ fn describe(job: &Value) -> Result<()> {
                 "watermark_ms",
                 "checkpoints",
                 "checkpoint_last_ms",
+                "restore_ms",
                 "age_ms",
             ]
             .iter()

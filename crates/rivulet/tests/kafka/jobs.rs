@@ -158,6 +158,10 @@ fn a_job_reports_itself_to_operators() {
             .join("\n")
     );
     assert!(metrics.contains("rivulet_job_up{job=\"orders-per-second\",instance=\"0\"} 1"));
+    // A fresh job has restored nothing from a copy (it keeps none).
+    assert!(
+        metrics.contains("rivulet_job_restored_from_copy_total{job=\"orders-per-second\",instance=\"0\"} 0")
+    );
 
     // Interactive queries through the broker: the instance answers for a key (the windows
     // of sku-1 have all closed, so it holds none open).
