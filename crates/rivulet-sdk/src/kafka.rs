@@ -7,8 +7,7 @@
 //! rebalance callback commits what finished before partitions are revoked.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -19,13 +18,12 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::error::{Result, SdkError};
+use crate::kafka_batch::{enqueue, headers_of, BatchContext, BatchProducer, InFlight};
 use crate::progress::Progress;
 use crate::transport::{
     Delivery, GroupMember, InRecord, MemberSettings, OutRecord, Polled, ReadBatch, TopicPartition, TopicSpec,
@@ -44,6 +42,8 @@ pub struct KafkaTransport {
     brokers: String,
     extra: Vec<(String, String)>,
     producer: FutureProducer,
+    /// The producer of [`Transport::publish_many`], created on first use.
+    batch: Arc<OnceLock<Arc<BatchProducer>>>,
     admin: Arc<AdminClient<DefaultClientContext>>,
 }
 
@@ -86,8 +86,32 @@ impl KafkaTransport {
             brokers: brokers.to_string(),
             extra,
             producer,
+            batch: Arc::new(OnceLock::new()),
             admin: Arc::new(admin),
         })
+    }
+
+    /// The producer of [`Transport::publish_many`]: idempotent and acks=all like
+    /// [`KafkaTransport::publish`]'s.
+    fn batch_producer(&self) -> Result<Arc<BatchProducer>> {
+        if let Some(p) = self.batch.get() {
+            return Ok(p.clone());
+        }
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "rivulet-sdk");
+        for (k, v) in &self.extra {
+            cfg.set(k, v);
+        }
+        let created: BatchProducer = cfg
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", "30000")
+            .create_with_context(BatchContext)?;
+        // Another caller may have won the race; either producer serves.
+        Ok(self.batch.get_or_init(|| Arc::new(created)).clone())
     }
 
     fn config(&self) -> ClientConfig {
@@ -180,22 +204,6 @@ impl KafkaTransport {
     }
 }
 
-/// A record's headers for librdkafka: a header list is a C allocation per record, so only
-/// for records that have headers.
-fn headers_of(r: &OutRecord) -> Option<OwnedHeaders> {
-    if r.headers.is_empty() {
-        return None;
-    }
-    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-    for (k, v) in &r.headers {
-        headers = headers.insert(rdkafka::message::Header {
-            key: k.as_str(),
-            value: Some(v.as_slice()),
-        });
-    }
-    Some(headers)
-}
-
 /// Sends `records` to `topic` and waits for every delivery report.
 async fn send_all(producer: &FutureProducer, topic: &str, records: &[OutRecord]) -> Result<Vec<Delivery>> {
     let sends = records.iter().map(|r| {
@@ -273,6 +281,18 @@ impl Transport for KafkaTransport {
         records: Vec<OutRecord>,
     ) -> BoxFuture<'a, Result<Vec<Delivery>>> {
         self.publish_inner(topic, records).boxed()
+    }
+
+    fn publish_many(&self, outputs: Vec<(String, Vec<OutRecord>)>) -> BoxFuture<'_, Result<()>> {
+        let this = self.clone();
+        blocking(move || {
+            let producer = this.batch_producer()?;
+            let batch = Arc::new(InFlight::default());
+            for (topic, records) in &outputs {
+                enqueue(&producer, topic, records, &batch)?;
+            }
+            batch.wait(Duration::from_secs(60))
+        })
     }
 
     fn ensure_topic<'a>(&'a self, topic: &'a str, spec: TopicSpec) -> BoxFuture<'a, Result<()>> {
@@ -422,8 +442,7 @@ impl Transport for KafkaTransport {
             .set("message.timeout.ms", "30000")
             .set("transaction.timeout.ms", TXN_TIMEOUT.as_millis().to_string());
         blocking(move || {
-            let context = TxnContext::default();
-            let producer: ThreadedProducer<TxnContext> = cfg.create_with_context(context)?;
+            let producer: BatchProducer = cfg.create_with_context(BatchContext)?;
             producer.init_transactions(REQUEST_TIMEOUT)?;
             let p: Box<dyn TxnProducer> = Box::new(KafkaTxnProducer {
                 producer: Arc::new(producer),
@@ -437,101 +456,9 @@ impl Transport for KafkaTransport {
 /// process abandoned is aborted by the broker after this.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Tracks a transaction's records in flight and keeps the first delivery failure (the
-/// commit fails then too). No per-record future: the producer's thread counts deliveries
-/// down and wakes the committer when none is left.
-#[derive(Default)]
-struct TxnContext {
-    outstanding: AtomicU64,
-    drained: (Mutex<()>, Condvar),
-    failed: Mutex<Option<String>>,
-}
-
-impl TxnContext {
-    /// Waits until every record enqueued is delivered or failed.
-    fn wait_delivered(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &self.drained;
-        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded by the deadline; the short wait covers a wake-up between load and wait.
-        while self.outstanding.load(Ordering::Acquire) > 0 {
-            if Instant::now() >= deadline {
-                return Err(SdkError::Timeout("waiting for a transaction's deliveries".into()));
-            }
-            guard = cv
-                .wait_timeout(guard, Duration::from_millis(5))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        Ok(())
-    }
-
-    fn take_failure(&self) -> Option<String> {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-impl ClientContext for TxnContext {}
-
-impl ProducerContext for TxnContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-            failed.get_or_insert_with(|| e.to_string());
-        }
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _guard = self.drained.0.lock().unwrap_or_else(|p| p.into_inner());
-            self.drained.1.notify_all();
-        }
-    }
-}
-
 /// A librdkafka transactional producer (its own thread serves delivery reports).
 struct KafkaTxnProducer {
-    producer: Arc<ThreadedProducer<TxnContext>>,
-}
-
-/// How long enqueueing waits for room in librdkafka's queue before the transaction fails.
-const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
-
-/// Enqueues `records` for `topic` in the open transaction, waiting while the queue is full.
-fn enqueue(producer: &ThreadedProducer<TxnContext>, topic: &str, records: &[OutRecord]) -> Result<()> {
-    for r in records {
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-        if let Some(headers) = headers_of(r) {
-            rec = rec.headers(headers);
-        }
-        if let Some(k) = &r.key {
-            rec = rec.key(k.as_slice());
-        }
-        if let Some(v) = &r.value {
-            rec = rec.payload(v.as_slice());
-        }
-        if let Some(p) = r.partition {
-            rec = rec.partition(p);
-        }
-        let deadline = Instant::now() + QUEUE_FULL_WAIT;
-        producer.context().outstanding.fetch_add(1, Ordering::AcqRel);
-        // Bounded by the deadline.
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
-                {
-                    rec = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    producer.context().outstanding.fetch_sub(1, Ordering::AcqRel);
-                    return Err(e.into());
-                }
-            }
-        }
-    }
-    Ok(())
+    producer: Arc<BatchProducer>,
 }
 
 impl KafkaTxnProducer {
@@ -549,15 +476,13 @@ impl KafkaTxnProducer {
         let producer = self.producer.clone();
         let finished = blocking(move || {
             producer.begin_transaction()?;
+            let batch = Arc::new(InFlight::default());
             for (topic, records) in &outputs {
-                enqueue(&producer, topic, records)?;
+                enqueue(&producer, topic, records, &batch)?;
             }
             // Offsets sent while records are still in flight make librdkafka's commit take
             // up to 100 ms longer: the records are delivered first.
-            producer.context().wait_delivered(REQUEST_TIMEOUT)?;
-            if let Some(reason) = producer.context().take_failure() {
-                return Err(SdkError::Delivery(reason));
-            }
+            batch.wait(REQUEST_TIMEOUT)?;
             if !offsets.is_empty() {
                 producer.send_offsets_to_transaction(&tpl_of(&offsets)?, &metadata, REQUEST_TIMEOUT)?;
             }

@@ -50,6 +50,8 @@ pub mod event;
 pub mod handled;
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_batch;
 pub mod progress;
 mod subscriber;
 pub mod transform;

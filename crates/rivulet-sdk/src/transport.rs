@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 
 use crate::error::Result;
 use crate::progress::Progress;
@@ -129,6 +129,20 @@ pub trait Transport: Send + Sync + 'static {
     /// Publishes records to one topic and resolves when every one is durable (acks=all).
     fn publish<'a>(&'a self, topic: &'a str, records: Vec<OutRecord>)
         -> BoxFuture<'a, Result<Vec<Delivery>>>;
+
+    /// Publishes records to several topics and resolves when every one is durable
+    /// (acks=all), without the deliveries' offsets: over the Kafka protocol one wait for the
+    /// whole batch instead of a future per record. By default, [`Transport::publish`] per
+    /// topic in turn.
+    fn publish_many(&self, outputs: Vec<(String, Vec<OutRecord>)>) -> BoxFuture<'_, Result<()>> {
+        async move {
+            for (topic, records) in outputs {
+                self.publish(&topic, records).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
 
     /// Creates a topic unless it exists.
     fn ensure_topic<'a>(&'a self, topic: &'a str, spec: TopicSpec) -> BoxFuture<'a, Result<()>>;

@@ -872,6 +872,58 @@ mod kafka {
         done.sort_unstable();
         assert_eq!(done, (0..150).collect::<Vec<_>>());
     }
+
+    /// `publish_many` over the Kafka protocol: every record of several topics is durable
+    /// when it resolves, in order per partition; a record the broker refuses fails the
+    /// whole call instead of vanishing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publish_many_delivers_every_record_or_fails() {
+        use rivulet_sdk::transport::TopicSpec;
+        use rivulet_sdk::{KafkaTransport, OutRecord, Transport};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, _stop) = serve(dir.path()).await;
+        let t = KafkaTransport::new(&addr).expect("client");
+        for topic in ["many-a", "many-b"] {
+            let spec = TopicSpec {
+                partitions: 2,
+                configs: BTreeMap::new(),
+            };
+            t.ensure_topic(topic, spec).await.expect("topic");
+        }
+        let records = |n: usize, partition: i32| -> Vec<OutRecord> {
+            (0..n)
+                .map(|i| OutRecord {
+                    value: Some(i.to_string().into_bytes()),
+                    partition: Some(partition),
+                    ..OutRecord::default()
+                })
+                .collect()
+        };
+        let outputs = vec![
+            ("many-a".to_string(), records(30_000, 0)),
+            ("many-b".to_string(), records(5, 1)),
+            ("many-a".to_string(), records(7, 1)),
+        ];
+        t.publish_many(outputs).await.expect("published");
+        // Read at once after it resolved: everything is there.
+        let (a, _) = t
+            .read_to_end("many-a", BTreeMap::new(), 100_000)
+            .await
+            .expect("read");
+        let values = |p: i32, recs: &[rivulet_sdk::InRecord]| -> Vec<usize> {
+            recs.iter()
+                .filter(|r| r.partition == p)
+                .filter_map(|r| std::str::from_utf8(r.value.as_deref()?).ok()?.parse().ok())
+                .collect()
+        };
+        assert_eq!(values(0, &a), (0..30_000).collect::<Vec<_>>());
+        assert_eq!(values(1, &a), (0..7).collect::<Vec<_>>());
+        let (b, _) = t.read_to_end("many-b", BTreeMap::new(), 100).await.expect("read");
+        assert_eq!(values(1, &b), (0..5).collect::<Vec<_>>());
+        // A partition the topic does not have: the call fails.
+        let refused = t.publish_many(vec![("many-b".to_string(), records(3, 9))]).await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,18 +128,20 @@ impl Outputs {
     }
 }
 
-/// Publishes records per topic in bounded chunks, each durable before the next.
+/// Publishes records per topic in bounded chunks and resolves when all are durable.
 pub(crate) async fn publish_all(
     transport: &dyn Transport,
     topics: Vec<(String, Vec<OutRecord>)>,
 ) -> Result<()> {
+    let mut chunks = Vec::new();
     for (topic, mut records) in topics {
         while !records.is_empty() {
             let rest = records.split_off(records.len().min(PUBLISH_CHUNK));
-            transport.publish(&topic, records).await?;
+            chunks.push((topic.clone(), records));
             records = rest;
         }
     }
+    transport.publish_many(chunks).await?;
     Ok(())
 }
 
