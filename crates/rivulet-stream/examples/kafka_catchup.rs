@@ -4,7 +4,7 @@
 //! the broker's CPU over the same span when its pid is given, and the wall time.
 //!
 //! `cargo run --release -p rivulet-stream --example kafka_catchup -- <brokers> <events>
-//!  <q0|count> <exactly_once|at_least_once> [broker pid]`
+//!  <q0|q1|q2|q7|count> <exactly_once|at_least_once> [broker pid]`
 //!
 //! Environment: `KAFKA_EXTRA`, `PENDING_MAX`, `CHECKPOINT_MS`, `STATE_DIR`.
 
@@ -20,11 +20,33 @@ mod common;
 use common::{cpu_s_of, Bid};
 use rivulet_stream::{Guarantee, JobOptions, Stream, Windows};
 
+/// Waits until the job's second stage has consumed its repartition topic: its committed
+/// offsets reach the end (less at most one transaction marker per partition).
+async fn drain_repartition(transport: &dyn Transport, run: &str) -> Result<()> {
+    let topic = format!("{run}-repartition");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let ends = transport.offset_ranges(&topic).await?;
+        let committed = transport.committed(run, &topic).await?;
+        let behind: i64 = ends
+            .iter()
+            .map(|(p, (_, end))| (end - committed.get(p).copied().unwrap_or(0) - 1).max(0))
+            .sum();
+        if behind == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("repartition topic not drained: {behind} behind");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        bail!("usage: kafka_catchup <brokers> <events> <q0|count> <exactly_once|at_least_once> [broker pid]");
+        bail!("usage: kafka_catchup <brokers> <events> <q0|q1|q2|q7|count> <exactly_once|at_least_once> [broker pid]");
     }
     let (brokers, events): (&str, usize) = (&args[1], args[2].parse().context("events")?);
     let guarantee = match args[4].as_str() {
@@ -84,6 +106,33 @@ async fn main() -> Result<()> {
     transport.publish(&input, batch).await?;
     let pipeline = match args[3].as_str() {
         "q0" => Stream::<Bid>::json(&[&input]).to(&format!("{run}-out"), |_| None),
+        "q1" => Stream::<Bid>::json(&[&input])
+            .map(|mut b| {
+                b.price = b.price * 908 / 1000;
+                b
+            })
+            .to(&format!("{run}-out"), |_| None),
+        "q2" => Stream::<Bid>::json(&[&input])
+            .filter(|b| b.auction % 123 == 0)
+            .map(|b| (b.auction, b.price))
+            .to(&format!("{run}-out"), |_| None),
+        // The highest bids of each 10 s window over every partition: all bids go through
+        // the repartition topic to one key.
+        "q7" => Stream::<Bid>::json(&[&input])
+            .event_time(|b| b.date_time)
+            .key_by(|_| 0u8)
+            .window(Windows::tumbling(Duration::from_secs(10)))
+            .aggregate(
+                || (0u64, Vec::<(u64, u64)>::new()),
+                |best, b| {
+                    if b.price > best.0 {
+                        *best = (b.price, vec![(b.auction, b.bidder)]);
+                    } else if b.price == best.0 {
+                        best.1.push((b.auction, b.bidder));
+                    }
+                },
+            )
+            .to(&format!("{run}-out")),
         "count" => Stream::<Bid>::json(&[&input])
             .event_time(|b| b.date_time)
             .key_by_partitioned(|b| b.auction)
@@ -119,6 +168,9 @@ async fn main() -> Result<()> {
             let seen = s.checkpoints;
             while job.stats().checkpoints <= seen {
                 tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if args[3] == "q7" {
+                drain_repartition(transport.as_ref(), &run).await?;
             }
             break;
         }
