@@ -35,6 +35,7 @@ RUN_ID = f"bw-{QUERY}-{int(time.time())}"
 OUT_TOPIC = f"{IN_TOPIC}-{RUN_ID}"
 T0 = time.monotonic()
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_T_FROZEN = datetime.now(timezone.utc)
 
 
 def cpu_s() -> float:
@@ -61,9 +62,37 @@ def decode(msg):
     return json.loads(msg.value)
 
 
+# BW_DIAG=1 (diagnostic runs only, not the measured ones): per auction, count bids whose
+# event-time gap to the auction's previous bid is smaller than the wall-clock gap - 1 s,
+# i.e. the bids the per-key EventClock watermark (max ts - 1 s + system time elapsed)
+# declares late; and the largest wall gap between consecutive records of a partition.
+DIAG = os.environ.get("BW_DIAG") == "1"
+diag = {"pred_late": 0, "max_part_gap_s": [0.0, 0.0, 0.0]}
+_last_key, _last_part = {}, {}
+
+
+def diagnose(b_msg):
+    b, part = b_msg
+    now = time.monotonic()
+    prev = _last_key.get(b["auction"])
+    if prev is not None and (b["date_time"] - prev[1]) / 1000 < (now - prev[0]) - 1.0:
+        diag["pred_late"] += 1
+    _last_key[b["auction"]] = (now, b["date_time"])
+    if part in _last_part:
+        diag["max_part_gap_s"][part] = max(diag["max_part_gap_s"][part], now - _last_part[part])
+    _last_part[part] = now
+    return b
+
+
 flow = Dataflow(f"nexmark_{QUERY}")
 src = op.input("bids", flow, KafkaSource([BOOTSTRAP], [IN_TOPIC], tail=False))
 bids = op.map("decode", op.map("count_input", src, count_input), decode)
+if DIAG:
+    bids = op.map(
+        "diag",
+        op.map("decode_p", op.map("count_input_d", src, lambda m: m), lambda m: (json.loads(m.value), m.partition)),
+        diagnose,
+    )
 
 if QUERY == "q0":
     out = op.map(
@@ -72,9 +101,14 @@ if QUERY == "q0":
         lambda b: KafkaSinkMessage(str(b["auction"]).encode(), json.dumps(b).encode()),
     )
 elif QUERY == "count":
+    # Variant (not the measured configuration): BW_FROZEN_NOW=1 gives the clock a constant
+    # now_getter, so the watermark is purely event-time (key's max date_time - 1 s) and
+    # does not advance with the wall clock.
+    frozen = {"now_getter": lambda: _T_FROZEN} if os.environ.get("BW_FROZEN_NOW") == "1" else {}
     clock = EventClock(
         ts_getter=lambda b: EPOCH + timedelta(milliseconds=b["date_time"]),
         wait_for_system_duration=timedelta(seconds=1),
+        **frozen,
     )
     windower = TumblingWindower(length=timedelta(seconds=10), align_to=EPOCH)
     wo = count_window("count", bids, clock, windower, lambda b: str(b["auction"]))
@@ -140,4 +174,7 @@ def report() -> None:
         "output_topic": OUT_TOPIC,
         "output_records": count_records(OUT_TOPIC),
     }
+    if DIAG:
+        result["diag"] = {"pred_late": diag["pred_late"],
+                          "max_part_gap_s": [round(g, 2) for g in diag["max_part_gap_s"]]}
     print("RESULT " + json.dumps(result), flush=True)
