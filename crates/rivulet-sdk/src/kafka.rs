@@ -23,7 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::error::{Result, SdkError};
-use crate::kafka_batch::{enqueue, headers_of, BatchContext, BatchProducer, InFlight};
+use crate::kafka_batch::{enqueue, fill_record, BatchContext, BatchProducer, InFlight};
 use crate::progress::Progress;
 use crate::transport::{
     Delivery, GroupMember, InRecord, MemberSettings, OutRecord, Polled, ReadBatch, TopicPartition, TopicSpec,
@@ -208,18 +208,7 @@ impl KafkaTransport {
 async fn send_all(producer: &FutureProducer, topic: &str, records: &[OutRecord]) -> Result<Vec<Delivery>> {
     let sends = records.iter().map(|r| {
         let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-        if let Some(headers) = headers_of(r) {
-            rec = rec.headers(headers);
-        }
-        if let Some(k) = &r.key {
-            rec = rec.key(k.as_slice());
-        }
-        if let Some(v) = &r.value {
-            rec = rec.payload(v.as_slice());
-        }
-        if let Some(p) = r.partition {
-            rec = rec.partition(p);
-        }
+        fill_record!(rec, r);
         producer.send(rec, Duration::from_secs(30))
     });
     let results = futures_util::future::join_all(sends).await;

@@ -77,6 +77,26 @@ impl ProducerContext for BatchContext {
 /// A producer whose batches are tracked as [`InFlight`].
 pub(crate) type BatchProducer = ThreadedProducer<BatchContext>;
 
+/// Sets a librdkafka record's headers, key, payload and partition from an [`OutRecord`]
+/// (`FutureRecord` and `BaseRecord` have the same builder methods but no common trait).
+macro_rules! fill_record {
+    ($rec:ident, $r:expr) => {
+        if let Some(headers) = $crate::kafka_batch::headers_of($r) {
+            $rec = $rec.headers(headers);
+        }
+        if let Some(k) = &$r.key {
+            $rec = $rec.key(k.as_slice());
+        }
+        if let Some(v) = &$r.value {
+            $rec = $rec.payload(v.as_slice());
+        }
+        if let Some(p) = $r.partition {
+            $rec = $rec.partition(p);
+        }
+    };
+}
+pub(crate) use fill_record;
+
 /// A record's headers for librdkafka: a header list is a C allocation per record, so only
 /// for records that have headers.
 pub(crate) fn headers_of(r: &OutRecord) -> Option<OwnedHeaders> {
@@ -104,18 +124,7 @@ pub(crate) fn enqueue(
     for r in records {
         let mut rec: BaseRecord<'_, [u8], [u8], Arc<InFlight>> =
             BaseRecord::with_opaque_to(topic, batch.clone());
-        if let Some(headers) = headers_of(r) {
-            rec = rec.headers(headers);
-        }
-        if let Some(k) = &r.key {
-            rec = rec.key(k.as_slice());
-        }
-        if let Some(v) = &r.value {
-            rec = rec.payload(v.as_slice());
-        }
-        if let Some(p) = r.partition {
-            rec = rec.partition(p);
-        }
+        fill_record!(rec, r);
         let deadline = Instant::now() + QUEUE_FULL_WAIT;
         batch.outstanding.fetch_add(1, Ordering::AcqRel);
         // Bounded by the deadline.

@@ -439,16 +439,7 @@ async fn windows(
         .event_time(|b| b.date_time)
         .key_by_partitioned(|_| 0u8)
         .window(Windows::tumbling(Duration::from_secs(10)))
-        .aggregate(
-            || (0u64, Vec::<(u64, u64)>::new()),
-            |best, b| {
-                if b.price > best.0 {
-                    *best = (b.price, vec![(b.auction, b.bidder)]);
-                } else if b.price == best.0 {
-                    best.1.push((b.auction, b.bidder));
-                }
-            },
-        )
+        .aggregate(|| (0u64, Vec::new()), common::keep_highest)
         .to("q7");
     let (cpu, wall) = run(t, "q7", vec![p]).await?;
     let mut want: BTreeMap<i64, u64> = BTreeMap::new();

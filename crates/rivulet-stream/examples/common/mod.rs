@@ -29,3 +29,13 @@ pub fn cpu_s_of(pid: &str) -> f64 {
 pub fn cpu_s() -> f64 {
     cpu_s_of("self")
 }
+
+/// Nexmark q7's fold: the highest price of a window and the (auction, bidder) pairs bidding
+/// it.
+pub fn keep_highest(best: &mut (u64, Vec<(u64, u64)>), b: &Bid) {
+    if b.price > best.0 {
+        *best = (b.price, vec![(b.auction, b.bidder)]);
+    } else if b.price == best.0 {
+        best.1.push((b.auction, b.bidder));
+    }
+}
