@@ -5,6 +5,10 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// Every allocation of the binary (broker and `rivulet bench` alike) goes through mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Rivulet: an event streaming platform in one binary.
 #[derive(Debug, Parser)]
 #[command(name = "rivulet", version, about, long_about = None)]
