@@ -20,9 +20,11 @@
 
 mod in_flight;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -284,15 +286,18 @@ impl Driver for QueueDriver {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .context("enabling publisher confirms")?;
-        let flight = Arc::new(InFlight::new(ctx.in_flight_max(), ctx.acks()));
+        let flight = InFlight::new(ctx.in_flight_max(), ctx.acks());
         let properties = BasicProperties::default().with_delivery_mode(2);
+        // Publishes run concurrently inside this task: lapin's publish waits for its frames
+        // to be written, so awaiting them one by one would allow one publish per write.
+        let mut publishes = FuturesUnordered::new();
         let mut result = Ok(());
         loop {
             let destination = ctx.next_destination();
-            let Some((intended, payload)) = ctx.next_record().await else {
+            let Some((intended, payload)) = settling(&mut publishes, &flight, ctx.next_record()).await else {
                 break;
             };
-            if let Err(e) = flight.begin().await {
+            if let Err(e) = settling(&mut publishes, &flight, flight.begin()).await {
                 ctx.acks().failed();
                 result = Err(e);
                 break;
@@ -302,13 +307,9 @@ impl Driver for QueueDriver {
                 result = Err(err!("the AMQP channel closed during the run"));
                 break;
             }
-            // Each publish in its own task: lapin's publish waits for the frames to be
-            // written, so awaiting them one by one would allow one publish per write.
             let queue = ctx.destinations()[destination].clone();
-            let channel = channel.clone();
-            let properties = properties.clone();
-            let settle = Arc::clone(&flight);
-            tokio::spawn(async move {
+            let (channel, properties) = (&channel, properties.clone());
+            publishes.push(async move {
                 let published = channel
                     .basic_publish("", &queue, BasicPublishOptions::default(), &payload, properties)
                     .await;
@@ -316,10 +317,12 @@ impl Driver for QueueDriver {
                     Ok(confirm) => matches!(confirm.await, Ok(Confirmation::Ack(None))),
                     Err(_) => false,
                 };
-                settle.settle(intended, ok);
+                (intended, ok)
             });
         }
-        let lost = flight.drain(Duration::from_secs(FLUSH_SECS_MAX)).await;
+        let drained = flight.drain(Duration::from_secs(FLUSH_SECS_MAX));
+        let lost = settling(&mut publishes, &flight, drained).await;
+        drop(publishes);
         close_connection(&connection).await;
         if lost > 0 && result.is_ok() {
             result = Err(err!(
@@ -408,6 +411,23 @@ impl Driver for QueueDriver {
         let deleted = Self::delete_queues(&channel, &prepared.destinations).await;
         close_connection(&connection).await;
         deleted
+    }
+}
+
+/// Awaits `fut` while settling the publishes that finish meanwhile (first, so their
+/// confirm times are taken as they come).
+async fn settling<P, F>(publishes: &mut FuturesUnordered<P>, flight: &InFlight, fut: F) -> F::Output
+where
+    P: Future<Output = (u64, bool)>,
+    F: Future,
+{
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            Some((intended, ok)) = publishes.next(), if !publishes.is_empty() => flight.settle(intended, ok),
+            out = &mut fut => return out,
+        }
     }
 }
 
