@@ -8,7 +8,7 @@
 
 use std::io::Read;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use crate::batch::{BatchHeader, HEADER_BYTES};
 use crate::error::BatchError;
@@ -195,7 +195,9 @@ fn undecodable(header: &BatchHeader, reason: &'static str) -> UndecodableBatch {
     }
 }
 
-/// Decodes the record at the front of `body` and advances past it.
+/// Decodes the record at the front of `body` and advances past it. Fields are read through
+/// a cursor over the borrowed bytes; only the key, the value and header values become
+/// `Bytes` (one reference count each, sharing the batch's buffer).
 fn decode_record(header: &BatchHeader, body: &mut Bytes, index: i32) -> Result<StoredRecord, BatchError> {
     let bad = |reason| BatchError::BadRecord {
         index: index as usize,
@@ -207,32 +209,39 @@ fn decode_record(header: &BatchHeader, body: &mut Bytes, index: i32) -> Result<S
     if after_len.len() < len {
         return Err(bad("length runs past the batch"));
     }
-    let mut record = body.slice(prefix..prefix + len);
-    *body = body.slice(prefix + len..);
-    if record.is_empty() {
+    if len == 0 {
         return Err(bad("empty record"));
     }
-    let _attributes = record.split_to(1);
-    let timestamp_delta = take_varlong(&mut record).ok_or(bad("truncated timestamp delta"))?;
-    let offset_delta = take_varint(&mut record).ok_or(bad("truncated offset delta"))?;
-    let key = take_bytes(&mut record).ok_or(bad("truncated key"))?;
-    let value = take_bytes(&mut record).ok_or(bad("truncated value"))?;
-    let header_count = take_varint(&mut record).ok_or(bad("truncated header count"))?;
-    if header_count < 0 || header_count as usize > record.len() {
+    // The first byte holds the record's (unused) attributes.
+    let mut r = Cursor {
+        body,
+        at: prefix + 1,
+        end: prefix + len,
+    };
+    let timestamp_delta = r.varlong().ok_or(bad("truncated timestamp delta"))?;
+    let offset_delta = r.varint().ok_or(bad("truncated offset delta"))?;
+    let key = r.bytes().ok_or(bad("truncated key"))?;
+    let value = r.bytes().ok_or(bad("truncated value"))?;
+    let header_count = r.varint().ok_or(bad("truncated header count"))?;
+    if header_count < 0 || header_count as usize > r.remaining() {
         return Err(bad("bad header count"));
     }
     let mut headers = Vec::with_capacity(header_count as usize);
     for _ in 0..header_count {
-        let name = take_bytes(&mut record)
+        let name = r
+            .borrowed()
             .ok_or(bad("truncated header key"))?
             .ok_or(bad("null header key"))?;
-        let name = String::from_utf8(name.to_vec()).map_err(|_| bad("header key is not UTF-8"))?;
-        let value = take_bytes(&mut record).ok_or(bad("truncated header value"))?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| bad("header key is not UTF-8"))?
+            .to_owned();
+        let value = r.bytes().ok_or(bad("truncated header value"))?;
         headers.push((name, value));
     }
-    if !record.is_empty() {
+    if r.remaining() != 0 {
         return Err(bad("trailing bytes inside record"));
     }
+    body.advance(prefix + len);
     let timestamp_ms = if header.is_log_append_time() {
         header.max_timestamp
     } else {
@@ -247,31 +256,61 @@ fn decode_record(header: &BatchHeader, body: &mut Bytes, index: i32) -> Result<S
     })
 }
 
-fn take_varint(b: &mut Bytes) -> Option<i32> {
-    let (v, rest) = get_varint(b)?;
-    let used = b.len() - rest.len();
-    let _ = b.split_to(used);
-    Some(v)
+/// One record's bytes, `at..end` of its batch's body, read front to back.
+struct Cursor<'a> {
+    body: &'a Bytes,
+    at: usize,
+    end: usize,
 }
 
-fn take_varlong(b: &mut Bytes) -> Option<i64> {
-    let (v, rest) = get_varlong(b)?;
-    let used = b.len() - rest.len();
-    let _ = b.split_to(used);
-    Some(v)
-}
+impl Cursor<'_> {
+    fn rest(&self) -> &[u8] {
+        &self.body[self.at..self.end]
+    }
 
-/// A length-prefixed byte string; `Some(None)` for length -1.
-fn take_bytes(b: &mut Bytes) -> Option<Option<Bytes>> {
-    let len = take_varint(b)?;
-    if len < 0 {
-        return Some(None);
+    fn remaining(&self) -> usize {
+        self.end - self.at
     }
-    let len = len as usize;
-    if b.len() < len {
-        return None;
+
+    fn varint(&mut self) -> Option<i32> {
+        let rest = self.rest();
+        let (v, after) = get_varint(rest)?;
+        self.at += rest.len() - after.len();
+        Some(v)
     }
-    Some(Some(b.split_to(len)))
+
+    fn varlong(&mut self) -> Option<i64> {
+        let rest = self.rest();
+        let (v, after) = get_varlong(rest)?;
+        self.at += rest.len() - after.len();
+        Some(v)
+    }
+
+    /// The range of a length-prefixed byte string; `Some(None)` for length -1.
+    fn range(&mut self) -> Option<Option<std::ops::Range<usize>>> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Some(None);
+        }
+        let len = len as usize;
+        if self.remaining() < len {
+            return None;
+        }
+        let range = self.at..self.at + len;
+        self.at += len;
+        Some(Some(range))
+    }
+
+    /// A length-prefixed byte string sharing the body's buffer.
+    fn bytes(&mut self) -> Option<Option<Bytes>> {
+        Some(self.range()?.map(|r| self.body.slice(r)))
+    }
+
+    /// A length-prefixed byte string, borrowed.
+    fn borrowed(&mut self) -> Option<Option<&[u8]>> {
+        let body: &Bytes = self.body;
+        Some(self.range()?.map(|r| &body[r]))
+    }
 }
 
 /// The xerial framing Kafka's Java client wraps snappy data in: magic, version, compatible

@@ -274,3 +274,46 @@ async fn one_small_pool_syncs_many_logs_within_its_thread_bound() {
         assert_eq!(log.high_watermark(), 5);
     }
 }
+
+type Fields = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>);
+
+fn arbitrary_record(offset: i64, (key, value, headers): Fields) -> KRecord {
+    let mut record = k_record(offset, None, None, None);
+    record.key = key.map(Bytes::from);
+    record.value = value.map(Bytes::from);
+    for (name, value) in headers {
+        record
+            .headers
+            .insert(StrBytes::from_string(name), value.map(Bytes::from));
+    }
+    record
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+    /// Any keys, values and headers (null or not) decode to what kafka-protocol encoded.
+    #[test]
+    fn arbitrary_records_decode_to_what_was_encoded(
+        fields in proptest::collection::vec(
+            (
+                proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+                proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+                proptest::collection::vec(
+                    ("[a-z]{0,12}", proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..40))),
+                    0..4,
+                ),
+            ),
+            1..20,
+        )
+    ) {
+        let records: Vec<KRecord> = fields
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| arbitrary_record(i as i64, f))
+            .collect();
+        let decoded: Vec<StoredRecord> = Records::new(encode(&records, Compression::None), 0)
+            .collect::<Result<_, _>>()
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+        proptest::prop_assert_eq!(decoded, expected(&records));
+    }
+}
