@@ -65,10 +65,35 @@ impl Connection {
                 )
                 .await
             }
-            exchange::AMQPMethod::Bind(_) | exchange::AMQPMethod::Unbind(_) => Err(Fault::channel(
-                fault::NOT_IMPLEMENTED,
-                "exchange-to-exchange bindings are not supported",
-            )),
+            exchange::AMQPMethod::Bind(b) => {
+                // As in RabbitMQ: write on the destination, read on the source.
+                self.may(Operation::Write, Kind::Exchange, b.destination.as_str())?;
+                self.may(Operation::Read, Kind::Exchange, b.source.as_str())?;
+                self.broker.exchange_bind(
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                    table_to_headers(&b.arguments),
+                )?;
+                self.reply(ch, b.nowait, exchange::AMQPMethod::BindOk(exchange::BindOk {}))
+                    .await
+            }
+            exchange::AMQPMethod::Unbind(u) => {
+                self.may(Operation::Write, Kind::Exchange, u.destination.as_str())?;
+                self.may(Operation::Read, Kind::Exchange, u.source.as_str())?;
+                self.broker.exchange_unbind(
+                    u.destination.as_str(),
+                    u.source.as_str(),
+                    u.routing_key.as_str(),
+                    table_to_headers(&u.arguments),
+                )?;
+                self.reply(
+                    ch,
+                    u.nowait,
+                    exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}),
+                )
+                .await
+            }
             _ => Err(Fault::channel(
                 fault::COMMAND_INVALID,
                 "unexpected exchange method",

@@ -7,7 +7,7 @@ use axum::Extension;
 use axum::Json;
 use rivulet_broker::acl::ResourceType;
 use rivulet_broker::queues::{QueueError, QueueInfo, OPERATOR};
-use rivulet_broker::routing::{Binding, Exchange, FieldValue, Headers};
+use rivulet_broker::routing::{Binding, Exchange, ExchangeBinding, FieldValue, Headers};
 use serde_json::{json, Value};
 
 use crate::authz::Caller;
@@ -65,7 +65,12 @@ fn queue_json(q: &QueueInfo) -> Value {
 }
 
 fn binding_json(exchange: &str, b: &Binding) -> Value {
-    json!({"exchange": exchange, "queue": b.queue, "routing_key": b.key, "arguments": headers(&b.arguments)})
+    json!({"exchange": exchange, "queue": b.queue, "destination_type": "queue", "routing_key": b.key, "arguments": headers(&b.arguments)})
+}
+
+/// An exchange-to-exchange binding of source `exchange`.
+fn exchange_binding_json(exchange: &str, b: &ExchangeBinding) -> Value {
+    json!({"exchange": exchange, "destination": b.destination, "destination_type": "exchange", "routing_key": b.key, "arguments": headers(&b.arguments)})
 }
 
 fn unknown_queue(name: &str) -> ApiError {
@@ -140,7 +145,10 @@ pub(crate) async fn list_exchanges(
             exchange_json(
                 name,
                 e,
-                json!(topology.bindings().filter(|(x, _)| *x == name).count()),
+                json!(
+                    topology.bindings().filter(|(x, _)| *x == name).count()
+                        + topology.exchange_bindings().filter(|(x, _)| *x == name).count()
+                ),
             )
         })
         .collect();
@@ -155,11 +163,15 @@ pub(crate) async fn describe_exchange(
     let e = topology
         .exchange(&name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, 40408, format!("no exchange {name:?}")))?;
-    let bindings: Vec<Value> = topology
+    let to_queues = topology
         .bindings()
         .filter(|(x, _)| **x == name)
-        .map(|(x, b)| binding_json(x, b))
-        .collect();
+        .map(|(x, b)| binding_json(x, b));
+    let to_exchanges = topology
+        .exchange_bindings()
+        .filter(|(x, _)| **x == name)
+        .map(|(x, b)| exchange_binding_json(x, b));
+    let bindings: Vec<Value> = to_queues.chain(to_exchanges).collect();
     Ok(Json(exchange_json(&name, e, Value::Array(bindings))))
 }
 

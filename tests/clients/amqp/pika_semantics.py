@@ -278,6 +278,51 @@ def alternate_exchange_takes_unroutable_messages():
     print("OK alternate exchange", flush=True)
 
 
+def exchange_to_exchange_bindings():
+    conn, ch = connect()
+    ch.exchange_declare("p_e2e_events", "topic")
+    ch.exchange_declare("p_e2e_audit", "fanout", internal=True)
+    ch.exchange_declare("p_e2e_billing", "direct")
+    # exchange_bind(destination, source, routing_key)
+    ch.exchange_bind("p_e2e_audit", "p_e2e_events", "#")
+    ch.exchange_bind("p_e2e_billing", "p_e2e_events", "order.*")
+    ch.exchange_bind("p_e2e_events", "p_e2e_audit")  # a cycle back to the source
+    ch.queue_declare("p_e2e_log")
+    ch.queue_bind("p_e2e_log", "p_e2e_audit")
+    ch.queue_bind("p_e2e_log", "p_e2e_events", "order.paid")  # a second path to one queue
+    ch.queue_declare("p_e2e_invoices")
+    ch.queue_bind("p_e2e_invoices", "p_e2e_billing", "order.paid")
+    ch.confirm_delivery()
+    ch.basic_publish("p_e2e_events", "order.paid", b"paid")
+    ch.basic_publish("p_e2e_events", "user.created", b"user")
+    check([b for _, b in drain(ch, "p_e2e_log")] == ["paid", "user"], "the log got each message once")
+    check([b for _, b in drain(ch, "p_e2e_invoices")] == ["paid"], "billing routed the paid order")
+    ch.exchange_unbind("p_e2e_audit", "p_e2e_events", "#")
+    try:
+        # Passed on to billing, which routes it nowhere: no queue at all, so returned.
+        ch.basic_publish("p_e2e_events", "order.created", b"lost", mandatory=True)
+        check(False, "a message no queue takes is returned")
+    except UnroutableError:
+        pass
+    ch.exchange_delete("p_e2e_billing")
+    ch.basic_publish("p_e2e_events", "order.paid", b"paid again")
+    check([b for _, b in drain(ch, "p_e2e_log")] == ["paid again"], "the direct binding still routes")
+    try:
+        ch.exchange_bind("p_e2e_log_x", "p_e2e_events", "#")
+        check(False, "binding an unknown exchange fails")
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == 404, f"404 for an unknown destination, got {e.reply_code}")
+    ch = conn.channel()
+    ch.confirm_delivery()
+    try:
+        ch.basic_publish("p_e2e_audit", "", b"direct")
+        check(False, "an internal exchange refuses publishers")
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == 403, f"403 for publishing to an internal exchange, got {e.reply_code}")
+    conn.close()
+    print("OK exchange-to-exchange bindings", flush=True)
+
+
 def stream_arguments():
     conn, ch = connect()
     args = {"x-queue-type": "stream", "x-max-age": "7D", "x-max-length-bytes": 20_000_000,
@@ -371,6 +416,7 @@ max_length_drops_the_oldest()
 max_length_bytes_drops_the_oldest()
 reject_publish_nacks_new_messages()
 alternate_exchange_takes_unroutable_messages()
+exchange_to_exchange_bindings()
 stream_arguments()
 streams_read_from_offsets()
 get_purge_and_errors()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::error::{QueueError, Result};
 use super::{args, definitions, Declared, Queue, QueueSpec, Registry, StoredState, QUEUES_MAX};
 use crate::error::BrokerError;
-use crate::routing::{Binding, Exchange, Headers};
+use crate::routing::{Binding, Exchange, ExchangeBinding, Headers};
 use crate::Broker;
 
 /// A server-generated queue name, `amq.gen-` and 22 characters as RabbitMQ's.
@@ -267,6 +267,42 @@ impl Broker {
         } else {
             registry.topology.unbind(exchange, &binding)?;
         }
+        self.save_definitions(&registry)
+    }
+
+    /// Binds exchange `destination` to exchange `source` (RabbitMQ's `exchange.bind`).
+    pub fn exchange_bind(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        arguments: Headers,
+    ) -> Result<()> {
+        let mut registry = self.inner.queues.lock();
+        let binding = ExchangeBinding {
+            destination: destination.to_string(),
+            key: key.to_string(),
+            arguments,
+        };
+        registry.topology.bind_exchange(source, binding)?;
+        self.save_definitions(&registry)
+    }
+
+    /// Removes an exchange-to-exchange binding; an absent binding is fine.
+    pub fn exchange_unbind(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        arguments: Headers,
+    ) -> Result<()> {
+        let mut registry = self.inner.queues.lock();
+        let binding = ExchangeBinding {
+            destination: destination.to_string(),
+            key: key.to_string(),
+            arguments,
+        };
+        registry.topology.unbind_exchange(source, &binding)?;
         self.save_definitions(&registry)
     }
 

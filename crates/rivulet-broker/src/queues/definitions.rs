@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::error::{BrokerError, Result};
 use crate::meta::{read_file, write_atomically};
-use crate::routing::{Binding, Exchange, ExchangeKind, FieldValue, Headers};
+use crate::routing::{Binding, Exchange, ExchangeBinding, ExchangeKind, FieldValue, Headers};
 
 use super::{QueueSpec, Registry};
 
@@ -18,6 +18,9 @@ pub(super) struct Definitions {
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
+    /// Exchange-to-exchange bindings (absent from definitions written before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exchange_bindings: Vec<ExchangeBindingDef>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +57,24 @@ pub(super) struct BindingDef {
     pub queue: String,
     pub key: String,
     pub arguments: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct ExchangeBindingDef {
+    pub source: String,
+    pub destination: String,
+    pub key: String,
+    pub arguments: BTreeMap<String, Value>,
+}
+
+impl ExchangeBindingDef {
+    pub fn binding(&self) -> ExchangeBinding {
+        ExchangeBinding {
+            destination: self.destination.clone(),
+            key: self.key.clone(),
+            arguments: headers_from(&self.arguments),
+        }
+    }
 }
 
 impl QueueDef {
@@ -94,8 +115,9 @@ impl BindingDef {
     }
 }
 
-/// Every queue (transient ones too, so a restart removes their topics), durable exchanges
-/// and the bindings between durable exchanges and durable queues.
+/// Every queue (transient ones too, so a restart removes their topics), durable exchanges,
+/// the bindings between durable exchanges and durable queues, and those between durable
+/// exchanges.
 pub(super) fn snapshot(registry: &Registry) -> Definitions {
     let exchanges = registry
         .topology
@@ -134,10 +156,23 @@ pub(super) fn snapshot(registry: &Registry) -> Definitions {
             arguments: headers_to(&b.arguments),
         })
         .collect();
+    let durable_exchange = |name: &str| registry.topology.exchange(name).is_some_and(|x| x.durable);
+    let exchange_bindings = registry
+        .topology
+        .exchange_bindings()
+        .filter(|(source, b)| durable_exchange(source) && durable_exchange(&b.destination))
+        .map(|(source, b)| ExchangeBindingDef {
+            source: source.clone(),
+            destination: b.destination.clone(),
+            key: b.key.clone(),
+            arguments: headers_to(&b.arguments),
+        })
+        .collect();
     Definitions {
         exchanges,
         queues,
         bindings,
+        exchange_bindings,
     }
 }
 

@@ -233,6 +233,11 @@ impl Broker {
                 let _ = registry.topology.bind(&b.exchange, b.binding());
             }
         }
+        for b in &defs.exchange_bindings {
+            if let Err(e) = registry.topology.bind_exchange(&b.source, b.binding()) {
+                tracing::warn!(source = %b.source, destination = %b.destination, error = %e, "Skipping a stored exchange binding");
+            }
+        }
         if !defs.queues.is_empty() {
             tracing::info!(queues = registry.queues.len(), "Restored queues");
         }

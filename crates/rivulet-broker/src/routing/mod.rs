@@ -9,14 +9,21 @@
 //! - Direct bindings match the key exactly, fanout ones always, topic ones by pattern
 //!   ([`topic`]), headers ones by arguments ([`headers`]).
 //!
+//! - An exchange may be bound to another exchange ([`ExchangeBinding`]): what the source's
+//!   binding matches, the destination routes again with the same key and headers. A message
+//!   visits each exchange at most once and reaches each queue at most once, whatever the
+//!   cycles in the graph.
+//!
 //! Queues are not kept here: a binding names its queue, and the caller checks that the queue
 //! exists before binding and drops routes to queues that do not.
 
+mod exchange_bindings;
 pub mod headers;
 pub mod topic;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use exchange_bindings::ExchangeBinding;
 pub use headers::{FieldValue, Headers};
 
 /// Exchanges kept at most.
@@ -133,6 +140,9 @@ const PREDECLARED: &[(&str, ExchangeKind)] = &[
 pub struct Topology {
     exchanges: BTreeMap<String, Exchange>,
     bindings: BTreeMap<String, Vec<Binding>>,
+    /// Exchange-to-exchange bindings, by source.
+    exchange_bindings: BTreeMap<String, Vec<ExchangeBinding>>,
+    /// Bindings of both kinds (bounded by [`BINDINGS_MAX`]).
     binding_count: usize,
 }
 
@@ -154,6 +164,7 @@ impl Default for Topology {
         Topology {
             exchanges,
             bindings: BTreeMap::new(),
+            exchange_bindings: BTreeMap::new(),
             binding_count: 0,
         }
     }
@@ -202,7 +213,9 @@ impl Topology {
         }
     }
 
-    /// Deletes an exchange and its bindings; with `if_unused`, only when it has none.
+    /// Deletes an exchange with the bindings it is the source or the destination of; with
+    /// `if_unused`, only when it is the source of none. Auto-delete exchanges left without
+    /// bindings go too.
     pub fn delete(&mut self, name: &str, if_unused: bool) -> Result<(), RoutingError> {
         if name.is_empty() || PREDECLARED.iter().any(|(n, _)| *n == name) {
             return Err(RoutingError::AccessRefused(format!(
@@ -212,14 +225,24 @@ impl Topology {
         if !self.exchanges.contains_key(name) {
             return Err(RoutingError::NotFound(name.to_string()));
         }
-        let bound = self.bindings.get(name).map_or(0, Vec::len);
-        if if_unused && bound > 0 {
+        if if_unused && self.is_source(name) {
             return Err(RoutingError::InUse(name.to_string()));
         }
         self.exchanges.remove(name);
-        self.bindings.remove(name);
-        self.binding_count -= bound;
+        let bound = self.bindings.remove(name).map_or(0, |l| l.len());
+        let linked = self.exchange_bindings.remove(name).map_or(0, |l| l.len());
+        self.binding_count -= bound + linked;
+        self.forget_destination_exchange(name);
         Ok(())
+    }
+
+    /// True when `exchange` is the source of any binding.
+    fn is_source(&self, exchange: &str) -> bool {
+        self.bindings.get(exchange).is_some_and(|l| !l.is_empty())
+            || self
+                .exchange_bindings
+                .get(exchange)
+                .is_some_and(|l| !l.is_empty())
     }
 
     /// Binds `queue` to `exchange`; binding again with the same key and arguments changes
@@ -282,17 +305,19 @@ impl Topology {
     }
 
     fn drop_if_auto_deleted(&mut self, exchange: &str) {
-        let empty = self.bindings.get(exchange).is_none_or(Vec::is_empty);
-        if empty && self.exchanges.get(exchange).is_some_and(|e| e.auto_delete) {
-            self.exchanges.remove(exchange);
-            self.bindings.remove(exchange);
+        if self.is_source(exchange) || !self.exchanges.get(exchange).is_some_and(|e| e.auto_delete) {
+            return;
         }
+        self.exchanges.remove(exchange);
+        self.bindings.remove(exchange);
+        self.exchange_bindings.remove(exchange);
+        self.forget_destination_exchange(exchange);
     }
 
     /// The queues a message published to `exchange` with `key` and `headers` goes to.
-    /// Publishing to an internal exchange is refused. When no binding takes the message,
-    /// it follows the exchange's alternate exchange, and that one's, until one routes it
-    /// (each exchange at most once: a cycle ends the chain).
+    /// Publishing to an internal exchange is refused. The message follows exchange-to-exchange
+    /// bindings; an exchange whose own bindings take nothing passes it to its alternate
+    /// exchange. Each exchange is visited at most once, so cycles end.
     pub fn route(
         &self,
         exchange: &str,
@@ -311,38 +336,46 @@ impl Topology {
                 "exchange {exchange:?} is internal"
             )));
         }
-        let mut visited = BTreeSet::from([exchange]);
-        let mut current = (exchange, e);
-        // Each pass visits a new exchange or stops: bounded by the number of exchanges.
-        loop {
-            let targets = self.bound(current.0, current.1, key, headers);
-            if !targets.is_empty() {
-                return Ok(targets);
-            }
-            let next = current.1.alternate.as_deref().and_then(|name| {
-                let alternate = self.exchanges.get(name)?;
-                visited.insert(name).then_some((name, alternate))
-            });
-            match next {
-                Some(n) => current = n,
-                None => return Ok(targets),
+        let mut queues = BTreeSet::new();
+        let mut seen = BTreeSet::from([exchange]);
+        let mut work = vec![(exchange, e)];
+        // Each exchange enters the work list at most once: bounded by the number of exchanges.
+        while let Some((name, x)) = work.pop() {
+            let own = self.bound(name, x, key, headers);
+            let next = self.linked(name, x, key, headers);
+            let took = !own.is_empty() || !next.is_empty();
+            queues.extend(own);
+            let alternate = x.alternate.as_deref().filter(|_| !took);
+            for to in next.into_iter().chain(alternate) {
+                if let Some((to, dest)) = self.exchanges.get_key_value(to) {
+                    if seen.insert(to.as_str()) {
+                        work.push((to.as_str(), dest));
+                    }
+                }
             }
         }
+        Ok(queues)
     }
 
     /// The queues `exchange`'s own bindings give a message.
-    fn bound(&self, name: &str, e: &Exchange, key: &str, headers: &Headers) -> BTreeSet<String> {
+    fn bound(&self, name: &str, e: &Exchange, key: &str, headers: &Headers) -> Vec<String> {
         let bindings = self.bindings.get(name).map(Vec::as_slice).unwrap_or_default();
         bindings
             .iter()
-            .filter(|b| match e.kind {
-                ExchangeKind::Direct => b.key == key,
-                ExchangeKind::Fanout => true,
-                ExchangeKind::Topic => topic::matches(&b.key, key),
-                ExchangeKind::Headers => headers::matches(&b.arguments, headers),
-            })
+            .filter(|b| takes(e.kind, &b.key, &b.arguments, key, headers))
             .map(|b| b.queue.clone())
             .collect()
+    }
+}
+
+/// True when a binding of an exchange of `kind` with `binding_key` and `arguments` takes a
+/// message with `key` and `headers`.
+fn takes(kind: ExchangeKind, binding_key: &str, arguments: &Headers, key: &str, headers: &Headers) -> bool {
+    match kind {
+        ExchangeKind::Direct => binding_key == key,
+        ExchangeKind::Fanout => true,
+        ExchangeKind::Topic => topic::matches(binding_key, key),
+        ExchangeKind::Headers => headers::matches(arguments, headers),
     }
 }
 

@@ -302,3 +302,86 @@ fn a_kafka_record_is_delivered_to_the_queue_s_amqp_consumer_with_its_headers() {
         assert!(gone.is_err(), "the transient queue is gone after the restart");
     });
 }
+
+/// Declares `name` (durable or not) of `kind` over `ch`.
+async fn declare_exchange(ch: &lapin::Channel, name: &str, kind: lapin::ExchangeKind, durable: bool) {
+    let options = lapin::options::ExchangeDeclareOptions {
+        durable,
+        ..lapin::options::ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(name, kind, options, FieldTable::default())
+        .await
+        .expect("declare exchange");
+}
+
+/// Publishes `body` to `exchange` with `key` and waits for its confirm.
+async fn publish_confirmed(ch: &lapin::Channel, exchange: &str, key: &str, body: &[u8]) {
+    ch.basic_publish(
+        exchange,
+        key,
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("confirm");
+}
+
+/// Exchange-to-exchange bindings between durable exchanges survive a restart; one whose
+/// destination is transient goes with it.
+#[test]
+fn exchange_bindings_between_durable_exchanges_survive_a_restart() {
+    let mut server = Rivulet::start();
+    runtime().block_on(async {
+        let (conn, ch) = connect(&server).await;
+        declare_exchange(&ch, "l_orders", lapin::ExchangeKind::Topic, true).await;
+        declare_exchange(&ch, "l_paid", lapin::ExchangeKind::Fanout, true).await;
+        declare_exchange(&ch, "l_scratch", lapin::ExchangeKind::Fanout, false).await;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        for q in ["l_payments", "l_scratch_q"] {
+            ch.queue_declare(q, durable, FieldTable::default())
+                .await
+                .expect("declare");
+        }
+        let none = lapin::options::QueueBindOptions::default();
+        ch.queue_bind("l_payments", "l_paid", "", none, FieldTable::default())
+            .await
+            .expect("bind");
+        ch.queue_bind("l_scratch_q", "l_scratch", "", none, FieldTable::default())
+            .await
+            .expect("bind");
+        let bind = lapin::options::ExchangeBindOptions::default();
+        for dest in ["l_paid", "l_scratch"] {
+            ch.exchange_bind(dest, "l_orders", "order.paid", bind, FieldTable::default())
+                .await
+                .expect("exchange.bind");
+        }
+        conn.close(200, "done").await.expect("close");
+    });
+    server.restart();
+    runtime().block_on(async {
+        let (conn, ch) = connect(&server).await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        publish_confirmed(&ch, "l_orders", "order.paid", b"after the restart").await;
+        publish_confirmed(&ch, "l_orders", "order.created", b"not taken").await;
+        let get = lapin::options::BasicGetOptions { no_ack: true };
+        let first = ch.basic_get("l_payments", get).await.expect("get");
+        let body = first.map(|m| m.delivery.data.clone());
+        assert_eq!(body.as_deref(), Some(&b"after the restart"[..]));
+        let next = ch.basic_get("l_payments", get).await.expect("get");
+        assert!(next.is_none(), "order.created is not bound");
+        let scratch = ch.basic_get("l_scratch_q", get).await.expect("get");
+        assert!(
+            scratch.is_none(),
+            "the binding to the transient exchange went with it"
+        );
+        conn.close(200, "done").await.expect("close");
+    });
+}

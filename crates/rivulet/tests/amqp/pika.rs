@@ -30,6 +30,7 @@ fn pika_confirms_prefetch_requeue_dead_letters_and_errors() {
             "OK x-max-length-bytes drops the oldest",
             "OK reject-publish and reject-publish-dlx",
             "OK alternate exchange",
+            "OK exchange-to-exchange bindings",
             "OK stream arguments",
             "OK streams read from offsets",
             "OK get, purge and channel errors",
