@@ -18,6 +18,7 @@ use crate::frame::ContentHeader;
 use crate::message::{self, Outgoing};
 use crate::shared::{ConsumerState, Unacked};
 use crate::stream;
+use crate::tx::Held;
 
 /// Messages one `basic.get` may skip (expired, or offsets holding no message) before it
 /// answers get-empty.
@@ -151,8 +152,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Routes and appends a fully received message; returns it when mandatory and
-    /// unroutable; queues its confirm.
+    /// A fully received message: held by a transactional channel, else routed and
+    /// appended now.
     async fn publish_complete(&mut self, ch: u16) -> Result<(), Fault> {
         let channel = self.channel(ch)?;
         let Some(Pending {
@@ -163,6 +164,34 @@ impl Connection {
         else {
             return Ok(());
         };
+        let held = Held {
+            publish,
+            header,
+            body,
+        };
+        if self.channel(ch)?.tx.is_none() {
+            return self.route_and_publish(ch, held).await;
+        }
+        // Checked now, routed at the commit.
+        let fail = |f: Fault| f.at(ch, 60, 40);
+        let (exchange, key) = (held.publish.exchange.as_str(), held.publish.routing_key.as_str());
+        self.may_publish(exchange, key).map_err(fail)?;
+        let headers = message::routing_headers(&held.header.properties);
+        self.broker
+            .route(exchange, key, &headers)
+            .map_err(|e| fail(e.into()))?;
+        let tx = self.channel(ch)?.tx.as_mut();
+        tx.map_or(Ok(()), |tx| tx.hold(held))
+    }
+
+    /// Routes and appends a message; returns it when mandatory and unroutable; queues its
+    /// confirm.
+    pub(crate) async fn route_and_publish(&mut self, ch: u16, held: Held) -> Result<(), Fault> {
+        let Held {
+            publish,
+            header,
+            body,
+        } = held;
         let fail = |f: Fault| f.at(ch, 60, 40);
         let exchange = publish.exchange.as_str();
         let key = publish.routing_key.as_str();
@@ -296,13 +325,23 @@ impl Connection {
 
     fn settle(&mut self, ch: u16, tag: u64, multiple: bool, how: Settle) -> Result<(), Fault> {
         let channel = self.channel(ch)?;
-        let owner = channel.shared.owner.clone();
+        if let Some(tx) = channel.tx.as_mut() {
+            let tags = channel.shared.tags(tag, multiple);
+            return tx.hold_settle(tag, multiple, tags, how);
+        }
         let Some(taken) = channel.shared.take(tag, multiple) else {
             return Err(Fault::channel(
                 fault::PRECONDITION_FAILED,
                 format!("unknown delivery tag {tag}"),
             ));
         };
+        self.settle_taken(ch, taken, how)
+    }
+
+    /// Settles deliveries taken off the channel: dead-letters rejected ones and those past
+    /// the delivery limit, and stores the queues' state.
+    pub(crate) fn settle_taken(&mut self, ch: u16, taken: Vec<Unacked>, how: Settle) -> Result<(), Fault> {
+        let owner = self.channel(ch)?.shared.owner.clone();
         let mut touched: Vec<Arc<rivulet_broker::queues::Queue>> = Vec::new();
         for u in taken {
             if u.queue.is_stream() {

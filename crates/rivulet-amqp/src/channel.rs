@@ -17,6 +17,7 @@ use crate::connection::Connection;
 use crate::fault::{self, Fault};
 use crate::frame::ContentHeader;
 use crate::shared::{ChannelShared, ConsumerState};
+use crate::tx::Tx;
 
 /// A message whose content is arriving.
 #[derive(Debug)]
@@ -51,6 +52,8 @@ pub struct Channel {
     pub pending: Option<Pending>,
     /// Confirm mode.
     pub confirms: Option<Confirms>,
+    /// Transactional mode (`tx.select`): what the open transaction holds.
+    pub tx: Option<Tx>,
     /// Consumers by tag.
     pub consumers: HashMap<String, ConsumerHandle>,
     /// Prefetch of consumers created from now on (`basic.qos` without `global`).
@@ -96,6 +99,7 @@ impl Channel {
             closing: false,
             pending: None,
             confirms: None,
+            tx: None,
             consumers: HashMap::new(),
             consumer_prefetch: 0,
             queues: HashMap::new(),
@@ -139,10 +143,7 @@ impl Connection {
                 fault::COMMAND_INVALID,
                 "unexpected confirm method",
             )),
-            AMQPClass::Tx(_) => Err(Fault::channel(
-                fault::NOT_IMPLEMENTED,
-                "transactions (tx.*) are not supported; use publisher confirms",
-            )),
+            AMQPClass::Tx(m) => self.tx_method(ch, m).await,
             AMQPClass::Access(_) => Err(Fault::channel(
                 fault::NOT_IMPLEMENTED,
                 "access.request is obsolete",
@@ -177,6 +178,12 @@ impl Connection {
 
     async fn confirm_select(&mut self, ch: u16, nowait: bool) -> Result<(), Fault> {
         let channel = self.channel(ch)?;
+        if channel.tx.is_some() {
+            return Err(Fault::channel(
+                fault::PRECONDITION_FAILED,
+                "cannot switch from tx to confirm mode",
+            ));
+        }
         if channel.confirms.is_none() {
             channel.confirms = Some(Confirms::start(ch, channel.shared.out.clone()));
         }

@@ -29,6 +29,7 @@ pub mod publish;
 pub mod server;
 pub mod shared;
 pub mod stream;
+pub mod tx;
 
 pub use server::Server;
 

@@ -119,6 +119,12 @@ impl Connection {
             }
         }
         for (ch, share) in shares.iter_mut() {
+            // A committing transaction waits for its appends itself (no confirms).
+            if let Some(tx) = self.channels.get_mut(ch).and_then(|c| c.tx.as_mut()) {
+                tx.durables.append(&mut share.durables);
+                tx.failed |= share.failed;
+                continue;
+            }
             let runs = runs_of(&entries, &refused, *ch, share.failed);
             let Some(confirms) = self.channels.get_mut(ch).and_then(|c| c.confirms.as_mut()) else {
                 continue;

@@ -148,6 +148,22 @@ impl ChannelShared {
         Some(taken)
     }
 
+    /// The unacknowledged delivery tags an `ack`/`nack`/`reject` names, without taking
+    /// them (see [`ChannelShared::take`]).
+    pub fn tags(&self, tag: u64, multiple: bool) -> Vec<u64> {
+        let state = self.lock();
+        if !multiple {
+            return state
+                .unacked
+                .contains_key(&tag)
+                .then_some(tag)
+                .into_iter()
+                .collect();
+        }
+        let last = if tag == 0 { u64::MAX } else { tag };
+        state.unacked.range(..=last).map(|(k, _)| *k).collect()
+    }
+
     /// Takes every unacknowledged delivery (recover, channel close).
     pub fn take_all(&self) -> Vec<Unacked> {
         self.take(0, true).unwrap_or_default()

@@ -323,6 +323,77 @@ def exchange_to_exchange_bindings():
     print("OK exchange-to-exchange bindings", flush=True)
 
 
+def ready(conn, queue):
+    """Ready messages of `queue`, asked on a channel of its own."""
+    c = conn.channel()
+    n = c.queue_declare(queue, passive=True).method.message_count
+    c.close()
+    return n
+
+
+def closed_with(code, what, action):
+    try:
+        action()
+        check(False, what)
+    except ChannelClosedByBroker as e:
+        check(e.reply_code == code, f"{what}: {code} expected, got {e.reply_code}")
+
+
+def transactions():
+    conn, ch = connect()
+    ch.queue_declare("p_tx_in")
+    ch.queue_declare("p_tx_out")
+    seed = conn.channel()
+    seed.confirm_delivery()
+    for body in (b"a", b"b"):
+        seed.basic_publish("", "p_tx_in", body)
+    ch.tx_select()
+    ch.basic_publish("", "p_tx_out", b"dropped")
+    check(ready(conn, "p_tx_out") == 0, "nothing is visible before the commit")
+    ch.tx_rollback()
+    ch.tx_commit()
+    check(ready(conn, "p_tx_out") == 0, "a rollback drops the publish")
+    # Consume, transform, publish and acknowledge in one transaction.
+    m, _, body = ch.basic_get("p_tx_in")
+    ch.basic_publish("", "p_tx_out", body.upper())
+    ch.basic_ack(m.delivery_tag)
+    # basic.ack has no reply: the channel error shows at the commit that follows.
+    closed_with(
+        406,
+        "acknowledging a tag twice in one transaction",
+        lambda: (ch.basic_ack(m.delivery_tag), ch.tx_commit()),
+    )
+    ch = conn.channel()
+    ch.tx_select()
+    m, _, body = ch.basic_get("p_tx_in")
+    check(body == b"a" and m.redelivered, "the closed channel rolled back its acknowledgement")
+    ch.basic_publish("", "p_tx_out", body.upper())
+    ch.basic_ack(m.delivery_tag)
+    check(ready(conn, "p_tx_in") == 1 and ready(conn, "p_tx_out") == 0, "held until the commit")
+    ch.tx_commit()
+    check(ready(conn, "p_tx_out") == 1, "the commit published")
+    check(ready(conn, "p_tx_in") == 1, "the commit acknowledged")
+    # An acknowledgement rolled back leaves the delivery unacknowledged.
+    m, _, body = ch.basic_get("p_tx_in")
+    ch.basic_ack(m.delivery_tag)
+    ch.tx_rollback()
+    ch.close()
+    out = [b for _, b in drain(conn.channel(), "p_tx_out")]
+    check(out == ["A"], f"one transformed message: {out}")
+    left = [b for _, b in drain(conn.channel(), "p_tx_in")]
+    check(left == ["b"], f"the rolled back acknowledgement left the message: {left}")
+    ch = conn.channel()
+    closed_with(406, "commit without tx.select", ch.tx_commit)
+    ch = conn.channel()
+    ch.tx_select()
+    closed_with(406, "confirm mode on a transactional channel", ch.confirm_delivery)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    closed_with(406, "tx mode on a confirming channel", ch.tx_select)
+    conn.close()
+    print("OK transactions", flush=True)
+
+
 def stream_arguments():
     conn, ch = connect()
     args = {"x-queue-type": "stream", "x-max-age": "7D", "x-max-length-bytes": 20_000_000,
@@ -417,6 +488,7 @@ max_length_bytes_drops_the_oldest()
 reject_publish_nacks_new_messages()
 alternate_exchange_takes_unroutable_messages()
 exchange_to_exchange_bindings()
+transactions()
 stream_arguments()
 streams_read_from_offsets()
 get_purge_and_errors()

@@ -31,6 +31,7 @@ fn pika_confirms_prefetch_requeue_dead_letters_and_errors() {
             "OK reject-publish and reject-publish-dlx",
             "OK alternate exchange",
             "OK exchange-to-exchange bindings",
+            "OK transactions",
             "OK stream arguments",
             "OK streams read from offsets",
             "OK get, purge and channel errors",
