@@ -148,6 +148,13 @@ impl EventStore {
                 break;
             }
             inner.index.apply(&entries, after, false)?;
+            let changes = entries
+                .iter()
+                .filter(|e| matches!(e, LogEntry::Change { .. }))
+                .count();
+            inner
+                .changes_indexed
+                .fetch_add(changes as u64, std::sync::atomic::Ordering::Relaxed);
             state.commits_since_sync += 1;
             next = after;
             inner.indexed.send_replace(next);

@@ -20,6 +20,7 @@ mod indexer;
 pub mod model;
 pub mod persistent;
 mod read;
+mod scavenge;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,10 @@ pub struct EventStoreConfig {
     /// How often the index is made durable; a crash costs re-indexing at most this much of
     /// the log, never an event.
     pub index_sync_interval: Duration,
+    /// How often the store looks whether to scavenge (see [`EventStore::scavenge`]): it does
+    /// when streams were deleted or their metadata changed since the last scavenge, and at
+    /// least daily (`$maxAge` expires events without any change). `None`: only when asked.
+    pub scavenge_interval: Option<Duration>,
 }
 
 impl EventStoreConfig {
@@ -67,6 +72,7 @@ impl EventStoreConfig {
             topic: DEFAULT_TOPIC.to_string(),
             dir: data_dir.join("eventstore"),
             index_sync_interval: Duration::from_secs(1),
+            scavenge_interval: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -86,6 +92,8 @@ struct Inner {
     indexer: Mutex<indexer::IndexerState>,
     /// The log position indexed up to (exclusive): everything below is readable by stream.
     indexed: watch::Sender<u64>,
+    /// Stream changes (deletes, tombstones, metadata) indexed since the store opened.
+    changes_indexed: std::sync::atomic::AtomicU64,
 }
 
 impl EventStore {
@@ -114,6 +122,7 @@ impl EventStore {
                 writer: Mutex::new(append::Writer::default()),
                 indexer: Mutex::new(indexer::IndexerState::default()),
                 indexed: watch::Sender::new(next),
+                changes_indexed: std::sync::atomic::AtomicU64::new(0),
                 config,
             }),
         };
@@ -123,6 +132,9 @@ impl EventStore {
             store.inner.config.dir.join("index.redb"),
             store.inner.config.index_sync_interval,
         );
+        if let Some(interval) = store.inner.config.scavenge_interval {
+            scavenge::spawn_scavenger(Arc::downgrade(&store.inner), interval);
+        }
         tracing::info!(
             topic = %store.inner.config.topic,
             indexed_position = *store.inner.indexed.borrow(),

@@ -87,7 +87,7 @@ fn limits(head: &StreamHead) -> Limits {
 }
 
 /// The first readable revision and the oldest readable creation time of a stream.
-fn visible_from(head: &StreamHead, last: u64) -> (u64, i64) {
+pub(crate) fn visible_from(head: &StreamHead, last: u64) -> (u64, i64) {
     let l = limits(head);
     let by_count = l.max_count.map_or(0, |n| (last + 1).saturating_sub(n));
     let floor = head

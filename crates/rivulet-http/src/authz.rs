@@ -159,6 +159,8 @@ pub(crate) async fn authorize(State(state): State<AppState>, mut request: Reques
         let needed = match (segments.as_slice(), &state.config.event_store) {
             (["v1", "streams", ..], Some(store)) => stream_needs(request.method(), store.topic()),
             (["v1", "subscriptions"], Some(store)) => vec![topic(Operation::Describe, store.topic())],
+            // Scavenging removes records from the events topic.
+            (["v1", "scavenge"], Some(store)) => vec![topic(Operation::Delete, store.topic())],
             _ => needs(request.method(), &segments, group, caller.user.as_deref()),
         };
         for (op, kind, name) in needed {

@@ -202,6 +202,7 @@ pub fn router(broker: Broker, config: GatewayConfig) -> Router {
             axum::routing::put(streams::set_metadata),
         )
         .route("/v1/streams/{stream}/events", get(stream_events::subscribe))
+        .route("/v1/scavenge", post(streams::scavenge))
         .route("/v1/subscriptions", get(subscriptions::list))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{job}", get(jobs::describe))

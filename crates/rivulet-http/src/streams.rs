@@ -374,6 +374,20 @@ pub(crate) async fn delete(
     ))
 }
 
+/// `POST /v1/scavenge`: removes from the log the events no reader sees any more (deleted
+/// and tombstoned streams, events below `$maxCount`, `$maxAge` and `$tb`).
+pub(crate) async fn scavenge(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = store(&state)?.clone();
+    let started = std::time::Instant::now();
+    let removed = tokio::task::spawn_blocking(move || store.scavenge())
+        .await
+        .map_err(|e| ApiError::internal(format!("the scavenge stopped: {e}")))??;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(Json(
+        json!({"removed_events": removed, "duration_ms": duration_ms}),
+    ))
+}
+
 /// `PUT /v1/streams/{stream}/metadata`.
 pub(crate) async fn set_metadata(
     State(state): State<AppState>,

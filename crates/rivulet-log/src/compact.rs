@@ -17,6 +17,7 @@ use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD_BYTES};
 use crate::error::{LogError, Result};
 use crate::log::Log;
 use crate::record::{self, Record};
+use crate::records::StoredRecord;
 use crate::storage::StorageFile;
 
 /// Keys tracked in one compaction pass; segments beyond this wait for the next pass.
@@ -122,32 +123,94 @@ pub(crate) fn compact(log: &Log, now_ms: i64) -> Result<Pass> {
                 pass.oldest_tombstone_ms = Some(pass.oldest_tombstone_ms.map_or(ts, |t: i64| t.min(ts)));
             }
             removed += (total - kept.len()) as u64;
-            if kept.len() == total {
-                out.extend_from_slice(bytes);
-            } else if !kept.is_empty() {
-                out.extend_from_slice(&rebuild(header, &kept)?);
-            }
-            Ok(())
+            put_batch(&mut out, header, bytes, total, &kept)
         })?;
         if removed == 0 {
             continue;
         }
         pass.removed += removed;
-        let cleaned = path.with_extension("log.cleaned");
-        let storage = log.storage();
-        let f = storage
-            .open(&cleaned, true)
-            .map_err(LogError::io("create compacted segment", &cleaned))?;
-        f.set_len(0)
-            .map_err(LogError::io("truncate compacted segment", &cleaned))?;
-        f.write_all_at(&out, 0)
-            .map_err(LogError::io("write compacted segment", &cleaned))?;
-        f.sync_data()
-            .map_err(LogError::io("sync compacted segment", &cleaned))?;
-        log.replace_segment(base, &cleaned)?;
+        install(log, base, path, &out)?;
         info!(segment = %path.display(), removed_records = removed, bytes_before = len, bytes_after = out.len(), "Compacted segment");
     }
     Ok(pass)
+}
+
+/// Appends a batch to `out`: as it was when all `total` records are kept, rebuilt around
+/// `kept` when some are, not at all when none is.
+fn put_batch(
+    out: &mut Vec<u8>,
+    header: &BatchHeader,
+    bytes: &[u8],
+    total: usize,
+    kept: &[Record],
+) -> Result<()> {
+    if kept.len() == total {
+        out.extend_from_slice(bytes);
+    } else if !kept.is_empty() {
+        out.extend_from_slice(&rebuild(header, kept)?);
+    }
+    Ok(())
+}
+
+/// Writes a rewritten segment to `<base>.log.cleaned`, syncs it and swaps it in (an
+/// interrupted rewrite leaves the original intact; the leftover is removed on open).
+fn install(log: &Log, base: i64, path: &std::path::Path, out: &[u8]) -> Result<()> {
+    let cleaned = path.with_extension("log.cleaned");
+    let storage = log.storage();
+    let f = storage
+        .open(&cleaned, true)
+        .map_err(LogError::io("create compacted segment", &cleaned))?;
+    f.set_len(0)
+        .map_err(LogError::io("truncate compacted segment", &cleaned))?;
+    f.write_all_at(out, 0)
+        .map_err(LogError::io("write compacted segment", &cleaned))?;
+    f.sync_data()
+        .map_err(LogError::io("sync compacted segment", &cleaned))?;
+    log.replace_segment(base, &cleaned)
+}
+
+/// See [`Log::scavenge`].
+pub(crate) fn scavenge(log: &Log, keep: &mut dyn FnMut(&StoredRecord) -> bool) -> Result<u64> {
+    let _cleaner = log.cleaner_lock();
+    let mut removed_total = 0u64;
+    for s in log.sealed_segments()? {
+        let mut out = Vec::new();
+        let mut removed = 0u64;
+        for_each_batch(s.file.as_ref(), &s.path, s.len, |_, header, bytes| {
+            let Some(records) = data_records(header, bytes)? else {
+                out.extend_from_slice(bytes);
+                return Ok(());
+            };
+            let total = records.len();
+            let kept: Vec<Record> = records.into_iter().filter(|r| keep(&stored(header, r))).collect();
+            removed += (total - kept.len()) as u64;
+            put_batch(&mut out, header, bytes, total, &kept)
+        })?;
+        if removed == 0 {
+            continue;
+        }
+        install(log, s.base, &s.path, &out)?;
+        info!(segment = %s.path.display(), removed_records = removed, bytes_before = s.len, bytes_after = out.len(), "Scavenged segment");
+        removed_total += removed;
+    }
+    Ok(removed_total)
+}
+
+/// A record of a batch as readers see it.
+fn stored(header: &BatchHeader, r: &Record) -> StoredRecord {
+    let timestamp_ms = if header.is_log_append_time() {
+        header.max_timestamp
+    } else {
+        header.base_timestamp.saturating_add(r.timestamp_delta)
+    };
+    let bytes = |v: &Option<Vec<u8>>| v.as_ref().map(|v| bytes::Bytes::copy_from_slice(v));
+    StoredRecord {
+        offset: header.base_offset + i64::from(r.offset_delta),
+        timestamp_ms,
+        key: bytes(&r.key),
+        value: bytes(&r.value),
+        headers: r.headers.iter().map(|(k, v)| (k.clone(), bytes(v))).collect(),
+    }
 }
 
 /// The records of a data batch (decompressed); `None` for a control batch.

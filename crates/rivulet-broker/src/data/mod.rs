@@ -21,6 +21,7 @@ mod append;
 mod covering;
 mod produce;
 mod read;
+mod scavenge;
 mod watch;
 
 pub(crate) use append::{build_batches, TxnSequence};

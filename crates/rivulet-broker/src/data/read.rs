@@ -182,7 +182,7 @@ impl Broker {
         Ok(self.log_of(topic, partition)?.max_timestamp_offset()?)
     }
 
-    fn log_of(&self, topic: &str, partition: i32) -> Result<rivulet_log::Log> {
+    pub(super) fn log_of(&self, topic: &str, partition: i32) -> Result<rivulet_log::Log> {
         let t = self.existing_topic(topic)?;
         t.partition(partition)
             .cloned()

@@ -267,6 +267,14 @@ impl Log {
         Ok(pass.removed)
     }
 
+    /// Rewrites every sealed segment without the records `keep` refuses; kept records keep
+    /// their offsets and control batches stay. For stores on the log that know which
+    /// records no reader may see any more (the event store's deleted and truncated
+    /// streams). Returns the number of records removed.
+    pub fn scavenge(&self, keep: &mut dyn FnMut(&crate::StoredRecord) -> bool) -> Result<u64> {
+        crate::compact::scavenge(self, keep)
+    }
+
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.shared.storage
     }
@@ -279,6 +287,16 @@ impl Log {
     /// one holding a record younger than `min.compaction.lag.ms`.
     pub(crate) fn compactable_segments(&self, now_ms: i64) -> Result<Vec<SealedSegment>> {
         let min_lag_ms = self.config().min_compaction_lag_ms;
+        self.sealed_segments_while(|max_timestamp| lag_passed(max_timestamp, min_lag_ms, now_ms))
+    }
+
+    /// Every sealed segment, oldest first.
+    pub(crate) fn sealed_segments(&self) -> Result<Vec<SealedSegment>> {
+        self.sealed_segments_while(|_| true)
+    }
+
+    /// Sealed segments, oldest first, until the first whose newest timestamp `take` refuses.
+    fn sealed_segments_while(&self, take: impl Fn(i64) -> bool) -> Result<Vec<SealedSegment>> {
         let mut st = lock(&self.shared.state);
         let storage = self.shared.storage.clone();
         let mut out = Vec::new();
@@ -287,7 +305,7 @@ impl Log {
             .values_mut()
             .filter(|s| s.sealed && s.corrupt_from.is_none())
         {
-            if !lag_passed(s.index.max_timestamp, min_lag_ms, now_ms) {
+            if !take(s.index.max_timestamp) {
                 break;
             }
             out.push(SealedSegment {

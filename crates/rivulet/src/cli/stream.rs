@@ -72,6 +72,9 @@ enum StreamCommand {
         #[arg(long)]
         tombstone: bool,
     },
+    /// Remove from the log the events no reader sees any more (deleted and tombstoned
+    /// streams, events below `$maxCount`, `$maxAge` and `$tb`); each stream keeps its last.
+    Scavenge,
     /// List persistent subscription groups: consumers, checkpoint, lag, parked events.
     Groups {
         /// Only the groups of this stream (or `$all`).
@@ -162,6 +165,7 @@ pub fn run(args: StreamArgs) -> Result<()> {
             ),
             timeout,
         )?,
+        StreamCommand::Scavenge => args.http.call("POST", "/v1/scavenge", timeout)?,
         StreamCommand::Groups { source } => {
             let path = match source {
                 Some(s) => format!("/v1/subscriptions?source={}", path_segment(s)),
@@ -207,6 +211,11 @@ pub fn run(args: StreamArgs) -> Result<()> {
         StreamCommand::Delete { name, tombstone, .. } => emit(&format!(
             "{} stream {name}\n",
             if *tombstone { "Tombstoned" } else { "Deleted" }
+        )),
+        StreamCommand::Scavenge => emit(&format!(
+            "Removed {} events in {} ms\n",
+            text(&value["removed_events"]),
+            text(&value["duration_ms"])
         )),
         StreamCommand::Groups { .. } => {
             let mut table = Table::new(&[
