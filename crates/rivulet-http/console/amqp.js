@@ -22,8 +22,8 @@ export async function amqpQueues() {
   document.querySelectorAll("[data-bindings]").forEach((b) => {
     b.onclick = () => attempt(async () => {
       const x = await get(`/v1/exchanges/${enc(b.dataset.bindings)}`);
-      document.getElementById("bindings").innerHTML = String(h`<h2>Bindings of ${x.name}</h2><table><thead><tr><th>Queue</th><th>Routing key</th><th>Arguments</th></tr></thead><tbody>
-        ${x.bindings.map((bd) => h`<tr><td>${bd.queue}</td><td><code>${bd.routing_key}</code></td><td><code>${Object.keys(bd.arguments || {}).length ? JSON.stringify(bd.arguments) : ""}</code></td></tr>`)}</tbody></table>`);
+      document.getElementById("bindings").innerHTML = String(h`<h2>Bindings of ${x.name}</h2><table><thead><tr><th>Destination</th><th>Routing key</th><th>Arguments</th></tr></thead><tbody>
+        ${x.bindings.map((bd) => h`<tr><td>${bd.destination_type === "exchange" ? `exchange ${bd.destination}` : bd.queue}</td><td><code>${bd.routing_key}</code></td><td><code>${Object.keys(bd.arguments || {}).length ? JSON.stringify(bd.arguments) : ""}</code></td></tr>`)}</tbody></table>`);
     });
   });
   const rows = document.getElementById("queue-rows");
