@@ -92,6 +92,7 @@ pub struct Metrics {
     fetch_sessions: Gauge,
     transaction_duration: Histogram,
     transactions_aborted: Family<ReasonLabels, Counter>,
+    records_scavenged: Family<TopicLabels, Counter>,
     known_topics: Mutex<HashSet<String>>,
     totals: totals::Totals,
 }
@@ -126,6 +127,7 @@ impl Metrics {
         let fetch_sessions = Gauge::default();
         let transaction_duration = Histogram::new(exponential_buckets(0.001, 2.0, 22));
         let transactions_aborted = Family::<ReasonLabels, Counter>::default();
+        let records_scavenged = Family::<TopicLabels, Counter>::default();
         root.register(
             "records_produced",
             "Records appended to topics",
@@ -192,6 +194,11 @@ impl Metrics {
             transactions_aborted.clone(),
         );
         root.register(
+            "records_scavenged",
+            "Records removed from topics by scavenging (the event store's deleted and truncated streams)",
+            records_scavenged.clone(),
+        );
+        root.register(
             "build",
             "Rivulet build information",
             Info::new(BuildLabels {
@@ -214,6 +221,7 @@ impl Metrics {
             fetch_sessions,
             transaction_duration,
             transactions_aborted,
+            records_scavenged,
             known_topics: Mutex::new(HashSet::new()),
             totals: totals::Totals::default(),
         }
@@ -249,6 +257,12 @@ impl Metrics {
         self.records_produced.get_or_create(&labels).inc_by(records);
         self.bytes_produced.get_or_create(&labels).inc_by(bytes);
         self.totals.produced(records, bytes);
+    }
+
+    /// Counts records scavenging removed from a topic.
+    pub fn record_scavenged(&self, topic: &str, records: u64) {
+        let labels = self.topic_label(topic);
+        self.records_scavenged.get_or_create(&labels).inc_by(records);
     }
 
     /// Counts records and batch bytes served from a topic.

@@ -18,6 +18,8 @@ impl Broker {
         keep: &mut dyn FnMut(&StoredRecord) -> bool,
     ) -> Result<u64> {
         let log = self.log_of(topic, partition)?;
-        Ok(log.scavenge(keep)?)
+        let removed = log.scavenge(keep)?;
+        self.metrics().record_scavenged(topic, removed);
+        Ok(removed)
     }
 }

@@ -466,6 +466,11 @@ fn the_cli_scavenges_a_tombstoned_stream_and_readers_see_the_rest() {
     assert_eq!(code, "410", "still tombstoned: {body}");
     let (ok, out, _) = cli(&server, &["stream", "scavenge"]);
     assert!(ok && out.contains("Removed 0 events"), "{out}");
+    let (_, metrics) = curl(&server, "GET", "/metrics", &[]);
+    assert!(
+        metrics.contains("rivulet_records_scavenged_total{topic=\"eventstore.all\"} 29"),
+        "the metric counts what left the log"
+    );
 }
 
 /// One writer's appends: each has a fixed event id, so a retry after a crash is the same append.
