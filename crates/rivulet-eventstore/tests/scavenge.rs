@@ -1,10 +1,13 @@
 //! Scavenging on a real broker and log: what readers no longer see leaves the log, and
 //! nothing they see does, even after the index is rebuilt from the scavenged log.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::revisions;
 use rivulet_broker::{Broker, BrokerConfig};
 use rivulet_eventstore::{
     AllFilter, ContentType, Direction, EventStore, EventStoreConfig, EventStoreError, ExpectedState, NewEvent,
@@ -56,16 +59,6 @@ async fn append(store: &EventStore, stream: &str, ids: std::ops::Range<u128>) {
             .await
             .expect("append");
     }
-}
-
-fn revisions(store: &EventStore, stream: &str) -> Vec<u64> {
-    store
-        .read_stream(stream, None, Direction::Forwards, 10_000)
-        .expect("stream reads")
-        .events
-        .iter()
-        .map(|e| e.revision)
-        .collect()
 }
 
 /// Every event id `$all` holds, in position order.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::open;
+use common::{open, revisions};
 use std::collections::BTreeMap;
 
 use rivulet_broker::Broker;
@@ -23,16 +23,6 @@ fn event(id: u128, event_type: &str, data: &str) -> NewEvent {
         data: data.as_bytes().to_vec(),
         metadata: Vec::new(),
     }
-}
-
-fn revisions(store: &EventStore, stream: &str) -> Vec<u64> {
-    store
-        .read_stream(stream, None, Direction::Forwards, 10_000)
-        .expect("stream reads")
-        .events
-        .iter()
-        .map(|e| e.revision)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,14 +278,7 @@ impl Broker {
         key: &str,
         arguments: Headers,
     ) -> Result<()> {
-        let mut registry = self.inner.queues.lock();
-        let binding = ExchangeBinding {
-            destination: destination.to_string(),
-            key: key.to_string(),
-            arguments,
-        };
-        registry.topology.bind_exchange(source, binding)?;
-        self.save_definitions(&registry)
+        self.change_exchange_binding(destination, source, key, arguments, true)
     }
 
     /// Removes an exchange-to-exchange binding; an absent binding is fine.
@@ -296,13 +289,28 @@ impl Broker {
         key: &str,
         arguments: Headers,
     ) -> Result<()> {
+        self.change_exchange_binding(destination, source, key, arguments, false)
+    }
+
+    fn change_exchange_binding(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        arguments: Headers,
+        bind: bool,
+    ) -> Result<()> {
         let mut registry = self.inner.queues.lock();
         let binding = ExchangeBinding {
             destination: destination.to_string(),
             key: key.to_string(),
             arguments,
         };
-        registry.topology.unbind_exchange(source, &binding)?;
+        if bind {
+            registry.topology.bind_exchange(source, binding)?;
+        } else {
+            registry.topology.unbind_exchange(source, &binding)?;
+        }
         self.save_definitions(&registry)
     }
 

@@ -1,7 +1,7 @@
 //! Exchange-to-exchange bindings (RabbitMQ's `exchange.bind`): a binding from a source
 //! exchange to a destination exchange, matched as a queue binding of the source would be.
 
-use super::{takes, Exchange, Headers, RoutingError, Topology, BINDINGS_MAX};
+use super::{add_binding, remove_bindings, takes, Exchange, Headers, RoutingError, Topology};
 
 /// One binding of a destination exchange to a source exchange.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,15 +28,7 @@ impl Topology {
     pub fn bind_exchange(&mut self, source: &str, binding: ExchangeBinding) -> Result<(), RoutingError> {
         self.check_pair(source, &binding.destination, "bound")?;
         let list = self.exchange_bindings.entry(source.to_string()).or_default();
-        if list.contains(&binding) {
-            return Ok(());
-        }
-        if self.binding_count >= BINDINGS_MAX {
-            return Err(RoutingError::LimitReached(format!("{BINDINGS_MAX} bindings")));
-        }
-        list.push(binding);
-        self.binding_count += 1;
-        Ok(())
+        add_binding(list, binding, &mut self.binding_count)
     }
 
     /// Removes an exchange-to-exchange binding (an absent one is fine); an auto-delete
@@ -44,9 +36,7 @@ impl Topology {
     pub fn unbind_exchange(&mut self, source: &str, binding: &ExchangeBinding) -> Result<(), RoutingError> {
         self.check_pair(source, &binding.destination, "unbound")?;
         if let Some(list) = self.exchange_bindings.get_mut(source) {
-            let before = list.len();
-            list.retain(|b| b != binding);
-            self.binding_count -= before - list.len();
+            remove_bindings(list, |b| b == binding, &mut self.binding_count);
         }
         self.drop_if_auto_deleted(source);
         Ok(())
@@ -91,10 +81,7 @@ impl Topology {
     pub(super) fn forget_destination_exchange(&mut self, destination: &str) {
         let mut emptied = Vec::new();
         for (source, list) in self.exchange_bindings.iter_mut() {
-            let before = list.len();
-            list.retain(|b| b.destination != destination);
-            self.binding_count -= before - list.len();
-            if before != list.len() {
+            if remove_bindings(list, |b| b.destination == destination, &mut self.binding_count) > 0 {
                 emptied.push(source.clone());
             }
         }

@@ -257,15 +257,7 @@ impl Topology {
             return Err(RoutingError::NotFound(exchange.to_string()));
         }
         let list = self.bindings.entry(exchange.to_string()).or_default();
-        if list.contains(&binding) {
-            return Ok(());
-        }
-        if self.binding_count >= BINDINGS_MAX {
-            return Err(RoutingError::LimitReached(format!("{BINDINGS_MAX} bindings")));
-        }
-        list.push(binding);
-        self.binding_count += 1;
-        Ok(())
+        add_binding(list, binding, &mut self.binding_count)
     }
 
     /// Removes a binding (absent ones are fine, as in RabbitMQ); an auto-delete exchange
@@ -280,9 +272,7 @@ impl Topology {
             return Err(RoutingError::NotFound(exchange.to_string()));
         }
         if let Some(list) = self.bindings.get_mut(exchange) {
-            let before = list.len();
-            list.retain(|b| b != binding);
-            self.binding_count -= before - list.len();
+            remove_bindings(list, |b| b == binding, &mut self.binding_count);
         }
         self.drop_if_auto_deleted(exchange);
         Ok(())
@@ -292,10 +282,7 @@ impl Topology {
     pub fn forget_queue(&mut self, queue: &str) {
         let mut emptied = Vec::new();
         for (exchange, list) in self.bindings.iter_mut() {
-            let before = list.len();
-            list.retain(|b| b.queue != queue);
-            self.binding_count -= before - list.len();
-            if before != list.len() {
+            if remove_bindings(list, |b| b.queue == queue, &mut self.binding_count) > 0 {
                 emptied.push(exchange.clone());
             }
         }
@@ -366,6 +353,30 @@ impl Topology {
             .map(|b| b.queue.clone())
             .collect()
     }
+}
+
+/// Adds `binding` to `list` unless it is there already (binding again changes nothing),
+/// within [`BINDINGS_MAX`] bindings in all (`count`).
+fn add_binding<B: PartialEq>(list: &mut Vec<B>, binding: B, count: &mut usize) -> Result<(), RoutingError> {
+    if list.contains(&binding) {
+        return Ok(());
+    }
+    if *count >= BINDINGS_MAX {
+        return Err(RoutingError::LimitReached(format!("{BINDINGS_MAX} bindings")));
+    }
+    list.push(binding);
+    *count += 1;
+    Ok(())
+}
+
+/// Removes the bindings `doomed` picks from `list`, keeping `count` in step; returns how
+/// many went.
+fn remove_bindings<B>(list: &mut Vec<B>, doomed: impl Fn(&B) -> bool, count: &mut usize) -> usize {
+    let before = list.len();
+    list.retain(|b| !doomed(b));
+    let removed = before - list.len();
+    *count -= removed;
+    removed
 }
 
 /// True when a binding of an exchange of `kind` with `binding_key` and `arguments` takes a
