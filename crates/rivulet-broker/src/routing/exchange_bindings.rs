@@ -96,18 +96,9 @@ impl Topology {
 mod tests {
     use std::collections::BTreeSet;
 
+    use super::super::tests::exchange;
     use super::super::{Binding, ExchangeKind};
     use super::*;
-
-    fn exchange(kind: ExchangeKind) -> Exchange {
-        Exchange {
-            kind,
-            durable: false,
-            auto_delete: false,
-            internal: false,
-            alternate: None,
-        }
-    }
 
     fn queue(queue: &str, key: &str) -> Binding {
         Binding {

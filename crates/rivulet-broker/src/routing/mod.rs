@@ -418,7 +418,8 @@ fn check_equivalent(name: &str, existing: &Exchange, wanted: &Exchange) -> Resul
 mod tests {
     use super::*;
 
-    fn exchange(kind: ExchangeKind) -> Exchange {
+    /// A plain exchange of `kind` (shared with the exchange-binding tests).
+    pub(super) fn exchange(kind: ExchangeKind) -> Exchange {
         Exchange {
             kind,
             durable: false,
